@@ -1,0 +1,1 @@
+//! Hosts the criterion benches under `benches/benches/`.

@@ -1,0 +1,1 @@
+//! The weft daemon library (stub).

@@ -1,0 +1,1 @@
+//! Hosts the network-namespace integration suite under `tests/tests/`.

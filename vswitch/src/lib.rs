@@ -1,0 +1,16 @@
+//! Weft's pure switching core.
+//!
+//! This crate owns everything a frame meets between the TAP port and the UDP socket that does not
+//! need the operating system: checked wire formats ([`wire`]), the MAC table ([`fdb`]), the
+//! forwarding decision ([`switch`]) and the sleeve framing ([`sleeve`]). It does no I/O, never
+//! sleeps, spawns or logs: callers pass bytes and the current time in and get decisions back.
+#![forbid(unsafe_code)]
+
+pub mod fdb;
+pub mod sleeve;
+pub mod switch;
+pub mod wire;
+
+pub use fdb::{Fdb, Location};
+pub use switch::{Decision, DropReason, Switch};
+pub use wire::{MacAddr, PeerName};

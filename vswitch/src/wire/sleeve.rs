@@ -1,0 +1,362 @@
+//! The sleeve datagram: what Weft puts inside UDP between hosts.
+//!
+//! Every datagram starts with a 20-byte header (all integers big-endian):
+//!
+//! ```text
+//!  0        1        2        3
+//! +--------+--------+--------+--------+
+//! | version|  kind  |  ttl   | flags  |
+//! +--------+--------+--------+--------+
+//! |      source peer name (64 bits)    |
+//! |                                    |
+//! +------------------------------------+
+//! |   destination peer name (64 bits)  |   0 = broadcast
+//! |                                    |
+//! +------------------------------------+
+//! | body ...
+//! ```
+//!
+//! For `kind` = [`SleeveKind::Frames`] the body is one or more frame records, each a 16-bit length
+//! followed by that many bytes of Ethernet frame; the records fill the datagram exactly. Other kinds
+//! carry a body that their owner (the router's liveness probes) defines. `docs/wire-format.md` is the
+//! reference.
+
+use super::{Error, Result};
+use core::fmt;
+
+/// The only header version this build speaks.
+pub const VERSION: u8 = 1;
+/// Bytes of the sleeve header.
+pub const HEADER_LEN: usize = 20;
+/// Bytes before each frame in a `Frames` datagram.
+pub const FRAME_PREFIX_LEN: usize = 2;
+/// Hop budget a sender puts in `ttl`; each relay decrements it and drops at zero.
+pub const DEFAULT_TTL: u8 = 8;
+
+/// A peer's stable 64-bit name. Zero is reserved: as a destination it means "every peer".
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PeerName(pub u64);
+
+impl PeerName {
+    /// The broadcast destination.
+    pub const BROADCAST: PeerName = PeerName(0);
+
+    /// True for the broadcast destination.
+    pub fn is_broadcast(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for PeerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0.to_be_bytes();
+        write!(
+            f,
+            "{:02x}{:02x}:{:02x}{:02x}:{:02x}{:02x}:{:02x}{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
+        )
+    }
+}
+
+impl fmt::Debug for PeerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl core::str::FromStr for PeerName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let hex: String = s.chars().filter(|c| *c != ':').collect();
+        if hex.len() != 16 {
+            return Err(Error::Malformed);
+        }
+        u64::from_str_radix(&hex, 16)
+            .map(PeerName)
+            .map_err(|_| Error::Malformed)
+    }
+}
+
+/// What a sleeve datagram carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SleeveKind {
+    /// Ethernet frame records.
+    Frames,
+    /// A liveness probe on the UDP path; the receiver answers with `HeartbeatAck`.
+    Heartbeat,
+    /// The answer to a `Heartbeat`.
+    HeartbeatAck,
+}
+
+impl SleeveKind {
+    fn from_u8(v: u8) -> Result<Self> {
+        match v {
+            1 => Ok(SleeveKind::Frames),
+            2 => Ok(SleeveKind::Heartbeat),
+            3 => Ok(SleeveKind::HeartbeatAck),
+            _ => Err(Error::Malformed),
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            SleeveKind::Frames => 1,
+            SleeveKind::Heartbeat => 2,
+            SleeveKind::HeartbeatAck => 3,
+        }
+    }
+}
+
+/// The fields of a sleeve header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SleeveHeader {
+    /// What the body holds.
+    pub kind: SleeveKind,
+    /// Hops left.
+    pub ttl: u8,
+    /// The peer that put the frames on the overlay.
+    pub src: PeerName,
+    /// The peer they are for, or [`PeerName::BROADCAST`].
+    pub dst: PeerName,
+}
+
+impl SleeveHeader {
+    /// A header for frames from `src` to `dst` with the default hop budget.
+    pub fn frames(src: PeerName, dst: PeerName) -> Self {
+        SleeveHeader {
+            kind: SleeveKind::Frames,
+            ttl: DEFAULT_TTL,
+            src,
+            dst,
+        }
+    }
+
+    /// Writes the header at the start of `buf`; returns [`HEADER_LEN`].
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        let out = buf.get_mut(..HEADER_LEN).ok_or(Error::BufferTooSmall)?;
+        out[0] = VERSION;
+        out[1] = self.kind.to_u8();
+        out[2] = self.ttl;
+        out[3] = 0;
+        out[4..12].copy_from_slice(&self.src.0.to_be_bytes());
+        out[12..20].copy_from_slice(&self.dst.0.to_be_bytes());
+        Ok(HEADER_LEN)
+    }
+}
+
+/// A checked view of a sleeve datagram. `new_checked` validates the header; frame records are
+/// validated one by one as [`SleeveDatagram::frames`] walks them.
+#[derive(Debug, Clone, Copy)]
+pub struct SleeveDatagram<T: AsRef<[u8]>> {
+    buffer: T,
+    header: SleeveHeader,
+}
+
+impl<T: AsRef<[u8]>> SleeveDatagram<T> {
+    /// Checks the header: length, version, kind, flags.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let b = buffer.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if b[0] != VERSION {
+            return Err(Error::UnsupportedVersion);
+        }
+        let kind = SleeveKind::from_u8(b[1])?;
+        if b[3] != 0 {
+            return Err(Error::Malformed);
+        }
+        let src = PeerName(u64::from_be_bytes(b[4..12].try_into().unwrap_or([0; 8])));
+        let dst = PeerName(u64::from_be_bytes(b[12..20].try_into().unwrap_or([0; 8])));
+        if src.is_broadcast() {
+            return Err(Error::Malformed);
+        }
+        let header = SleeveHeader {
+            kind,
+            ttl: b[2],
+            src,
+            dst,
+        };
+        Ok(SleeveDatagram { buffer, header })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> SleeveHeader {
+        self.header
+    }
+
+    /// The bytes after the header.
+    pub fn body(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+
+    /// The frame records of a `Frames` datagram. Yields `Err(Truncated)` once (and then stops) if
+    /// a record claims more bytes than remain, or `Err(Malformed)` for an empty record.
+    pub fn frames(&self) -> Frames<'_> {
+        Frames {
+            rest: self.body(),
+            failed: false,
+        }
+    }
+
+    /// The whole datagram.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> SleeveDatagram<T> {
+    /// Rewrites the hop budget in place (relays decrement it).
+    pub fn set_ttl(&mut self, ttl: u8) {
+        self.buffer.as_mut()[2] = ttl;
+        self.header.ttl = ttl;
+    }
+}
+
+/// Iterator over the frame records of a `Frames` datagram.
+#[derive(Debug, Clone)]
+pub struct Frames<'a> {
+    rest: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.rest.is_empty() {
+            return None;
+        }
+        if self.rest.len() < FRAME_PREFIX_LEN {
+            self.failed = true;
+            return Some(Err(Error::Truncated));
+        }
+        let len = usize::from(u16::from_be_bytes([self.rest[0], self.rest[1]]));
+        if len == 0 {
+            self.failed = true;
+            return Some(Err(Error::Malformed));
+        }
+        let Some(frame) = self.rest.get(FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + len) else {
+            self.failed = true;
+            return Some(Err(Error::Truncated));
+        };
+        self.rest = &self.rest[FRAME_PREFIX_LEN + len..];
+        Some(Ok(frame))
+    }
+}
+
+/// Appends one frame record to a datagram being built in `buf`, whose first `len` bytes are
+/// already written (header and earlier records). Returns the new length, or
+/// [`Error::BufferTooSmall`] (and writes nothing) when the record does not fit in `buf`.
+pub fn push_frame(buf: &mut [u8], len: usize, frame: &[u8]) -> Result<usize> {
+    let flen = u16::try_from(frame.len()).map_err(|_| Error::BufferTooSmall)?;
+    if flen == 0 {
+        return Err(Error::Malformed);
+    }
+    let end = len + FRAME_PREFIX_LEN + frame.len();
+    let out = buf.get_mut(len..end).ok_or(Error::BufferTooSmall)?;
+    out[..FRAME_PREFIX_LEN].copy_from_slice(&flen.to_be_bytes());
+    out[FRAME_PREFIX_LEN..].copy_from_slice(frame);
+    Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frames datagram from peer 0x0102030405060708 to broadcast, with two records.
+    const SAMPLE: [u8; 29] = [
+        0x01, 0x01, 0x08, 0x00, // version, kind=frames, ttl=8, flags
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, // src
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // dst = broadcast
+        0x00, 0x03, 0xaa, 0xbb, 0xcc, // record 1
+        0x00, 0x02, 0xdd, 0xee, // record 2
+    ];
+
+    #[test]
+    fn parses_sample() {
+        let d = SleeveDatagram::new_checked(&SAMPLE[..]).unwrap();
+        let h = d.header();
+        assert_eq!(h.kind, SleeveKind::Frames);
+        assert_eq!(h.ttl, 8);
+        assert_eq!(h.src, PeerName(0x0102030405060708));
+        assert!(h.dst.is_broadcast());
+        let frames: Vec<_> = d.frames().collect();
+        assert_eq!(
+            frames,
+            vec![Ok(&[0xaa, 0xbb, 0xcc][..]), Ok(&[0xdd, 0xee][..])]
+        );
+    }
+
+    #[test]
+    fn emits_sample() {
+        let mut buf = [0u8; 64];
+        let h = SleeveHeader::frames(PeerName(0x0102030405060708), PeerName::BROADCAST);
+        let mut len = h.emit(&mut buf).unwrap();
+        len = push_frame(&mut buf, len, &[0xaa, 0xbb, 0xcc]).unwrap();
+        len = push_frame(&mut buf, len, &[0xdd, 0xee]).unwrap();
+        assert_eq!(&buf[..len], &SAMPLE[..]);
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        let mut b = SAMPLE;
+        b[0] = 2;
+        assert_eq!(
+            SleeveDatagram::new_checked(&b[..]).unwrap_err(),
+            Error::UnsupportedVersion
+        );
+        let mut b = SAMPLE;
+        b[1] = 9;
+        assert_eq!(
+            SleeveDatagram::new_checked(&b[..]).unwrap_err(),
+            Error::Malformed
+        );
+        let mut b = SAMPLE;
+        b[3] = 1;
+        assert_eq!(
+            SleeveDatagram::new_checked(&b[..]).unwrap_err(),
+            Error::Malformed
+        );
+        let mut b = SAMPLE;
+        b[4..12].fill(0);
+        assert_eq!(
+            SleeveDatagram::new_checked(&b[..]).unwrap_err(),
+            Error::Malformed
+        );
+        assert_eq!(
+            SleeveDatagram::new_checked(&SAMPLE[..19]).unwrap_err(),
+            Error::Truncated
+        );
+    }
+
+    #[test]
+    fn truncated_record_stops_iteration() {
+        let d = SleeveDatagram::new_checked(&SAMPLE[..27]).unwrap();
+        let frames: Vec<_> = d.frames().collect();
+        assert_eq!(
+            frames,
+            vec![Ok(&[0xaa, 0xbb, 0xcc][..]), Err(Error::Truncated)]
+        );
+    }
+
+    #[test]
+    fn push_frame_refuses_overflow() {
+        let mut buf = [0u8; 24];
+        let len = SleeveHeader::frames(PeerName(1), PeerName(2))
+            .emit(&mut buf)
+            .unwrap();
+        assert_eq!(
+            push_frame(&mut buf, len, &[1, 2, 3]),
+            Err(Error::BufferTooSmall)
+        );
+        assert_eq!(push_frame(&mut buf, len, &[1, 2]), Ok(24));
+    }
+
+    #[test]
+    fn peer_name_text_round_trips() {
+        let p = PeerName(0x0102030405060708);
+        assert_eq!(p.to_string(), "0102:0304:0506:0708");
+        assert_eq!("0102:0304:0506:0708".parse::<PeerName>().unwrap(), p);
+    }
+}

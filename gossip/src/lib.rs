@@ -1,1 +1,77 @@
-//! Weft control plane (stub).
+//! Weft's control plane.
+//!
+//! Peers talk over TCP (port 6783 by default). This crate owns what they say and what they make of
+//! it: the message formats and their framing ([`proto`]), the pure handshake and connection rules
+//! ([`mesh`]), and a thin tokio driver ([`driver`]) that dials seeds, accepts connections, runs the
+//! handshake and heartbeats, and reports peers coming and going as [`driver::Event`]s.
+//!
+//! The pure parts take bytes and decisions in and return results; they never sleep, spawn or log.
+//! Only the driver does I/O.
+#![forbid(unsafe_code)]
+
+pub mod driver;
+pub mod mesh;
+pub mod proto;
+
+pub use vswitch::PeerName;
+
+/// Everything that can go wrong in the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A message's length prefix exceeds [`proto::MAX_MESSAGE_LEN`].
+    #[error("message of {0} bytes exceeds the {max} byte limit", max = proto::MAX_MESSAGE_LEN)]
+    MessageTooLarge(usize),
+    /// A message body that does not decode.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The other side is not a Weft peer (wrong protocol tag).
+    #[error("not a weft peer (protocol tag {0:?})")]
+    NotWeft(String),
+    /// No protocol version both sides speak.
+    #[error("incompatible protocol versions: we speak {our_min}..={our_max}, the peer speaks {their_min}..={their_max}")]
+    IncompatibleVersion {
+        /// Lowest version we speak.
+        our_min: u16,
+        /// Highest version we speak.
+        our_max: u16,
+        /// Lowest version the peer speaks.
+        their_min: u16,
+        /// Highest version the peer speaks.
+        their_max: u16,
+    },
+    /// We connected to ourselves (the seed list names one of our own addresses).
+    #[error("connection to self (this address is our own)")]
+    SelfConnection,
+    /// Another peer uses our name (a copied state directory?).
+    #[error("peer name {0} collision: another host uses our name (copied state directory?)")]
+    NameCollision(PeerName),
+    /// We already have a connection to this peer that wins the tie-break.
+    #[error("duplicate connection to {0}; keeping the other one")]
+    Duplicate(PeerName),
+    /// The first message was not a hello, or a hello came twice.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The peer closed the connection or went silent.
+    #[error("{0}")]
+    Closed(String),
+    /// The peer said goodbye.
+    #[error("peer closed the connection: {0}")]
+    Goodbye(String),
+    /// An I/O error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Errors after which dialling the same address again is pointless until something changes
+    /// (the operator fixes the configuration): the connector stops retrying in a loop.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::SelfConnection
+                | Error::NameCollision(_)
+                | Error::IncompatibleVersion { .. }
+                | Error::NotWeft(_)
+        )
+    }
+}

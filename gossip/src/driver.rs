@@ -1,0 +1,795 @@
+//! The tokio driver: dials the seed list, accepts connections, runs the handshake and heartbeats,
+//! and reports peers coming and going. All decisions are taken by [`crate::mesh`]; this module only
+//! moves bytes and keeps time.
+
+use crate::mesh::{self, Admitted, ConnId, Mesh};
+use crate::proto::{self, Hello, Message};
+use crate::{Error, PeerName};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+
+/// What the driver needs to know about this peer.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our stable name.
+    pub name: PeerName,
+    /// Our run id.
+    pub uid: u64,
+    /// Our nickname (host name).
+    pub nickname: String,
+    /// Where to listen for control connections.
+    pub listen: SocketAddr,
+    /// The UDP port we receive sleeve datagrams on.
+    pub udp_port: u16,
+    /// Our pod MTU.
+    pub pod_mtu: u32,
+    /// Addresses to dial.
+    pub seeds: Vec<SocketAddr>,
+    /// How often to send a heartbeat.
+    pub heartbeat: Duration,
+    /// Silence after which a connection is declared dead.
+    pub dead_after: Duration,
+    /// Time allowed for the TCP connect plus the hello exchange.
+    pub handshake_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for timing: heartbeat every second, dead after 4 s of silence, 5 s handshake.
+    pub fn new(name: PeerName, uid: u64, nickname: String, listen: SocketAddr) -> Self {
+        Config {
+            name,
+            uid,
+            nickname,
+            listen,
+            udp_port: listen.port(),
+            pod_mtu: 0,
+            seeds: Vec::new(),
+            heartbeat: Duration::from_secs(1),
+            dead_after: Duration::from_secs(4),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            protocol: proto::PROTOCOL.into(),
+            min_version: proto::MIN_VERSION,
+            max_version: proto::MAX_VERSION,
+            name: self.name.0,
+            uid: self.uid,
+            nickname: self.nickname.clone(),
+            udp_port: self.udp_port,
+            pod_mtu: self.pod_mtu,
+        }
+    }
+}
+
+/// A connected peer, as the data plane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its stable name.
+    pub name: PeerName,
+    /// Its run id.
+    pub uid: u64,
+    /// Its nickname.
+    pub nickname: String,
+    /// The remote end of the control connection.
+    pub tcp_addr: SocketAddr,
+    /// Where to send its sleeve datagrams.
+    pub udp_addr: SocketAddr,
+    /// Its pod MTU.
+    pub pod_mtu: u32,
+    /// The negotiated protocol version.
+    pub version: u16,
+    /// True when we dialled.
+    pub outbound: bool,
+}
+
+/// What the driver reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer connected (or reconnected: the info may have changed).
+    Up(PeerInfo),
+    /// A peer's last connection closed.
+    Down {
+        /// The peer.
+        name: PeerName,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The state of one address we dial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TargetState {
+    /// A dial or handshake is under way.
+    Connecting,
+    /// Connected to this peer (possibly through the connection it dialled to us).
+    Established {
+        /// The peer's name.
+        peer: String,
+    },
+    /// The last attempt failed; the next one is scheduled.
+    Retrying {
+        /// Milliseconds until the next attempt.
+        next_attempt_in_ms: u64,
+        /// Why the last attempt failed.
+        last_error: String,
+    },
+    /// Not retried until the configuration changes.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Status of one dial target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// The address dialled.
+    pub addr: String,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: TargetState,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+}
+
+/// Status of one live connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    /// The peer's name.
+    pub peer: String,
+    /// Its nickname.
+    pub nickname: String,
+    /// The remote address of the TCP connection.
+    pub addr: String,
+    /// True when we dialled.
+    pub outbound: bool,
+    /// The negotiated protocol version.
+    pub version: u16,
+    /// Seconds since the handshake completed.
+    pub established_secs: u64,
+}
+
+struct ConnRecord {
+    peer: Option<PeerInfo>,
+    close: Arc<Notify>,
+    since: Instant,
+}
+
+struct TargetRecord {
+    state: TargetState,
+    failures: u32,
+    next_at: Option<Instant>,
+    stop: Arc<Notify>,
+}
+
+struct Inner {
+    mesh: Mesh,
+    conns: HashMap<ConnId, ConnRecord>,
+    targets: HashMap<SocketAddr, TargetRecord>,
+    next_id: ConnId,
+}
+
+struct Shared {
+    cfg: Config,
+    inner: Mutex<Inner>,
+    events: mpsc::UnboundedSender<Event>,
+    shutdown: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_target(
+        &self,
+        addr: SocketAddr,
+        state: TargetState,
+        failures: u32,
+        next_at: Option<Instant>,
+    ) {
+        if let Some(t) = self.lock().targets.get_mut(&addr) {
+            t.state = state;
+            t.failures = failures;
+            t.next_at = next_at;
+        }
+    }
+}
+
+/// A running control plane.
+#[derive(Clone)]
+pub struct Gossip {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Gossip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gossip")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl Gossip {
+    /// Binds the listener and starts dialling the seeds. Peers are reported on `events`.
+    pub async fn start(cfg: Config, events: mpsc::UnboundedSender<Event>) -> Result<Gossip, Error> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let seeds = cfg.seeds.clone();
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                mesh: Mesh::new(cfg.name, cfg.uid),
+                conns: HashMap::new(),
+                targets: HashMap::new(),
+                next_id: 1,
+            }),
+            cfg,
+            events,
+            shutdown: Notify::new(),
+        });
+        let g = Gossip { shared, local_addr };
+        tokio::spawn(accept_loop(g.shared.clone(), listener));
+        for s in seeds {
+            g.connect(s);
+        }
+        Ok(g)
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Adds `addr` to the dial targets (no-op if present; a failed target is retried at once).
+    pub fn connect(&self, addr: SocketAddr) {
+        let mut inner = self.shared.lock();
+        if let Some(t) = inner.targets.get(&addr) {
+            if !matches!(t.state, TargetState::Failed { .. }) {
+                return;
+            }
+            t.stop.notify_one();
+        }
+        let stop = Arc::new(Notify::new());
+        inner.targets.insert(
+            addr,
+            TargetRecord {
+                state: TargetState::Connecting,
+                failures: 0,
+                next_at: None,
+                stop: stop.clone(),
+            },
+        );
+        drop(inner);
+        tokio::spawn(connector(self.shared.clone(), addr, stop));
+    }
+
+    /// Removes `addr` from the dial targets; an established connection to it stays up.
+    pub fn forget(&self, addr: SocketAddr) -> bool {
+        match self.shared.lock().targets.remove(&addr) {
+            Some(t) => {
+                t.stop.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The dial targets and their states.
+    pub fn targets(&self) -> Vec<TargetStatus> {
+        let now = Instant::now();
+        let inner = self.shared.lock();
+        let mut out: Vec<_> = inner
+            .targets
+            .iter()
+            .map(|(addr, t)| {
+                let mut state = t.state.clone();
+                if let (
+                    TargetState::Retrying {
+                        next_attempt_in_ms, ..
+                    },
+                    Some(at),
+                ) = (&mut state, t.next_at)
+                {
+                    *next_attempt_in_ms = at.saturating_duration_since(now).as_millis() as u64;
+                }
+                TargetStatus {
+                    addr: addr.to_string(),
+                    state,
+                    failures: t.failures,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out
+    }
+
+    /// The live connections.
+    pub fn connections(&self) -> Vec<ConnectionStatus> {
+        let inner = self.shared.lock();
+        let mut out: Vec<_> = inner
+            .conns
+            .values()
+            .filter_map(|c| {
+                let p = c.peer.as_ref()?;
+                inner.mesh.get(p.name)?;
+                Some(ConnectionStatus {
+                    peer: p.name.to_string(),
+                    nickname: p.nickname.clone(),
+                    addr: p.tcp_addr.to_string(),
+                    outbound: p.outbound,
+                    version: p.version,
+                    established_secs: c.since.elapsed().as_secs(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer.cmp(&b.peer));
+        out
+    }
+
+    /// Says goodbye on every connection and stops dialling.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.notify_waiters();
+        let closes: Vec<_> = {
+            let inner = self.shared.lock();
+            for t in inner.targets.values() {
+                t.stop.notify_one();
+            }
+            inner.conns.values().map(|c| c.close.clone()).collect()
+        };
+        for c in closes {
+            c.notify_one();
+        }
+        // Give the connection tasks a moment to flush their goodbyes.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline && !self.shared.lock().conns.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.notified() => return,
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = run_conn(&shared, stream, addr, false).await.into_result() {
+                            tracing::info!(%addr, "inbound connection refused: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// How a connection ended.
+enum Outcome {
+    /// It failed before the handshake completed.
+    Refused(Error),
+    /// It was established, then ended for this reason.
+    Ended(Error),
+}
+
+impl Outcome {
+    fn into_result(self) -> Result<(), Error> {
+        match self {
+            Outcome::Refused(e) => Err(e),
+            Outcome::Ended(_) => Ok(()),
+        }
+    }
+}
+
+async fn connector(shared: Arc<Shared>, addr: SocketAddr, stop: Arc<Notify>) {
+    let mut failures = 0u32;
+    let mut last_logged = String::new();
+    loop {
+        shared.set_target(addr, TargetState::Connecting, failures, None);
+        let attempt = async {
+            let stream =
+                tokio::time::timeout(shared.cfg.handshake_timeout, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| Error::Closed("connect timed out".into()))
+                    .and_then(|r| r.map_err(Error::Io));
+            match stream {
+                // A task of its own: stopping the connector (forget, shutdown) must not cut an
+                // established connection without its goodbye.
+                Ok(s) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { run_conn(&shared, s, addr, true).await })
+                        .await
+                        .unwrap_or_else(|e| Outcome::Refused(Error::Closed(e.to_string())))
+                }
+                Err(e) => Outcome::Refused(e),
+            }
+        };
+        let outcome = tokio::select! {
+            _ = stop.notified() => return,
+            o = attempt => o,
+        };
+        let err = match outcome {
+            Outcome::Ended(e) => {
+                failures = 0;
+                e
+            }
+            Outcome::Refused(Error::Duplicate(peer)) => {
+                // The peer's own connection to us won the tie-break: that is our link to it.
+                shared.set_target(
+                    addr,
+                    TargetState::Established {
+                        peer: peer.to_string(),
+                    },
+                    0,
+                    None,
+                );
+                failures = 0;
+                loop {
+                    tokio::select! {
+                        _ = stop.notified() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                    if shared.lock().mesh.get(peer).is_none() {
+                        break;
+                    }
+                }
+                continue;
+            }
+            Outcome::Refused(e) if e.is_permanent() => {
+                tracing::warn!(%addr, "not dialling again: {e}");
+                shared.set_target(
+                    addr,
+                    TargetState::Failed {
+                        reason: e.to_string(),
+                    },
+                    failures + 1,
+                    None,
+                );
+                stop.notified().await;
+                return;
+            }
+            Outcome::Refused(e) => {
+                failures += 1;
+                e
+            }
+        };
+        let reason = err.to_string();
+        if reason != last_logged {
+            tracing::warn!(%addr, "connection failed: {reason}");
+            last_logged = reason.clone();
+        } else {
+            tracing::debug!(%addr, "connection failed again: {reason}");
+        }
+        let delay = mesh::backoff(failures.max(1), rand::random::<f64>());
+        shared.set_target(
+            addr,
+            TargetState::Retrying {
+                next_attempt_in_ms: delay.as_millis() as u64,
+                last_error: reason,
+            },
+            failures,
+            Some(Instant::now() + delay),
+        );
+        tokio::select! {
+            _ = stop.notified() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn read_message(rd: &mut OwnedReadHalf) -> Result<Message, Error> {
+    let mut prefix = [0u8; 4];
+    rd.read_exact(&mut prefix).await?;
+    let len = proto::decode_len(prefix)?;
+    let mut body = vec![0u8; len];
+    rd.read_exact(&mut body).await?;
+    proto::decode_body(&body)
+}
+
+async fn run_conn(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    outbound: bool,
+) -> Outcome {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let ours = shared.cfg.hello();
+    let handshake = async {
+        wr.write_all(&proto::encode(&Message::Hello(ours.clone())))
+            .await?;
+        match read_message(&mut rd).await? {
+            Message::Hello(h) => Ok(h),
+            Message::Goodbye { reason } => Err(Error::Goodbye(reason)),
+            _ => Err(Error::Protocol("expected hello")),
+        }
+    };
+    let theirs = match tokio::time::timeout(shared.cfg.handshake_timeout, handshake).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Outcome::Refused(e),
+        Err(_) => return Outcome::Refused(Error::Closed("handshake timed out".into())),
+    };
+    let version = match proto::negotiate(&ours, &theirs) {
+        Ok(v) => v,
+        Err(e) => return refuse(&mut wr, e).await,
+    };
+    let name = theirs.peer_name();
+    let info = PeerInfo {
+        name,
+        uid: theirs.uid,
+        nickname: theirs.nickname.clone(),
+        tcp_addr: addr,
+        udp_addr: SocketAddr::new(addr.ip(), theirs.udp_port),
+        pod_mtu: theirs.pod_mtu,
+        version,
+        outbound,
+    };
+    let close = Arc::new(Notify::new());
+    let admitted = (|| {
+        let mut inner = shared.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        match inner.mesh.admit(id, &theirs, outbound) {
+            Ok(Admitted::New) => {}
+            Ok(Admitted::Replaces { old }) => {
+                if let Some(c) = inner.conns.get(&old) {
+                    c.close.notify_one();
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        inner.conns.insert(
+            id,
+            ConnRecord {
+                peer: Some(info.clone()),
+                close: close.clone(),
+                since: Instant::now(),
+            },
+        );
+        if outbound {
+            if let Some(t) = inner.targets.get_mut(&addr) {
+                t.state = TargetState::Established {
+                    peer: name.to_string(),
+                };
+                t.failures = 0;
+                t.next_at = None;
+            }
+        }
+        Ok(id)
+    })();
+    let id = match admitted {
+        Ok(id) => id,
+        Err(e) => return refuse(&mut wr, e).await,
+    };
+    tracing::info!(peer = %name, nickname = %info.nickname, %addr, outbound, "connected");
+    let _ = shared.events.send(Event::Up(info));
+
+    // Writes go through a task of their own so that a heartbeat never interrupts a read.
+    let (tx, mut rx) = mpsc::channel::<Message>(8);
+    let heartbeat = shared.cfg.heartbeat;
+    let writer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(heartbeat);
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => break },
+                _ = tick.tick() => Message::Heartbeat,
+            };
+            let last = matches!(msg, Message::Goodbye { .. });
+            if wr.write_all(&proto::encode(&msg)).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+
+    let reason = loop {
+        let msg = tokio::select! {
+            _ = close.notified() => {
+                let _ = tx.send(Message::Goodbye { reason: "closing".into() }).await;
+                break Error::Closed("closed locally".into());
+            }
+            m = tokio::time::timeout(shared.cfg.dead_after, read_message(&mut rd)) => m,
+        };
+        match msg {
+            Err(_) => {
+                break Error::Closed(format!(
+                    "no heartbeat for {} ms",
+                    shared.cfg.dead_after.as_millis()
+                ))
+            }
+            Ok(Err(Error::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break Error::Closed("connection closed by peer".into())
+            }
+            Ok(Err(e)) => {
+                let _ = tx
+                    .send(Message::Goodbye {
+                        reason: e.to_string(),
+                    })
+                    .await;
+                break e;
+            }
+            Ok(Ok(Message::Heartbeat)) => {}
+            Ok(Ok(Message::Goodbye { reason })) => break Error::Goodbye(reason),
+            Ok(Ok(Message::Hello(_))) => {
+                let e = Error::Protocol("second hello");
+                let _ = tx
+                    .send(Message::Goodbye {
+                        reason: e.to_string(),
+                    })
+                    .await;
+                break e;
+            }
+        }
+    };
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_millis(500), writer).await;
+    let down = {
+        let mut inner = shared.lock();
+        inner.conns.remove(&id);
+        inner.mesh.remove(name, id)
+    };
+    if down {
+        tracing::info!(peer = %name, "disconnected: {reason}");
+        let _ = shared.events.send(Event::Down {
+            name,
+            reason: reason.to_string(),
+        });
+    }
+    Outcome::Ended(reason)
+}
+
+async fn refuse(wr: &mut tokio::net::tcp::OwnedWriteHalf, e: Error) -> Outcome {
+    let _ = wr
+        .write_all(&proto::encode(&Message::Goodbye {
+            reason: e.to_string(),
+        }))
+        .await;
+    let _ = wr.shutdown().await;
+    Outcome::Refused(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(name: u64) -> Config {
+        let mut c = Config::new(
+            PeerName(name),
+            name * 100,
+            format!("h{name}"),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        c.heartbeat = Duration::from_millis(100);
+        c.dead_after = Duration::from_millis(600);
+        c
+    }
+
+    async fn next_event(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("event within 5 s")
+            .expect("channel open")
+    }
+
+    #[tokio::test]
+    async fn two_peers_connect_and_see_each_other_leave() {
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let g1 = Gossip::start(cfg(1), tx1).await.unwrap();
+        let mut c2 = cfg(2);
+        c2.seeds = vec![g1.local_addr()];
+        let g2 = Gossip::start(c2, tx2).await.unwrap();
+        let Event::Up(p) = next_event(&mut rx1).await else {
+            panic!()
+        };
+        assert_eq!(p.name, PeerName(2));
+        assert!(!p.outbound);
+        let Event::Up(p) = next_event(&mut rx2).await else {
+            panic!()
+        };
+        assert_eq!(p.name, PeerName(1));
+        assert_eq!(
+            g2.targets()[0].state,
+            TargetState::Established {
+                peer: PeerName(1).to_string()
+            }
+        );
+        assert_eq!(g1.connections().len(), 1);
+        g2.shutdown().await;
+        let Event::Down { name, reason } = next_event(&mut rx1).await else {
+            panic!()
+        };
+        assert_eq!(name, PeerName(2));
+        assert!(reason.contains("closing"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn self_connection_fails_once_and_is_not_retried() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let g = Gossip::start(cfg(1), tx).await.unwrap();
+        g.connect(g.local_addr());
+        let mut state = None;
+        for _ in 0..100 {
+            let t = g.targets();
+            if matches!(t[0].state, TargetState::Failed { .. }) {
+                state = Some(t[0].clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let state = state.expect("target fails");
+        assert!(format!("{:?}", state.state).contains("self"));
+        assert!(g.connections().is_empty());
+    }
+
+    #[tokio::test]
+    async fn garbage_on_the_control_port_closes_only_that_connection() {
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        let g1 = Gossip::start(cfg(1), tx1).await.unwrap();
+        let mut c2 = cfg(2);
+        c2.seeds = vec![g1.local_addr()];
+        let _g2 = Gossip::start(c2, tx2).await.unwrap();
+        assert!(matches!(next_event(&mut rx1).await, Event::Up(_)));
+        for junk in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            &[0xff, 0xff, 0xff, 0xff, 1, 2][..],
+        ] {
+            let mut s = TcpStream::connect(g1.local_addr()).await.unwrap();
+            s.write_all(junk).await.unwrap();
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+        }
+        // The real peer is still connected after its heartbeats kept flowing.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(g1.connections().len(), 1);
+        assert!(rx1.try_recv().is_err(), "no peer went down");
+    }
+
+    #[tokio::test]
+    async fn simultaneous_dials_leave_one_connection() {
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let g1 = Gossip::start(cfg(1), tx1).await.unwrap();
+        let g2 = Gossip::start(cfg(2), tx2).await.unwrap();
+        g1.connect(g2.local_addr());
+        g2.connect(g1.local_addr());
+        assert!(matches!(next_event(&mut rx1).await, Event::Up(_)));
+        assert!(matches!(next_event(&mut rx2).await, Event::Up(_)));
+        let mut ok = false;
+        for _ in 0..100 {
+            let est = |g: &Gossip| {
+                g.targets()
+                    .iter()
+                    .all(|t| matches!(t.state, TargetState::Established { .. }))
+            };
+            if g1.connections().len() == 1 && g2.connections().len() == 1 && est(&g1) && est(&g2) {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ok, "{:?} {:?}", g1.targets(), g2.targets());
+        // No flapping: nobody went down.
+        while let Ok(e) = rx1.try_recv() {
+            assert!(matches!(e, Event::Up(_)), "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Control messages and their framing on the TCP connection.
+//!
+//! Each message is a 4-byte big-endian length followed by that many bytes of JSON (one
+//! [`Message`]). JSON keeps the control channel easy to inspect; it carries a few messages a
+//! second per peer. Lengths above [`MAX_MESSAGE_LEN`] close the connection. `docs/wire-format.md`
+//! documents the framing and the handshake.
+
+use crate::{Error, PeerName};
+use serde::{Deserialize, Serialize};
+
+/// The protocol tag every hello carries.
+pub const PROTOCOL: &str = "weft";
+/// Lowest control protocol version this build speaks.
+pub const MIN_VERSION: u16 = 1;
+/// Highest control protocol version this build speaks.
+pub const MAX_VERSION: u16 = 1;
+/// Largest message body accepted.
+pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
+
+/// The first message each side sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`PROTOCOL`].
+    pub protocol: String,
+    /// Lowest version the sender speaks.
+    pub min_version: u16,
+    /// Highest version the sender speaks.
+    pub max_version: u16,
+    /// The sender's stable name.
+    pub name: u64,
+    /// Unique per run of the sender: a change means it restarted.
+    pub uid: u64,
+    /// Human-friendly name (host name).
+    pub nickname: String,
+    /// UDP port the sender receives sleeve datagrams on.
+    pub udp_port: u16,
+    /// The sender's pod MTU, for status and consistency checks.
+    pub pod_mtu: u32,
+}
+
+impl Hello {
+    /// The sender's name.
+    pub fn peer_name(&self) -> PeerName {
+        PeerName(self.name)
+    }
+}
+
+/// A control message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// The handshake.
+    Hello(Hello),
+    /// Sent every heartbeat interval; silence for the dead interval closes the connection.
+    Heartbeat,
+    /// Sent before a deliberate close, with the reason.
+    Goodbye {
+        /// Why the sender closes.
+        reason: String,
+    },
+}
+
+/// Frames `msg` for the wire: length prefix and JSON body.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Checks a length prefix.
+pub fn decode_len(prefix: [u8; 4]) -> Result<usize, Error> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_MESSAGE_LEN {
+        return Err(Error::MessageTooLarge(len));
+    }
+    if len == 0 {
+        return Err(Error::Malformed("empty message".into()));
+    }
+    Ok(len)
+}
+
+/// Decodes a message body.
+pub fn decode_body(body: &[u8]) -> Result<Message, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::Malformed(e.to_string()))
+}
+
+/// Picks the protocol version for a connection: the highest one both sides speak.
+pub fn negotiate(ours: &Hello, theirs: &Hello) -> Result<u16, Error> {
+    if theirs.protocol != PROTOCOL {
+        return Err(Error::NotWeft(theirs.protocol.clone()));
+    }
+    let low = ours.min_version.max(theirs.min_version);
+    let high = ours.max_version.min(theirs.max_version);
+    if low > high {
+        return Err(Error::IncompatibleVersion {
+            our_min: ours.min_version,
+            our_max: ours.max_version,
+            their_min: theirs.min_version,
+            their_max: theirs.max_version,
+        });
+    }
+    Ok(high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn hello(name: u64, uid: u64) -> Hello {
+        Hello {
+            protocol: PROTOCOL.into(),
+            min_version: MIN_VERSION,
+            max_version: MAX_VERSION,
+            name,
+            uid,
+            nickname: format!("host{name}"),
+            udp_port: 6783,
+            pod_mtu: 1436,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        for msg in [
+            Message::Hello(hello(1, 2)),
+            Message::Heartbeat,
+            Message::Goodbye {
+                reason: "shutdown".into(),
+            },
+        ] {
+            let bytes = encode(&msg);
+            let len = decode_len(bytes[..4].try_into().unwrap()).unwrap();
+            assert_eq!(len, bytes.len() - 4);
+            assert_eq!(decode_body(&bytes[4..]).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn heartbeat_bytes() {
+        assert_eq!(
+            encode(&Message::Heartbeat),
+            b"\0\0\0\x14{\"type\":\"heartbeat\"}"
+        );
+    }
+
+    #[test]
+    fn rejects_oversize_and_empty() {
+        assert!(matches!(
+            decode_len(((MAX_MESSAGE_LEN + 1) as u32).to_be_bytes()),
+            Err(Error::MessageTooLarge(_))
+        ));
+        assert!(decode_len([0; 4]).is_err());
+        assert!(decode_len([b'G', b'E', b'T', b' ']).is_err());
+    }
+
+    #[test]
+    fn negotiates_highest_common_version() {
+        let mut a = hello(1, 1);
+        let mut b = hello(2, 2);
+        a.min_version = 1;
+        a.max_version = 3;
+        b.min_version = 2;
+        b.max_version = 5;
+        assert_eq!(negotiate(&a, &b).unwrap(), 3);
+        b.min_version = 4;
+        assert!(matches!(
+            negotiate(&a, &b),
+            Err(Error::IncompatibleVersion { .. })
+        ));
+        b.protocol = "weave".into();
+        assert!(matches!(negotiate(&a, &b), Err(Error::NotWeft(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_body(&bytes);
+            if bytes.len() >= 4 {
+                let _ = decode_len(bytes[..4].try_into().unwrap());
+            }
+        }
+
+        #[test]
+        fn hello_round_trips(name in 1u64.., uid in any::<u64>(), nick in "[a-z0-9-]{0,20}", port in any::<u16>()) {
+            let mut h = hello(name, uid);
+            h.nickname = nick;
+            h.udp_port = port;
+            let msg = Message::Hello(h);
+            let bytes = encode(&msg);
+            prop_assert_eq!(decode_body(&bytes[4..]).unwrap(), msg);
+        }
+    }
+}

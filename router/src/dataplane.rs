@@ -1,0 +1,608 @@
+//! The per-packet path: two dedicated OS threads, no tokio, no allocation per packet.
+//!
+//! * The **TAP thread** reads a batch of frames from the TAP port, takes the forwarding decisions
+//!   for the whole batch under one lock of the switch, packs the frames into one sleeve datagram
+//!   per (next hop, destination) and sends them.
+//! * The **UDP thread** receives a batch of datagrams (`recvmmsg`, with UDP GRO when the kernel
+//!   merges), checks each one, learns source MACs and writes the frames to the TAP port.
+//!
+//! Buffers are allocated once when the threads start. The peer table is read lock-free
+//! ([`arc_swap`]); the MAC table sits behind a mutex taken once per batch (TAP side) or once per
+//! datagram (UDP side). The control plane changes both from the tokio side.
+
+use crate::sys::{self, tap::Tap};
+use arc_swap::ArcSwap;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vswitch::wire::icmp::{self, TooBig};
+use vswitch::wire::sleeve::{self, SleeveDatagram, SleeveHeader, SleeveKind};
+use vswitch::{Decision, DropReason, PeerName, Switch};
+
+/// Frames read from the TAP port per batch.
+const TAP_BATCH: usize = 64;
+/// Bytes reserved per TAP frame buffer (the largest frame a TAP hands out without offloads).
+const FRAME_BUF: usize = 65_536;
+/// Datagrams received per `recvmmsg`.
+const UDP_BATCH: usize = 32;
+/// Bytes per receive buffer (a GRO batch can fill 64 KiB).
+const UDP_BUF: usize = 65_536;
+/// How long a thread blocks before it checks whether it should stop.
+const WAKE: Duration = Duration::from_millis(200);
+
+/// Why the data plane dropped something. Each has a counter in [`Counters::drops`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The switch refused the frame (see [`DropReason`]).
+    Switch(DropReason),
+    /// A datagram whose sleeve header does not parse.
+    MalformedDatagram,
+    /// A datagram of another sleeve version.
+    UnsupportedVersion,
+    /// A frame record running past the end of its datagram, or empty.
+    TruncatedRecord,
+    /// A received frame larger than this host's pod MTU allows.
+    OversizeFrame,
+    /// A datagram from a peer we have no connection with.
+    UnknownPeer,
+    /// A datagram for another peer (relaying comes with the gossip mesh).
+    NotForUs,
+    /// A frame from a local pod too large for the overlay path (the sender got ICMP when allowed).
+    TooBig,
+    /// The UDP send failed.
+    SendError,
+    /// Writing to the TAP port failed.
+    TapWriteError,
+}
+
+impl Reason {
+    /// Every reason, in counter order.
+    pub const ALL: [Reason; 14] = [
+        Reason::Switch(DropReason::Truncated),
+        Reason::Switch(DropReason::LinkLocal),
+        Reason::Switch(DropReason::BadSource),
+        Reason::Switch(DropReason::LocalDestination),
+        Reason::Switch(DropReason::NotForUs),
+        Reason::MalformedDatagram,
+        Reason::UnsupportedVersion,
+        Reason::TruncatedRecord,
+        Reason::OversizeFrame,
+        Reason::UnknownPeer,
+        Reason::NotForUs,
+        Reason::TooBig,
+        Reason::SendError,
+        Reason::TapWriteError,
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Reason::Switch(r) => r.index(),
+            Reason::MalformedDatagram => 5,
+            Reason::UnsupportedVersion => 6,
+            Reason::TruncatedRecord => 7,
+            Reason::OversizeFrame => 8,
+            Reason::UnknownPeer => 9,
+            Reason::NotForUs => 10,
+            Reason::TooBig => 11,
+            Reason::SendError => 12,
+            Reason::TapWriteError => 13,
+        }
+    }
+
+    /// Stable snake_case name for status and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Switch(r) => r.as_str(),
+            Reason::MalformedDatagram => "malformed_datagram",
+            Reason::UnsupportedVersion => "unsupported_version",
+            Reason::TruncatedRecord => "truncated_record",
+            Reason::OversizeFrame => "oversize_frame",
+            Reason::UnknownPeer => "unknown_peer",
+            Reason::NotForUs => "datagram_not_for_us",
+            Reason::TooBig => "too_big",
+            Reason::SendError => "send_error",
+            Reason::TapWriteError => "tap_write_error",
+        }
+    }
+}
+
+/// Host-wide data plane counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames read from the TAP port.
+    pub tap_rx_frames: AtomicU64,
+    /// Bytes read from the TAP port.
+    pub tap_rx_bytes: AtomicU64,
+    /// Frames written to the TAP port.
+    pub tap_tx_frames: AtomicU64,
+    /// Bytes written to the TAP port.
+    pub tap_tx_bytes: AtomicU64,
+    /// Datagrams received.
+    pub udp_rx_datagrams: AtomicU64,
+    /// Datagrams sent.
+    pub udp_tx_datagrams: AtomicU64,
+    /// Frames sent to every peer (broadcast, multicast, unknown unicast).
+    pub flooded_frames: AtomicU64,
+    /// Frames sent to one known peer.
+    pub unicast_frames: AtomicU64,
+    /// ICMP "fragmentation needed" / "packet too big" replies sent to local pods.
+    pub icmp_too_big_sent: AtomicU64,
+    /// Drops, indexed like [`Reason::ALL`].
+    pub drops: [AtomicU64; Reason::ALL.len()],
+}
+
+impl Counters {
+    fn drop(&self, r: Reason) {
+        self.drops[r.index()].fetch_add(1, Relaxed);
+    }
+
+    /// The drop counter for `r`.
+    pub fn drops_for(&self, r: Reason) -> u64 {
+        self.drops[r.index()].load(Relaxed)
+    }
+}
+
+/// Per-peer counters; they survive the peer's reconnections.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// Frames sent to the peer.
+    pub tx_frames: AtomicU64,
+    /// Frame bytes sent to the peer.
+    pub tx_bytes: AtomicU64,
+    /// Datagrams sent to the peer.
+    pub tx_datagrams: AtomicU64,
+    /// Frames received from the peer.
+    pub rx_frames: AtomicU64,
+    /// Frame bytes received from the peer.
+    pub rx_bytes: AtomicU64,
+    /// Datagrams received from the peer.
+    pub rx_datagrams: AtomicU64,
+}
+
+/// A peer the data plane can send to.
+#[derive(Debug, Clone)]
+pub struct PeerEntry {
+    /// Its name.
+    pub name: PeerName,
+    /// Where its sleeve datagrams go.
+    pub udp_addr: SocketAddr,
+    /// Its counters.
+    pub counters: Arc<PeerCounters>,
+}
+
+/// The set of reachable peers, replaced as a whole when it changes.
+#[derive(Debug, Default)]
+pub struct PeerTable {
+    entries: Vec<PeerEntry>,
+}
+
+impl PeerTable {
+    /// A table of these peers.
+    pub fn new(mut entries: Vec<PeerEntry>) -> Self {
+        entries.sort_by_key(|e| e.name);
+        PeerTable { entries }
+    }
+
+    /// The entry for `name`.
+    pub fn get(&self, name: PeerName) -> Option<&PeerEntry> {
+        self.entries
+            .binary_search_by_key(&name, |e| e.name)
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// All entries, sorted by name.
+    pub fn entries(&self) -> &[PeerEntry] {
+        &self.entries
+    }
+}
+
+/// State shared between the data plane threads and the control plane.
+#[derive(Debug)]
+pub struct Shared {
+    /// Our peer name.
+    pub me: PeerName,
+    /// The pod MTU: frames up to `pod_mtu + 14` bytes cross the overlay.
+    pub pod_mtu: u32,
+    /// The largest sleeve datagram we send.
+    pub max_datagram: usize,
+    /// The switch.
+    pub switch: Mutex<Switch>,
+    /// Reachable peers.
+    pub peers: ArcSwap<PeerTable>,
+    /// Host-wide counters.
+    pub counters: Counters,
+    running: AtomicBool,
+}
+
+impl Shared {
+    /// New shared state.
+    pub fn new(me: PeerName, pod_mtu: u32, max_datagram: usize, switch: Switch) -> Self {
+        Shared {
+            me,
+            pod_mtu,
+            max_datagram,
+            switch: Mutex::new(switch),
+            peers: ArcSwap::from_pointee(PeerTable::default()),
+            counters: Counters::default(),
+            running: AtomicBool::new(true),
+        }
+    }
+
+    /// Locks the switch (a poisoned lock is taken over: the switch has no invariants a panic
+    /// mid-decision could break).
+    pub fn switch(&self) -> MutexGuard<'_, Switch> {
+        self.switch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn max_frame(&self) -> usize {
+        self.pod_mtu as usize + vswitch::wire::ethernet::HEADER_LEN
+    }
+}
+
+/// The running data plane threads.
+#[derive(Debug)]
+pub struct Dataplane {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Dataplane {
+    /// Starts the two threads over the given TAP port and UDP socket.
+    pub fn start(shared: Arc<Shared>, tap: Tap, socket: UdpSocket) -> io::Result<Dataplane> {
+        let state = Arc::new(UdpSocketState::new((&socket).into())?);
+        sys::force_socket_buffers(socket.as_fd(), 8 << 20)?;
+        let tap = Arc::new(tap);
+        let socket = Arc::new(socket);
+        let mut threads = Vec::new();
+        {
+            let (shared, tap, socket, state) =
+                (shared.clone(), tap.clone(), socket.clone(), state.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("weft-tap".into())
+                    .spawn(move || tap_loop(&shared, &tap, &socket, &state))?,
+            );
+        }
+        {
+            let (shared, tap) = (shared.clone(), tap.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("weft-udp".into())
+                    .spawn(move || udp_loop(&shared, &tap, &socket, &state))?,
+            );
+        }
+        Ok(Dataplane { shared, threads })
+    }
+
+    /// Stops the threads and waits for them.
+    pub fn stop(self) {
+        self.shared.running.store(false, Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One datagram being filled for a (next hop, destination) pair.
+struct Pending {
+    next_hop: SocketAddr,
+    counters: Arc<PeerCounters>,
+    buf: Box<[u8]>,
+    len: usize,
+    frames: u64,
+    bytes: u64,
+}
+
+/// Packs frames into datagrams and sends them.
+struct Encap<'a> {
+    shared: &'a Shared,
+    socket: &'a UdpSocket,
+    state: &'a UdpSocketState,
+    pending: HashMap<(PeerName, PeerName), Pending>,
+}
+
+impl Encap<'_> {
+    fn push(&mut self, hop: &PeerEntry, dst: PeerName, frame: &[u8]) {
+        let max = self.shared.max_datagram;
+        let me = self.shared.me;
+        let p = self.pending.entry((hop.name, dst)).or_insert_with(|| {
+            let mut buf = vec![0u8; max].into_boxed_slice();
+            let len = SleeveHeader::frames(me, dst).emit(&mut buf).unwrap_or(0);
+            Pending {
+                next_hop: hop.udp_addr,
+                counters: hop.counters.clone(),
+                buf,
+                len,
+                frames: 0,
+                bytes: 0,
+            }
+        });
+        // The peer may have moved to another address since this entry was made.
+        p.next_hop = hop.udp_addr;
+        let appended = match sleeve::push_frame(&mut p.buf, p.len, frame) {
+            Ok(len) => Ok(len),
+            Err(_) => {
+                flush(self.shared, self.socket, self.state, p);
+                sleeve::push_frame(&mut p.buf, p.len, frame)
+            }
+        };
+        match appended {
+            Ok(len) => {
+                p.len = len;
+                p.frames += 1;
+                p.bytes += frame.len() as u64;
+            }
+            Err(_) => self.shared.counters.drop(Reason::TooBig),
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for p in self.pending.values_mut() {
+            if p.frames > 0 {
+                flush(self.shared, self.socket, self.state, p);
+            }
+        }
+    }
+}
+
+fn flush(shared: &Shared, socket: &UdpSocket, state: &UdpSocketState, p: &mut Pending) {
+    if p.frames == 0 {
+        return;
+    }
+    match send(socket, state, p.next_hop, &p.buf[..p.len]) {
+        Ok(()) => {
+            p.counters.tx_datagrams.fetch_add(1, Relaxed);
+            p.counters.tx_frames.fetch_add(p.frames, Relaxed);
+            p.counters.tx_bytes.fetch_add(p.bytes, Relaxed);
+            shared.counters.udp_tx_datagrams.fetch_add(1, Relaxed);
+        }
+        Err(_) => shared.counters.drop(Reason::SendError),
+    }
+    p.len = sleeve::HEADER_LEN;
+    p.frames = 0;
+    p.bytes = 0;
+}
+
+/// Sends one datagram, waiting for socket buffer space rather than dropping when it is full.
+pub(crate) fn send(
+    socket: &UdpSocket,
+    state: &UdpSocketState,
+    to: SocketAddr,
+    data: &[u8],
+) -> io::Result<()> {
+    let t = Transmit {
+        destination: to,
+        ecn: None,
+        contents: data,
+        segment_size: None,
+        src_ip: None,
+    };
+    for _ in 0..50 {
+        match state.try_send(socket.into(), &t) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sys::wait_ready(socket.as_fd(), true, Duration::from_millis(20))?;
+            }
+            other => return other,
+        }
+    }
+    Err(io::ErrorKind::WouldBlock.into())
+}
+
+fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
+    let mut frames = vec![0u8; TAP_BATCH * FRAME_BUF];
+    let mut lens = [0usize; TAP_BATCH];
+    let mut decisions = [Decision::Flood; TAP_BATCH];
+    let mut icmp_buf = vec![0u8; 2048];
+    let mut encap = Encap {
+        shared,
+        socket,
+        state,
+        pending: HashMap::new(),
+    };
+    let c = &shared.counters;
+    let max_frame = shared.max_frame();
+    while shared.running.load(Relaxed) {
+        match sys::wait_ready(tap.as_fd(), false, WAKE) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!("polling the TAP port: {e}");
+                std::thread::sleep(WAKE);
+                continue;
+            }
+        }
+        let mut n = 0;
+        for (buf, len) in frames.chunks_mut(FRAME_BUF).zip(lens.iter_mut()) {
+            match tap.read(buf) {
+                Ok(0) => break,
+                Ok(l) => {
+                    *len = l;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("reading the TAP port: {e}");
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            continue;
+        }
+        let now = Instant::now();
+        {
+            let mut sw = shared.switch();
+            for i in 0..n {
+                decisions[i] = sw.from_local(now, &frames[i * FRAME_BUF..i * FRAME_BUF + lens[i]]);
+            }
+        }
+        let peers = shared.peers.load();
+        for i in 0..n {
+            let frame = &frames[i * FRAME_BUF..i * FRAME_BUF + lens[i]];
+            c.tap_rx_frames.fetch_add(1, Relaxed);
+            c.tap_rx_bytes.fetch_add(frame.len() as u64, Relaxed);
+            let decision = decisions[i];
+            if let Decision::Drop(r) = decision {
+                c.drop(Reason::Switch(r));
+                continue;
+            }
+            if frame.len() > max_frame {
+                c.drop(Reason::TooBig);
+                if let Ok(TooBig::Reply(len)) =
+                    icmp::too_big_reply(frame, shared.pod_mtu, &mut icmp_buf)
+                {
+                    if tap.write(&icmp_buf[..len]).is_ok() {
+                        c.icmp_too_big_sent.fetch_add(1, Relaxed);
+                    }
+                }
+                continue;
+            }
+            let target = match decision {
+                Decision::Unicast(p) => peers.get(p),
+                _ => None,
+            };
+            match target {
+                Some(hop) => {
+                    c.unicast_frames.fetch_add(1, Relaxed);
+                    encap.push(hop, hop.name, frame);
+                }
+                None => {
+                    // Broadcast, multicast, unknown unicast, or a MAC behind a peer that just
+                    // left: every peer gets a copy.
+                    c.flooded_frames.fetch_add(1, Relaxed);
+                    for hop in peers.entries() {
+                        encap.push(hop, PeerName::BROADCAST, frame);
+                    }
+                }
+            }
+        }
+        encap.flush_all();
+        // Forget datagram buffers of peers that left.
+        if encap.pending.len() > 2 * peers.entries().len() + 8 {
+            encap
+                .pending
+                .retain(|(hop, _), _| peers.get(*hop).is_some());
+        }
+    }
+}
+
+fn udp_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
+    let mut storage = vec![0u8; UDP_BATCH * UDP_BUF];
+    let mut metas = [RecvMeta::default(); UDP_BATCH];
+    let mut deliver: Vec<(usize, usize)> = Vec::with_capacity(UDP_BUF / 16);
+    let c = &shared.counters;
+    while shared.running.load(Relaxed) {
+        match sys::wait_ready(socket.as_fd(), false, WAKE) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!("polling the UDP socket: {e}");
+                std::thread::sleep(WAKE);
+                continue;
+            }
+        }
+        let mut chunks = storage.chunks_mut(UDP_BUF);
+        let mut iovs: [IoSliceMut<'_>; UDP_BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let n = match state.recv(socket.into(), &mut iovs, &mut metas) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::warn!("receiving: {e}");
+                continue;
+            }
+        };
+        let peers = shared.peers.load();
+        for (meta, iov) in metas.iter().zip(iovs.iter()).take(n) {
+            let stride = meta.stride.max(1);
+            for dgram in iov[..meta.len].chunks(stride) {
+                c.udp_rx_datagrams.fetch_add(1, Relaxed);
+                receive(shared, &peers, tap, dgram, &mut deliver);
+            }
+        }
+    }
+}
+
+/// Handles one received datagram: checks, learns, and writes its frames to the TAP port.
+fn receive(
+    shared: &Shared,
+    peers: &PeerTable,
+    tap: &Tap,
+    dgram: &[u8],
+    deliver: &mut Vec<(usize, usize)>,
+) {
+    let c = &shared.counters;
+    let d = match SleeveDatagram::new_checked(dgram) {
+        Ok(d) => d,
+        Err(vswitch::wire::Error::UnsupportedVersion) => return c.drop(Reason::UnsupportedVersion),
+        Err(_) => return c.drop(Reason::MalformedDatagram),
+    };
+    let h = d.header();
+    let Some(peer) = peers.get(h.src) else {
+        return c.drop(Reason::UnknownPeer);
+    };
+    if h.dst != shared.me && !h.dst.is_broadcast() {
+        return c.drop(Reason::NotForUs);
+    }
+    if h.kind != SleeveKind::Frames {
+        return;
+    }
+    peer.counters.rx_datagrams.fetch_add(1, Relaxed);
+    let max_frame = shared.max_frame() + 4; // room for one VLAN tag
+    let base = dgram.as_ptr() as usize;
+    deliver.clear();
+    {
+        let now = Instant::now();
+        let mut sw = shared.switch();
+        for rec in d.frames() {
+            let frame = match rec {
+                Ok(f) => f,
+                Err(_) => {
+                    c.drop(Reason::TruncatedRecord);
+                    break;
+                }
+            };
+            if frame.len() > max_frame {
+                c.drop(Reason::OversizeFrame);
+                continue;
+            }
+            match sw.from_peer(now, h.src, frame) {
+                Decision::Drop(r) => c.drop(Reason::Switch(r)),
+                _ => deliver.push((frame.as_ptr() as usize - base, frame.len())),
+            }
+        }
+    }
+    for &(off, len) in deliver.iter() {
+        let frame = &dgram[off..off + len];
+        peer.counters.rx_frames.fetch_add(1, Relaxed);
+        peer.counters.rx_bytes.fetch_add(len as u64, Relaxed);
+        match tap.write(frame) {
+            Ok(_) => {
+                c.tap_tx_frames.fetch_add(1, Relaxed);
+                c.tap_tx_bytes.fetch_add(len as u64, Relaxed);
+            }
+            Err(_) => c.drop(Reason::TapWriteError),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_indices_match_all() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len(), "names are unique");
+    }
+}

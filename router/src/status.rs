@@ -1,0 +1,229 @@
+//! What `weft status` shows: the report the daemon serves on its API socket, and its rendering
+//! as text tables.
+
+use gossip::driver::{ConnectionStatus, TargetState, TargetStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// The whole status of one router.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Weft version.
+    pub version: String,
+    /// Our peer name.
+    pub name: String,
+    /// Our nickname.
+    pub nickname: String,
+    /// Our run id.
+    pub uid: String,
+    /// Control and data address.
+    pub listen: String,
+    /// The host bridge.
+    pub bridge: String,
+    /// The router's TAP port on it.
+    pub tap: String,
+    /// MTU of the underlay interface.
+    pub underlay_mtu: u32,
+    /// MTU pods must use.
+    pub pod_mtu: u32,
+    /// Seconds since the router started.
+    pub uptime_secs: u64,
+    /// Connected peers with their counters.
+    pub peers: Vec<PeerReport>,
+    /// Dial targets.
+    pub targets: Vec<TargetStatus>,
+    /// Control connections.
+    pub connections: Vec<ConnectionStatus>,
+    /// Host-wide data plane counters.
+    pub counters: BTreeMap<String, u64>,
+    /// Drops by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// MAC table counters.
+    pub fdb: BTreeMap<String, u64>,
+}
+
+/// One connected peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Its name.
+    pub name: String,
+    /// Its nickname.
+    pub nickname: String,
+    /// Where its datagrams go.
+    pub addr: String,
+    /// Connection state.
+    pub state: String,
+    /// How frames reach it: "sleeve" (direct UDP).
+    pub path: String,
+    /// Its pod MTU.
+    pub mtu: u32,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Frame bytes sent.
+    pub tx_bytes: u64,
+    /// Datagrams sent.
+    pub tx_datagrams: u64,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Frame bytes received.
+    pub rx_bytes: u64,
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+}
+
+/// One MAC table entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MacReport {
+    /// The address.
+    pub mac: String,
+    /// "local" or the peer's name.
+    pub location: String,
+    /// Milliseconds since it was last seen.
+    pub age_ms: u64,
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (c, w) in cells.zip(&widths) {
+            let _ = write!(s, "{c:<w$}  ");
+        }
+        let _ = writeln!(out, "  {}", s.trim_end());
+    };
+    line(out, &mut header.iter().copied());
+    for r in rows {
+        line(out, &mut r.iter().map(|s| s.as_str()));
+    }
+}
+
+impl Report {
+    /// The text `weft status` prints.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "weft {} router {} ({}) on {}, up {} s",
+            self.version, self.nickname, self.name, self.listen, self.uptime_secs
+        );
+        let _ = writeln!(
+            out,
+            "bridge {} via {}, pod MTU {} (underlay MTU {})",
+            self.bridge, self.tap, self.pod_mtu, self.underlay_mtu
+        );
+        let _ = writeln!(out, "\nPeers: {}", self.peers.len());
+        if !self.peers.is_empty() {
+            let rows: Vec<Vec<String>> = self
+                .peers
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.nickname.clone(),
+                        p.name.clone(),
+                        p.addr.clone(),
+                        p.state.clone(),
+                        p.path.clone(),
+                        p.mtu.to_string(),
+                        format!("{} / {}", p.tx_frames, human_bytes(p.tx_bytes)),
+                        format!("{} / {}", p.rx_frames, human_bytes(p.rx_bytes)),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &[
+                    "PEER",
+                    "NAME",
+                    "ADDRESS",
+                    "STATE",
+                    "PATH",
+                    "MTU",
+                    "TX FRAMES/BYTES",
+                    "RX FRAMES/BYTES",
+                ],
+                &rows,
+            );
+        }
+        let _ = writeln!(out, "\nTargets: {}", self.targets.len());
+        if !self.targets.is_empty() {
+            let rows: Vec<Vec<String>> = self
+                .targets
+                .iter()
+                .map(|t| {
+                    let (state, detail) = match &t.state {
+                        TargetState::Connecting => ("connecting".to_string(), String::new()),
+                        TargetState::Established { peer } => ("established".into(), peer.clone()),
+                        TargetState::Retrying {
+                            next_attempt_in_ms,
+                            last_error,
+                        } => (
+                            "retrying".into(),
+                            format!(
+                                "next attempt in {:.1} s after {} failure(s): {last_error}",
+                                *next_attempt_in_ms as f64 / 1000.0,
+                                t.failures
+                            ),
+                        ),
+                        TargetState::Failed { reason } => ("failed".into(), reason.clone()),
+                    };
+                    vec![t.addr.clone(), state, detail]
+                })
+                .collect();
+            table(&mut out, &["ADDRESS", "STATE", "DETAIL"], &rows);
+        }
+        let _ = writeln!(out, "\nData plane:");
+        let kv = |m: &BTreeMap<String, u64>, skip_zero: bool| {
+            m.iter()
+                .filter(|(_, v)| !skip_zero || **v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(out, "  {}", kv(&self.counters, false));
+        let drops = kv(&self.drops, true);
+        let _ = writeln!(
+            out,
+            "  drops: {}",
+            if drops.is_empty() {
+                "none".into()
+            } else {
+                drops
+            }
+        );
+        let _ = writeln!(out, "  mac table: {}", kv(&self.fdb, false));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+}

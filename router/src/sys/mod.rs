@@ -1,0 +1,64 @@
+//! The only place in Weft with `unsafe`: thin wrappers over the system calls the standard library
+//! and our dependencies do not offer (TAP devices, poll, socket buffer sizes). Each block says
+//! why it is sound.
+
+pub mod tap;
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+/// Waits until `fd` is readable (or writable when `write` is set), at most `timeout`. Returns
+/// whether it is ready.
+pub fn wait_ready(fd: BorrowedFd<'_>, write: bool, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: if write { libc::POLLOUT } else { libc::POLLIN },
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `pfd` is a valid, initialised pollfd that lives for the whole call, and we pass a
+    // count of exactly one.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(r > 0)
+}
+
+/// Sets a socket's receive and send buffer sizes, bypassing `net.core.rmem_max`/`wmem_max`
+/// (`SO_RCVBUFFORCE`, needs CAP_NET_ADMIN). Falls back to the capped options without it.
+pub fn force_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let val = bytes.min(i32::MAX as usize) as libc::c_int;
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt_int(fd, force, val).is_err() {
+            setsockopt_int(fd, plain, val)?;
+        }
+    }
+    Ok(())
+}
+
+fn setsockopt_int(fd: BorrowedFd<'_>, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: we pass a pointer to a live c_int and its exact size; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

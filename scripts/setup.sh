@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepares a Debian/Ubuntu machine for building, testing and demoing Weft. Idempotent.
+#
+#   bash scripts/setup.sh        install what is missing and report
+#   source scripts/setup.sh      the same, and keep `cargo` on this shell's PATH
+#                                (scripts/test.sh and scripts/demo.sh do this)
+#
+# As root it installs the system tools the lab, the tests and the demo use with apt-get, running
+# `apt-get update` only when a package is missing. It then makes sure `cargo` is on PATH,
+# sourcing ~/.cargo/env if needed.
+
+weft_setup() {
+  local pkgs=(iproute2 iputils-ping nftables tcpdump iperf3 arping ethtool procps)
+  local missing=() pkg
+
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "setup: no dpkg here; make sure these are installed: ${pkgs[*]}" >&2
+  else
+    for pkg in "${pkgs[@]}"; do
+      if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q ' installed$'; then
+        missing+=("$pkg")
+      fi
+    done
+    if ((${#missing[@]} == 0)); then
+      echo "setup: system packages present: ${pkgs[*]}"
+    elif [[ $(id -u) -ne 0 ]]; then
+      echo "setup: missing packages: ${missing[*]}" >&2
+      echo "setup: not root, so not installing them; the root-only tests will skip" >&2
+    else
+      echo "setup: installing missing packages: ${missing[*]}"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -q || return 1
+      apt-get install -y -q --no-install-recommends "${missing[@]}" || return 1
+      echo "setup: installed: ${missing[*]}"
+    fi
+  fi
+
+  if ! command -v cargo >/dev/null 2>&1 && [[ -f "${HOME:-/root}/.cargo/env" ]]; then
+    # shellcheck source=/dev/null
+    . "${HOME:-/root}/.cargo/env"
+    echo "setup: sourced ${HOME:-/root}/.cargo/env"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
+    return 1
+  fi
+  echo "setup: $(cargo --version) at $(command -v cargo)"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  set -euo pipefail
+  weft_setup "$@"
+else
+  weft_setup "$@"
+fi

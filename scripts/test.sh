@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The project's test command: prepares the machine (scripts/setup.sh), builds every binary in
+# release mode and runs the whole test suite. Extra arguments go to `cargo test`, e.g.
+#
+#   scripts/test.sh                      everything
+#   scripts/test.sh -p weft-tests        one package
+#   scripts/test.sh -- --nocapture       show the tests' output
+#
+# The network-namespace tests need root; without it they print a note and pass.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh
+
+echo "test: cargo build --release --workspace --bins"
+cargo build --release --workspace --bins
+echo "test: cargo test --release --workspace $*"
+cargo test --release --workspace "$@"

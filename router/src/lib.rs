@@ -17,3 +17,4 @@ pub mod netlink;
 pub mod state;
 pub mod status;
 pub mod sys;
+pub mod testbed;

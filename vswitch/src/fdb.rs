@@ -125,7 +125,7 @@ impl Fdb {
 
     /// A table holding at most `capacity` entries that forgets entries not seen for `max_age`.
     /// `capacity` is clamped to `1..=`[`MAX_CAPACITY`]. Allocates everything the table will ever
-    /// use (about 56 bytes per entry).
+    /// use (about 64 bytes per entry).
     pub fn new(capacity: usize, max_age: Duration) -> Self {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let buckets = (capacity * 2).next_power_of_two();

@@ -353,6 +353,36 @@ mod tests {
         assert_eq!(push_frame(&mut buf, len, &[1, 2]), Ok(24));
     }
 
+    /// The example in `docs/wire-format.md`: one ARP request broadcast by peer
+    /// 0102:0304:0506:0708.
+    #[test]
+    fn docs_example_parses() {
+        #[rustfmt::skip]
+        const DOC: [u8; 64] = [
+            0x01, 0x01, 0x08, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x0a, 0x20,
+            0x00, 0x01, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x0a, 0x20,
+            0x00, 0x01, 0x0a, 0x20, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x20, 0x00, 0x02,
+        ];
+        let d = SleeveDatagram::new_checked(&DOC[..]).unwrap();
+        assert_eq!(
+            d.header(),
+            SleeveHeader::frames("0102:0304:0506:0708".parse().unwrap(), PeerName::BROADCAST)
+        );
+        let frames: Vec<_> = d.frames().collect::<Result<_>>().unwrap();
+        assert_eq!(frames.len(), 1);
+        let f = crate::wire::EthernetFrame::new_checked(frames[0]).unwrap();
+        assert!(f.dst().is_broadcast());
+        assert_eq!(f.src().to_string(), "02:00:0a:20:00:01");
+        assert_eq!(f.ethertype(), crate::wire::EtherType::Arp);
+        assert_eq!(f.payload().len(), 28);
+        // And emitting the same header and frame gives the same bytes.
+        let mut buf = [0u8; 64];
+        let len = d.header().emit(&mut buf).unwrap();
+        assert_eq!(push_frame(&mut buf, len, frames[0]), Ok(64));
+        assert_eq!(buf, DOC);
+    }
+
     #[test]
     fn peer_name_text_round_trips() {
         let p = PeerName(0x0102030405060708);

@@ -1,0 +1,379 @@
+//! A cluster of real `weft router` processes on a [`Lab`]: what the integration tests and
+//! `weft demo` build on. Starts routers in host namespaces, asks them for status through their API
+//! sockets (path-bound Unix sockets work from any network namespace), attaches pods with the MTU
+//! the router computed, and moves data between pods.
+
+use crate::api;
+use crate::lab::{in_netns, poll_until, Host, Lab, Pod, PodSpec, ProcId, Signal};
+use crate::status::Report;
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Finds the `weft` binary: `$WEFT_BIN`, else next to the running executable (or one directory
+/// up, for test binaries in `target/<profile>/deps/`).
+pub fn weft_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("WEFT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    if exe.file_name().is_some_and(|n| n == "weft") {
+        return Ok(exe);
+    }
+    let dir = exe.parent().context("executable has no directory")?;
+    [dir.join("weft"), dir.join("../weft")]
+        .into_iter()
+        .find(|c| c.is_file())
+        .with_context(|| {
+            format!(
+                "cannot find the weft binary near {}; build it (cargo build --release -p weft) or set WEFT_BIN",
+                exe.display()
+            )
+        })
+}
+
+#[derive(Debug)]
+struct RouterProc {
+    id: ProcId,
+    args: Vec<String>,
+    state_dir: PathBuf,
+}
+
+/// A lab plus the routers running in its hosts.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The namespaces.
+    pub lab: Lab,
+    weft: PathBuf,
+    routers: HashMap<String, RouterProc>,
+}
+
+impl Cluster {
+    /// A new, empty cluster whose names start with `tag`.
+    pub fn new(tag: &str, weft: PathBuf) -> Result<Cluster> {
+        Ok(Cluster {
+            lab: Lab::new(tag)?,
+            weft,
+            routers: HashMap::new(),
+        })
+    }
+
+    /// Adds a host namespace on the underlay.
+    pub fn add_host(&mut self, name: &str) -> Result<Host> {
+        self.lab.add_host(name)
+    }
+
+    /// The state directory of `host`'s router.
+    pub fn state_dir(&self, host: &Host) -> PathBuf {
+        self.lab.dir().join(format!("state-{}", host.name))
+    }
+
+    /// Starts `weft router` in `host`, seeded with `peers`, plus `extra` arguments, and waits
+    /// until its API answers.
+    pub fn start_router(&mut self, host: &Host, peers: &[&Host], extra: &[&str]) -> Result<()> {
+        let state_dir = self.state_dir(host);
+        let mut args: Vec<String> = vec![
+            "router".into(),
+            "--name".into(),
+            host.name.clone(),
+            "--listen".into(),
+            host.underlay_ip.to_string(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+        ];
+        for p in peers {
+            args.push("--peer".into());
+            args.push(p.underlay_ip.to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn_router(host, args, state_dir)
+    }
+
+    fn spawn_router(&mut self, host: &Host, args: Vec<String>, state_dir: PathBuf) -> Result<()> {
+        let log = format!("router-{}", host.name);
+        let id = self.lab.spawn(&host.ns, &self.weft, &args, &log)?;
+        self.routers.insert(
+            host.name.clone(),
+            RouterProc {
+                id,
+                args,
+                state_dir: state_dir.clone(),
+            },
+        );
+        let up = poll_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            api::get::<Report>(&state_dir, "/v1/status").ok()
+        });
+        if up.is_none() {
+            bail!(
+                "router on {} did not come up; its log:\n{}",
+                host.name,
+                self.lab.log(&log)
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to `host`'s router (SIGKILL also reaps it).
+    pub fn kill_router(&mut self, host: &Host, signal: Signal) -> Result<()> {
+        let r = self
+            .routers
+            .get(&host.name)
+            .with_context(|| format!("no router on {}", host.name))?;
+        self.lab.kill(r.id, signal)
+    }
+
+    /// Starts `host`'s router again with the arguments it had.
+    pub fn restart_router(&mut self, host: &Host) -> Result<()> {
+        let r = self
+            .routers
+            .remove(&host.name)
+            .with_context(|| format!("no router on {}", host.name))?;
+        self.spawn_router(host, r.args, r.state_dir)
+    }
+
+    /// The router's log so far.
+    pub fn router_log(&self, host: &Host) -> String {
+        self.lab.log(&format!("router-{}", host.name))
+    }
+
+    /// `host`'s router status.
+    pub fn status(&self, host: &Host) -> Result<Report> {
+        api::get(&self.state_dir(host), "/v1/status")
+    }
+
+    /// Waits until `host`'s router has `n` peers.
+    pub fn wait_peers(&self, host: &Host, n: usize, timeout: Duration) -> Result<Report> {
+        let mut last = None;
+        let r = poll_until(timeout, Duration::from_millis(50), || {
+            let r = self.status(host).ok()?;
+            let ok = r.peers.len() == n;
+            last = Some(r.peers.len());
+            ok.then_some(r)
+        });
+        r.with_context(|| {
+            format!(
+                "{} has {:?} peers, not {n}, after {timeout:?}; its log:\n{}",
+                host.name,
+                last,
+                self.router_log(host)
+            )
+        })
+    }
+
+    /// Adds a pod with `ip`/12 to `host`, with the MTU its router computed.
+    pub fn add_pod(&mut self, host: &Host, name: &str, ip: Ipv4Addr) -> Result<Pod> {
+        let mtu = self.status(host)?.pod_mtu;
+        self.lab.add_pod(host, name, PodSpec::new(ip, 12, mtu))
+    }
+}
+
+/// Result of one ping run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PingStats {
+    /// Replies received.
+    pub received: u32,
+    /// Requests sent.
+    pub sent: u32,
+    /// Round-trip times in milliseconds.
+    pub min_ms: f64,
+    /// Average round trip.
+    pub avg_ms: f64,
+    /// Longest round trip.
+    pub max_ms: f64,
+}
+
+/// Pings `to` from namespace `ns` `count` times, 0.2 s apart.
+pub fn ping(lab: &Lab, ns: &str, to: Ipv4Addr, count: u32) -> Result<PingStats> {
+    let out = lab.exec(
+        ns,
+        &[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &to.to_string(),
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_ping(&text).with_context(|| format!("unexpected ping output: {text}"))
+}
+
+fn parse_ping(text: &str) -> Option<PingStats> {
+    let summary = text.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut nums = summary.split(',').map(|p| {
+        p.split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+    });
+    let sent = nums.next()??;
+    let received = nums.next()??;
+    let (mut min_ms, mut avg_ms, mut max_ms) = (f64::NAN, f64::NAN, f64::NAN);
+    if let Some(rtt) = text
+        .lines()
+        .find(|l| l.starts_with("rtt") || l.starts_with("round-trip"))
+    {
+        let vals: Vec<f64> = rtt
+            .split('=')
+            .nth(1)?
+            .trim()
+            .split(['/', ' '])
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if vals.len() >= 3 {
+            (min_ms, avg_ms, max_ms) = (vals[0], vals[1], vals[2]);
+        }
+    }
+    Some(PingStats {
+        received,
+        sent,
+        min_ms,
+        avg_ms,
+        max_ms,
+    })
+}
+
+/// Result of a TCP transfer between two pods.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transfer {
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Seconds from connect to the receiver's last byte.
+    pub secs: f64,
+    /// FNV-1a of what was sent.
+    pub sent_hash: u64,
+    /// FNV-1a of what was received.
+    pub received_hash: u64,
+    /// Bytes received.
+    pub received: u64,
+}
+
+impl Transfer {
+    /// Throughput in Gbit/s.
+    pub fn gbits(&self) -> f64 {
+        self.received as f64 * 8.0 / self.secs / 1e9
+    }
+
+    /// Everything arrived, unchanged.
+    pub fn intact(&self) -> bool {
+        self.received == self.bytes && self.sent_hash == self.received_hash
+    }
+}
+
+fn fnv(mut h: u64, data: &[u8]) -> u64 {
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+const FNV_INIT: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Sends `bytes` of pseudo-random data over TCP from pod `from` to pod `to` (port 5201), hashing
+/// both ends. Bounded: gives up after `timeout`.
+pub fn tcp_transfer(from: &Pod, to: &Pod, bytes: u64, timeout: Duration) -> Result<Transfer> {
+    let addr = SocketAddr::from((to.ip, 5201));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server_ns = to.ns.clone();
+    let server = std::thread::spawn(move || {
+        in_netns(&server_ns, move || -> Result<(u64, u64, Instant)> {
+            let l = TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            let _ = ready_tx.send(());
+            let deadline = Instant::now() + timeout;
+            let (mut s, _) = loop {
+                match l.accept() {
+                    Ok(c) => break c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        ensure!(
+                            Instant::now() < deadline,
+                            "no connection within {timeout:?}"
+                        );
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let (mut n, mut h) = (0u64, FNV_INIT);
+            loop {
+                let r = s.read(&mut buf)?;
+                if r == 0 {
+                    break;
+                }
+                h = fnv(h, &buf[..r]);
+                n += r as u64;
+                ensure!(
+                    Instant::now() < deadline,
+                    "transfer did not finish within {timeout:?}"
+                );
+            }
+            Ok((n, h, Instant::now()))
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .context("receiver did not start")?;
+    let client_ns = from.ns.clone();
+    let (sent_hash, start) = in_netns(&client_ns, move || -> Result<(u64, Instant)> {
+        let start = Instant::now();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let (mut left, mut h) = (bytes, FNV_INIT);
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            // Vary the data between chunks so a dropped or repeated chunk changes the hash.
+            buf[0] = buf[0].wrapping_add(1);
+            s.write_all(&buf[..n])?;
+            h = fnv(h, &buf[..n]);
+            left -= n as u64;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        Ok((h, start))
+    })??;
+    let (received, received_hash, end) = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))???;
+    Ok(Transfer {
+        bytes,
+        secs: end.duration_since(start).as_secs_f64(),
+        sent_hash,
+        received_hash,
+        received,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ping_output() {
+        let text = "PING 10.32.0.2 (10.32.0.2) 56(84) bytes of data.\n\n--- 10.32.0.2 ping statistics ---\n3 packets transmitted, 2 received, 33.3333% packet loss, time 407ms\nrtt min/avg/max/mdev = 0.274/0.402/0.623/0.156 ms\n";
+        let p = parse_ping(text).unwrap();
+        assert_eq!((p.sent, p.received), (3, 2));
+        assert_eq!((p.min_ms, p.avg_ms, p.max_ms), (0.274, 0.402, 0.623));
+        let lost = "1 packets transmitted, 0 received, 100% packet loss, time 0ms\n";
+        let p = parse_ping(lost).unwrap();
+        assert_eq!(p.received, 0);
+        assert!(p.avg_ms.is_nan());
+    }
+}

@@ -1,0 +1,326 @@
+//! The sleeve data path end to end: real `weft router` processes in host namespaces, pods on
+//! their bridges, traffic between pods on different hosts.
+//!
+//! Needs root (network namespaces). Build the router first (`cargo build --release -p weft`);
+//! `scripts/test.sh` does.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+use weft::lab::{in_netns, poll_until, Host, Pod, Signal};
+use weft::status::{MacReport, Report};
+use weft::testbed::{ping, tcp_transfer, weft_bin, Cluster};
+
+fn pod_ip(host: u8, pod: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 32, host, pod)
+}
+
+/// `n` hosts in a full mesh (each seeded with every earlier one), one pod each.
+fn mesh(tag: &str, n: u8) -> (Cluster, Vec<Host>, Vec<Pod>) {
+    assert!(
+        weft::lab::require_root(),
+        "these tests need root and iproute2"
+    );
+    let mut c = Cluster::new(tag, weft_bin().unwrap()).unwrap();
+    let hosts: Vec<Host> = (1..=n)
+        .map(|i| c.add_host(&format!("h{i}")).unwrap())
+        .collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let seeds: Vec<&Host> = hosts[..i].iter().collect();
+        c.start_router(h, &seeds, &[]).unwrap();
+    }
+    for h in &hosts {
+        c.wait_peers(h, hosts.len() - 1, Duration::from_secs(10))
+            .unwrap();
+    }
+    let pods = hosts
+        .iter()
+        .map(|h| c.add_pod(h, "p1", pod_ip(h.index, 1)).unwrap())
+        .collect();
+    (c, hosts, pods)
+}
+
+fn peer<'a>(r: &'a Report, nickname: &str) -> &'a weft::status::PeerReport {
+    r.peers
+        .iter()
+        .find(|p| p.nickname == nickname)
+        .unwrap_or_else(|| panic!("{} has no peer {nickname}: {:?}", r.nickname, r.peers))
+}
+
+fn wait_ping(c: &Cluster, from: &Pod, to: Ipv4Addr, timeout: Duration) -> bool {
+    poll_until(timeout, Duration::from_millis(10), || {
+        ping(&c.lab, &from.ns, to, 1)
+            .ok()
+            .filter(|p| p.received == 1)
+    })
+    .is_some()
+}
+
+#[test]
+fn pods_on_different_hosts_ping_and_move_100_mb_intact() {
+    let (c, hosts, pods) = mesh("wdp", 3);
+    for (a, b) in [(0, 1), (1, 2), (2, 0)] {
+        let p = ping(&c.lab, &pods[a].ns, pods[b].ip, 3).unwrap();
+        assert_eq!(p.received, 3, "{} -> {}: {p:?}", pods[a].name, pods[b].ip);
+    }
+    let t = tcp_transfer(&pods[0], &pods[1], 100 << 20, Duration::from_secs(60)).unwrap();
+    assert!(t.intact(), "{t:?}");
+    // The bytes went over the sleeve between h1 and h2.
+    let r1 = c.status(&hosts[0]).unwrap();
+    assert!(
+        peer(&r1, "h2").tx_bytes > 100 << 20,
+        "{:?}",
+        peer(&r1, "h2")
+    );
+    eprintln!("100 MiB h1 -> h2: {:.2} Gbit/s", t.gbits());
+}
+
+#[test]
+fn arp_resolves_across_hosts() {
+    let (c, _hosts, pods) = mesh("wda", 2);
+    assert!(wait_ping(&c, &pods[0], pods[1].ip, Duration::from_secs(5)));
+    let neigh = c
+        .lab
+        .exec_ok(
+            &pods[0].ns,
+            &["ip", "neigh", "show", &pods[1].ip.to_string()],
+        )
+        .unwrap();
+    let mac = weft::lab::format_mac(&pods[1].mac);
+    assert!(
+        neigh.contains(&mac),
+        "ARP entry {neigh:?} does not name {mac}"
+    );
+}
+
+#[test]
+fn learned_macs_are_sent_to_one_peer_only() {
+    let (c, hosts, pods) = mesh("wdl", 3);
+    // Learn: the first ping floods the ARP request and teaches every router where the pods are.
+    assert!(wait_ping(&c, &pods[0], pods[1].ip, Duration::from_secs(5)));
+    let before1 = c.status(&hosts[0]).unwrap();
+    let before3 = c.status(&hosts[2]).unwrap();
+    let p = ping(&c.lab, &pods[0].ns, pods[1].ip, 30).unwrap();
+    assert_eq!(p.received, 30);
+    let after1 = c.status(&hosts[0]).unwrap();
+    let after3 = c.status(&hosts[2]).unwrap();
+    let to_h2 = peer(&after1, "h2").tx_frames - peer(&before1, "h2").tx_frames;
+    let to_h3 = peer(&after1, "h3").tx_frames - peer(&before1, "h3").tx_frames;
+    let h3_got = peer(&after3, "h1").rx_frames - peer(&before3, "h1").rx_frames;
+    let flooded = after1.counters["flooded_frames"] - before1.counters["flooded_frames"];
+    let unicast = after1.counters["unicast_frames"] - before1.counters["unicast_frames"];
+    // The pods' own multicast (IPv6 neighbour discovery, MLD) is flooded to every peer; the 30
+    // echo requests are unicast to h2 alone.
+    assert!(unicast >= 30, "only {unicast} unicast frames");
+    assert_eq!(to_h3, flooded, "h3 got more than the flooded frames");
+    assert_eq!(h3_got, flooded, "h3 received more than the flooded frames");
+    assert_eq!(to_h2, unicast + flooded, "h2 got every unicast frame");
+}
+
+#[test]
+fn a_mac_that_moves_to_another_host_is_followed_within_a_second() {
+    let (mut c, hosts, pods) = mesh("wdm", 3);
+    let mac = [0x02, 0x77, 0, 0, 0, 0x42];
+    let ip = pod_ip(9, 9);
+    let spec = weft::lab::PodSpec::new(ip, 12, c.status(&hosts[1]).unwrap().pod_mtu).with_mac(mac);
+    let mover = c.lab.add_pod(&hosts[1], "mv", spec.clone()).unwrap();
+    assert!(wait_ping(&c, &pods[0], ip, Duration::from_secs(5)));
+    let h2 = c.status(&hosts[1]).unwrap().name;
+    let h3 = c.status(&hosts[2]).unwrap().name;
+    let location = |c: &Cluster| -> Option<String> {
+        let macs: Vec<MacReport> = weft::api::get(&c.state_dir(&hosts[0]), "/v1/macs").ok()?;
+        macs.into_iter()
+            .find(|m| m.mac == weft::lab::format_mac(&mac))
+            .map(|m| m.location)
+    };
+    assert_eq!(location(&c).as_deref(), Some(h2.as_str()));
+
+    // The pod moves to h3 with its MAC and address, and says something (as a CNI ADD's
+    // gratuitous ARP would): h1 must follow at once, not after the old entry ages out.
+    c.lab.remove_pod(&mover).unwrap();
+    let moved = c.lab.add_pod(&hosts[2], "mv", spec).unwrap();
+    let start = Instant::now();
+    let _ = ping(&c.lab, &moved.ns, pods[0].ip, 1);
+    let followed = poll_until(Duration::from_secs(1), Duration::from_millis(10), || {
+        (location(&c).as_deref() == Some(h3.as_str())).then_some(())
+    });
+    assert!(
+        followed.is_some(),
+        "h1 still has {:?} after 1 s",
+        location(&c)
+    );
+    eprintln!("move followed after {:?}", start.elapsed());
+    let p = ping(&c.lab, &pods[0].ns, ip, 3).unwrap();
+    assert_eq!(p.received, 3, "{p:?}");
+}
+
+#[test]
+fn traffic_resumes_after_the_router_is_killed_and_restarted() {
+    let (mut c, hosts, pods) = mesh("wdk", 2);
+    assert!(wait_ping(&c, &pods[0], pods[1].ip, Duration::from_secs(5)));
+    let name_before = c.status(&hosts[1]).unwrap().name;
+    c.kill_router(&hosts[1], Signal::SIGKILL).unwrap();
+    c.wait_peers(&hosts[0], 0, Duration::from_secs(10)).unwrap();
+    c.restart_router(&hosts[1]).unwrap();
+    c.wait_peers(&hosts[0], 1, Duration::from_secs(15)).unwrap();
+    assert_eq!(
+        c.status(&hosts[1]).unwrap().name,
+        name_before,
+        "the peer name is kept"
+    );
+    assert!(
+        wait_ping(&c, &pods[0], pods[1].ip, Duration::from_secs(10)),
+        "no ping after restart; h2 log:\n{}",
+        c.router_log(&hosts[1])
+    );
+    let t = tcp_transfer(&pods[1], &pods[0], 10 << 20, Duration::from_secs(30)).unwrap();
+    assert!(t.intact());
+}
+
+fn sleeve_header(kind: u8, src: u64, dst: u64) -> Vec<u8> {
+    let mut v = vec![1, kind, 8, 0];
+    v.extend_from_slice(&src.to_be_bytes());
+    v.extend_from_slice(&dst.to_be_bytes());
+    v
+}
+
+#[test]
+fn garbage_datagrams_are_counted_and_dropped_while_traffic_continues() {
+    let (c, hosts, pods) = mesh("wdg", 3);
+    assert!(wait_ping(&c, &pods[0], pods[1].ip, Duration::from_secs(5)));
+    let h1 = c.status(&hosts[0]).unwrap();
+    let h2_name: u64 =
+        u64::from_str_radix(&c.status(&hosts[1]).unwrap().name.replace(':', ""), 16).unwrap();
+    let h1_name: u64 = u64::from_str_radix(&h1.name.replace(':', ""), 16).unwrap();
+    let target = SocketAddr::from((hosts[0].underlay_ip, 6783));
+
+    let mut junk: Vec<Vec<u8>> = vec![
+        b"hello, is this weft?".to_vec(),       // malformed header
+        vec![],                                 // empty
+        vec![2; 40],                            // wrong version
+        sleeve_header(1, 0xdead_beef, h1_name), // unknown peer
+    ];
+    let mut truncated = sleeve_header(1, h2_name, h1_name);
+    truncated.extend_from_slice(&[0x05, 0xdc, 1, 2, 3]); // claims 1500 bytes, has 3
+    junk.push(truncated);
+    let mut oversize = sleeve_header(1, h2_name, h1_name);
+    oversize.extend_from_slice(&3000u16.to_be_bytes());
+    oversize.extend(std::iter::repeat_n(0x02, 3000));
+    junk.push(oversize);
+    let mut random = 0x1234_5678_9abc_def0u64;
+    for _ in 0..200 {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        let len = (random % 1400) as usize;
+        junk.push((0..len).map(|i| (random >> (i % 56)) as u8).collect());
+    }
+
+    // A steady ping runs while h3 sprays h1's data port.
+    let lab_ns = pods[0].ns.clone();
+    let to = pods[1].ip;
+    let pinger = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &lab_ns, "ping", "-n", "-q", "-c", "40", "-i", "0.05", "-W", "2",
+            ])
+            .arg(to.to_string())
+            .output()
+            .unwrap()
+    });
+    in_netns(&hosts[2].ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..5 {
+            for j in &junk {
+                s.send_to(j, target).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .unwrap();
+    let out = pinger.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" 0% packet loss"), "{text}");
+
+    let after = c.status(&hosts[0]).unwrap();
+    for reason in [
+        "malformed_datagram",
+        "unsupported_version",
+        "unknown_peer",
+        "truncated_record",
+        "oversize_frame",
+    ] {
+        assert!(after.drops[reason] >= 5, "{reason}: {:?}", after.drops);
+    }
+    assert_eq!(after.peers.len(), 2, "no peer was lost");
+}
+
+#[test]
+fn a_frame_too_big_for_the_overlay_gets_icmp_frag_needed() {
+    let (mut c, hosts, pods) = mesh("wdt", 2);
+    let pod_mtu = c.status(&hosts[0]).unwrap().pod_mtu;
+    // A pod whose interface MTU is larger than the overlay allows (a misconfiguration).
+    let big = c
+        .lab
+        .add_pod(
+            &hosts[0],
+            "big",
+            weft::lab::PodSpec::new(pod_ip(1, 50), 12, 9000),
+        )
+        .unwrap();
+    assert!(wait_ping(&c, &big, pods[1].ip, Duration::from_secs(5)));
+    let out = c
+        .lab
+        .exec(
+            &big.ns,
+            &[
+                "ping",
+                "-n",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-M",
+                "do",
+                "-s",
+                "3000",
+                &pods[1].ip.to_string(),
+            ],
+        )
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(&format!("mtu = {pod_mtu}")) || text.contains("Frag needed"),
+        "{text}"
+    );
+    let r = c.status(&hosts[0]).unwrap();
+    assert!(r.counters["icmp_too_big_sent"] >= 1, "{:?}", r.counters);
+    assert!(r.drops["too_big"] >= 1);
+    // The kernel learned the path MTU: the next large ping is fragmented to fit and gets through.
+    let p = ping(&c.lab, &big.ns, pods[1].ip, 1);
+    assert!(p.is_ok());
+    let out = c
+        .lab
+        .exec(
+            &big.ns,
+            &[
+                "ping",
+                "-n",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "-s",
+                "3000",
+                &pods[1].ip.to_string(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

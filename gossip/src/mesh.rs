@@ -82,8 +82,7 @@ impl Mesh {
             true
         } else {
             // Simultaneous dials: keep the one dialled by the lower name.
-            let lower_dialled_new = (self.ours < theirs) == outbound;
-            lower_dialled_new
+            (self.ours < theirs) == outbound
         };
         if keep_new {
             let old_id = old.id;

@@ -43,7 +43,7 @@ pub fn get<T: DeserializeOwned>(state_dir: &Path, path: &str) -> Result<T> {
         .split_once("\r\n\r\n")
         .context("the router sent a malformed HTTP answer")?;
     let status = head.lines().next().unwrap_or_default();
-    if !status.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    if status.split_whitespace().nth(1) != Some("200") {
         bail!("the router answered {status}: {body}");
     }
     serde_json::from_str(body).context("decoding the router's answer")

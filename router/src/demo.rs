@@ -192,7 +192,9 @@ pub fn run(opts: Options) -> Result<()> {
     let failed = table
         .iter()
         .filter(|r| {
-            !r.ping.is_some_and(|p| p.received == p.sent) || !r.transfer.is_some_and(|t| t.intact())
+            let pinged = r.ping.is_some_and(|p| p.received == p.sent);
+            let moved = r.transfer.is_some_and(|t| t.intact());
+            !(pinged && moved)
         })
         .count();
 

@@ -451,14 +451,14 @@ impl Lab {
     /// Removes a pod: kills the processes running in its namespace, deletes its veth pair and
     /// then the namespace.
     pub fn remove_pod(&mut self, pod: &Pod) -> Result<()> {
-        let at = self
-            .pods
-            .iter()
-            .position(|p| p.ns == pod.ns)
-            .ok_or_else(|| anyhow!("{} is not a pod of lab {}", pod.ns, self.prefix))?;
-        self.remove_netns(&pod.ns)?;
-        self.pods.remove(at);
-        Ok(())
+        ensure!(
+            self.pods.iter().any(|p| p.ns == pod.ns),
+            "{} is not a pod of lab {}",
+            pod.ns,
+            self.prefix
+        );
+        // Also forgets the pod.
+        self.remove_netns(&pod.ns)
     }
 
     /// Removes a namespace this lab created (see [`Lab::add_netns`]): kills the processes spawned

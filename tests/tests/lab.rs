@@ -183,11 +183,13 @@ fn remove_pod_deletes_its_namespace_and_veth() {
     assert!(!links.contains("vh1p1@"), "{links}");
     assert!(links.contains("vh1p2@"), "{links}");
     assert!(lab.remove_pod(&p1).is_err());
+    assert_eq!(lab.pods(), std::slice::from_ref(&p2));
     // The name is free again at once.
     let again = lab
         .add_pod(&h1, "p1", PodSpec::new(p1.ip, 12, 1500))
         .unwrap();
     assert!(pings(&lab, &again.ns, p2.ip));
+    assert_eq!(lab.pods().len(), 2);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use crate::{Error, PeerName};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,10 +39,17 @@ pub struct Config {
     pub dead_after: Duration,
     /// Time allowed for the TCP connect plus the hello exchange.
     pub handshake_timeout: Duration,
+    /// Most control connections open at once (handshaking or established); more are refused.
+    pub max_connections: usize,
+    /// Inbound connections accepted per second, sustained.
+    pub accept_rate: f64,
+    /// Inbound connections accepted in a burst above the rate.
+    pub accept_burst: f64,
 }
 
 impl Config {
-    /// Defaults for timing: heartbeat every second, dead after 4 s of silence, 5 s handshake.
+    /// Defaults: heartbeat every second, dead after 4 s of silence, 5 s handshake, at most 1024
+    /// connections, inbound accepted at 50/s with bursts of 100.
     pub fn new(name: PeerName, uid: u64, nickname: String, listen: SocketAddr) -> Self {
         Config {
             name,
@@ -54,6 +62,9 @@ impl Config {
             heartbeat: Duration::from_secs(1),
             dead_after: Duration::from_secs(4),
             handshake_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            accept_rate: 50.0,
+            accept_burst: 100.0,
         }
     }
 
@@ -182,6 +193,10 @@ struct Inner {
 
 struct Shared {
     cfg: Config,
+    /// Connections open now (handshaking or established).
+    open: AtomicUsize,
+    /// Inbound connections refused by the limits.
+    refused: AtomicU64,
     inner: Mutex<Inner>,
     events: mpsc::UnboundedSender<Event>,
     shutdown: Notify,
@@ -236,6 +251,8 @@ impl Gossip {
                 next_id: 1,
             }),
             cfg,
+            open: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
             events,
             shutdown: Notify::new(),
         });
@@ -338,6 +355,11 @@ impl Gossip {
         out
     }
 
+    /// Inbound connections refused by the connection limit or the accept rate limit.
+    pub fn refused_connections(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
     /// Says goodbye on every connection and stops dialling.
     pub async fn shutdown(&self) {
         self.shared.shutdown.notify_waiters();
@@ -360,11 +382,29 @@ impl Gossip {
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mut tokens = shared.cfg.accept_burst;
+    let mut last = Instant::now();
+    let mut refused_logged: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shared.shutdown.notified() => return,
             r = listener.accept() => match r {
                 Ok((stream, addr)) => {
+                    let now = Instant::now();
+                    tokens = (tokens + now.duration_since(last).as_secs_f64() * shared.cfg.accept_rate)
+                        .min(shared.cfg.accept_burst);
+                    last = now;
+                    let open = shared.open.load(Ordering::Relaxed);
+                    if tokens < 1.0 || open >= shared.cfg.max_connections {
+                        shared.refused.fetch_add(1, Ordering::Relaxed);
+                        if refused_logged.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
+                            tracing::warn!(%addr, open, "refusing inbound connections: accept rate or connection limit reached");
+                            refused_logged = Some(now);
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                    tokens -= 1.0;
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         if let Err(e) = run_conn(&shared, stream, addr, false).await.into_result() {
@@ -503,12 +543,23 @@ async fn read_message(rd: &mut OwnedReadHalf) -> Result<Message, Error> {
     proto::decode_body(&body)
 }
 
+/// Counts a connection as open for as long as it lives.
+struct OpenGuard<'a>(&'a AtomicUsize);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn run_conn(
     shared: &Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
     outbound: bool,
 ) -> Outcome {
+    shared.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(&shared.open);
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let ours = shared.cfg.hello();
@@ -761,6 +812,29 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(800)).await;
         assert_eq!(g1.connections().len(), 1);
         assert!(rx1.try_recv().is_err(), "no peer went down");
+    }
+
+    #[tokio::test]
+    async fn connection_limit_refuses_extra_connections() {
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        let mut c1 = cfg(1);
+        c1.max_connections = 1;
+        let g1 = Gossip::start(c1, tx1).await.unwrap();
+        let mut c2 = cfg(2);
+        c2.seeds = vec![g1.local_addr()];
+        let _g2 = Gossip::start(c2, tx2).await.unwrap();
+        assert!(matches!(next_event(&mut rx1).await, Event::Up(_)));
+        // A third party gets closed at once, without even a hello.
+        let mut s = TcpStream::connect(g1.local_addr()).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
+            .await
+            .expect("closed promptly")
+            .ok();
+        assert!(buf.is_empty(), "no hello for a refused connection");
+        assert_eq!(g1.refused_connections(), 1);
+        assert_eq!(g1.connections().len(), 1);
     }
 
     #[tokio::test]

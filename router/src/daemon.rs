@@ -1,16 +1,17 @@
 //! `weft router`: the host daemon. Sets up the bridge and the TAP port, starts the data plane
 //! threads and the control plane, serves the local API, and tears down what it owns on exit.
 
-use crate::dataplane::{Dataplane, PeerCounters, PeerEntry, PeerTable, Reason, Shared};
+use crate::dataplane::{Dataplane, Fabric, PeerCounters, PeerEntry, Reason, Shared};
 use crate::netlink::Netlink;
 use crate::status::{MacReport, PeerReport, Report};
 use crate::sys::tap::Tap;
-use crate::{api, state};
+use crate::{api, metrics, state};
 use anyhow::{bail, Context, Result};
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Json;
 use gossip::driver::{self, Event, Gossip, PeerInfo};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub struct Config {
     pub fdb_capacity: usize,
     /// MAC entry lifetime.
     pub mac_max_age: Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Parses `ADDR[:PORT]` (an IP, `IP:PORT`, `[IPv6]:PORT` or `host[:port]`), with
@@ -79,9 +82,22 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "weft".into())
 }
 
-struct PeerState {
+/// A peer we have a control connection with.
+struct Neighbor {
     info: PeerInfo,
-    counters: Arc<PeerCounters>,
+    /// The UDP path answers heartbeats.
+    usable: bool,
+}
+
+/// How the data plane should reach every peer, as the control plane sees it.
+#[derive(Debug, Default)]
+pub struct RoutesView {
+    /// Reachable peers other than us, with their nicknames.
+    pub peers: Vec<(PeerName, String)>,
+    /// Next hop (a usable neighbour) for each reachable peer.
+    pub next_hops: Vec<(PeerName, PeerName)>,
+    /// For each broadcast source (us included), the neighbours we pass its broadcasts to.
+    pub children: Vec<(PeerName, Vec<PeerName>)>,
 }
 
 /// The running daemon, as the API handlers see it.
@@ -92,36 +108,81 @@ struct Daemon {
     underlay_mtu: u32,
     started: Instant,
     shared: Arc<Shared>,
+    dataplane: Dataplane,
     gossip: Gossip,
-    peers: Mutex<HashMap<PeerName, PeerState>>,
+    neighbors: Mutex<HashMap<PeerName, Neighbor>>,
     /// Counters of every peer ever seen, so a reconnection keeps counting.
     counters: Mutex<HashMap<PeerName, Arc<PeerCounters>>>,
+    /// The seed list, as persisted in the state directory.
+    seeds: Mutex<Vec<SocketAddr>>,
+    heartbeat_seq: std::sync::atomic::AtomicU64,
+}
+
+/// A UDP path whose heartbeats have not been answered for this long is unusable.
+const UDP_DEAD_AFTER_MS: u64 = 3500;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Daemon {
-    fn publish_peers(&self, peers: &HashMap<PeerName, PeerState>) {
-        let entries = peers
-            .values()
-            .map(|p| PeerEntry {
-                name: p.info.name,
-                udp_addr: p.info.udp_addr,
-                counters: p.counters.clone(),
+    fn counters_for(&self, name: PeerName) -> Arc<PeerCounters> {
+        lock(&self.counters).entry(name).or_default().clone()
+    }
+
+    /// Where a neighbour's datagrams go: the address its heartbeats come from when known (a
+    /// peer behind NAT), else the address it announced.
+    fn udp_addr(&self, n: &Neighbor) -> SocketAddr {
+        let observed = *lock(&self.counters_for(n.info.name).observed_addr);
+        observed.unwrap_or(n.info.udp_addr)
+    }
+
+    /// Routes over the usable neighbours: each is its own next hop and gets our broadcasts.
+    fn routes_view(&self) -> RoutesView {
+        let neighbors = lock(&self.neighbors);
+        let mut usable: Vec<_> = neighbors.values().filter(|n| n.usable).collect();
+        usable.sort_by_key(|n| n.info.name);
+        RoutesView {
+            peers: usable
+                .iter()
+                .map(|n| (n.info.name, n.info.nickname.clone()))
+                .collect(),
+            next_hops: usable.iter().map(|n| (n.info.name, n.info.name)).collect(),
+            children: vec![(self.name, usable.iter().map(|n| n.info.name).collect())],
+        }
+    }
+
+    /// Rebuilds the data plane's fabric from the current routes and neighbours.
+    fn publish_fabric(&self) {
+        let view = self.routes_view();
+        // Every neighbour is known to the data plane (its heartbeats must be answered before
+        // its path is confirmed), but only usable ones get an address to send frames to.
+        let (names, direct): (Vec<PeerName>, HashMap<PeerName, SocketAddr>) = {
+            let neighbors = lock(&self.neighbors);
+            let direct = neighbors
+                .values()
+                .filter(|n| n.usable)
+                .map(|n| (n.info.name, self.udp_addr(n)))
+                .collect();
+            let mut names: Vec<PeerName> = view.peers.iter().map(|(n, _)| *n).collect();
+            names.extend(neighbors.keys().copied());
+            (names, direct)
+        };
+        let entries = names
+            .into_iter()
+            .map(|name| PeerEntry {
+                name,
+                udp_addr: direct.get(&name).copied(),
+                counters: self.counters_for(name),
             })
             .collect();
-        self.shared.peers.store(Arc::new(PeerTable::new(entries)));
+        let fabric = Fabric::new(entries, &view.next_hops, &view.children);
+        self.shared.fabric.store(Arc::new(fabric));
     }
 
     fn on_event(&self, ev: Event) {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         match ev {
             Event::Up(info) => {
-                let counters = self
-                    .counters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(info.name)
-                    .or_default()
-                    .clone();
                 if info.pod_mtu != self.shared.pod_mtu {
                     tracing::warn!(
                         peer = %info.name,
@@ -129,40 +190,176 @@ impl Daemon {
                         info.nickname, info.pod_mtu, self.shared.pod_mtu
                     );
                 }
-                peers.insert(info.name, PeerState { info, counters });
-                self.publish_peers(&peers);
+                let name = info.name;
+                let addr = info.udp_addr;
+                // A new connection starts unconfirmed: traffic flows once a UDP heartbeat is
+                // answered (within milliseconds on a working path).
+                lock(&self.neighbors).insert(
+                    name,
+                    Neighbor {
+                        info,
+                        usable: false,
+                    },
+                );
+                *lock(&self.counters_for(name).observed_addr) = None;
+                self.send_heartbeat(name, addr);
+                self.publish_fabric();
             }
             Event::Down { name, .. } => {
-                peers.remove(&name);
-                self.publish_peers(&peers);
+                lock(&self.neighbors).remove(&name);
+                self.publish_fabric();
                 let forgotten = self.shared.switch().fdb_mut().forget_peer(name);
                 tracing::debug!(peer = %name, forgotten, "forgot the MACs of a departed peer");
             }
         }
     }
 
-    fn report(&self) -> Report {
-        let c = &self.shared.counters;
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let mut peer_reports: Vec<PeerReport> = peers
-            .values()
-            .map(|p| PeerReport {
-                name: p.info.name.to_string(),
-                nickname: p.info.nickname.clone(),
-                addr: p.info.udp_addr.to_string(),
-                state: "established".into(),
-                path: "sleeve".into(),
-                mtu: p.info.pod_mtu.min(self.shared.pod_mtu),
-                tx_frames: p.counters.tx_frames.load(Relaxed),
-                tx_bytes: p.counters.tx_bytes.load(Relaxed),
-                tx_datagrams: p.counters.tx_datagrams.load(Relaxed),
-                rx_frames: p.counters.rx_frames.load(Relaxed),
-                rx_bytes: p.counters.rx_bytes.load(Relaxed),
-                rx_datagrams: p.counters.rx_datagrams.load(Relaxed),
+    fn send_heartbeat(&self, name: PeerName, addr: SocketAddr) {
+        let seq = self.heartbeat_seq.fetch_add(1, Relaxed);
+        if let Err(e) = self.dataplane.send_heartbeat(name, addr, seq) {
+            tracing::debug!(peer = %name, "UDP heartbeat not sent: {e}");
+        }
+    }
+
+    /// Sends heartbeats to every neighbour (when `send`) and re-evaluates which UDP paths work.
+    fn heartbeat_round(&self, send: bool) {
+        let now = self.shared.now_ms();
+        let mut changed = false;
+        let targets: Vec<(PeerName, SocketAddr)> = {
+            let mut neighbors = lock(&self.neighbors);
+            for n in neighbors.values_mut() {
+                let last = self.counters_for(n.info.name).last_ack_ms.load(Relaxed);
+                let usable = last > 0 && now.saturating_sub(last) < UDP_DEAD_AFTER_MS;
+                if usable != n.usable {
+                    n.usable = usable;
+                    changed = true;
+                    if usable {
+                        tracing::info!(peer = %n.info.name, nickname = %n.info.nickname, "UDP path confirmed");
+                    } else {
+                        tracing::warn!(peer = %n.info.name, nickname = %n.info.nickname, "UDP path lost: no heartbeat answer for {UDP_DEAD_AFTER_MS} ms");
+                    }
+                }
+            }
+            neighbors
+                .values()
+                .map(|n| (n.info.name, self.udp_addr(n)))
+                .collect()
+        };
+        if changed {
+            self.publish_fabric();
+        }
+        if send {
+            for (name, addr) in targets {
+                self.send_heartbeat(name, addr);
+            }
+        }
+    }
+
+    fn save_seeds(&self, seeds: &[SocketAddr]) {
+        if let Err(e) = state::save_seeds(&self.cfg.state_dir, seeds) {
+            tracing::warn!("could not persist the seed list: {e:#}");
+        }
+    }
+
+    fn connect(&self, addr: SocketAddr) -> SeedAnswer {
+        let mut seeds = lock(&self.seeds);
+        let added = !seeds.contains(&addr);
+        if added {
+            seeds.push(addr);
+            self.save_seeds(&seeds);
+        }
+        self.gossip.connect(addr);
+        SeedAnswer {
+            addr: addr.to_string(),
+            changed: added,
+            seeds: seeds.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn forget(&self, addr: SocketAddr) -> SeedAnswer {
+        let mut seeds = lock(&self.seeds);
+        let before = seeds.len();
+        seeds.retain(|s| *s != addr);
+        let removed = seeds.len() != before;
+        if removed {
+            self.save_seeds(&seeds);
+        }
+        let stopped = self.gossip.forget(addr);
+        SeedAnswer {
+            addr: addr.to_string(),
+            changed: removed || stopped,
+            seeds: seeds.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn peer_reports(&self) -> Vec<PeerReport> {
+        let view = self.routes_view();
+        let neighbors = lock(&self.neighbors);
+        let nick = |p: PeerName| -> String {
+            view.peers
+                .iter()
+                .find(|(n, _)| *n == p)
+                .map(|(_, k)| k.clone())
+                .or_else(|| neighbors.get(&p).map(|n| n.info.nickname.clone()))
+                .unwrap_or_else(|| p.to_string())
+        };
+        let mut names: Vec<PeerName> = view.peers.iter().map(|(n, _)| *n).collect();
+        names.extend(neighbors.keys().copied());
+        names.sort();
+        names.dedup();
+        let mut out: Vec<PeerReport> = names
+            .into_iter()
+            .map(|name| {
+                let c = self.counters_for(name);
+                let n = neighbors.get(&name);
+                let hop = view
+                    .next_hops
+                    .iter()
+                    .find(|(d, _)| *d == name)
+                    .map(|(_, h)| *h);
+                let (state, path) = match (n, hop) {
+                    (Some(n), _) if n.usable => ("established".to_string(), "direct".to_string()),
+                    (Some(_), Some(h)) => (
+                        "connected, data path down".into(),
+                        format!("via {}", nick(h)),
+                    ),
+                    (Some(_), None) => ("connected, data path down".into(), "none".into()),
+                    (None, Some(h)) if h == name => ("established".into(), "direct".into()),
+                    (None, Some(h)) => ("reachable".into(), format!("via {}", nick(h))),
+                    (None, None) => ("unreachable".into(), "none".into()),
+                };
+                let rtt_us = c.rtt_us.load(Relaxed);
+                PeerReport {
+                    name: name.to_string(),
+                    nickname: nick(name),
+                    addr: n.map(|n| self.udp_addr(n).to_string()).unwrap_or_default(),
+                    state,
+                    path,
+                    mtu: n
+                        .map(|n| n.info.pod_mtu.min(self.shared.pod_mtu))
+                        .unwrap_or(0),
+                    rtt_ms: (n.is_some() && rtt_us > 0).then_some(rtt_us as f64 / 1000.0),
+                    tx_frames: c.tx_frames.load(Relaxed),
+                    tx_bytes: c.tx_bytes.load(Relaxed),
+                    tx_datagrams: c.tx_datagrams.load(Relaxed),
+                    rx_frames: c.rx_frames.load(Relaxed),
+                    rx_bytes: c.rx_bytes.load(Relaxed),
+                    rx_datagrams: c.rx_datagrams.load(Relaxed),
+                    relayed_datagrams: c.relayed_datagrams.load(Relaxed),
+                    drops: Reason::ALL
+                        .iter()
+                        .map(|r| (r.as_str().to_string(), c.drops_for(*r)))
+                        .filter(|(_, v)| *v > 0)
+                        .collect(),
+                }
             })
             .collect();
-        drop(peers);
-        peer_reports.sort_by(|a, b| a.nickname.cmp(&b.nickname).then(a.name.cmp(&b.name)));
+        out.sort_by(|a, b| a.nickname.cmp(&b.nickname).then(a.name.cmp(&b.name)));
+        out
+    }
+
+    fn report(&self) -> Report {
+        let c = &self.shared.counters;
         let counters: BTreeMap<String, u64> = [
             ("tap_rx_frames", &c.tap_rx_frames),
             ("tap_rx_bytes", &c.tap_rx_bytes),
@@ -172,7 +369,9 @@ impl Daemon {
             ("udp_tx_datagrams", &c.udp_tx_datagrams),
             ("unicast_frames", &c.unicast_frames),
             ("flooded_frames", &c.flooded_frames),
+            ("relayed_datagrams", &c.relayed_datagrams),
             ("icmp_too_big_sent", &c.icmp_too_big_sent),
+            ("heartbeats_answered", &c.heartbeats_answered),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.load(Relaxed)))
@@ -203,9 +402,10 @@ impl Daemon {
             underlay_mtu: self.underlay_mtu,
             pod_mtu: self.shared.pod_mtu,
             uptime_secs: self.started.elapsed().as_secs(),
-            peers: peer_reports,
+            peers: self.peer_reports(),
             targets: self.gossip.targets(),
             connections: self.gossip.connections(),
+            refused_connections: self.gossip.refused_connections(),
             counters,
             drops,
             fdb,
@@ -231,6 +431,24 @@ impl Daemon {
         out.sort_by(|a, b| a.mac.cmp(&b.mac));
         out
     }
+}
+
+/// Body of `POST /v1/connect` and `/v1/forget`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedRequest {
+    /// `ADDR[:PORT]`.
+    pub addr: String,
+}
+
+/// Answer to `POST /v1/connect` and `/v1/forget`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedAnswer {
+    /// The address, normalised.
+    pub addr: String,
+    /// Whether the seed list (or the dial targets) changed.
+    pub changed: bool,
+    /// The seed list now.
+    pub seeds: Vec<String>,
 }
 
 /// Refuses to start when another router answers on this state directory's socket, and removes
@@ -305,10 +523,23 @@ pub async fn run(cfg: Config) -> Result<()> {
     let dataplane =
         Dataplane::start(shared.clone(), tap, socket).context("starting the data plane")?;
 
+    // The seed list: --peer flags plus what `weft connect` added earlier (kept in the state
+    // directory; `weft forget` removes entries).
+    let mut seeds = state::load_seeds(&cfg.state_dir).unwrap_or_else(|e| {
+        tracing::warn!("ignoring the saved seed list: {e:#}");
+        Vec::new()
+    });
+    for p in &cfg.peers {
+        if !seeds.contains(p) {
+            seeds.push(*p);
+        }
+    }
+    state::save_seeds(&cfg.state_dir, &seeds)?;
+
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut gcfg = driver::Config::new(name, uid, cfg.nickname.clone(), cfg.listen);
     gcfg.pod_mtu = pod_mtu;
-    gcfg.seeds = cfg.peers.clone();
+    gcfg.seeds = seeds.clone();
     let gossip = Gossip::start(gcfg, tx)
         .await
         .with_context(|| format!("listening on TCP {}", cfg.listen))?;
@@ -320,28 +551,40 @@ pub async fn run(cfg: Config) -> Result<()> {
         underlay_mtu,
         started: Instant::now(),
         shared: shared.clone(),
+        dataplane,
         gossip: gossip.clone(),
-        peers: Mutex::new(HashMap::new()),
+        neighbors: Mutex::new(HashMap::new()),
         counters: Mutex::new(HashMap::new()),
+        seeds: Mutex::new(seeds),
+        heartbeat_seq: std::sync::atomic::AtomicU64::new(1),
     });
 
     let listener = tokio::net::UnixListener::bind(&sock_path)
         .with_context(|| format!("binding the API socket {}", sock_path.display()))?;
-    let app = axum::Router::new()
-        .route(
-            "/v1/status",
-            get(|State(d): State<Arc<Daemon>>| async move { Json(d.report()) }),
-        )
-        .route(
-            "/v1/macs",
-            get(|State(d): State<Arc<Daemon>>| async move { Json(d.macs()) }),
-        )
-        .with_state(daemon.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("API server stopped: {e}");
-        }
-    });
+    tokio::spawn(serve_api(listener, daemon.clone()));
+    if let Some(addr) = cfg.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        let d = daemon.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            get(move || {
+                let d = d.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        metrics::render(&d.report()),
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("metrics server stopped: {e}");
+            }
+        });
+    }
 
     tracing::info!(
         name = %name,
@@ -355,12 +598,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut ageing = tokio::time::interval(Duration::from_secs(5));
+    let mut liveness = tokio::time::interval(Duration::from_millis(200));
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => daemon.on_event(ev),
                 None => break,
             },
+            _ = liveness.tick() => {
+                ticks += 1;
+                daemon.heartbeat_round(ticks % 5 == 0);
+            }
             _ = ageing.tick() => {
                 shared.switch().fdb_mut().expire(Instant::now());
             }
@@ -370,9 +619,53 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     tracing::info!("shutting down");
     gossip.shutdown().await;
-    tokio::task::spawn_blocking(move || dataplane.stop()).await?;
+    let d = daemon.clone();
+    tokio::task::spawn_blocking(move || d.dataplane.stop()).await?;
     let _ = std::fs::remove_file(&sock_path);
     Ok(())
+}
+
+async fn serve_api(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
+    async fn seed(
+        d: Arc<Daemon>,
+        req: SeedRequest,
+        f: fn(&Daemon, SocketAddr) -> SeedAnswer,
+    ) -> Result<Json<SeedAnswer>, (axum::http::StatusCode, String)> {
+        let addr = tokio::task::spawn_blocking(move || parse_addr(&req.addr))
+            .await
+            .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| (axum::http::StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+        Ok(Json(f(&d, addr)))
+    }
+    let app = axum::Router::new()
+        .route(
+            "/v1/status",
+            get(|State(d): State<Arc<Daemon>>| async move { Json(d.report()) }),
+        )
+        .route(
+            "/v1/macs",
+            get(|State(d): State<Arc<Daemon>>| async move { Json(d.macs()) }),
+        )
+        .route(
+            "/v1/connect",
+            post(
+                |State(d): State<Arc<Daemon>>, Json(req): Json<SeedRequest>| {
+                    seed(d, req, Daemon::connect)
+                },
+            ),
+        )
+        .route(
+            "/v1/forget",
+            post(
+                |State(d): State<Arc<Daemon>>, Json(req): Json<SeedRequest>| {
+                    seed(d, req, Daemon::forget)
+                },
+            ),
+        )
+        .with_state(daemon);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("API server stopped: {e}");
+    }
 }
 
 /// The unspecified IPv4 address on the default port.

@@ -51,7 +51,8 @@ pub enum Reason {
     OversizeFrame,
     /// A datagram from a peer we have no connection with.
     UnknownPeer,
-    /// A datagram for another peer (relaying comes with the gossip mesh).
+    /// A datagram for another peer arriving at a host that does not relay it (unused today:
+    /// every host relays).
     NotForUs,
     /// A frame from a local pod too large for the overlay path (the sender got ICMP when allowed).
     TooBig,
@@ -59,11 +60,15 @@ pub enum Reason {
     SendError,
     /// Writing to the TAP port failed.
     TapWriteError,
+    /// A relayed datagram whose hop budget ran out (a routing loop, or a path longer than 8).
+    TtlExpired,
+    /// A datagram to relay towards a peer we have no route to.
+    NoRoute,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Switch(DropReason::Truncated),
         Reason::Switch(DropReason::LinkLocal),
         Reason::Switch(DropReason::BadSource),
@@ -78,6 +83,8 @@ impl Reason {
         Reason::TooBig,
         Reason::SendError,
         Reason::TapWriteError,
+        Reason::TtlExpired,
+        Reason::NoRoute,
     ];
 
     fn index(self) -> usize {
@@ -92,6 +99,8 @@ impl Reason {
             Reason::TooBig => 11,
             Reason::SendError => 12,
             Reason::TapWriteError => 13,
+            Reason::TtlExpired => 14,
+            Reason::NoRoute => 15,
         }
     }
 
@@ -108,6 +117,8 @@ impl Reason {
             Reason::TooBig => "too_big",
             Reason::SendError => "send_error",
             Reason::TapWriteError => "tap_write_error",
+            Reason::TtlExpired => "ttl_expired",
+            Reason::NoRoute => "no_route",
         }
     }
 }
@@ -133,6 +144,10 @@ pub struct Counters {
     pub unicast_frames: AtomicU64,
     /// ICMP "fragmentation needed" / "packet too big" replies sent to local pods.
     pub icmp_too_big_sent: AtomicU64,
+    /// Datagrams forwarded on behalf of other peers (this host as a relay).
+    pub relayed_datagrams: AtomicU64,
+    /// UDP heartbeats answered.
+    pub heartbeats_answered: AtomicU64,
     /// Drops, indexed like [`Reason::ALL`].
     pub drops: [AtomicU64; Reason::ALL.len()],
 }
@@ -148,53 +163,134 @@ impl Counters {
     }
 }
 
-/// Per-peer counters; they survive the peer's reconnections.
+/// Per-peer counters and link state; they survive the peer's reconnections.
 #[derive(Debug, Default)]
 pub struct PeerCounters {
     /// Frames sent to the peer.
     pub tx_frames: AtomicU64,
     /// Frame bytes sent to the peer.
     pub tx_bytes: AtomicU64,
-    /// Datagrams sent to the peer.
+    /// Datagrams sent to the peer (or to the relay that leads to it).
     pub tx_datagrams: AtomicU64,
     /// Frames received from the peer.
     pub rx_frames: AtomicU64,
     /// Frame bytes received from the peer.
     pub rx_bytes: AtomicU64,
-    /// Datagrams received from the peer.
+    /// Datagrams received from the peer (directly or relayed).
     pub rx_datagrams: AtomicU64,
+    /// Datagrams from this peer that we forwarded on to others (we were its relay).
+    pub relayed_datagrams: AtomicU64,
+    /// Drops of traffic from this peer, indexed like [`Reason::ALL`].
+    pub drops: [AtomicU64; Reason::ALL.len()],
+    /// When the last UDP heartbeat answer arrived, in ms since [`Shared::epoch`] (0: never).
+    pub last_ack_ms: AtomicU64,
+    /// Round-trip time of the last UDP heartbeat, in microseconds.
+    pub rtt_us: AtomicU64,
+    /// The source address this peer's UDP heartbeats arrive from (behind NAT it differs from
+    /// the address it announced).
+    pub observed_addr: Mutex<Option<SocketAddr>>,
 }
 
-/// A peer the data plane can send to.
+impl PeerCounters {
+    /// The drop counter for `r`.
+    pub fn drops_for(&self, r: Reason) -> u64 {
+        self.drops[r.index()].load(Relaxed)
+    }
+}
+
+/// A peer the data plane knows: directly connected, or reachable through a relay.
 #[derive(Debug, Clone)]
 pub struct PeerEntry {
     /// Its name.
     pub name: PeerName,
-    /// Where its sleeve datagrams go.
-    pub udp_addr: SocketAddr,
+    /// Where its sleeve datagrams go when it is a direct neighbour.
+    pub udp_addr: Option<SocketAddr>,
     /// Its counters.
     pub counters: Arc<PeerCounters>,
 }
 
-/// The set of reachable peers, replaced as a whole when it changes.
+/// What the data plane needs to forward: the peers, the next hop to each, and the broadcast
+/// trees. Built by the control plane from the topology and replaced as a whole when it changes.
 #[derive(Debug, Default)]
-pub struct PeerTable {
+pub struct Fabric {
+    /// Reachable peers, sorted by name.
     entries: Vec<PeerEntry>,
+    /// For each entry (same index), the index of the direct neighbour that leads to it.
+    next_hop: Vec<Option<usize>>,
+    /// Broadcast trees: for a source, the indices of the neighbours we forward its broadcasts to.
+    children: HashMap<PeerName, Vec<usize>>,
 }
 
-impl PeerTable {
-    /// A table of these peers.
-    pub fn new(mut entries: Vec<PeerEntry>) -> Self {
+impl Fabric {
+    /// Builds a fabric. `routes` maps a destination to its next hop (a direct neighbour, i.e. an
+    /// entry with an address); `children` gives, per broadcast source (ourselves included), the
+    /// neighbours to forward to. Names not among `entries` are ignored.
+    pub fn new(
+        mut entries: Vec<PeerEntry>,
+        routes: &[(PeerName, PeerName)],
+        children: &[(PeerName, Vec<PeerName>)],
+    ) -> Self {
         entries.sort_by_key(|e| e.name);
-        PeerTable { entries }
+        entries.dedup_by_key(|e| e.name);
+        let index = |n: PeerName| entries.binary_search_by_key(&n, |e| e.name).ok();
+        let direct = |i: usize| entries[i].udp_addr.is_some();
+        let mut next_hop = vec![None; entries.len()];
+        for (dst, hop) in routes {
+            if let (Some(d), Some(h)) = (index(*dst), index(*hop)) {
+                if direct(h) {
+                    next_hop[d] = Some(h);
+                }
+            }
+        }
+        let children = children
+            .iter()
+            .map(|(src, kids)| {
+                let kids = kids
+                    .iter()
+                    .filter_map(|k| index(*k))
+                    .filter(|&i| direct(i))
+                    .collect();
+                (*src, kids)
+            })
+            .collect();
+        Fabric {
+            entries,
+            next_hop,
+            children,
+        }
+    }
+
+    /// A fabric of direct neighbours only: each is its own next hop, and our broadcasts go to
+    /// all of them.
+    pub fn direct(me: PeerName, entries: Vec<PeerEntry>) -> Self {
+        let names: Vec<PeerName> = entries.iter().map(|e| e.name).collect();
+        let routes: Vec<_> = names.iter().map(|n| (*n, *n)).collect();
+        Fabric::new(entries, &routes, &[(me, names)])
     }
 
     /// The entry for `name`.
     pub fn get(&self, name: PeerName) -> Option<&PeerEntry> {
-        self.entries
-            .binary_search_by_key(&name, |e| e.name)
-            .ok()
-            .map(|i| &self.entries[i])
+        self.index(name).map(|i| &self.entries[i])
+    }
+
+    fn index(&self, name: PeerName) -> Option<usize> {
+        self.entries.binary_search_by_key(&name, |e| e.name).ok()
+    }
+
+    /// The direct neighbour that leads to `dst`, with its address.
+    pub fn next_hop(&self, dst: PeerName) -> Option<(&PeerEntry, SocketAddr)> {
+        let hop = &self.entries[self.next_hop[self.index(dst)?]?];
+        Some((hop, hop.udp_addr?))
+    }
+
+    /// The neighbours a broadcast from `src` is forwarded to.
+    pub fn children(&self, src: PeerName) -> impl Iterator<Item = (&PeerEntry, SocketAddr)> {
+        self.children
+            .get(&src)
+            .map(|v| v.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&i| Some((&self.entries[i], self.entries[i].udp_addr?)))
     }
 
     /// All entries, sorted by name.
@@ -214,10 +310,12 @@ pub struct Shared {
     pub max_datagram: usize,
     /// The switch.
     pub switch: Mutex<Switch>,
-    /// Reachable peers.
-    pub peers: ArcSwap<PeerTable>,
+    /// Reachable peers, routes and broadcast trees.
+    pub fabric: ArcSwap<Fabric>,
     /// Host-wide counters.
     pub counters: Counters,
+    /// Time zero for the millisecond timestamps in [`PeerCounters`].
+    pub epoch: Instant,
     running: AtomicBool,
 }
 
@@ -229,8 +327,9 @@ impl Shared {
             pod_mtu,
             max_datagram,
             switch: Mutex::new(switch),
-            peers: ArcSwap::from_pointee(PeerTable::default()),
+            fabric: ArcSwap::from_pointee(Fabric::default()),
             counters: Counters::default(),
+            epoch: Instant::now(),
             running: AtomicBool::new(true),
         }
     }
@@ -244,13 +343,23 @@ impl Shared {
     fn max_frame(&self) -> usize {
         self.pod_mtu as usize + vswitch::wire::ethernet::HEADER_LEN
     }
+
+    /// Milliseconds since [`Shared::epoch`] (at least 1, so that 0 can mean "never").
+    pub fn now_ms(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
 }
 
-/// The running data plane threads.
+/// Length of a heartbeat body: a sequence number and the sender's send time in microseconds.
+const HEARTBEAT_BODY: usize = 16;
+
+/// The running data plane threads, and the socket the control plane sends heartbeats on.
 #[derive(Debug)]
 pub struct Dataplane {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    socket: Arc<UdpSocket>,
+    state: Arc<UdpSocketState>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Dataplane {
@@ -271,20 +380,44 @@ impl Dataplane {
             );
         }
         {
-            let (shared, tap) = (shared.clone(), tap.clone());
+            let (shared, tap, socket, state) =
+                (shared.clone(), tap.clone(), socket.clone(), state.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("weft-udp".into())
                     .spawn(move || udp_loop(&shared, &tap, &socket, &state))?,
             );
         }
-        Ok(Dataplane { shared, threads })
+        Ok(Dataplane {
+            shared,
+            socket,
+            state,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Sends a UDP heartbeat to the neighbour `peer` at `addr`; its answer updates the peer's
+    /// `last_ack_ms`, `rtt_us` and `observed_addr`.
+    pub fn send_heartbeat(&self, peer: PeerName, addr: SocketAddr, seq: u64) -> io::Result<()> {
+        let mut buf = [0u8; sleeve::HEADER_LEN + HEARTBEAT_BODY];
+        let header = SleeveHeader {
+            kind: SleeveKind::Heartbeat,
+            ttl: 1,
+            src: self.shared.me,
+            dst: peer,
+        };
+        let n = header.emit(&mut buf).map_err(io::Error::other)?;
+        let sent_us = self.shared.epoch.elapsed().as_micros() as u64;
+        buf[n..n + 8].copy_from_slice(&seq.to_be_bytes());
+        buf[n + 8..n + 16].copy_from_slice(&sent_us.to_be_bytes());
+        send(&self.socket, &self.state, addr, &buf)
     }
 
     /// Stops the threads and waits for them.
-    pub fn stop(self) {
+    pub fn stop(&self) {
         self.shared.running.store(false, Relaxed);
-        for t in self.threads {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
             let _ = t.join();
         }
     }
@@ -309,23 +442,35 @@ struct Encap<'a> {
 }
 
 impl Encap<'_> {
-    fn push(&mut self, hop: &PeerEntry, dst: PeerName, frame: &[u8]) {
+    /// Appends `frame` to the datagram for `dst` going through the neighbour `hop` at `addr`;
+    /// `counters` are those of the peer the traffic is accounted to.
+    fn push(
+        &mut self,
+        hop: PeerName,
+        addr: SocketAddr,
+        counters: &Arc<PeerCounters>,
+        dst: PeerName,
+        frame: &[u8],
+    ) {
         let max = self.shared.max_datagram;
         let me = self.shared.me;
-        let p = self.pending.entry((hop.name, dst)).or_insert_with(|| {
+        let p = self.pending.entry((hop, dst)).or_insert_with(|| {
             let mut buf = vec![0u8; max].into_boxed_slice();
             let len = SleeveHeader::frames(me, dst).emit(&mut buf).unwrap_or(0);
             Pending {
-                next_hop: hop.udp_addr,
-                counters: hop.counters.clone(),
+                next_hop: addr,
+                counters: counters.clone(),
                 buf,
                 len,
                 frames: 0,
                 bytes: 0,
             }
         });
-        // The peer may have moved to another address since this entry was made.
-        p.next_hop = hop.udp_addr;
+        // The neighbour may have moved to another address since this entry was made.
+        p.next_hop = addr;
+        if !Arc::ptr_eq(&p.counters, counters) {
+            p.counters = counters.clone();
+        }
         let appended = match sleeve::push_frame(&mut p.buf, p.len, frame) {
             Ok(len) => Ok(len),
             Err(_) => {
@@ -371,12 +516,7 @@ fn flush(shared: &Shared, socket: &UdpSocket, state: &UdpSocketState, p: &mut Pe
 }
 
 /// Sends one datagram, waiting for socket buffer space rather than dropping when it is full.
-pub(crate) fn send(
-    socket: &UdpSocket,
-    state: &UdpSocketState,
-    to: SocketAddr,
-    data: &[u8],
-) -> io::Result<()> {
+fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, data: &[u8]) -> io::Result<()> {
     let t = Transmit {
         destination: to,
         ecn: None,
@@ -443,7 +583,7 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                 decisions[i] = sw.from_local(now, &frames[i * FRAME_BUF..i * FRAME_BUF + lens[i]]);
             }
         }
-        let peers = shared.peers.load();
+        let fabric = shared.fabric.load();
         for i in 0..n {
             let frame = &frames[i * FRAME_BUF..i * FRAME_BUF + lens[i]];
             c.tap_rx_frames.fetch_add(1, Relaxed);
@@ -464,31 +604,33 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                 }
                 continue;
             }
-            let target = match decision {
-                Decision::Unicast(p) => peers.get(p),
+            let route = match decision {
+                Decision::Unicast(p) => fabric
+                    .next_hop(p)
+                    .and_then(|(hop, addr)| Some((hop.name, addr, fabric.get(p)?))),
                 _ => None,
             };
-            match target {
-                Some(hop) => {
+            match route {
+                Some((hop, addr, dst)) => {
                     c.unicast_frames.fetch_add(1, Relaxed);
-                    encap.push(hop, hop.name, frame);
+                    encap.push(hop, addr, &dst.counters, dst.name, frame);
                 }
                 None => {
-                    // Broadcast, multicast, unknown unicast, or a MAC behind a peer that just
-                    // left: every peer gets a copy.
+                    // Broadcast, multicast, unknown unicast, or a MAC behind a peer we can no
+                    // longer reach: down our broadcast tree.
                     c.flooded_frames.fetch_add(1, Relaxed);
-                    for hop in peers.entries() {
-                        encap.push(hop, PeerName::BROADCAST, frame);
+                    for (hop, addr) in fabric.children(shared.me) {
+                        encap.push(hop.name, addr, &hop.counters, PeerName::BROADCAST, frame);
                     }
                 }
             }
         }
         encap.flush_all();
-        // Forget datagram buffers of peers that left.
-        if encap.pending.len() > 2 * peers.entries().len() + 8 {
+        // Forget datagram buffers of neighbours that left.
+        if encap.pending.len() > 2 * fabric.entries().len() + 8 {
             encap
                 .pending
-                .retain(|(hop, _), _| peers.get(*hop).is_some());
+                .retain(|(hop, _), _| fabric.get(*hop).is_some_and(|e| e.udp_addr.is_some()));
         }
     }
 }
@@ -519,42 +661,131 @@ fn udp_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                 continue;
             }
         };
-        let peers = shared.peers.load();
-        for (meta, iov) in metas.iter().zip(iovs.iter()).take(n) {
+        let fabric = shared.fabric.load();
+        let io = Io { tap, socket, state };
+        for (meta, iov) in metas.iter().zip(iovs.iter_mut()).take(n) {
             let stride = meta.stride.max(1);
-            for dgram in iov[..meta.len].chunks(stride) {
+            for dgram in iov[..meta.len].chunks_mut(stride) {
                 c.udp_rx_datagrams.fetch_add(1, Relaxed);
-                receive(shared, &peers, tap, dgram, &mut deliver);
+                receive(shared, &fabric, &io, dgram, meta.addr, &mut deliver);
             }
         }
     }
 }
 
-/// Handles one received datagram: checks, learns, and writes its frames to the TAP port.
+/// The devices the UDP thread writes to.
+struct Io<'a> {
+    tap: &'a Tap,
+    socket: &'a UdpSocket,
+    state: &'a UdpSocketState,
+}
+
+/// Handles one received datagram: checks it, relays it if it is for others, answers
+/// heartbeats, and learns and delivers its frames if it is for us.
 fn receive(
     shared: &Shared,
-    peers: &PeerTable,
-    tap: &Tap,
-    dgram: &[u8],
+    fabric: &Fabric,
+    io: &Io<'_>,
+    dgram: &mut [u8],
+    from: SocketAddr,
     deliver: &mut Vec<(usize, usize)>,
 ) {
     let c = &shared.counters;
-    let d = match SleeveDatagram::new_checked(dgram) {
-        Ok(d) => d,
+    let h = match SleeveDatagram::new_checked(&*dgram) {
+        Ok(d) => d.header(),
         Err(vswitch::wire::Error::UnsupportedVersion) => return c.drop(Reason::UnsupportedVersion),
         Err(_) => return c.drop(Reason::MalformedDatagram),
     };
-    let h = d.header();
-    let Some(peer) = peers.get(h.src) else {
+    let Some(origin) = fabric.get(h.src) else {
         return c.drop(Reason::UnknownPeer);
     };
-    if h.dst != shared.me && !h.dst.is_broadcast() {
-        return c.drop(Reason::NotForUs);
-    }
-    if h.kind != SleeveKind::Frames {
+    let oc = &origin.counters;
+    let for_us = h.dst == shared.me;
+    if !for_us && !h.dst.is_broadcast() {
+        // Relay towards the destination.
+        if h.ttl <= 1 {
+            oc.drops[Reason::TtlExpired.index()].fetch_add(1, Relaxed);
+            return c.drop(Reason::TtlExpired);
+        }
+        dgram[2] = h.ttl - 1;
+        match fabric.next_hop(h.dst) {
+            Some((_, addr)) => {
+                if send(io.socket, io.state, addr, dgram).is_ok() {
+                    oc.relayed_datagrams.fetch_add(1, Relaxed);
+                    c.relayed_datagrams.fetch_add(1, Relaxed);
+                } else {
+                    c.drop(Reason::SendError);
+                }
+            }
+            None => {
+                oc.drops[Reason::NoRoute.index()].fetch_add(1, Relaxed);
+                c.drop(Reason::NoRoute);
+            }
+        }
         return;
     }
-    peer.counters.rx_datagrams.fetch_add(1, Relaxed);
+    match h.kind {
+        SleeveKind::Frames => {}
+        SleeveKind::Heartbeat => {
+            // Answer at once, to where it came from (through NAT, that is not the announced
+            // address), and remember that address.
+            if dgram.len() >= sleeve::HEADER_LEN + HEARTBEAT_BODY && for_us {
+                let reply = SleeveHeader {
+                    kind: SleeveKind::HeartbeatAck,
+                    ttl: 1,
+                    src: shared.me,
+                    dst: h.src,
+                };
+                if reply.emit(dgram).is_ok()
+                    && send(
+                        io.socket,
+                        io.state,
+                        from,
+                        &dgram[..sleeve::HEADER_LEN + HEARTBEAT_BODY],
+                    )
+                    .is_ok()
+                {
+                    c.heartbeats_answered.fetch_add(1, Relaxed);
+                }
+                let mut seen = oc.observed_addr.lock().unwrap_or_else(|p| p.into_inner());
+                if *seen != Some(from) {
+                    *seen = Some(from);
+                }
+            }
+            return;
+        }
+        SleeveKind::HeartbeatAck => {
+            if dgram.len() >= sleeve::HEADER_LEN + HEARTBEAT_BODY && for_us {
+                let b = &dgram[sleeve::HEADER_LEN..];
+                let sent_us = u64::from_be_bytes(b[8..16].try_into().unwrap_or_default());
+                let now_us = shared.epoch.elapsed().as_micros() as u64;
+                oc.rtt_us.store(now_us.saturating_sub(sent_us), Relaxed);
+                oc.last_ack_ms.store(shared.now_ms(), Relaxed);
+            }
+            return;
+        }
+    }
+    if h.dst.is_broadcast() {
+        // Pass it down the source's broadcast tree before delivering it here.
+        if h.ttl > 1 {
+            let mut kids = fabric.children(h.src).peekable();
+            if kids.peek().is_some() {
+                dgram[2] = h.ttl - 1;
+                for (_, addr) in kids {
+                    if send(io.socket, io.state, addr, dgram).is_ok() {
+                        oc.relayed_datagrams.fetch_add(1, Relaxed);
+                        c.relayed_datagrams.fetch_add(1, Relaxed);
+                    } else {
+                        c.drop(Reason::SendError);
+                    }
+                }
+            }
+        }
+    }
+    oc.rx_datagrams.fetch_add(1, Relaxed);
+    let Ok(d) = SleeveDatagram::new_checked(&*dgram) else {
+        return;
+    };
     let max_frame = shared.max_frame() + 4; // room for one VLAN tag
     let base = dgram.as_ptr() as usize;
     deliver.clear();
@@ -565,25 +796,30 @@ fn receive(
             let frame = match rec {
                 Ok(f) => f,
                 Err(_) => {
+                    oc.drops[Reason::TruncatedRecord.index()].fetch_add(1, Relaxed);
                     c.drop(Reason::TruncatedRecord);
                     break;
                 }
             };
             if frame.len() > max_frame {
+                oc.drops[Reason::OversizeFrame.index()].fetch_add(1, Relaxed);
                 c.drop(Reason::OversizeFrame);
                 continue;
             }
             match sw.from_peer(now, h.src, frame) {
-                Decision::Drop(r) => c.drop(Reason::Switch(r)),
+                Decision::Drop(r) => {
+                    oc.drops[Reason::Switch(r).index()].fetch_add(1, Relaxed);
+                    c.drop(Reason::Switch(r));
+                }
                 _ => deliver.push((frame.as_ptr() as usize - base, frame.len())),
             }
         }
     }
     for &(off, len) in deliver.iter() {
         let frame = &dgram[off..off + len];
-        peer.counters.rx_frames.fetch_add(1, Relaxed);
-        peer.counters.rx_bytes.fetch_add(len as u64, Relaxed);
-        match tap.write(frame) {
+        oc.rx_frames.fetch_add(1, Relaxed);
+        oc.rx_bytes.fetch_add(len as u64, Relaxed);
+        match io.tap.write(frame) {
             Ok(_) => {
                 c.tap_tx_frames.fetch_add(1, Relaxed);
                 c.tap_tx_bytes.fetch_add(len as u64, Relaxed);

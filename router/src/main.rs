@@ -30,9 +30,25 @@ enum Command {
         /// Print the raw JSON report.
         #[arg(long)]
         json: bool,
-        /// What to show: everything (default) or the MAC table.
-        #[arg(value_parser = ["all", "macs"], default_value = "all")]
+        /// What to show: everything (default), peers, connections, targets, or the MAC table.
+        #[arg(value_parser = ["all", "peers", "connections", "targets", "macs"], default_value = "all")]
         what: String,
+    },
+    /// Add an address to the local router's seed list (kept across restarts) and dial it.
+    Connect {
+        /// ADDR[:PORT]
+        addr: String,
+        /// State directory of the router.
+        #[arg(long, default_value = "/run/weft")]
+        state_dir: PathBuf,
+    },
+    /// Remove an address from the local router's seed list and stop dialling it.
+    Forget {
+        /// ADDR[:PORT]
+        addr: String,
+        /// State directory of the router.
+        #[arg(long, default_value = "/run/weft")]
+        state_dir: PathBuf,
     },
     /// Build a throwaway 3-host cluster of network namespaces, test it, and remove it.
     Demo {
@@ -71,6 +87,9 @@ struct RouterArgs {
     /// Seconds a MAC address is remembered without traffic.
     #[arg(long, default_value_t = 300)]
     mac_age: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:6782).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
     /// Log filter (also RUST_LOG), e.g. "info" or "weft=debug".
     #[arg(long, default_value = "info")]
     log: String,
@@ -104,12 +123,44 @@ fn router(a: RouterArgs) -> Result<()> {
         mtu: a.mtu,
         fdb_capacity: a.max_macs,
         mac_max_age: Duration::from_secs(a.mac_age),
+        metrics: a.metrics,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
         .block_on(daemon::run(cfg))
+}
+
+fn seed(state_dir: &std::path::Path, path: &str, addr: String) -> Result<()> {
+    let a: daemon::SeedAnswer = api::post(state_dir, path, &daemon::SeedRequest { addr })?;
+    let verb = if path.ends_with("connect") {
+        "added"
+    } else {
+        "removed"
+    };
+    if a.changed {
+        println!("{verb} {}", a.addr);
+    } else {
+        println!(
+            "{} was {}",
+            a.addr,
+            if verb == "added" {
+                "already a seed"
+            } else {
+                "not a seed"
+            }
+        );
+    }
+    println!(
+        "seeds: {}",
+        if a.seeds.is_empty() {
+            "none".into()
+        } else {
+            a.seeds.join(" ")
+        }
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -140,12 +191,25 @@ fn main() -> Result<()> {
             }
             let report: status::Report = api::get(&state_dir, "/v1/status")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let v = serde_json::to_value(&report)?;
+                let part = match what.as_str() {
+                    "peers" | "connections" | "targets" => v[&what].clone(),
+                    _ => v,
+                };
+                println!("{}", serde_json::to_string_pretty(&part)?);
             } else {
-                print!("{}", report.render());
+                let text = match what.as_str() {
+                    "peers" => report.render_peers(),
+                    "connections" => report.render_connections(),
+                    "targets" => report.render_targets(),
+                    _ => report.render(),
+                };
+                print!("{}", text.trim_start_matches('\n'));
             }
             Ok(())
         }
+        Command::Connect { addr, state_dir } => seed(&state_dir, "/v1/connect", addr),
+        Command::Forget { addr, state_dir } => seed(&state_dir, "/v1/forget", addr),
         Command::Demo { keep } => demo::run(demo::Options { keep }),
     }
 }

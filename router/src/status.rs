@@ -35,6 +35,8 @@ pub struct Report {
     pub targets: Vec<TargetStatus>,
     /// Control connections.
     pub connections: Vec<ConnectionStatus>,
+    /// Inbound control connections refused by the connection or accept-rate limits.
+    pub refused_connections: u64,
     /// Host-wide data plane counters.
     pub counters: BTreeMap<String, u64>,
     /// Drops by reason.
@@ -43,21 +45,24 @@ pub struct Report {
     pub fdb: BTreeMap<String, u64>,
 }
 
-/// One connected peer.
+/// One peer: a direct neighbour or a peer reached through relays.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerReport {
     /// Its name.
     pub name: String,
     /// Its nickname.
     pub nickname: String,
-    /// Where its datagrams go.
+    /// Where its datagrams go (the neighbour's address; empty when reached through a relay).
     pub addr: String,
-    /// Connection state.
+    /// `established` (direct, data path confirmed), `connected, data path down` (control
+    /// connection up, UDP heartbeats unanswered), or `reachable` (through relays only).
     pub state: String,
-    /// How frames reach it: "sleeve" (direct UDP).
+    /// `direct`, or `via <relay nickname>` (the next hop of the shortest path).
     pub path: String,
-    /// Its pod MTU.
+    /// Its pod MTU (0 when unknown: not a direct neighbour).
     pub mtu: u32,
+    /// Round-trip time of the last UDP heartbeat, in milliseconds (direct neighbours).
+    pub rtt_ms: Option<f64>,
     /// Frames sent.
     pub tx_frames: u64,
     /// Frame bytes sent.
@@ -70,6 +75,10 @@ pub struct PeerReport {
     pub rx_bytes: u64,
     /// Datagrams received.
     pub rx_datagrams: u64,
+    /// Datagrams from this peer that we relayed on.
+    pub relayed_datagrams: u64,
+    /// Drops of this peer's traffic, by reason (zero counts left out).
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// One MAC table entry.
@@ -119,6 +128,126 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
 }
 
 impl Report {
+    /// The peers table.
+    pub fn render_peers(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "\nPeers: {}", self.peers.len());
+        if self.peers.is_empty() {
+            return out;
+        }
+        let rows: Vec<Vec<String>> = self
+            .peers
+            .iter()
+            .map(|p| {
+                let drops: u64 = p.drops.values().sum();
+                vec![
+                    p.nickname.clone(),
+                    p.name.clone(),
+                    if p.addr.is_empty() {
+                        "-".into()
+                    } else {
+                        p.addr.clone()
+                    },
+                    p.state.clone(),
+                    p.path.clone(),
+                    p.rtt_ms
+                        .map(|r| format!("{r:.2} ms"))
+                        .unwrap_or_else(|| "-".into()),
+                    if p.mtu == 0 {
+                        "-".into()
+                    } else {
+                        p.mtu.to_string()
+                    },
+                    format!("{} / {}", p.tx_frames, human_bytes(p.tx_bytes)),
+                    format!("{} / {}", p.rx_frames, human_bytes(p.rx_bytes)),
+                    p.relayed_datagrams.to_string(),
+                    drops.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "PEER",
+                "NAME",
+                "ADDRESS",
+                "STATE",
+                "PATH",
+                "RTT",
+                "MTU",
+                "TX FRAMES/BYTES",
+                "RX FRAMES/BYTES",
+                "RELAYED",
+                "DROPS",
+            ],
+            &rows,
+        );
+        out
+    }
+
+    /// The dial targets table.
+    pub fn render_targets(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "\nTargets: {}", self.targets.len());
+        if self.targets.is_empty() {
+            return out;
+        }
+        let rows: Vec<Vec<String>> = self
+            .targets
+            .iter()
+            .map(|t| {
+                let (state, detail) = match &t.state {
+                    TargetState::Connecting => ("connecting".to_string(), String::new()),
+                    TargetState::Established { peer } => ("established".into(), peer.clone()),
+                    TargetState::Retrying {
+                        next_attempt_in_ms,
+                        last_error,
+                    } => (
+                        "retrying".into(),
+                        format!(
+                            "next attempt in {:.1} s after {} failure(s): {last_error}",
+                            *next_attempt_in_ms as f64 / 1000.0,
+                            t.failures
+                        ),
+                    ),
+                    TargetState::Failed { reason } => ("failed".into(), reason.clone()),
+                };
+                vec![t.addr.clone(), state, detail]
+            })
+            .collect();
+        table(&mut out, &["ADDRESS", "STATE", "DETAIL"], &rows);
+        out
+    }
+
+    /// The control connections table.
+    pub fn render_connections(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "\nConnections: {}", self.connections.len());
+        if self.connections.is_empty() {
+            return out;
+        }
+        let rows: Vec<Vec<String>> = self
+            .connections
+            .iter()
+            .map(|c| {
+                vec![
+                    c.nickname.clone(),
+                    c.peer.clone(),
+                    c.addr.clone(),
+                    if c.outbound { "outbound" } else { "inbound" }.into(),
+                    c.version.to_string(),
+                    format!("{} s", c.established_secs),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &["PEER", "NAME", "ADDRESS", "DIRECTION", "VERSION", "UP"],
+            &rows,
+        );
+        out
+    }
+
     /// The text `weft status` prints.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -132,66 +261,9 @@ impl Report {
             "bridge {} via {}, pod MTU {} (underlay MTU {})",
             self.bridge, self.tap, self.pod_mtu, self.underlay_mtu
         );
-        let _ = writeln!(out, "\nPeers: {}", self.peers.len());
-        if !self.peers.is_empty() {
-            let rows: Vec<Vec<String>> = self
-                .peers
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.nickname.clone(),
-                        p.name.clone(),
-                        p.addr.clone(),
-                        p.state.clone(),
-                        p.path.clone(),
-                        p.mtu.to_string(),
-                        format!("{} / {}", p.tx_frames, human_bytes(p.tx_bytes)),
-                        format!("{} / {}", p.rx_frames, human_bytes(p.rx_bytes)),
-                    ]
-                })
-                .collect();
-            table(
-                &mut out,
-                &[
-                    "PEER",
-                    "NAME",
-                    "ADDRESS",
-                    "STATE",
-                    "PATH",
-                    "MTU",
-                    "TX FRAMES/BYTES",
-                    "RX FRAMES/BYTES",
-                ],
-                &rows,
-            );
-        }
-        let _ = writeln!(out, "\nTargets: {}", self.targets.len());
-        if !self.targets.is_empty() {
-            let rows: Vec<Vec<String>> = self
-                .targets
-                .iter()
-                .map(|t| {
-                    let (state, detail) = match &t.state {
-                        TargetState::Connecting => ("connecting".to_string(), String::new()),
-                        TargetState::Established { peer } => ("established".into(), peer.clone()),
-                        TargetState::Retrying {
-                            next_attempt_in_ms,
-                            last_error,
-                        } => (
-                            "retrying".into(),
-                            format!(
-                                "next attempt in {:.1} s after {} failure(s): {last_error}",
-                                *next_attempt_in_ms as f64 / 1000.0,
-                                t.failures
-                            ),
-                        ),
-                        TargetState::Failed { reason } => ("failed".into(), reason.clone()),
-                    };
-                    vec![t.addr.clone(), state, detail]
-                })
-                .collect();
-            table(&mut out, &["ADDRESS", "STATE", "DETAIL"], &rows);
-        }
+        out.push_str(&self.render_peers());
+        out.push_str(&self.render_targets());
+        out.push_str(&self.render_connections());
         let _ = writeln!(out, "\nData plane:");
         let kv = |m: &BTreeMap<String, u64>, skip_zero: bool| {
             m.iter()

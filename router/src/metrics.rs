@@ -1,0 +1,217 @@
+//! Prometheus metrics (`weft router --metrics ADDR`, `GET /metrics`): the figures of
+//! `weft status`, in the text exposition format.
+//!
+//! Rendered from the same [`Report`] the status API serves, so the two never disagree. The
+//! format is a few lines of text per figure; a metrics library would add a registry that
+//! duplicates the counters the data plane already keeps.
+
+use crate::status::Report;
+use gossip::driver::TargetState;
+use std::fmt::Write;
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn val(&mut self, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+                .collect();
+            let _ = writeln!(self.0, "{name}{{{}}} {v}", l.join(","));
+        }
+    }
+}
+
+/// The metrics page for a report.
+pub fn render(r: &Report) -> String {
+    let mut o = Out(String::new());
+    o.head("weft_info", "gauge", "Router identity (always 1).");
+    o.val(
+        "weft_info",
+        &[
+            ("version", &r.version),
+            ("name", &r.name),
+            ("nickname", &r.nickname),
+        ],
+        1,
+    );
+    o.head("weft_pod_mtu_bytes", "gauge", "MTU pods must use.");
+    o.val("weft_pod_mtu_bytes", &[], r.pod_mtu);
+    o.head(
+        "weft_uptime_seconds",
+        "gauge",
+        "Seconds since the router started.",
+    );
+    o.val("weft_uptime_seconds", &[], r.uptime_secs);
+
+    o.head("weft_peers", "gauge", "Known peers by state.");
+    let mut states: std::collections::BTreeMap<&str, u64> = Default::default();
+    for p in &r.peers {
+        *states.entry(p.state.as_str()).or_default() += 1;
+    }
+    for (s, n) in states {
+        o.val("weft_peers", &[("state", s)], n);
+    }
+
+    let per_peer: [(&str, &str, fn(&crate::status::PeerReport) -> u64); 7] = [
+        (
+            "weft_peer_tx_frames_total",
+            "Frames sent to the peer.",
+            |p| p.tx_frames,
+        ),
+        (
+            "weft_peer_tx_bytes_total",
+            "Frame bytes sent to the peer.",
+            |p| p.tx_bytes,
+        ),
+        (
+            "weft_peer_tx_datagrams_total",
+            "Datagrams sent to the peer.",
+            |p| p.tx_datagrams,
+        ),
+        (
+            "weft_peer_rx_frames_total",
+            "Frames received from the peer.",
+            |p| p.rx_frames,
+        ),
+        (
+            "weft_peer_rx_bytes_total",
+            "Frame bytes received from the peer.",
+            |p| p.rx_bytes,
+        ),
+        (
+            "weft_peer_rx_datagrams_total",
+            "Datagrams received from the peer.",
+            |p| p.rx_datagrams,
+        ),
+        (
+            "weft_peer_relayed_datagrams_total",
+            "Datagrams of the peer this router relayed.",
+            |p| p.relayed_datagrams,
+        ),
+    ];
+    for (name, help, f) in per_peer {
+        o.head(name, "counter", help);
+        for p in &r.peers {
+            o.val(name, &[("peer", &p.name), ("nickname", &p.nickname)], f(p));
+        }
+    }
+    o.head(
+        "weft_peer_drops_total",
+        "counter",
+        "Drops of the peer's traffic by reason.",
+    );
+    for p in &r.peers {
+        for (reason, v) in &p.drops {
+            o.val(
+                "weft_peer_drops_total",
+                &[
+                    ("peer", &p.name),
+                    ("nickname", &p.nickname),
+                    ("reason", reason),
+                ],
+                v,
+            );
+        }
+    }
+    o.head(
+        "weft_peer_path",
+        "gauge",
+        "The path to each peer (1 for the current one).",
+    );
+    for p in &r.peers {
+        o.val(
+            "weft_peer_path",
+            &[
+                ("peer", &p.name),
+                ("nickname", &p.nickname),
+                ("state", &p.state),
+                ("path", &p.path),
+            ],
+            1,
+        );
+    }
+    o.head(
+        "weft_peer_rtt_seconds",
+        "gauge",
+        "Round trip of the last UDP heartbeat.",
+    );
+    for p in &r.peers {
+        if let Some(ms) = p.rtt_ms {
+            o.val(
+                "weft_peer_rtt_seconds",
+                &[("peer", &p.name), ("nickname", &p.nickname)],
+                ms / 1000.0,
+            );
+        }
+    }
+
+    o.head("weft_targets", "gauge", "Dial targets by state.");
+    let mut t: std::collections::BTreeMap<&str, u64> = Default::default();
+    for target in &r.targets {
+        let s = match target.state {
+            TargetState::Connecting => "connecting",
+            TargetState::Established { .. } => "established",
+            TargetState::Retrying { .. } => "retrying",
+            TargetState::Failed { .. } => "failed",
+        };
+        *t.entry(s).or_default() += 1;
+    }
+    for (s, n) in t {
+        o.val("weft_targets", &[("state", s)], n);
+    }
+    o.head(
+        "weft_connections",
+        "gauge",
+        "Established control connections.",
+    );
+    o.val("weft_connections", &[], r.connections.len());
+    o.head(
+        "weft_refused_connections_total",
+        "counter",
+        "Inbound control connections refused by limits.",
+    );
+    o.val("weft_refused_connections_total", &[], r.refused_connections);
+
+    for (k, v) in &r.counters {
+        let name = format!("weft_{k}_total");
+        o.head(&name, "counter", &format!("Data plane counter {k}."));
+        o.val(&name, &[], v);
+    }
+    o.head("weft_drops_total", "counter", "Data plane drops by reason.");
+    for (reason, v) in &r.drops {
+        o.val("weft_drops_total", &[("reason", reason)], v);
+    }
+    for (k, v) in &r.fdb {
+        let (name, kind) = match k.as_str() {
+            "entries" | "capacity" => (format!("weft_mac_table_{k}"), "gauge"),
+            _ => (format!("weft_mac_table_{k}_total"), "counter"),
+        };
+        o.head(&name, kind, &format!("MAC table {k}."));
+        o.val(&name, &[], v);
+    }
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

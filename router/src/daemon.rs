@@ -608,7 +608,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             },
             _ = liveness.tick() => {
                 ticks += 1;
-                daemon.heartbeat_round(ticks % 5 == 0);
+                daemon.heartbeat_round(ticks.is_multiple_of(5));
             }
             _ = ageing.tick() => {
                 shared.switch().fdb_mut().expire(Instant::now());

@@ -66,7 +66,8 @@ pub fn render(r: &Report) -> String {
         o.val("weft_peers", &[("state", s)], n);
     }
 
-    let per_peer: [(&str, &str, fn(&crate::status::PeerReport) -> u64); 7] = [
+    type Field = fn(&crate::status::PeerReport) -> u64;
+    let per_peer: [(&str, &str, Field); 7] = [
         (
             "weft_peer_tx_frames_total",
             "Frames sent to the peer.",

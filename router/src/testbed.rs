@@ -144,18 +144,19 @@ impl Cluster {
         api::get(&self.state_dir(host), "/v1/status")
     }
 
-    /// Waits until `host`'s router has `n` peers.
+    /// Waits until `host`'s router has exactly `n` peers, all established (data path
+    /// confirmed).
     pub fn wait_peers(&self, host: &Host, n: usize, timeout: Duration) -> Result<Report> {
         let mut last = None;
         let r = poll_until(timeout, Duration::from_millis(50), || {
             let r = self.status(host).ok()?;
-            let ok = r.peers.len() == n;
-            last = Some(r.peers.len());
-            ok.then_some(r)
+            let established = r.peers.iter().filter(|p| p.state == "established").count();
+            last = Some((r.peers.len(), established));
+            (r.peers.len() == n && established == n).then_some(r)
         });
         r.with_context(|| {
             format!(
-                "{} has {:?} peers, not {n}, after {timeout:?}; its log:\n{}",
+                "{} has {:?} (peers, established), not {n}, after {timeout:?}; its log:\n{}",
                 host.name,
                 last,
                 self.router_log(host)
@@ -280,6 +281,18 @@ const FNV_INIT: u64 = 0xcbf2_9ce4_8422_2325;
 /// Sends `bytes` of pseudo-random data over TCP from pod `from` to pod `to` (port 5201), hashing
 /// both ends. Bounded: gives up after `timeout`.
 pub fn tcp_transfer(from: &Pod, to: &Pod, bytes: u64, timeout: Duration) -> Result<Transfer> {
+    tcp_transfer_paced(from, to, bytes, Duration::ZERO, timeout)
+}
+
+/// Like [`tcp_transfer`], but spreads the sending over at least `spread` (so that a transfer can
+/// run across a change of the network).
+pub fn tcp_transfer_paced(
+    from: &Pod,
+    to: &Pod,
+    bytes: u64,
+    spread: Duration,
+    timeout: Duration,
+) -> Result<Transfer> {
     let addr = SocketAddr::from((to.ip, 5201));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let server_ns = to.ns.clone();
@@ -303,7 +316,7 @@ pub fn tcp_transfer(from: &Pod, to: &Pod, bytes: u64, timeout: Duration) -> Resu
                 }
             };
             s.set_nonblocking(false)?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
             let mut buf = vec![0u8; 256 * 1024];
             let (mut n, mut h) = (0u64, FNV_INIT);
             loop {
@@ -328,7 +341,7 @@ pub fn tcp_transfer(from: &Pod, to: &Pod, bytes: u64, timeout: Duration) -> Resu
     let (sent_hash, start) = in_netns(&client_ns, move || -> Result<(u64, Instant)> {
         let start = Instant::now();
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        s.set_write_timeout(Some(Duration::from_secs(30)))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for chunk in buf.chunks_mut(8) {
@@ -345,6 +358,12 @@ pub fn tcp_transfer(from: &Pod, to: &Pod, bytes: u64, timeout: Duration) -> Resu
             s.write_all(&buf[..n])?;
             h = fnv(h, &buf[..n]);
             left -= n as u64;
+            if !spread.is_zero() {
+                let due = spread.mul_f64((bytes - left) as f64 / bytes as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
         }
         s.shutdown(std::net::Shutdown::Write)?;
         Ok((h, start))

@@ -1,0 +1,276 @@
+//! The gossip mesh end to end: discovery from one seed, relaying around a blocked underlay
+//! link, a killed router forgotten and rejoining, the seed list at run time, metrics.
+//!
+//! Needs root (network namespaces) and the `weft` binary (`scripts/test.sh` builds it).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::time::{Duration, Instant};
+use weft::lab::{in_netns, poll_until, Host, Pod, Signal};
+use weft::status::Report;
+use weft::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
+
+fn pod_ip(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 32, host, 1)
+}
+
+fn cluster(tag: &str) -> Cluster {
+    assert!(
+        weft::lab::require_root(),
+        "these tests need root and iproute2"
+    );
+    Cluster::new(tag, weft_bin().unwrap()).unwrap()
+}
+
+fn wait_ping(c: &Cluster, from: &Pod, to: Ipv4Addr, timeout: Duration) -> bool {
+    poll_until(timeout, Duration::from_millis(10), || {
+        ping(&c.lab, &from.ns, to, 1)
+            .ok()
+            .filter(|p| p.received == 1)
+    })
+    .is_some()
+}
+
+/// Waits until `host` sees `peer` (by nickname) with the given path, e.g. "direct" or "via h2".
+fn wait_path(c: &Cluster, host: &Host, peer: &str, path: &str, timeout: Duration) -> Report {
+    let mut last = None;
+    let r = poll_until(timeout, Duration::from_millis(50), || {
+        let r = c.status(host).ok()?;
+        let p = r.peers.iter().find(|p| p.nickname == peer).cloned();
+        last = p.clone().map(|p| format!("{} / {}", p.state, p.path));
+        (p?.path == path).then_some(r)
+    });
+    r.unwrap_or_else(|| {
+        panic!(
+            "{} never saw {peer} with path {path:?} within {timeout:?} (last: {last:?}); log:\n{}",
+            host.name,
+            c.router_log(host)
+        )
+    })
+}
+
+#[test]
+fn five_hosts_seeded_as_a_chain_form_a_full_mesh() {
+    let mut c = cluster("wmc");
+    let hosts: Vec<Host> = (1..=5)
+        .map(|i| c.add_host(&format!("h{i}")).unwrap())
+        .collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let seed: Vec<&Host> = hosts[..i].iter().rev().take(1).collect();
+        c.start_router(h, &seed, &[]).unwrap();
+    }
+    for h in &hosts {
+        let r = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            let r = c.status(h).ok()?;
+            let direct = r
+                .peers
+                .iter()
+                .filter(|p| p.state == "established" && p.path == "direct")
+                .count();
+            (direct == 4).then_some(r)
+        });
+        assert!(
+            r.is_some(),
+            "{} did not connect to all 4 others:\n{}",
+            h.name,
+            c.status(h).unwrap().render()
+        );
+    }
+    let pods: Vec<Pod> = hosts
+        .iter()
+        .map(|h| c.add_pod(h, "p1", pod_ip(h.index)).unwrap())
+        .collect();
+    for a in &pods {
+        for b in &pods {
+            if a.ns != b.ns {
+                assert!(
+                    wait_ping(&c, a, b.ip, Duration::from_secs(5)),
+                    "{} cannot reach {}",
+                    a.ns,
+                    b.ip
+                );
+            }
+        }
+    }
+}
+
+fn block_rules(a: Ipv4Addr, b: Ipv4Addr) -> String {
+    format!(
+        "table bridge weftblock {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip saddr {a} ip daddr {b} drop\n    ip saddr {b} ip daddr {a} drop\n  }}\n}}\n"
+    )
+}
+
+#[test]
+fn a_blocked_underlay_link_is_relayed_around_and_recovers() {
+    let mut c = cluster("wmr");
+    let hosts: Vec<Host> = (1..=3)
+        .map(|i| c.add_host(&format!("h{i}")).unwrap())
+        .collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let seeds: Vec<&Host> = hosts[..i].iter().collect();
+        c.start_router(h, &seeds, &[]).unwrap();
+    }
+    wait_path(&c, &hosts[0], "h3", "direct", Duration::from_secs(10));
+    let a = c.add_pod(&hosts[0], "p1", pod_ip(1)).unwrap();
+    let b = c.add_pod(&hosts[2], "p1", pod_ip(3)).unwrap();
+    assert!(wait_ping(&c, &a, b.ip, Duration::from_secs(5)));
+
+    // A transfer runs across the whole change: direct, relayed through h2, direct again.
+    let (a2, b2) = (a.clone(), b.clone());
+    let transfer = std::thread::spawn(move || {
+        tcp_transfer_paced(
+            &a2,
+            &b2,
+            48 << 20,
+            Duration::from_secs(25),
+            Duration::from_secs(90),
+        )
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let relayed_before = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    let ul = c.lab.underlay_ns().to_string();
+    c.lab
+        .nft(
+            &ul,
+            &block_rules(hosts[0].underlay_ip, hosts[2].underlay_ip),
+        )
+        .unwrap();
+    let blocked_at = Instant::now();
+    wait_path(&c, &hosts[0], "h3", "via h2", Duration::from_secs(10));
+    wait_path(&c, &hosts[2], "h1", "via h2", Duration::from_secs(10));
+    eprintln!("relayed after {:?}", blocked_at.elapsed());
+    assert!(
+        wait_ping(&c, &a, b.ip, Duration::from_secs(5)),
+        "no ping through the relay"
+    );
+    let relayed = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    assert!(relayed > relayed_before, "h2 relayed nothing");
+
+    c.lab.nft(&ul, "delete table bridge weftblock\n").unwrap();
+    let unblocked_at = Instant::now();
+    wait_path(&c, &hosts[0], "h3", "direct", Duration::from_secs(30));
+    eprintln!("direct again after {:?}", unblocked_at.elapsed());
+
+    let t = transfer.join().unwrap().unwrap();
+    assert!(t.intact(), "{t:?}");
+    // Once direct, h2 stops relaying.
+    let r1 = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    assert!(wait_ping(&c, &a, b.ip, Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(500));
+    let r2 = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    assert_eq!(r1, r2, "h2 still relays after the direct path recovered");
+}
+
+#[test]
+fn a_killed_router_is_forgotten_and_rejoins_with_a_new_run_id() {
+    let mut c = cluster("wmk");
+    let hosts: Vec<Host> = (1..=3)
+        .map(|i| c.add_host(&format!("h{i}")).unwrap())
+        .collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let seeds: Vec<&Host> = hosts[..i].iter().collect();
+        c.start_router(h, &seeds, &[]).unwrap();
+    }
+    for h in &hosts {
+        c.wait_peers(h, 2, Duration::from_secs(10)).unwrap();
+    }
+    let a = c.add_pod(&hosts[0], "p1", pod_ip(1)).unwrap();
+    let b = c.add_pod(&hosts[2], "p1", pod_ip(3)).unwrap();
+    assert!(wait_ping(&c, &a, b.ip, Duration::from_secs(5)));
+    let uid_before = c.status(&hosts[2]).unwrap().uid;
+
+    c.kill_router(&hosts[2], Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    for h in &hosts[..2] {
+        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
+    }
+    eprintln!("forgotten after {:?}", killed.elapsed());
+
+    c.restart_router(&hosts[2]).unwrap();
+    for h in &hosts {
+        c.wait_peers(h, 2, Duration::from_secs(15)).unwrap();
+    }
+    assert_ne!(c.status(&hosts[2]).unwrap().uid, uid_before, "a new run id");
+    wait_path(&c, &hosts[0], "h3", "direct", Duration::from_secs(10));
+    assert!(wait_ping(&c, &a, b.ip, Duration::from_secs(10)));
+}
+
+#[test]
+fn connect_and_forget_change_the_seed_list_at_run_time() {
+    let mut c = cluster("wms");
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    c.start_router(&h1, &[], &[]).unwrap();
+    c.start_router(&h2, &[], &[]).unwrap();
+    let weft = weft_bin().unwrap();
+    let state = c.state_dir(&h2);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&weft)
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let target = h1.underlay_ip.to_string();
+    let out = run(&["connect", &target]);
+    assert!(out.contains("added"), "{out}");
+    c.wait_peers(&h2, 1, Duration::from_secs(10)).unwrap();
+    let seeds = std::fs::read_to_string(state.join("seeds")).unwrap();
+    assert!(seeds.contains(&format!("{target}:6783")), "{seeds}");
+    assert!(run(&["connect", &target]).contains("already"));
+
+    let out = run(&["forget", &target]);
+    assert!(out.contains("removed"), "{out}");
+    let seeds = std::fs::read_to_string(state.join("seeds")).unwrap();
+    assert!(!seeds.contains(&target), "{seeds}");
+    assert!(c.status(&h2).unwrap().targets.is_empty());
+    // The established connection stays: forget only stops dialling.
+    assert_eq!(c.status(&h2).unwrap().peers.len(), 1);
+
+    // A bad address is refused with a clear message.
+    let out = std::process::Command::new(&weft)
+        .args(["connect", "not an address", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resolve"));
+}
+
+#[test]
+fn metrics_endpoint_serves_the_status_figures() {
+    let mut c = cluster("wmp");
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    let metrics = format!("{}:9101", h1.underlay_ip);
+    c.start_router(&h1, &[], &["--metrics", &metrics]).unwrap();
+    c.start_router(&h2, &[&h1], &[]).unwrap();
+    c.wait_peers(&h1, 1, Duration::from_secs(10)).unwrap();
+    let addr = metrics.clone();
+    let page = in_netns(&h1.ns, move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap();
+    assert!(
+        page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
+        "{page}"
+    );
+    assert!(
+        page.contains("weft_peers{state=\"established\"} 1"),
+        "{page}"
+    );
+    assert!(page.contains("weft_peer_tx_frames_total{peer="), "{page}");
+    assert!(page.contains("nickname=\"h2\""), "{page}");
+    assert!(page.contains("# TYPE weft_drops_total counter"), "{page}");
+}

@@ -2,8 +2,10 @@
 //! and reports peers coming and going. All decisions are taken by [`crate::mesh`]; this module only
 //! moves bytes and keeps time.
 
+use crate::core::{GossipCore, Output};
 use crate::mesh::{self, Admitted, ConnId, Mesh};
 use crate::proto::{self, Hello, Message};
+use crate::topology::{ConnEntry, PeerRecord};
 use crate::{Error, PeerName};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -115,6 +117,21 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The topology (and so the routes) changed.
+    Topology,
+}
+
+/// The routes of the data plane, as computed from the gossiped topology.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutesSnapshot {
+    /// Peers reachable over usable connections, other than us, with their nicknames.
+    pub peers: Vec<(PeerName, String)>,
+    /// Next hop (a neighbour) for each reachable peer.
+    pub next_hops: Vec<(PeerName, PeerName)>,
+    /// For each broadcast source (us included), the neighbours its broadcasts go to from here.
+    pub children: Vec<(PeerName, Vec<PeerName>)>,
+    /// Every peer in the topology (reachable over control connections), with its nickname.
+    pub known: Vec<(PeerName, String)>,
 }
 
 /// The state of one address we dial.
@@ -152,6 +169,9 @@ pub struct TargetStatus {
     pub state: TargetState,
     /// Failed attempts since the last success.
     pub failures: u32,
+    /// Learnt from gossip (not in the seed list).
+    #[serde(default)]
+    pub discovered: bool,
 }
 
 /// Status of one live connection.
@@ -175,6 +195,7 @@ struct ConnRecord {
     peer: Option<PeerInfo>,
     close: Arc<Notify>,
     since: Instant,
+    tx: mpsc::Sender<Message>,
 }
 
 struct TargetRecord {
@@ -182,10 +203,15 @@ struct TargetRecord {
     failures: u32,
     next_at: Option<Instant>,
     stop: Arc<Notify>,
+    /// The peer gossip told us about, for a discovered target.
+    discovered: Option<PeerName>,
 }
 
 struct Inner {
     mesh: Mesh,
+    core: GossipCore,
+    /// Gossip messages dropped because a connection's queue was full (anti-entropy repairs).
+    gossip_dropped: u64,
     conns: HashMap<ConnId, ConnRecord>,
     targets: HashMap<SocketAddr, TargetRecord>,
     next_id: ConnId,
@@ -243,9 +269,23 @@ impl Gossip {
         let listener = TcpListener::bind(cfg.listen).await?;
         let local_addr = listener.local_addr()?;
         let seeds = cfg.seeds.clone();
+        let version = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1)
+            .max(1);
+        let ours = PeerRecord::new(cfg.name, cfg.uid, version, cfg.nickname.clone());
+        let core = GossipCore::new(
+            ours,
+            cfg.uid,
+            crate::core::DEFAULT_ANTI_ENTROPY_INTERVAL,
+            Instant::now(),
+        );
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 mesh: Mesh::new(cfg.name, cfg.uid),
+                core,
+                gossip_dropped: 0,
                 conns: HashMap::new(),
                 targets: HashMap::new(),
                 next_id: 1,
@@ -258,6 +298,7 @@ impl Gossip {
         });
         let g = Gossip { shared, local_addr };
         tokio::spawn(accept_loop(g.shared.clone(), listener));
+        tokio::spawn(tick_loop(g.shared.clone()));
         for s in seeds {
             g.connect(s);
         }
@@ -271,25 +312,7 @@ impl Gossip {
 
     /// Adds `addr` to the dial targets (no-op if present; a failed target is retried at once).
     pub fn connect(&self, addr: SocketAddr) {
-        let mut inner = self.shared.lock();
-        if let Some(t) = inner.targets.get(&addr) {
-            if !matches!(t.state, TargetState::Failed { .. }) {
-                return;
-            }
-            t.stop.notify_one();
-        }
-        let stop = Arc::new(Notify::new());
-        inner.targets.insert(
-            addr,
-            TargetRecord {
-                state: TargetState::Connecting,
-                failures: 0,
-                next_at: None,
-                stop: stop.clone(),
-            },
-        );
-        drop(inner);
-        tokio::spawn(connector(self.shared.clone(), addr, stop));
+        add_target(&self.shared, addr, None);
     }
 
     /// Removes `addr` from the dial targets; an established connection to it stays up.
@@ -325,6 +348,7 @@ impl Gossip {
                     addr: addr.to_string(),
                     state,
                     failures: t.failures,
+                    discovered: t.discovered.is_some(),
                 }
             })
             .collect();
@@ -355,6 +379,56 @@ impl Gossip {
         out
     }
 
+    /// Tells the gossip core whether the data path to the connected `peer` works.
+    pub fn set_usable(&self, peer: PeerName, usable: bool) {
+        let mut inner = self.shared.lock();
+        let out = inner.core.set_usable(Instant::now(), peer, usable);
+        dispatch(&self.shared, &mut inner, out);
+    }
+
+    /// The data plane routes over the current topology.
+    pub fn routes(&self) -> RoutesSnapshot {
+        let inner = self.shared.lock();
+        let topo = inner.core.topology();
+        let routes = inner.core.routes();
+        let me = topo.our_name();
+        let nick = |p: PeerName| topo.get(p).map(|r| r.nickname.clone()).unwrap_or_default();
+        let reachable: Vec<PeerName> = routes
+            .reachable()
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect();
+        let next_hops = reachable
+            .iter()
+            .filter_map(|p| Some((*p, routes.next_hop(*p)?)))
+            .collect();
+        let children = std::iter::once(me)
+            .chain(reachable.iter().copied())
+            .map(|src| (src, routes.broadcast_children(src)))
+            .filter(|(_, kids)| !kids.is_empty())
+            .collect();
+        RoutesSnapshot {
+            peers: reachable.iter().map(|p| (*p, nick(*p))).collect(),
+            next_hops,
+            children,
+            known: topo
+                .records()
+                .filter(|r| r.name != me)
+                .map(|r| (r.name, r.nickname.clone()))
+                .collect(),
+        }
+    }
+
+    /// Gossip counters: messages sent by kind, records, and messages dropped on full queues.
+    pub fn gossip_stats(&self) -> (crate::core::Stats, usize, u64) {
+        let inner = self.shared.lock();
+        (
+            inner.core.stats().clone(),
+            inner.core.topology().len(),
+            inner.gossip_dropped,
+        )
+    }
+
     /// Inbound connections refused by the connection limit or the accept rate limit.
     pub fn refused_connections(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
@@ -377,6 +451,126 @@ impl Gossip {
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline && !self.shared.lock().conns.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Adds a dial target and starts its connector (a failed one is restarted).
+fn add_target(shared: &Arc<Shared>, addr: SocketAddr, discovered: Option<PeerName>) {
+    let mut inner = shared.lock();
+    if let Some(t) = inner.targets.get_mut(&addr) {
+        if discovered.is_none() {
+            // An operator's `connect` makes a discovered target a seed.
+            t.discovered = None;
+        }
+        if !matches!(t.state, TargetState::Failed { .. }) {
+            return;
+        }
+        t.stop.notify_one();
+    }
+    let stop = Arc::new(Notify::new());
+    inner.targets.insert(
+        addr,
+        TargetRecord {
+            state: TargetState::Connecting,
+            failures: 0,
+            next_at: None,
+            stop: stop.clone(),
+            discovered,
+        },
+    );
+    drop(inner);
+    tokio::spawn(connector(shared.clone(), addr, stop));
+}
+
+/// Carries out what the gossip core asked for. Called with the lock held.
+fn dispatch(shared: &Arc<Shared>, inner: &mut Inner, out: Vec<Output>) {
+    let mut changed = false;
+    for o in out {
+        match o {
+            Output::Send { to, msg } => {
+                let sent = inner
+                    .mesh
+                    .get(to)
+                    .and_then(|c| inner.conns.get(&c.id))
+                    .map(|c| c.tx.try_send(Message::Gossip(msg)).is_ok());
+                if sent != Some(true) {
+                    inner.gossip_dropped += 1;
+                }
+            }
+            Output::Changed => changed = true,
+        }
+    }
+    if changed {
+        discover(shared, inner);
+        let _ = shared.events.send(Event::Topology);
+    }
+}
+
+/// Dials every peer the topology names that we have no connection with (full mesh), and stops
+/// dialling discovered peers that left the topology.
+fn discover(shared: &Arc<Shared>, inner: &mut Inner) {
+    let topo = inner.core.topology();
+    let me = topo.our_name();
+    let mut wanted: Vec<(PeerName, SocketAddr)> = Vec::new();
+    for r in topo.records() {
+        if r.name == me || inner.mesh.get(r.name).is_some() {
+            continue;
+        }
+        let already = inner.targets.values().any(|t| t.discovered == Some(r.name));
+        if already {
+            continue;
+        }
+        // Where others reach it: the first address another peer reports for it.
+        let addr = topo
+            .records()
+            .filter(|o| o.name != r.name)
+            .find_map(|o| o.conn(r.name).map(|c| c.addr));
+        if let Some(addr) = addr {
+            if !inner.targets.contains_key(&addr) {
+                wanted.push((r.name, addr));
+            }
+        }
+    }
+    let gone: Vec<SocketAddr> = inner
+        .targets
+        .iter()
+        .filter(|(_, t)| t.discovered.is_some_and(|p| topo.get(p).is_none()))
+        .map(|(a, _)| *a)
+        .collect();
+    for a in gone {
+        if let Some(t) = inner.targets.remove(&a) {
+            t.stop.notify_one();
+        }
+    }
+    for (peer, addr) in wanted {
+        let stop = Arc::new(Notify::new());
+        inner.targets.insert(
+            addr,
+            TargetRecord {
+                state: TargetState::Connecting,
+                failures: 0,
+                next_at: None,
+                stop: stop.clone(),
+                discovered: Some(peer),
+            },
+        );
+        tracing::info!(peer = %peer, %addr, "dialling a peer learnt from gossip");
+        tokio::spawn(connector(shared.clone(), addr, stop));
+    }
+}
+
+/// Drives the gossip core's timers (anti-entropy, hold-downs).
+async fn tick_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.notified() => return,
+            _ = tick.tick() => {
+                let mut inner = shared.lock();
+                let out = inner.core.tick(Instant::now());
+                dispatch(&shared, &mut inner, out);
+            }
         }
     }
 }
@@ -593,6 +787,14 @@ async fn run_conn(
         outbound,
     };
     let close = Arc::new(Notify::new());
+    let (tx, mut rx) = mpsc::channel::<Message>(1024);
+    // Where other peers can reach this one: the address we dialled, or its address as seen
+    // with the port it listens on.
+    let dial_addr = if outbound {
+        addr
+    } else {
+        SocketAddr::new(addr.ip(), theirs.udp_port)
+    };
     let admitted = (|| {
         let mut inner = shared.lock();
         let id = inner.next_id;
@@ -612,6 +814,7 @@ async fn run_conn(
                 peer: Some(info.clone()),
                 close: close.clone(),
                 since: Instant::now(),
+                tx: tx.clone(),
             },
         );
         if outbound {
@@ -623,6 +826,14 @@ async fn run_conn(
                 t.next_at = None;
             }
         }
+        let _ = shared.events.send(Event::Up(info.clone()));
+        let entry = ConnEntry {
+            peer: name,
+            addr: dial_addr,
+            usable: false,
+        };
+        let out = inner.core.connected(Instant::now(), name, entry);
+        dispatch(shared, &mut inner, out);
         Ok(id)
     })();
     let id = match admitted {
@@ -630,10 +841,8 @@ async fn run_conn(
         Err(e) => return refuse(&mut wr, e).await,
     };
     tracing::info!(peer = %name, nickname = %info.nickname, %addr, outbound, "connected");
-    let _ = shared.events.send(Event::Up(info));
 
     // Writes go through a task of their own so that a heartbeat never interrupts a read.
-    let (tx, mut rx) = mpsc::channel::<Message>(8);
     let heartbeat = shared.cfg.heartbeat;
     let writer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(heartbeat);
@@ -677,6 +886,11 @@ async fn run_conn(
                 break e;
             }
             Ok(Ok(Message::Heartbeat)) => {}
+            Ok(Ok(Message::Gossip(g))) => {
+                let mut inner = shared.lock();
+                let out = inner.core.on_message(Instant::now(), name, g);
+                dispatch(shared, &mut inner, out);
+            }
             Ok(Ok(Message::Goodbye { reason })) => break Error::Goodbye(reason),
             Ok(Ok(Message::Hello(_))) => {
                 let e = Error::Protocol("second hello");
@@ -690,19 +904,21 @@ async fn run_conn(
         }
     };
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_millis(500), writer).await;
-    let down = {
+    {
         let mut inner = shared.lock();
+        // Dropping the record drops the last sender: the writer flushes and ends.
         inner.conns.remove(&id);
-        inner.mesh.remove(name, id)
-    };
-    if down {
-        tracing::info!(peer = %name, "disconnected: {reason}");
-        let _ = shared.events.send(Event::Down {
-            name,
-            reason: reason.to_string(),
-        });
+        if inner.mesh.remove(name, id) {
+            tracing::info!(peer = %name, "disconnected: {reason}");
+            let _ = shared.events.send(Event::Down {
+                name,
+                reason: reason.to_string(),
+            });
+            let out = inner.core.disconnected(Instant::now(), name);
+            dispatch(shared, &mut inner, out);
+        }
     }
+    let _ = tokio::time::timeout(Duration::from_millis(500), writer).await;
     Outcome::Ended(reason)
 }
 
@@ -732,11 +948,23 @@ mod tests {
         c
     }
 
+    /// The next peer event (up or down), skipping topology notifications.
     async fn next_event(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
-        tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("event within 5 s")
-            .expect("channel open")
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("event within 5 s")
+                .expect("channel open");
+            if e != Event::Topology {
+                return e;
+            }
+        }
+    }
+
+    fn no_peer_went_down(rx: &mut mpsc::UnboundedReceiver<Event>) {
+        while let Ok(e) = rx.try_recv() {
+            assert!(!matches!(e, Event::Down { .. }), "{e:?}");
+        }
     }
 
     #[tokio::test]
@@ -811,7 +1039,40 @@ mod tests {
         // The real peer is still connected after its heartbeats kept flowing.
         tokio::time::sleep(Duration::from_millis(800)).await;
         assert_eq!(g1.connections().len(), 1);
-        assert!(rx1.try_recv().is_err(), "no peer went down");
+        no_peer_went_down(&mut rx1);
+    }
+
+    #[tokio::test]
+    async fn a_chain_of_seeds_becomes_a_full_mesh_through_gossip() {
+        let mut gs = Vec::new();
+        let mut rxs = Vec::new();
+        for i in 1..=4u64 {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut c = cfg(i);
+            if let Some(prev) = gs.last() {
+                c.seeds = vec![Gossip::local_addr(prev)];
+            }
+            gs.push(Gossip::start(c, tx).await.unwrap());
+            rxs.push(rx);
+        }
+        let mut ok = false;
+        for _ in 0..200 {
+            if gs.iter().all(|g| g.connections().len() == 3) {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            ok,
+            "{:?}",
+            gs.iter().map(|g| g.connections().len()).collect::<Vec<_>>()
+        );
+        // Every peer knows every other one, and the discovered targets are marked as such.
+        for g in &gs {
+            assert_eq!(g.routes().known.len(), 3);
+        }
+        assert!(gs[0].targets().iter().any(|t| t.discovered));
     }
 
     #[tokio::test]
@@ -862,8 +1123,6 @@ mod tests {
         }
         assert!(ok, "{:?} {:?}", g1.targets(), g2.targets());
         // No flapping: nobody went down.
-        while let Ok(e) = rx1.try_recv() {
-            assert!(matches!(e, Event::Up(_)), "{e:?}");
-        }
+        no_peer_went_down(&mut rx1);
     }
 }

@@ -9,9 +9,12 @@
 //! Only the driver does I/O.
 #![forbid(unsafe_code)]
 
+pub mod core;
 pub mod driver;
 pub mod mesh;
 pub mod proto;
+pub mod routes;
+pub mod topology;
 
 pub use vswitch::PeerName;
 

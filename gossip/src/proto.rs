@@ -58,6 +58,8 @@ pub enum Message {
         /// Why the sender closes.
         reason: String,
     },
+    /// Topology gossip (see [`crate::core`]).
+    Gossip(crate::core::GossipMsg),
 }
 
 /// Frames `msg` for the wire: length prefix and JSON body.
@@ -130,6 +132,10 @@ mod tests {
             Message::Goodbye {
                 reason: "shutdown".into(),
             },
+            Message::Gossip(crate::core::GossipMsg::Summary {
+                summary: 7,
+                count: 3,
+            }),
         ] {
             let bytes = encode(&msg);
             let len = decode_len(bytes[..4].try_into().unwrap()).unwrap();

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Json;
-use gossip::driver::{self, Event, Gossip, PeerInfo};
+use gossip::driver::{self, Event, Gossip, PeerInfo, RoutesSnapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -89,17 +89,6 @@ struct Neighbor {
     usable: bool,
 }
 
-/// How the data plane should reach every peer, as the control plane sees it.
-#[derive(Debug, Default)]
-pub struct RoutesView {
-    /// Reachable peers other than us, with their nicknames.
-    pub peers: Vec<(PeerName, String)>,
-    /// Next hop (a usable neighbour) for each reachable peer.
-    pub next_hops: Vec<(PeerName, PeerName)>,
-    /// For each broadcast source (us included), the neighbours we pass its broadcasts to.
-    pub children: Vec<(PeerName, Vec<PeerName>)>,
-}
-
 /// The running daemon, as the API handlers see it.
 struct Daemon {
     cfg: Config,
@@ -137,19 +126,9 @@ impl Daemon {
         observed.unwrap_or(n.info.udp_addr)
     }
 
-    /// Routes over the usable neighbours: each is its own next hop and gets our broadcasts.
-    fn routes_view(&self) -> RoutesView {
-        let neighbors = lock(&self.neighbors);
-        let mut usable: Vec<_> = neighbors.values().filter(|n| n.usable).collect();
-        usable.sort_by_key(|n| n.info.name);
-        RoutesView {
-            peers: usable
-                .iter()
-                .map(|n| (n.info.name, n.info.nickname.clone()))
-                .collect(),
-            next_hops: usable.iter().map(|n| (n.info.name, n.info.name)).collect(),
-            children: vec![(self.name, usable.iter().map(|n| n.info.name).collect())],
-        }
+    /// Routes over the gossiped topology (only usable connections carry traffic).
+    fn routes_view(&self) -> RoutesSnapshot {
+        self.gossip.routes()
     }
 
     /// Rebuilds the data plane's fabric from the current routes and neighbours.
@@ -208,8 +187,32 @@ impl Daemon {
             Event::Down { name, .. } => {
                 lock(&self.neighbors).remove(&name);
                 self.publish_fabric();
-                let forgotten = self.shared.switch().fdb_mut().forget_peer(name);
-                tracing::debug!(peer = %name, forgotten, "forgot the MACs of a departed peer");
+            }
+            Event::Topology => {
+                self.publish_fabric();
+                // MACs behind peers that are no longer reachable at all are forgotten.
+                let reachable: std::collections::HashSet<PeerName> = self
+                    .shared
+                    .fabric
+                    .load()
+                    .entries()
+                    .iter()
+                    .map(|e| e.name)
+                    .collect();
+                let mut sw = self.shared.switch();
+                let gone: Vec<PeerName> = sw
+                    .fdb()
+                    .entries()
+                    .into_iter()
+                    .filter_map(|(_, loc, _)| match loc {
+                        Location::Peer(p) if !reachable.contains(&p) => Some(p),
+                        _ => None,
+                    })
+                    .collect();
+                for p in gone {
+                    let forgotten = sw.fdb_mut().forget_peer(p);
+                    tracing::debug!(peer = %p, forgotten, "forgot the MACs of an unreachable peer");
+                }
             }
         }
     }
@@ -225,6 +228,7 @@ impl Daemon {
     fn heartbeat_round(&self, send: bool) {
         let now = self.shared.now_ms();
         let mut changed = false;
+        let mut flips = Vec::new();
         let targets: Vec<(PeerName, SocketAddr)> = {
             let mut neighbors = lock(&self.neighbors);
             for n in neighbors.values_mut() {
@@ -233,6 +237,7 @@ impl Daemon {
                 if usable != n.usable {
                     n.usable = usable;
                     changed = true;
+                    flips.push((n.info.name, usable));
                     if usable {
                         tracing::info!(peer = %n.info.name, nickname = %n.info.nickname, "UDP path confirmed");
                     } else {
@@ -245,6 +250,9 @@ impl Daemon {
                 .map(|n| (n.info.name, self.udp_addr(n)))
                 .collect()
         };
+        for (peer, usable) in flips {
+            self.gossip.set_usable(peer, usable);
+        }
         if changed {
             self.publish_fabric();
         }
@@ -296,14 +304,14 @@ impl Daemon {
         let view = self.routes_view();
         let neighbors = lock(&self.neighbors);
         let nick = |p: PeerName| -> String {
-            view.peers
+            view.known
                 .iter()
                 .find(|(n, _)| *n == p)
                 .map(|(_, k)| k.clone())
                 .or_else(|| neighbors.get(&p).map(|n| n.info.nickname.clone()))
                 .unwrap_or_else(|| p.to_string())
         };
-        let mut names: Vec<PeerName> = view.peers.iter().map(|(n, _)| *n).collect();
+        let mut names: Vec<PeerName> = view.known.iter().map(|(n, _)| *n).collect();
         names.extend(neighbors.keys().copied());
         names.sort();
         names.dedup();

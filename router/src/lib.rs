@@ -12,6 +12,7 @@ pub mod api;
 pub mod daemon;
 pub mod dataplane;
 pub mod demo;
+pub mod fastpath;
 pub mod lab;
 pub mod metrics;
 pub mod netlink;

@@ -1,12 +1,27 @@
-//! Link configuration through rtnetlink: the host bridge, the router's TAP port on it, and the
-//! underlay MTU. Everything here runs in the router's own network namespace (the host).
+//! Link configuration through rtnetlink: the host bridge, the router's TAP port on it, the
+//! underlay MTU, and the kernel VXLAN device of the fast path (its creation, bridge port flags,
+//! forwarding database and counters; [`crate::fastpath`] decides what goes in them). Everything
+//! here runs in the router's own network namespace (the host).
 
 use anyhow::{bail, Context, Result};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVxlan};
+use std::future::Future;
+use std::io;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// What the router needs to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,5 +160,460 @@ impl Netlink {
             }
         }
         bail!("no interface in this network namespace has the address {ip}")
+    }
+}
+
+/// Runs `f` with a new netlink connection on a new single-threaded tokio runtime, blocking the
+/// calling thread until it finishes. The socket belongs to the calling thread's network
+/// namespace, so together with [`crate::lab::in_netns`] this configures links inside a namespace
+/// from code that is not async (tests, tools).
+pub fn block_on<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnOnce(Netlink) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a tokio runtime")?;
+    rt.block_on(async move {
+        let nl = Netlink::connect()?;
+        f(nl).await
+    })
+}
+
+/// Interface counters: the kernel's 64-bit statistics of a link (`ip -s link`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Received packets with errors.
+    pub rx_errors: u64,
+    /// Packets that could not be sent because of errors.
+    pub tx_errors: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Packets dropped on transmit (for a VXLAN device: mostly frames with no destination).
+    pub tx_dropped: u64,
+}
+
+/// The parameters of a VXLAN device that Weft sets, and compares with what the kernel reports
+/// for an existing device before reusing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanParams {
+    /// VXLAN network identifier (24 bits).
+    pub vni: u32,
+    /// UDP destination port (also the port the device listens on).
+    pub port: u16,
+    /// Source address of the outer packets (`None`: chosen by routing).
+    pub local: Option<IpAddr>,
+    /// Default remote or multicast group (`None`: only the forwarding database decides).
+    pub remote: Option<IpAddr>,
+    /// Whether the device learns "source MAC -> outer source address" from received packets.
+    pub learning: bool,
+    /// Lifetime in seconds of learned (and dynamic) forwarding entries.
+    pub ageing: u32,
+    /// UDP checksums on transmitted IPv4 packets (IPv6 always carries them).
+    pub udp_csum: bool,
+    /// Netlink notifications for unknown destination MACs.
+    pub l2miss: bool,
+    /// Netlink notifications for unknown destination IP addresses.
+    pub l3miss: bool,
+    /// Metadata (external, flow-based) mode.
+    pub collect_metadata: bool,
+}
+
+impl VxlanParams {
+    fn from_info(infos: &[InfoVxlan]) -> VxlanParams {
+        let mut p = VxlanParams {
+            vni: 0,
+            port: 0,
+            local: None,
+            remote: None,
+            learning: false,
+            ageing: 0,
+            udp_csum: false,
+            l2miss: false,
+            l3miss: false,
+            collect_metadata: false,
+        };
+        for i in infos {
+            match i {
+                InfoVxlan::Id(v) => p.vni = *v,
+                InfoVxlan::Port(v) => p.port = *v,
+                InfoVxlan::Local(a) if !a.is_unspecified() => p.local = Some((*a).into()),
+                InfoVxlan::Local6(a) if !a.is_unspecified() => p.local = Some((*a).into()),
+                InfoVxlan::Group(a) if !a.is_unspecified() => p.remote = Some((*a).into()),
+                InfoVxlan::Group6(a) if !a.is_unspecified() => p.remote = Some((*a).into()),
+                InfoVxlan::Learning(v) => p.learning = *v,
+                InfoVxlan::Ageing(v) => p.ageing = *v,
+                InfoVxlan::UDPCsum(v) => p.udp_csum = *v,
+                InfoVxlan::L2Miss(v) => p.l2miss = *v,
+                InfoVxlan::L3Miss(v) => p.l3miss = *v,
+                InfoVxlan::CollectMetadata(v) => p.collect_metadata = *v,
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// Which forwarding database an entry belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FdbTable {
+    /// The device's own table (`bridge fdb ... self`): for a VXLAN device, "MAC -> remote".
+    Device,
+    /// The table of the bridge the device is a port of (`bridge fdb ... master`).
+    Bridge,
+}
+
+/// One entry of a forwarding database (`bridge fdb show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// The port (or device) the entry is on.
+    pub ifindex: u32,
+    /// The MAC address; all zeros for a VXLAN flood entry.
+    pub mac: [u8; 6],
+    /// For a VXLAN device entry: the remote's address.
+    pub dst: Option<IpAddr>,
+    /// Which table.
+    pub table: FdbTable,
+    /// Added as permanent or static (never ages, never moved by learning).
+    pub permanent: bool,
+    /// Added by the kernel itself: a bridge's own port addresses.
+    pub local: bool,
+    /// How long ago the entry was last refreshed (learned again or updated), if the kernel says.
+    pub updated: Option<Duration>,
+}
+
+fn fdb_entry(msg: &NeighbourMessage) -> Option<FdbEntry> {
+    let mut mac = None;
+    let mut dst = None;
+    let mut updated = None;
+    for a in &msg.attributes {
+        match a {
+            NeighbourAttribute::LinkLayerAddress(l) => mac = <[u8; 6]>::try_from(&l[..]).ok(),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some((*v4).into()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                dst = Some((*v6).into())
+            }
+            // AF_BRIDGE messages carry the remote's address without saying its family.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(raw)) => {
+                dst = match raw.len() {
+                    4 => <[u8; 4]>::try_from(&raw[..]).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(&raw[..]).ok().map(IpAddr::from),
+                    _ => None,
+                }
+            }
+            // Clock ticks of USER_HZ = 100 per second.
+            NeighbourAttribute::CacheInfo(c) => {
+                updated = Some(Duration::from_millis(u64::from(c.updated) * 10))
+            }
+            _ => {}
+        }
+    }
+    // A device reports its own entries with NTF_SELF; a bridge reports its table's entries
+    // without it (naming itself in NDA_MASTER instead).
+    let table = if msg.header.flags.contains(NeighbourFlags::Own) {
+        FdbTable::Device
+    } else {
+        FdbTable::Bridge
+    };
+    let state = msg.header.state;
+    Some(FdbEntry {
+        ifindex: msg.header.ifindex,
+        mac: mac?,
+        dst,
+        table,
+        permanent: matches!(state, NeighbourState::Permanent | NeighbourState::Noarp),
+        // The bridge reports its own port addresses as permanent entries of its table.
+        local: table == FdbTable::Bridge && state == NeighbourState::Permanent,
+        updated,
+    })
+}
+
+fn fdb_message(
+    ifindex: u32,
+    mac: [u8; 6],
+    dst: Option<IpAddr>,
+    table: FdbTable,
+    state: NeighbourState,
+) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = ifindex;
+    msg.header.state = state;
+    msg.header.flags = match table {
+        FdbTable::Device => NeighbourFlags::Own,
+        FdbTable::Bridge => NeighbourFlags::Controller,
+    };
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    if let Some(ip) = dst {
+        msg.attributes
+            .push(NeighbourAttribute::Destination(match ip {
+                IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+                IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+            }));
+    }
+    msg
+}
+
+impl Netlink {
+    /// Sends one request and waits for its acknowledgement; a refusal is an [`io::Error`] with
+    /// the kernel's errno (so callers can tell `ENOENT` or `EEXIST` apart).
+    async fn request_ack(&self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut responses = self
+            .handle
+            .clone()
+            .request(req)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        while let Some(m) = responses.next().await {
+            if let NetlinkPayload::Error(e) = m.payload {
+                if let Some(code) = e.code {
+                    return Err(io::Error::from_raw_os_error(-code.get()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The link message of `name`, if it exists.
+    async fn link_message(&self, name: &str) -> Result<Option<LinkMessage>> {
+        let msgs: Vec<LinkMessage> = self.handle.link().get().execute().try_collect().await?;
+        Ok(msgs.into_iter().find(|m| link_info(m).name == name))
+    }
+
+    /// The link `name` with its VXLAN parameters: `None` if there is no such link,
+    /// `Some((link, None))` if it is not a VXLAN device.
+    pub async fn vxlan(&self, name: &str) -> Result<Option<(LinkInfo, Option<VxlanParams>)>> {
+        let Some(msg) = self.link_message(name).await? else {
+            return Ok(None);
+        };
+        let mut params = None;
+        for a in &msg.attributes {
+            if let LinkAttribute::LinkInfo(infos) = a {
+                let is_vxlan = infos
+                    .iter()
+                    .any(|i| matches!(i, NlLinkInfo::Kind(InfoKind::Vxlan)));
+                for i in infos {
+                    if let (true, NlLinkInfo::Data(InfoData::Vxlan(data))) = (is_vxlan, i) {
+                        params = Some(VxlanParams::from_info(data));
+                    }
+                }
+            }
+        }
+        Ok(Some((link_info(&msg), params)))
+    }
+
+    /// Creates the VXLAN device `name` with `params` and MTU `mtu` (down, attached to nothing).
+    /// Returns its index.
+    pub async fn add_vxlan(&self, name: &str, params: &VxlanParams, mtu: u32) -> Result<u32> {
+        let mut b = LinkVxlan::new(name, params.vni)
+            .port(params.port)
+            .learning(params.learning)
+            .ageing(params.ageing)
+            .udp_csum(params.udp_csum)
+            .l2miss(params.l2miss)
+            .l3miss(params.l3miss)
+            .collect_metadata(params.collect_metadata)
+            .mtu(mtu);
+        match params.local {
+            Some(IpAddr::V4(a)) => b = b.local(a),
+            Some(IpAddr::V6(a)) => {
+                b = b
+                    .local6(a)
+                    .udp_zero_csum6_tx(false)
+                    .udp_zero_csum6_rx(false)
+            }
+            None => {}
+        }
+        match params.remote {
+            Some(IpAddr::V4(a)) => b = b.remote(a),
+            Some(IpAddr::V6(a)) => b = b.remote6(a),
+            None => {}
+        }
+        self.handle
+            .link()
+            .add(b.build())
+            .execute()
+            .await
+            .with_context(|| format!("creating VXLAN device {name}"))?;
+        let link = self
+            .link(name)
+            .await?
+            .with_context(|| format!("VXLAN device {name} vanished"))?;
+        Ok(link.index)
+    }
+
+    /// Deletes the link with index `index`.
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .with_context(|| format!("deleting link {index}"))
+    }
+
+    async fn port_index(&self, port: &str) -> Result<u32> {
+        Ok(self
+            .link(port)
+            .await?
+            .with_context(|| format!("no link {port}"))?
+            .index)
+    }
+
+    /// Turns bridge port isolation (`IFLA_BRPORT_ISOLATED`) on or off for `port`: isolated
+    /// ports of a bridge never forward frames to one another (they still reach, and are reached
+    /// from, every port that is not isolated).
+    pub async fn set_port_isolated(&self, port: &str, on: bool) -> Result<()> {
+        let index = self.port_index(port).await?;
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).isolated(on).build())
+            .execute()
+            .await
+            .with_context(|| format!("setting isolation {on} on bridge port {port}"))
+    }
+
+    /// Removes every entry the bridge learned on `port` (dynamic entries; static and local ones
+    /// stay), so that frames to those MACs are flooded until the bridge learns them again.
+    pub async fn flush_port_fdb(&self, port: &str) -> Result<()> {
+        let index = self.port_index(port).await?;
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).fdb_flush().build())
+            .execute()
+            .await
+            .with_context(|| format!("flushing the learned addresses of bridge port {port}"))
+    }
+
+    /// The counters of the link with index `index`.
+    pub async fn link_counters(&self, index: u32) -> Result<LinkCounters> {
+        let msgs: Vec<LinkMessage> = self.handle.link().get().execute().try_collect().await?;
+        let msg = msgs
+            .iter()
+            .find(|m| m.header.index == index)
+            .with_context(|| format!("no link with index {index}"))?;
+        let mut counters = None;
+        for a in &msg.attributes {
+            match a {
+                LinkAttribute::Stats64(s) => {
+                    counters = Some(LinkCounters {
+                        rx_packets: s.rx_packets,
+                        tx_packets: s.tx_packets,
+                        rx_bytes: s.rx_bytes,
+                        tx_bytes: s.tx_bytes,
+                        rx_errors: s.rx_errors,
+                        tx_errors: s.tx_errors,
+                        rx_dropped: s.rx_dropped,
+                        tx_dropped: s.tx_dropped,
+                    })
+                }
+                LinkAttribute::Stats(s) if counters.is_none() => {
+                    counters = Some(LinkCounters {
+                        rx_packets: s.rx_packets.into(),
+                        tx_packets: s.tx_packets.into(),
+                        rx_bytes: s.rx_bytes.into(),
+                        tx_bytes: s.tx_bytes.into(),
+                        rx_errors: s.rx_errors.into(),
+                        tx_errors: s.tx_errors.into(),
+                        rx_dropped: s.rx_dropped.into(),
+                        tx_dropped: s.tx_dropped.into(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        counters.with_context(|| format!("link {index} reports no statistics"))
+    }
+
+    /// Every forwarding database entry of this namespace: the bridges' tables and the devices'
+    /// own tables (`bridge fdb show`).
+    pub async fn fdb_entries(&self) -> Result<Vec<FdbEntry>> {
+        let msgs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute()
+            .try_collect()
+            .await
+            .context("reading the forwarding database")?;
+        Ok(msgs.iter().filter_map(fdb_entry).collect())
+    }
+
+    /// Adds `dst` to the remotes of `mac` in the own table of the VXLAN device `ifindex`
+    /// (`bridge fdb append`), as a permanent entry; nothing happens if it is already there.
+    /// Meant for the all-zeros MAC, whose remotes all receive a copy of every flooded frame.
+    pub async fn vxlan_fdb_append(&self, ifindex: u32, mac: [u8; 6], dst: IpAddr) -> Result<()> {
+        let msg = fdb_message(
+            ifindex,
+            mac,
+            Some(dst),
+            FdbTable::Device,
+            NeighbourState::Permanent,
+        );
+        self.request_ack(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | NLM_F_APPEND,
+        )
+        .await
+        .with_context(|| format!("appending {dst} to the VXLAN flood list"))
+    }
+
+    /// Creates or replaces the entry `mac -> dst` in the own table of the VXLAN device `ifindex`
+    /// (`bridge fdb replace`). A permanent entry never ages and is never moved by the device's
+    /// learning; a dynamic one ages like a learned entry and moves when traffic from `mac`
+    /// arrives from another remote.
+    pub async fn vxlan_fdb_replace(
+        &self,
+        ifindex: u32,
+        mac: [u8; 6],
+        dst: IpAddr,
+        permanent: bool,
+    ) -> Result<()> {
+        let state = if permanent {
+            NeighbourState::Permanent
+        } else {
+            NeighbourState::Reachable
+        };
+        let msg = fdb_message(ifindex, mac, Some(dst), FdbTable::Device, state);
+        self.request_ack(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .with_context(|| format!("setting a VXLAN forwarding entry to {dst}"))
+    }
+
+    /// Deletes a forwarding entry: `mac` on `ifindex` in `table`; with `dst`, only that remote
+    /// of it (for a VXLAN entry with several remotes, such as the flood entry). Returns false if
+    /// there was no such entry.
+    pub async fn fdb_delete(
+        &self,
+        ifindex: u32,
+        mac: [u8; 6],
+        dst: Option<IpAddr>,
+        table: FdbTable,
+    ) -> Result<bool> {
+        let msg = fdb_message(ifindex, mac, dst, table, NeighbourState::None);
+        match self
+            .request_ack(RouteNetlinkMessage::DelNeighbour(msg), 0)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e).context("deleting a forwarding entry"),
+        }
     }
 }

@@ -274,3 +274,64 @@ fn metrics_endpoint_serves_the_status_figures() {
     assert!(page.contains("nickname=\"h2\""), "{page}");
     assert!(page.contains("# TYPE weft_drops_total counter"), "{page}");
 }
+
+fn count_arp_rules() -> &'static str {
+    "table netdev weftcount {\n  counter arpreq { }\n  chain in {\n    type filter hook ingress device \"eth0\" priority 0; policy accept;\n    arp operation request arp daddr ip 10.32.200.200 counter name \"arpreq\"\n  }\n}\n"
+}
+
+fn arp_count(c: &Cluster, pod: &Pod) -> u64 {
+    let out = c
+        .lab
+        .exec_ok(
+            &pod.ns,
+            &["nft", "list", "counter", "netdev", "weftcount", "arpreq"],
+        )
+        .unwrap();
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {out}"))
+}
+
+#[test]
+fn every_pod_gets_each_broadcast_exactly_once() {
+    let mut c = cluster("wmb");
+    let hosts: Vec<Host> = (1..=4)
+        .map(|i| c.add_host(&format!("h{i}")).unwrap())
+        .collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let seed: Vec<&Host> = hosts[..i].iter().rev().take(1).collect();
+        c.start_router(h, &seed, &[]).unwrap();
+    }
+    for h in &hosts {
+        c.wait_peers(h, 3, Duration::from_secs(20)).unwrap();
+    }
+    let sender = c.add_pod(&hosts[0], "tx", pod_ip(1)).unwrap();
+    let mut pods = vec![c
+        .add_pod(&hosts[0], "p2", Ipv4Addr::new(10, 32, 1, 2))
+        .unwrap()];
+    for h in &hosts[1..] {
+        pods.push(c.add_pod(h, "p1", pod_ip(h.index)).unwrap());
+    }
+    for p in &pods {
+        c.lab.nft(&p.ns, count_arp_rules()).unwrap();
+    }
+    // ARP for an address nobody has: the kernel broadcasts a request once a second, 3 times.
+    let _ = c.lab.exec(
+        &sender.ns,
+        &["ping", "-n", "-c", "1", "-W", "4", "10.32.200.200"],
+    );
+    let counts = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let counts: Vec<u64> = pods.iter().map(|p| arp_count(&c, p)).collect();
+        (counts[0] >= 3).then_some(counts)
+    })
+    .expect("the local pod saw the requests");
+    std::thread::sleep(Duration::from_millis(300));
+    let counts_after: Vec<u64> = pods.iter().map(|p| arp_count(&c, p)).collect();
+    // The pod on the sender's own bridge is the reference: every remote pod saw exactly as many.
+    assert!(
+        counts_after.iter().all(|n| *n == counts_after[0]),
+        "broadcasts seen per pod (local first): {counts_after:?} (earlier {counts:?})"
+    );
+}

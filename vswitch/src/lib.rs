@@ -2,15 +2,18 @@
 //!
 //! This crate owns everything a frame meets between the TAP port and the UDP socket that does not
 //! need the operating system: checked wire formats ([`wire`]), the MAC table ([`fdb`]), the
-//! forwarding decision ([`switch`]) and the sleeve framing ([`sleeve`]). It does no I/O, never
-//! sleeps, spawns or logs: callers pass bytes and the current time in and get decisions back.
+//! forwarding decision ([`switch`]), the sleeve framing ([`sleeve`]) and its encryption
+//! ([`session`]). It does no I/O, never sleeps, spawns or logs: callers pass bytes and the current
+//! time in and get decisions back.
 #![forbid(unsafe_code)]
 
 pub mod fdb;
+pub mod session;
 pub mod sleeve;
 pub mod switch;
 pub mod wire;
 
 pub use fdb::{Fdb, Location};
+pub use session::{CryptoError, Key, Opener, RekeyPolicy, Sealer, Session};
 pub use switch::{Decision, DropReason, Switch};
 pub use wire::{MacAddr, PeerName};

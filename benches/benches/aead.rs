@@ -1,0 +1,216 @@
+//! ChaCha20-Poly1305 from `ring` against RustCrypto's `chacha20poly1305`: seal and open in place
+//! at a minimal frame (64 B), a full frame on a 1500-byte underlay (1400 B) and a maximal UDP
+//! payload (64 KiB). The result chose the implementation behind `vswitch::session`; see
+//! `docs/encryption.md` for the table.
+//!
+//! Both are called the way the sleeve uses them: one in-place operation per datagram with a
+//! detached 16-byte tag and 29 bytes of associated data (the sleeve header with its ttl zeroed,
+//! the key epoch and the counter). Open includes checking the tag.
+//!
+//! Run with `cargo bench -p weft-benches --bench aead -- --warm-up-time 1 --measurement-time 3`.
+//! Two more groups: `aead/ring/21x64` compares one AEAD per datagram with one per frame for a
+//! datagram of 21 small frames, and `session` measures `vswitch::session` itself (seal, and open
+//! with the replay window) at the same sizes as above.
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::ChaCha20Poly1305;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use vswitch::session::{Key, Opener, Sealer, HEADROOM};
+use vswitch::wire::sleeve::{push_frame, PeerName, SleeveHeader};
+
+/// Plaintext sizes.
+const SIZES: [usize; 3] = [64, 1400, 65536];
+const KEY: [u8; 32] = [0x42; 32];
+const AAD: [u8; 29] = [0x17; 29];
+const TAG_LEN: usize = 16;
+
+fn nonce_bytes(counter: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    n
+}
+
+fn ring_aead(c: &mut Criterion) {
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &KEY).unwrap());
+    let mut g = c.benchmark_group("aead/ring");
+    for size in SIZES {
+        g.throughput(Throughput::Bytes(size as u64));
+        let mut buf = vec![0xa5u8; size];
+        let mut counter = 0u64;
+        g.bench_with_input(BenchmarkId::new("seal", size), &size, |b, _| {
+            b.iter(|| {
+                counter += 1;
+                let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
+                key.seal_in_place_separate_tag(nonce, Aad::from(black_box(&AAD)), &mut buf)
+                    .unwrap()
+            })
+        });
+
+        // Open the same sealed datagram again and again: decrypting in place destroys the
+        // ciphertext, so each iteration gets a fresh copy, made outside the timed part.
+        let mut sealed = vec![0xa5u8; size + TAG_LEN];
+        let nonce = nonce_bytes(7);
+        let tag = key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&AAD),
+                &mut sealed[..size],
+            )
+            .unwrap();
+        sealed[size..].copy_from_slice(tag.as_ref());
+        g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
+            b.iter_batched_ref(
+                || sealed.clone(),
+                |work| {
+                    let plain = key
+                        .open_in_place(
+                            Nonce::assume_unique_for_key(nonce),
+                            Aad::from(black_box(&AAD)),
+                            work,
+                        )
+                        .unwrap();
+                    plain.len()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn rustcrypto_aead(c: &mut Criterion) {
+    let key = ChaCha20Poly1305::new(&KEY.into());
+    let mut g = c.benchmark_group("aead/rustcrypto");
+    for size in SIZES {
+        g.throughput(Throughput::Bytes(size as u64));
+        let mut buf = vec![0xa5u8; size];
+        let mut counter = 0u64;
+        g.bench_with_input(BenchmarkId::new("seal", size), &size, |b, _| {
+            b.iter(|| {
+                counter += 1;
+                key.encrypt_inout_detached(
+                    &nonce_bytes(counter).into(),
+                    black_box(&AAD),
+                    buf.as_mut_slice().into(),
+                )
+                .unwrap()
+            })
+        });
+
+        let mut sealed = vec![0xa5u8; size + TAG_LEN];
+        let nonce = nonce_bytes(7);
+        let tag = key
+            .encrypt_inout_detached(&nonce.into(), &AAD, (&mut sealed[..size]).into())
+            .unwrap();
+        sealed[size..].copy_from_slice(&tag);
+        g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
+            b.iter_batched_ref(
+                || sealed.clone(),
+                |work| {
+                    let (body, tag) = work.split_at_mut(size);
+                    key.decrypt_inout_detached(
+                        &nonce.into(),
+                        black_box(&AAD),
+                        (&mut *body).into(),
+                        (&*tag).try_into().unwrap(),
+                    )
+                    .unwrap();
+                    body.len()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+/// One AEAD operation per datagram against one per frame, for a datagram of 21 small frames
+/// (64 bytes each, 1386 bytes of records): what batching frames under one tag saves.
+fn amortised(c: &mut Criterion) {
+    const FRAMES: usize = 21;
+    const FRAME: usize = 64;
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &KEY).unwrap());
+    let mut g = c.benchmark_group("aead/ring/21x64");
+    g.throughput(Throughput::Bytes((FRAMES * FRAME) as u64));
+    let mut body = vec![0xa5u8; FRAMES * (FRAME + 2)];
+    let mut counter = 0u64;
+    g.bench_function("per_frame", |b| {
+        b.iter(|| {
+            for record in body.chunks_mut(FRAME + 2) {
+                counter += 1;
+                let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
+                let tag = key
+                    .seal_in_place_separate_tag(nonce, Aad::from(black_box(&AAD)), record)
+                    .unwrap();
+                let _ = black_box(tag);
+            }
+        })
+    });
+    g.bench_function("per_datagram", |b| {
+        b.iter(|| {
+            counter += 1;
+            let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
+            key.seal_in_place_separate_tag(nonce, Aad::from(black_box(&AAD)), &mut body)
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+/// A frames datagram whose plain form is `size` bytes (header and records), laid out for
+/// sealing, and that length.
+fn datagram(size: usize) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; HEADROOM + size + TAG_LEN];
+    let plain = &mut buf[HEADROOM..];
+    let mut len = SleeveHeader::frames(PeerName(1), PeerName(2))
+        .emit(plain)
+        .unwrap();
+    let frame = vec![0x5au8; 60_000];
+    while len < size {
+        let room = (size - len).saturating_sub(2).clamp(1, frame.len());
+        len = push_frame(plain, len, &frame[..room]).unwrap();
+    }
+    (buf, len)
+}
+
+/// `vswitch::session` itself: header checks, the header move, the AEAD, and on open the replay
+/// window. Sizes are of the plain datagram.
+fn session(c: &mut Criterion) {
+    let now = Instant::now();
+    let mut g = c.benchmark_group("session");
+    for size in SIZES {
+        g.throughput(Throughput::Bytes(size as u64));
+        let (template, plain_len) = datagram(size);
+        let mut sealer = Sealer::new(now, 1, Key::new(KEY));
+        g.bench_with_input(BenchmarkId::new("seal", size), &size, |b, _| {
+            b.iter_batched_ref(
+                || template.clone(),
+                |buf| sealer.seal_in_place(buf, plain_len).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+
+        // Every open needs a fresh counter: each input is sealed in the (untimed) setup.
+        let mut sealer = Sealer::new(now, 1, Key::new(KEY));
+        let mut opener = Opener::new(1, Key::new(KEY), Duration::from_secs(10));
+        g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
+            b.iter_batched_ref(
+                || {
+                    let mut buf = template.clone();
+                    let n = sealer.seal_in_place(&mut buf, plain_len).unwrap();
+                    buf.truncate(n);
+                    buf
+                },
+                |buf| opener.open_in_place(now, buf).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ring_aead, rustcrypto_aead, amortised, session);
+criterion_main!(benches);

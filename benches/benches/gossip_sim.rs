@@ -1,0 +1,208 @@
+//! Topology gossip at scale: the deterministic simulator of `gossip/tests/sim.rs` run with 100,
+//! 300 and 1000 peers on sparse random graphs (each peer connects to 3 random earlier ones, so the
+//! mean degree is about 6).
+//!
+//! Run with `cargo bench -p weft-benches --bench gossip_sim` (add `-- 100 300` to pick sizes).
+//! It prints one markdown table per measurement; `docs/gossip.md` holds a copy.
+//!
+//! Scenarios, all in simulated rounds of 100 ms (one hop of latency), anti-entropy every second:
+//!
+//! - **cold start**: every peer starts and all connections come up at the same instant; rounds
+//!   until every view holds every peer's current record;
+//! - **link down / link up**: one connection (whose loss does not split the mesh) closes, then
+//!   comes back; rounds and bytes until all views agree again;
+//! - **join**: a new peer connects to 3 random peers of the converged mesh;
+//! - **idle**: bytes per peer per second once converged (anti-entropy summaries only).
+//!
+//! Bytes are JSON plus the 4-byte frame of every message. "full-state broadcast" is what one
+//! change would cost if every other peer received the whole topology once (the cheapest possible
+//! full-state scheme: over a spanning tree, no flooding) — the yardstick for deltas.
+
+#[allow(dead_code)]
+#[path = "../../gossip/tests/sim.rs"]
+mod sim;
+
+use sim::{Sim, SimConfig, Traffic};
+use std::time::Instant;
+
+const DEGREE_K: usize = 3;
+const MAX_ROUNDS: u64 = 500;
+
+struct Row {
+    n: usize,
+    cold_rounds: u64,
+    cold_bytes_per_peer: u64,
+    cold_wall_ms: u128,
+    down_rounds: u64,
+    down: Traffic,
+    up_rounds: u64,
+    up: Traffic,
+    join_rounds: u64,
+    join: Traffic,
+    full_state: u64,
+    idle_per_peer_per_s: f64,
+    view_bytes: usize,
+    links: usize,
+}
+
+fn run(n: usize, seed: u64) -> Row {
+    let cfg = SimConfig {
+        seed,
+        ..SimConfig::default()
+    };
+    // One extra peer stays alone until the join.
+    let mut sim = Sim::new(cfg, n + 1);
+    let wall = Instant::now();
+    sim.connect_sparse_first(n, DEGREE_K);
+    let links = sim.links();
+    let cold_rounds = sim
+        .run_until_converged(MAX_ROUNDS)
+        .expect("cold start converges");
+    let cold_bytes_per_peer = sim.traffic.bytes / n as u64;
+    let cold_wall_ms = wall.elapsed().as_millis();
+    sim.settle(MAX_ROUNDS).expect("settles");
+
+    let (a, b) = sim.removable_link().expect("a redundant link");
+    let before = sim.traffic.clone();
+    sim.disconnect(a, b);
+    let down_rounds = sim.run_until_converged(MAX_ROUNDS).expect("converges");
+    sim.settle(MAX_ROUNDS).expect("settles");
+    let down = sim.traffic.since(&before);
+    let full_state = sim.full_state_bytes(a) * (n as u64 - 1);
+
+    let before = sim.traffic.clone();
+    sim.connect(a, b);
+    let up_rounds = sim.run_until_converged(MAX_ROUNDS).expect("converges");
+    sim.settle(MAX_ROUNDS).expect("settles");
+    let up = sim.traffic.since(&before);
+
+    let before = sim.traffic.clone();
+    let rounds_before = sim.round;
+    for _ in 0..50 {
+        sim.step();
+    }
+    let idle = sim.traffic.since(&before);
+    let seconds = (sim.round - rounds_before) as f64 * sim.cfg.round.as_secs_f64();
+    let idle_per_peer_per_s = idle.bytes as f64 / n as f64 / seconds;
+    let view_bytes = sim.mean_view_bytes();
+
+    let before = sim.traffic.clone();
+    let newcomer = n;
+    for p in sim.random_peers(n, DEGREE_K) {
+        sim.connect(newcomer, p);
+    }
+    let join_rounds = sim.run_until_converged(MAX_ROUNDS).expect("converges");
+    sim.settle(MAX_ROUNDS).expect("settles");
+    let join = sim.traffic.since(&before);
+
+    Row {
+        n,
+        cold_rounds,
+        cold_bytes_per_peer,
+        cold_wall_ms,
+        down_rounds,
+        down,
+        up_rounds,
+        up,
+        join_rounds,
+        join,
+        full_state,
+        idle_per_peer_per_s,
+        view_bytes,
+        links,
+    }
+}
+
+fn kib(bytes: u64) -> String {
+    if bytes < 10 * 1024 {
+        format!("{bytes} B")
+    } else if bytes < 10 * 1024 * 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / 1024.0 / 1024.0)
+    }
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100, 300, 1000]
+    } else {
+        sizes
+    };
+    let started = Instant::now();
+    let rows: Vec<Row> = sizes
+        .iter()
+        .map(|&n| {
+            let r = run(n, 1);
+            eprintln!(
+                "N = {n}: simulated in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            r
+        })
+        .collect();
+
+    println!("\nConvergence (rounds of 100 ms; anti-entropy every 1 s)\n");
+    println!("| N | links | cold start | link down | link up | join |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.n, r.links, r.cold_rounds, r.down_rounds, r.up_rounds, r.join_rounds
+        );
+    }
+
+    println!("\nBytes for one topology change (all peers, until settled)\n");
+    println!(
+        "| N | link down: total | per peer | of which anti-entropy | full-state broadcast | ratio | link up: total | per peer | join: total | per peer |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let n = r.n as u64;
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0}x | {} | {} | {} | {} |",
+            r.n,
+            kib(r.down.bytes),
+            kib(r.down.bytes / n),
+            kib(r.down.anti_entropy_bytes()),
+            kib(r.full_state),
+            r.full_state as f64 / r.down.bytes.max(1) as f64,
+            kib(r.up.bytes),
+            kib(r.up.bytes / n),
+            kib(r.join.bytes),
+            kib(r.join.bytes / (n + 1)),
+        );
+    }
+
+    println!("\nCold start, steady state and memory\n");
+    println!(
+        "| N | cold start bytes per peer | idle bytes per peer per s | view per peer (JSON) | simulation wall time |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} B | {} | {} ms |",
+            r.n,
+            kib(r.cold_bytes_per_peer),
+            r.idle_per_peer_per_s,
+            kib(r.view_bytes as u64),
+            r.cold_wall_ms
+        );
+    }
+
+    println!("\nMessages by kind for one link down\n");
+    for r in &rows {
+        let kinds: Vec<String> = r
+            .down
+            .by_kind
+            .iter()
+            .map(|(k, (m, b))| format!("{k} {m} ({})", kib(*b)))
+            .collect();
+        println!("- N = {}: {}", r.n, kinds.join(", "));
+    }
+    eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
+}

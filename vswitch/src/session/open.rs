@@ -1,0 +1,191 @@
+//! The receiving half: up to three keys, each with its own replay window.
+
+use super::format::{self, EncryptedDatagram, ENCRYPTED_HEADER_LEN, HEADROOM, TAG_LEN};
+use super::key::{Cipher, Key};
+use super::replay::ReplayWindow;
+use super::CryptoError;
+use core::fmt;
+use core::ops::Range;
+use std::time::{Duration, Instant};
+
+/// One receive key. Counters are per key, so each has its own window.
+struct Slot {
+    epoch: u8,
+    cipher: Cipher,
+    window: ReplayWindow,
+}
+
+impl Slot {
+    fn new(epoch: u8, key: &Key) -> Slot {
+        Slot {
+            epoch,
+            cipher: Cipher::new(key),
+            window: ReplayWindow::new(),
+        }
+    }
+}
+
+/// Which slot an epoch selected.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Current,
+    Next,
+    Previous,
+}
+
+/// The epochs an [`Opener`] holds keys for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyEpochs {
+    /// The key the peer used before its last switch, kept for stragglers until its grace period
+    /// ends.
+    pub previous: Option<u8>,
+    /// The key the peer is sending with, as far as this side has seen.
+    pub current: u8,
+    /// A key installed by a rekey that the peer has not used yet.
+    pub next: Option<u8>,
+}
+
+/// Opens datagrams from one peer. Holds the current receive key, at most one `next` key (installed
+/// by a rekey, promoted to current by the first datagram that authenticates under it) and at most
+/// one `previous` key (the current key before that promotion, kept for `grace` so datagrams sealed
+/// just before the peer switched still open).
+pub struct Opener {
+    current: Slot,
+    next: Option<Slot>,
+    previous: Option<(Slot, Instant)>,
+    grace: Duration,
+}
+
+impl Opener {
+    /// An opener for the peer's key of `epoch`. `grace` is how long a key stays usable after the
+    /// peer has switched away from it.
+    pub fn new(epoch: u8, key: Key, grace: Duration) -> Opener {
+        Opener {
+            current: Slot::new(epoch, &key),
+            next: None,
+            previous: None,
+            grace,
+        }
+    }
+
+    /// Authenticates and decrypts an encrypted datagram in place, and returns the range of `buf`
+    /// that now holds the plain sleeve datagram (header with flags 0, then the body), ready for
+    /// [`SleeveDatagram::new_checked`](crate::wire::SleeveDatagram::new_checked). The range
+    /// starts at [`HEADROOM`] and is [`OVERHEAD`](super::OVERHEAD) bytes shorter than `buf`.
+    ///
+    /// In order: the clear parts are checked ([`CryptoError::Malformed`]), the epoch picks a key
+    /// ([`CryptoError::UnknownKey`]), the tag is verified ([`CryptoError::AuthFailed`]), and only
+    /// then the counter is checked against and recorded in that key's window
+    /// ([`CryptoError::Replayed`], [`CryptoError::TooOld`]). The first datagram that authenticates
+    /// under the `next` key makes it current and starts the old current key's grace period. On
+    /// error the contents of `buf` are unspecified and nothing in the opener changed, except that
+    /// keys whose grace period is over at `now` are dropped.
+    pub fn open_in_place(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Range<usize>, CryptoError> {
+        self.retire_expired(now);
+        let d = EncryptedDatagram::new_checked(&*buf).map_err(|_| CryptoError::Malformed)?;
+        let (epoch, counter, aad) = (d.epoch(), d.counter(), d.associated_data());
+        let which = self.find(epoch).ok_or(CryptoError::UnknownKey)?;
+        let slot = match which {
+            Which::Current => &mut self.current,
+            Which::Next => self.next.as_mut().ok_or(CryptoError::UnknownKey)?,
+            Which::Previous => self
+                .previous
+                .as_mut()
+                .map(|(s, _)| s)
+                .ok_or(CryptoError::UnknownKey)?,
+        };
+        if !slot
+            .cipher
+            .open(counter, &aad, &mut buf[ENCRYPTED_HEADER_LEN..])
+        {
+            return Err(CryptoError::AuthFailed);
+        }
+        slot.window.accept(counter)?;
+        if which == Which::Next {
+            self.promote(now);
+        }
+        format::restore_plain_header(buf);
+        Ok(HEADROOM..buf.len() - TAG_LEN)
+    }
+
+    /// Installs the peer's key for a new epoch as `next`, replacing any `next` not yet used (a
+    /// retried handshake). Datagrams of the current epoch keep opening as before.
+    /// [`CryptoError::EpochInUse`] if the current or previous key has this epoch.
+    pub fn install_next(&mut self, epoch: u8, key: Key) -> Result<(), CryptoError> {
+        if epoch == self.current.epoch
+            || self
+                .previous
+                .as_ref()
+                .is_some_and(|(s, _)| s.epoch == epoch)
+        {
+            return Err(CryptoError::EpochInUse);
+        }
+        self.next = Some(Slot::new(epoch, &key));
+        Ok(())
+    }
+
+    /// Drops the previous key once its grace period is over (`open_in_place` does this too; call
+    /// it from a timer so an idle peer's old key does not linger).
+    pub fn retire_expired(&mut self, now: Instant) {
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|(_, until)| now >= *until)
+        {
+            self.previous = None;
+        }
+    }
+
+    /// The epochs of the keys held.
+    pub fn epochs(&self) -> KeyEpochs {
+        KeyEpochs {
+            previous: self.previous.as_ref().map(|(s, _)| s.epoch),
+            current: self.current.epoch,
+            next: self.next.as_ref().map(|s| s.epoch),
+        }
+    }
+
+    /// The highest counter accepted under the current key.
+    pub fn highest_counter(&self) -> Option<u64> {
+        self.current.window.highest()
+    }
+
+    fn find(&self, epoch: u8) -> Option<Which> {
+        if self.current.epoch == epoch {
+            Some(Which::Current)
+        } else if self.next.as_ref().is_some_and(|s| s.epoch == epoch) {
+            Some(Which::Next)
+        } else if self
+            .previous
+            .as_ref()
+            .is_some_and(|(s, _)| s.epoch == epoch)
+        {
+            Some(Which::Previous)
+        } else {
+            None
+        }
+    }
+
+    /// The peer has switched to `next`: it becomes current, and current becomes previous for the
+    /// grace period. A key still in an earlier grace period is dropped.
+    fn promote(&mut self, now: Instant) {
+        if let Some(next) = self.next.take() {
+            let old = core::mem::replace(&mut self.current, next);
+            self.previous = Some((old, now + self.grace));
+        }
+    }
+}
+
+impl fmt::Debug for Opener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opener")
+            .field("epochs", &self.epochs())
+            .field("window", &self.current.window)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}

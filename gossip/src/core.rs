@@ -8,20 +8,27 @@
 //!
 //! Dissemination, in short (details and measurements in `docs/gossip.md`):
 //!
-//! - **Full state only on connection establishment**: [`connected`](GossipCore::connected)
-//!   queues our whole view to the new peer, split into [`GossipMsg::Full`] parts of bounded size.
-//! - **Deltas at once**: a change of our own record goes to every connected peer; a record
-//!   received from others that changes our view is passed on to our children in the broadcast
-//!   tree of the record's owner (over connections, [`Routes::compute_connections`]), never back
-//!   to the sender. In a stable topology every peer receives each change once: O(N) messages per
-//!   change instead of a flood over every connection.
+//! - **Full state only to a newcomer**: [`connected`](GossipCore::connected) to a peer that is
+//!   not in our view (a new peer, or one from another partition) queues our whole view to it,
+//!   split into [`GossipMsg::Full`] parts of bounded size, breadth-first from us. A peer that is
+//!   in our view (a connection re-established) gets our bucket hashes instead, which starts an
+//!   anti-entropy exchange costing a fraction of a full state.
+//! - **Deltas at once**: a change of our own record goes to every connected peer (the first
+//!   change at once, the rest of a burst after [`DEFAULT_OWN_HOLDDOWN`]); a record received
+//!   from others that changes our view is passed on to our children in the broadcast tree of
+//!   the record's owner (over connections, [`Routes::compute_connections`]), never back to a
+//!   peer it came from. In a stable topology every peer receives each change once: O(N)
+//!   messages per change instead of a flood over every connection. A batch of received
+//!   messages ([`on_messages`](GossipCore::on_messages)) is merged and passed on together.
 //! - **Anti-entropy**: every interval (with ±25 % jitter) a [`GossipMsg::Summary`] of the view
 //!   (one 64-bit hash and a count) goes to one random connected peer. Only if it differs does
 //!   the exchange go on: bucket hashes, then (name, uid, version) digests of the buckets that
 //!   differ, then the records each side lacks. This repairs what deltas missed (lost messages,
 //!   views that disagreed while a change spread).
 //! - **Garbage collection** after every merge and disconnection: records of peers that are not
-//!   reachable over connections both ends list are dropped.
+//!   reachable over connections both ends list are dropped from the view. They wait in a
+//!   private limbo for two anti-entropy intervals, in case the record that connects them
+//!   arrives later; limbo is never gossiped.
 
 use crate::routes::Routes;
 use crate::topology::{bucket_of, json_len, ConnEntry, PeerRecord, Topology, SUMMARY_BUCKETS};
@@ -130,11 +137,12 @@ pub enum GossipMsg {
         /// The sender's number of records.
         count: u32,
     },
-    /// The sender's [`Topology::bucket_summaries`]. The receiver answers with a
-    /// [`GossipMsg::Digest`] of the buckets that differ.
+    /// The sender's [`Topology::bucket_summaries`], each folded to 32 bits. The receiver
+    /// answers with a [`GossipMsg::Digest`] of the buckets that differ. Also the opener of the
+    /// exchange when a connection to a peer already in our view is re-established.
     Buckets {
         /// One hash per bucket ([`SUMMARY_BUCKETS`] of them).
-        hashes: Vec<u64>,
+        hashes: Vec<u32>,
     },
     /// What the sender holds in some buckets. The receiver sends back, as a
     /// [`GossipMsg::Delta`], the records in those buckets that are newer on its side or missing
@@ -236,8 +244,8 @@ pub struct GossipCore {
     limbo_ttl: Duration,
     /// Records merged while a full state was arriving, not reachable yet.
     unforwarded: Vec<(PeerName, Vec<PeerName>)>,
-    /// Peers whose full state is partly received.
-    full_in_progress: BTreeSet<PeerName>,
+    /// Peers whose full state is partly received, with the time of the last part.
+    full_in_progress: BTreeMap<PeerName, Instant>,
     holddown: Duration,
     last_own_sent: Option<Instant>,
     own_pending: bool,
@@ -348,7 +356,7 @@ impl GossipCore {
             overhead: Overheads::new(),
             limbo: BTreeMap::new(),
             unforwarded: Vec::new(),
-            full_in_progress: BTreeSet::new(),
+            full_in_progress: BTreeMap::new(),
             limbo_ttl: anti_entropy_interval * 2,
             holddown: DEFAULT_OWN_HOLDDOWN,
             last_own_sent: None,
@@ -376,20 +384,34 @@ impl GossipCore {
     }
 
     /// A connection to `peer` was established (or re-established, possibly to a restarted
-    /// peer): adds `entry` to our record (its `peer` is set to `peer`) and queues our full view
-    /// to `peer`. Must be called before delivering any message received on that connection.
+    /// peer): adds `entry` to our record (its `peer` is set to `peer`), tells the other connected
+    /// peers, and queues for `peer` our full view if `peer` is not in it, or our bucket hashes
+    /// (the start of an anti-entropy exchange) if it is. Must be called before delivering any
+    /// message received on that connection.
     pub fn connected(&mut self, now: Instant, peer: PeerName, mut entry: ConnEntry) -> Vec<Output> {
         let mut out = Vec::new();
         if peer == self.topology.our_name() || peer.is_broadcast() {
             return out;
         }
         let before = self.topology.generation();
+        let known = self.topology.get(peer).is_some();
         entry.peer = peer;
         self.conns.insert(peer, entry);
         let ours = self.update_our_conns();
-        self.send_full(peer, &mut out);
+        if known {
+            // The peer was reachable a moment ago: its view is close to ours, and reconciling
+            // costs a fraction of a full state. (If it restarted, its digest shows every bucket
+            // differing and it receives everything.)
+            self.stats.anti_entropy_rounds += 1;
+            let hashes = self.bucket_hashes();
+            self.send(&mut out, peer, GossipMsg::Buckets { hashes });
+        } else {
+            self.send_full(peer, &mut out);
+        }
         if ours.is_some() {
-            self.own_changed(now, Some(peer), &mut out);
+            // A full state carries our new record; bucket hashes do not.
+            let except = (!known).then_some(peer);
+            self.own_changed(now, except, &mut out);
         }
         self.finish(now, before, &mut out);
         out
@@ -461,7 +483,7 @@ impl GossipCore {
                     records,
                 } => {
                     if part.saturating_add(1) < parts {
-                        self.full_in_progress.insert(from);
+                        self.full_in_progress.insert(from, now);
                     } else {
                         self.full_in_progress.remove(&from);
                     }
@@ -471,7 +493,7 @@ impl GossipCore {
                 GossipMsg::Summary { summary, count } => {
                     if summary != self.topology.summary() || count as usize != self.topology.len() {
                         self.stats.anti_entropy_mismatches += 1;
-                        let hashes = self.topology.bucket_summaries().to_vec();
+                        let hashes = self.bucket_hashes();
                         self.send(&mut out, from, GossipMsg::Buckets { hashes });
                     }
                 }
@@ -495,32 +517,38 @@ impl GossipCore {
         out
     }
 
-    /// Sends our own record if a change was held back (see [`with_own_holddown`]
-    /// (Self::with_own_holddown)), expires limbo, and runs anti-entropy when due: sends our
-    /// summary to one random connected peer. Call it often (every 100 ms, say).
+    /// Call periodically (every 100 ms, say). Sends our own record if a change was held back
+    /// (see [`with_own_holddown`](Self::with_own_holddown)), expires limbo, and runs
+    /// anti-entropy when due: sends our summary to one random connected peer.
     pub fn tick(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
+        let before = self.topology.generation();
         if self.own_pending && self.own_due(now) {
             self.own_changed(now, None, &mut out);
         }
         self.expire_limbo(now);
-        if now < self.next_anti_entropy {
-            return out;
+        // A full state whose last part never came (a broken peer) stops holding back garbage
+        // collection after the limbo time.
+        let ttl = self.limbo_ttl;
+        let waiting = !self.full_in_progress.is_empty();
+        self.full_in_progress
+            .retain(|_, last| now.saturating_duration_since(*last) < ttl);
+        if waiting && self.full_in_progress.is_empty() {
+            self.settle(now, Vec::new(), &mut out);
         }
-        self.next_anti_entropy = now + self.interval.mul_f64(self.rng.random_range(0.75..1.25));
-        if self.conns.is_empty() {
-            return out;
+        if now >= self.next_anti_entropy {
+            self.next_anti_entropy = now + self.interval.mul_f64(self.rng.random_range(0.75..1.25));
+            let pick = self.rng.random_range(0..self.conns.len().max(1));
+            if let Some(&peer) = self.conns.keys().nth(pick) {
+                self.stats.anti_entropy_rounds += 1;
+                let msg = GossipMsg::Summary {
+                    summary: self.topology.summary(),
+                    count: self.topology.len() as u32,
+                };
+                self.send(&mut out, peer, msg);
+            }
         }
-        let pick = self.rng.random_range(0..self.conns.len());
-        let Some(&peer) = self.conns.keys().nth(pick) else {
-            return out;
-        };
-        self.stats.anti_entropy_rounds += 1;
-        let msg = GossipMsg::Summary {
-            summary: self.topology.summary(),
-            count: self.topology.len() as u32,
-        };
-        self.send(&mut out, peer, msg);
+        self.finish(now, before, &mut out);
         out
     }
 
@@ -598,14 +626,13 @@ impl GossipCore {
                 );
             }
         }
-        while self.limbo.len() > LIMBO_CAP {
-            let oldest = self
-                .limbo
-                .iter()
-                .min_by_key(|(_, l)| l.since)
-                .map(|(n, _)| *n);
-            if let Some(n) = oldest {
-                self.limbo.remove(&n);
+        if self.limbo.len() > LIMBO_CAP {
+            let mut by_age: Vec<(Instant, PeerName)> =
+                self.limbo.iter().map(|(n, l)| (l.since, *n)).collect();
+            by_age.sort_unstable();
+            let excess = self.limbo.len() - LIMBO_CAP;
+            for (_, n) in &by_age[..excess] {
+                self.limbo.remove(n);
             }
         }
     }
@@ -693,7 +720,7 @@ impl GossipCore {
                 }
             }
         }
-        let mut forward: Vec<(PeerName, Vec<PeerName>)> = changed
+        let forward: Vec<(PeerName, Vec<PeerName>)> = changed
             .iter()
             .map(|r| (r.name, holders.remove(&r.name).unwrap_or_default()))
             .collect();
@@ -704,6 +731,18 @@ impl GossipCore {
             self.unforwarded.extend(waiting);
             return;
         }
+        self.settle(now, forward, out);
+    }
+
+    /// Collects garbage, then passes on `forward` (records that changed our view, with the
+    /// peers that already hold them), the records held back while a full state arrived, and
+    /// whatever comes back from limbo.
+    fn settle(
+        &mut self,
+        now: Instant,
+        mut forward: Vec<(PeerName, Vec<PeerName>)>,
+        out: &mut Vec<Output>,
+    ) {
         let holders: HashMap<PeerName, Vec<PeerName>> = forward.iter().cloned().collect();
         self.collect_garbage(now, &holders);
         forward.append(&mut self.unforwarded);
@@ -844,11 +883,20 @@ impl GossipCore {
         }
     }
 
-    fn on_buckets(&mut self, from: PeerName, hashes: &[u64], out: &mut Vec<Output>) {
+    /// Our bucket summaries folded to 32 bits, as [`GossipMsg::Buckets`] carries them.
+    fn bucket_hashes(&self) -> Vec<u32> {
+        self.topology
+            .bucket_summaries()
+            .iter()
+            .map(|h| (h ^ (h >> 32)) as u32)
+            .collect()
+    }
+
+    fn on_buckets(&mut self, from: PeerName, hashes: &[u32], out: &mut Vec<Output>) {
         if hashes.len() != SUMMARY_BUCKETS {
             return;
         }
-        let ours = self.topology.bucket_summaries();
+        let ours = self.bucket_hashes();
         let differ: Vec<usize> = (0..SUMMARY_BUCKETS)
             .filter(|&b| ours[b] != hashes[b])
             .collect();
@@ -901,7 +949,8 @@ impl GossipCore {
             .filter(|e| covered.contains(&bucket_of(e.name)))
             .map(|e| (e.name, (e.version, e.uid)))
             .collect();
-        let push: Vec<PeerName> = self
+        self.refresh_control();
+        let mut push: Vec<(u32, PeerName)> = self
             .topology
             .records()
             .filter(|r| covered.contains(&bucket_of(r.name)))
@@ -910,8 +959,12 @@ impl GossipCore {
                     .get(&r.name)
                     .is_none_or(|&theirs| theirs < (r.version, r.uid))
             })
-            .map(|r| r.name)
+            .map(|r| (self.control.hops(r.name).unwrap_or(u32::MAX), r.name))
             .collect();
+        // Breadth-first from us, like a full state, so that each record arrives after the ones
+        // that connect it.
+        push.sort_unstable();
+        let push: Vec<PeerName> = push.into_iter().map(|(_, n)| n).collect();
         let mut want: Vec<(PeerName, usize)> = theirs
             .iter()
             .filter(|(name, &v)| {
@@ -939,6 +992,9 @@ impl GossipCore {
     }
 
     fn send(&mut self, out: &mut Vec<Output>, to: PeerName, msg: GossipMsg) {
+        if !self.conns.contains_key(&to) {
+            return; // a reply to a peer that is gone
+        }
         match msg {
             GossipMsg::Full { .. } => self.stats.full_sent += 1,
             GossipMsg::Delta { .. } => self.stats.deltas_sent += 1,
@@ -1065,9 +1121,18 @@ mod tests {
         assert!(s
             .iter()
             .any(|(to, m)| *to == PeerName(2) && matches!(m, GossipMsg::Delta { .. })));
-        // Reconnecting the same peer: full state again, no change to tell.
+        // Reconnecting a peer in our view: bucket hashes instead of a full state, no change.
+        c.on_message(
+            later,
+            PeerName(3),
+            GossipMsg::Delta {
+                records: vec![rec(3, 1, &[1])],
+            },
+        );
         let out = c.connected(later, PeerName(3), entry(3));
-        assert_eq!(sends(&out).len(), 1);
+        let s = sends(&out);
+        assert_eq!(s.len(), 1);
+        assert!(matches!(s[0].1, GossipMsg::Buckets { .. }));
         assert!(!out.contains(&Output::Changed));
         // Never to ourselves.
         assert!(c.connected(now, PeerName(1), entry(1)).is_empty());
@@ -1443,7 +1508,8 @@ mod tests {
             c.connected(t0, PeerName(2), ConnEntry { peer: PeerName(2), addr: addr(2), usable: true });
             c.on_message(t0, PeerName(2), GossipMsg::Delta { records: many_records(n) });
             prop_assert_eq!(c.topology().len() as u64, n + 1);
-            let out = c.connected(t0, PeerName(2), entry(2));
+            // A new peer gets the full state.
+            let out = c.connected(t0, PeerName(1000), entry(1000));
             let mut seen = BTreeSet::new();
             let mut parts = Vec::new();
             for (_, m) in sends(&out) {
@@ -1462,6 +1528,7 @@ mod tests {
             }
             // Anti-entropy answers respect the limit too.
             let buckets = c.on_message(t0, PeerName(2), GossipMsg::Buckets { hashes: vec![0; SUMMARY_BUCKETS] });
+            prop_assert!(!sends(&buckets).is_empty());
             let mut digested = 0;
             for (_, m) in sends(&buckets) {
                 prop_assert!(serde_json::to_vec(m).unwrap().len() <= max);

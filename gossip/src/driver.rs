@@ -5,6 +5,7 @@
 use crate::core::{GossipCore, Output};
 use crate::mesh::{self, Admitted, ConnId, Mesh};
 use crate::proto::{self, Hello, Message};
+use crate::secure::{self, DataKeys, Handshake, Mode, Secret, Transport};
 use crate::topology::{ConnEntry, PeerRecord};
 use crate::{Error, PeerName};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,9 @@ pub struct Config {
     pub accept_rate: f64,
     /// Inbound connections accepted in a burst above the rate.
     pub accept_burst: f64,
+    /// The cluster secret: with it every connection is authenticated and encrypted (Noise), and
+    /// each peer gets data keys.
+    pub secret: Option<Arc<Secret>>,
 }
 
 impl Config {
@@ -67,6 +71,7 @@ impl Config {
             max_connections: 1024,
             accept_rate: 50.0,
             accept_burst: 100.0,
+            secret: None,
         }
     }
 
@@ -103,6 +108,8 @@ pub struct PeerInfo {
     pub version: u16,
     /// True when we dialled.
     pub outbound: bool,
+    /// Data keys from the handshake (encrypted clusters only).
+    pub keys: Option<DataKeys>,
 }
 
 /// What the driver reports.
@@ -119,6 +126,26 @@ pub enum Event {
     },
     /// The topology (and so the routes) changed.
     Topology,
+    /// A rekey message from a connected peer, for the data plane.
+    Control {
+        /// The peer.
+        from: PeerName,
+        /// [`Message::Rekey`] or [`Message::RekeyAck`].
+        msg: Message,
+    },
+}
+
+/// An address whose inbound connections we refused, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedStatus {
+    /// The remote IP.
+    pub addr: String,
+    /// Why, the last time.
+    pub reason: String,
+    /// How many connections were refused.
+    pub count: u64,
+    /// Seconds since the last one.
+    pub last_secs: u64,
 }
 
 /// The routes of the data plane, as computed from the gossiped topology.
@@ -223,6 +250,8 @@ struct Shared {
     open: AtomicUsize,
     /// Inbound connections refused by the limits.
     refused: AtomicU64,
+    /// Inbound connections refused after they spoke (handshake failures), per remote IP.
+    refused_peers: Mutex<HashMap<std::net::IpAddr, (String, u64, Instant)>>,
     inner: Mutex<Inner>,
     events: mpsc::UnboundedSender<Event>,
     shutdown: Notify,
@@ -293,6 +322,7 @@ impl Gossip {
             cfg,
             open: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
+            refused_peers: Mutex::new(HashMap::new()),
             events,
             shutdown: Notify::new(),
         });
@@ -376,6 +406,37 @@ impl Gossip {
             })
             .collect();
         out.sort_by(|a, b| a.peer.cmp(&b.peer));
+        out
+    }
+
+    /// Sends a control message to the connected `peer`; false if it is not connected or its
+    /// queue is full.
+    pub fn send_to(&self, peer: PeerName, msg: Message) -> bool {
+        let inner = self.shared.lock();
+        inner
+            .mesh
+            .get(peer)
+            .and_then(|c| inner.conns.get(&c.id))
+            .is_some_and(|c| c.tx.try_send(msg).is_ok())
+    }
+
+    /// Addresses whose inbound connections we refused after they spoke (failed handshakes).
+    pub fn refused_peers(&self) -> Vec<RefusedStatus> {
+        let refused = self
+            .shared
+            .refused_peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = refused
+            .iter()
+            .map(|(ip, (reason, count, last))| RefusedStatus {
+                addr: ip.to_string(),
+                reason: reason.clone(),
+                count: *count,
+                last_secs: last.elapsed().as_secs(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.addr.cmp(&b.addr));
         out
     }
 
@@ -602,7 +663,21 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         if let Err(e) = run_conn(&shared, stream, addr, false).await.into_result() {
-                            tracing::info!(%addr, "inbound connection refused: {e}");
+                            // Logged once per address and reason, not once per attempt.
+                            let reason = e.to_string();
+                            let mut refused = shared
+                                .refused_peers
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner());
+                            let entry = refused
+                                .entry(addr.ip())
+                                .or_insert_with(|| (String::new(), 0, Instant::now()));
+                            if entry.0 != reason {
+                                tracing::warn!(%addr, "inbound connection refused: {reason}");
+                                entry.0 = reason;
+                            }
+                            entry.1 += 1;
+                            entry.2 = Instant::now();
                         }
                     });
                 }
@@ -728,13 +803,103 @@ async fn connector(shared: Arc<Shared>, addr: SocketAddr, stop: Arc<Notify>) {
     }
 }
 
-async fn read_message(rd: &mut OwnedReadHalf) -> Result<Message, Error> {
+/// How messages are framed on one connection: length prefix, then JSON in clear or sealed by
+/// the Noise transport.
+#[derive(Clone)]
+enum Codec {
+    Plain,
+    Noise(Arc<Mutex<Transport>>),
+}
+
+impl Codec {
+    fn encode(&self, msg: &Message) -> Result<Vec<u8>, Error> {
+        match self {
+            Codec::Plain => Ok(proto::encode(msg)),
+            Codec::Noise(t) => {
+                let json = serde_json::to_vec(msg).map_err(|e| Error::Malformed(e.to_string()))?;
+                let sealed = t.lock().unwrap_or_else(|p| p.into_inner()).seal(&json)?;
+                Ok(frame(&sealed))
+            }
+        }
+    }
+
+    async fn read(&self, rd: &mut OwnedReadHalf) -> Result<Message, Error> {
+        match self {
+            Codec::Plain => {
+                let body = read_frame(rd, proto::MAX_MESSAGE_LEN).await?;
+                proto::decode_body(&body)
+            }
+            Codec::Noise(t) => {
+                let sealed = read_frame(rd, secure::NOISE_MAX).await?;
+                let json = t.lock().unwrap_or_else(|p| p.into_inner()).open(&sealed)?;
+                proto::decode_body(&json)
+            }
+        }
+    }
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Vec<u8>, Error> {
     let mut prefix = [0u8; 4];
     rd.read_exact(&mut prefix).await?;
     let len = proto::decode_len(prefix)?;
+    if len > max {
+        return Err(Error::MessageTooLarge(len));
+    }
     let mut body = vec![0u8; len];
     rd.read_exact(&mut body).await?;
-    proto::decode_body(&body)
+    Ok(body)
+}
+
+/// The preamble and, with a secret, the Noise handshake: returns the message codec and the data
+/// keys.
+async fn secure_channel(
+    shared: &Shared,
+    rd: &mut OwnedReadHalf,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    outbound: bool,
+) -> Result<(Codec, Option<DataKeys>), Error> {
+    let mode = if shared.cfg.secret.is_some() {
+        Mode::Noise
+    } else {
+        Mode::Plain
+    };
+    wr.write_all(&secure::preamble(mode)).await?;
+    let mut pre = [0u8; 8];
+    rd.read_exact(&mut pre).await?;
+    let theirs = secure::parse_preamble(pre)?;
+    if theirs != mode {
+        return Err(Error::EncryptionMismatch {
+            ours: mode.describe(),
+            theirs: theirs.describe(),
+        });
+    }
+    let Some(secret) = &shared.cfg.secret else {
+        return Ok((Codec::Plain, None));
+    };
+    let mut hs = Handshake::new(secret, outbound)?;
+    let closed = |_| {
+        Error::AuthFailed(
+            "the peer closed the connection during the handshake: it has a different secret".into(),
+        )
+    };
+    if outbound {
+        wr.write_all(&frame(&hs.write()?)).await?;
+        let m2 = read_frame(rd, 1024).await.map_err(closed)?;
+        hs.read(&m2)?;
+    } else {
+        let m1 = read_frame(rd, 1024).await?;
+        hs.read(&m1)?;
+        wr.write_all(&frame(&hs.write()?)).await?;
+    }
+    let (t, keys) = hs.finish(secret)?;
+    Ok((Codec::Noise(Arc::new(Mutex::new(t))), Some(keys)))
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -758,22 +923,24 @@ async fn run_conn(
     let (mut rd, mut wr) = stream.into_split();
     let ours = shared.cfg.hello();
     let handshake = async {
-        wr.write_all(&proto::encode(&Message::Hello(ours.clone())))
+        let (codec, keys) = secure_channel(shared, &mut rd, &mut wr, outbound).await?;
+        wr.write_all(&codec.encode(&Message::Hello(ours.clone()))?)
             .await?;
-        match read_message(&mut rd).await? {
-            Message::Hello(h) => Ok(h),
+        match codec.read(&mut rd).await? {
+            Message::Hello(h) => Ok((h, codec, keys)),
             Message::Goodbye { reason } => Err(Error::Goodbye(reason)),
             _ => Err(Error::Protocol("expected hello")),
         }
     };
-    let theirs = match tokio::time::timeout(shared.cfg.handshake_timeout, handshake).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => return Outcome::Refused(e),
-        Err(_) => return Outcome::Refused(Error::Closed("handshake timed out".into())),
-    };
+    let (theirs, codec, keys) =
+        match tokio::time::timeout(shared.cfg.handshake_timeout, handshake).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return Outcome::Refused(e),
+            Err(_) => return Outcome::Refused(Error::Closed("handshake timed out".into())),
+        };
     let version = match proto::negotiate(&ours, &theirs) {
         Ok(v) => v,
-        Err(e) => return refuse(&mut wr, e).await,
+        Err(e) => return refuse(&mut wr, &codec, e).await,
     };
     let name = theirs.peer_name();
     let info = PeerInfo {
@@ -785,6 +952,7 @@ async fn run_conn(
         pod_mtu: theirs.pod_mtu,
         version,
         outbound,
+        keys,
     };
     let close = Arc::new(Notify::new());
     let (tx, mut rx) = mpsc::channel::<Message>(1024);
@@ -838,12 +1006,13 @@ async fn run_conn(
     })();
     let id = match admitted {
         Ok(id) => id,
-        Err(e) => return refuse(&mut wr, e).await,
+        Err(e) => return refuse(&mut wr, &codec, e).await,
     };
     tracing::info!(peer = %name, nickname = %info.nickname, %addr, outbound, "connected");
 
     // Writes go through a task of their own so that a heartbeat never interrupts a read.
     let heartbeat = shared.cfg.heartbeat;
+    let wcodec = codec.clone();
     let writer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(heartbeat);
         loop {
@@ -852,7 +1021,10 @@ async fn run_conn(
                 _ = tick.tick() => Message::Heartbeat,
             };
             let last = matches!(msg, Message::Goodbye { .. });
-            if wr.write_all(&proto::encode(&msg)).await.is_err() || last {
+            let Ok(bytes) = wcodec.encode(&msg) else {
+                break;
+            };
+            if wr.write_all(&bytes).await.is_err() || last {
                 break;
             }
         }
@@ -865,7 +1037,7 @@ async fn run_conn(
                 let _ = tx.send(Message::Goodbye { reason: "closing".into() }).await;
                 break Error::Closed("closed locally".into());
             }
-            m = tokio::time::timeout(shared.cfg.dead_after, read_message(&mut rd)) => m,
+            m = tokio::time::timeout(shared.cfg.dead_after, codec.read(&mut rd)) => m,
         };
         match msg {
             Err(_) => {
@@ -892,6 +1064,9 @@ async fn run_conn(
                 dispatch(shared, &mut inner, out);
             }
             Ok(Ok(Message::Goodbye { reason })) => break Error::Goodbye(reason),
+            Ok(Ok(msg @ (Message::Rekey { .. } | Message::RekeyAck { .. }))) => {
+                let _ = shared.events.send(Event::Control { from: name, msg });
+            }
             Ok(Ok(Message::Hello(_))) => {
                 let e = Error::Protocol("second hello");
                 let _ = tx
@@ -922,12 +1097,12 @@ async fn run_conn(
     Outcome::Ended(reason)
 }
 
-async fn refuse(wr: &mut tokio::net::tcp::OwnedWriteHalf, e: Error) -> Outcome {
-    let _ = wr
-        .write_all(&proto::encode(&Message::Goodbye {
-            reason: e.to_string(),
-        }))
-        .await;
+async fn refuse(wr: &mut tokio::net::tcp::OwnedWriteHalf, codec: &Codec, e: Error) -> Outcome {
+    if let Ok(bytes) = codec.encode(&Message::Goodbye {
+        reason: e.to_string(),
+    }) {
+        let _ = wr.write_all(&bytes).await;
+    }
     let _ = wr.shutdown().await;
     Outcome::Refused(e)
 }
@@ -1072,7 +1247,100 @@ mod tests {
         for g in &gs {
             assert_eq!(g.routes().known.len(), 3);
         }
-        assert!(gs[0].targets().iter().any(|t| t.discovered));
+        assert!(gs.iter().any(|g| g.targets().iter().any(|t| t.discovered)));
+    }
+
+    fn with_secret(mut c: Config, s: &str) -> Config {
+        c.secret = Some(Arc::new(Secret::from_bytes(s.as_bytes()).unwrap()));
+        c
+    }
+
+    async fn target_error(g: &Gossip) -> String {
+        for _ in 0..200 {
+            if let Some(t) = g.targets().first() {
+                match &t.state {
+                    TargetState::Retrying { last_error, .. } => return last_error.clone(),
+                    TargetState::Failed { reason } => return reason.clone(),
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no failure: {:?}", g.targets());
+    }
+
+    #[tokio::test]
+    async fn peers_with_the_same_secret_connect_and_share_data_keys() {
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let g1 = Gossip::start(with_secret(cfg(1), "a cluster secret of some length"), tx1)
+            .await
+            .unwrap();
+        let mut c2 = with_secret(cfg(2), "a cluster secret of some length");
+        c2.seeds = vec![g1.local_addr()];
+        let _g2 = Gossip::start(c2, tx2).await.unwrap();
+        let Event::Up(p1) = next_event(&mut rx1).await else {
+            panic!()
+        };
+        let Event::Up(p2) = next_event(&mut rx2).await else {
+            panic!()
+        };
+        let (k1, k2) = (p1.keys.unwrap(), p2.keys.unwrap());
+        assert_eq!(k1.send, k2.recv);
+        assert_eq!(k1.recv, k2.send);
+        // Control messages flow (gossip, rekey) through the encrypted channel.
+        assert!(g1.send_to(PeerName(2), Message::RekeyAck { epoch: 3 }));
+        loop {
+            match next_any(&mut rx2).await {
+                Event::Control { from, msg } => {
+                    assert_eq!(from, PeerName(1));
+                    assert_eq!(msg, Message::RekeyAck { epoch: 3 });
+                    break;
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    async fn next_any(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("event within 5 s")
+            .expect("channel open")
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_or_no_secret_is_refused_with_a_clear_reason() {
+        let (tx1, _rx1) = mpsc::unbounded_channel();
+        let g1 = Gossip::start(with_secret(cfg(1), "a cluster secret of some length"), tx1)
+            .await
+            .unwrap();
+        for (c2, want) in [
+            (
+                with_secret(cfg(2), "another secret, also long"),
+                "authentication failed",
+            ),
+            (cfg(3), "encryption mismatch"),
+        ] {
+            let (tx2, _rx2) = mpsc::unbounded_channel();
+            let mut c2 = c2;
+            c2.seeds = vec![g1.local_addr()];
+            let g2 = Gossip::start(c2, tx2).await.unwrap();
+            let err = target_error(&g2).await;
+            assert!(err.contains(want), "{err}");
+            assert!(g1.connections().is_empty());
+            // The refusing side records it too, once per address.
+            let mut seen = false;
+            for _ in 0..100 {
+                if g1.refused_peers().iter().any(|r| r.reason.contains(want)) {
+                    seen = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(seen, "{:?}", g1.refused_peers());
+            g2.shutdown().await;
+        }
     }
 
     #[tokio::test]

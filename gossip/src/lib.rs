@@ -14,6 +14,7 @@ pub mod driver;
 pub mod mesh;
 pub mod proto;
 pub mod routes;
+pub mod secure;
 pub mod topology;
 
 pub use vswitch::PeerName;
@@ -54,6 +55,17 @@ pub enum Error {
     /// The first message was not a hello, or a hello came twice.
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    /// The peer failed to prove it holds the cluster secret.
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    /// One side has a secret and the other has not.
+    #[error("encryption mismatch: we run {ours}, the peer runs {theirs}")]
+    EncryptionMismatch {
+        /// Our mode.
+        ours: &'static str,
+        /// The peer's mode.
+        theirs: &'static str,
+    },
     /// The peer closed the connection or went silent.
     #[error("{0}")]
     Closed(String),

@@ -60,6 +60,19 @@ pub enum Message {
     },
     /// Topology gossip (see [`crate::core`]).
     Gossip(crate::core::GossipMsg),
+    /// Encrypted clusters: new data key material for key generation `epoch`, from the dialer of
+    /// the connection (only sent over the encrypted channel).
+    Rekey {
+        /// The key generation proposed.
+        epoch: u8,
+        /// 32 random bytes, hex.
+        material: String,
+    },
+    /// The answer to [`Message::Rekey`]: the responder installed the keys.
+    RekeyAck {
+        /// The key generation installed.
+        epoch: u8,
+    },
 }
 
 /// Frames `msg` for the wire: length prefix and JSON body.

@@ -130,7 +130,7 @@ impl PeerRecord {
         self.conns
             .retain(|c| c.peer != me && !c.peer.is_broadcast());
         if !self.conns.is_sorted_by(|a, b| a.peer < b.peer) {
-            self.conns.sort_by(|a, b| a.cmp(b));
+            self.conns.sort();
             self.conns.dedup_by_key(|c| c.peer);
         }
     }

@@ -170,6 +170,11 @@ impl Sim {
         self.peers.len()
     }
 
+    /// True when the simulation has no peers.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
     /// The name of peer `i`.
     pub fn name(&self, i: usize) -> PeerName {
         self.peers[i].name

@@ -18,10 +18,12 @@
 //! change would cost if every other peer received the whole topology once (the cheapest possible
 //! full-state scheme: over a spanning tree, no flooding) — the yardstick for deltas.
 
-#[allow(dead_code)]
+// `sim.rs` allows dead code itself: the bench uses part of it, the tests another part.
 #[path = "../../gossip/tests/sim.rs"]
 mod sim;
 
+use gossip::routes::Routes;
+use gossip::topology::{ConnEntry, PeerRecord};
 use sim::{Sim, SimConfig, Traffic};
 use std::time::Instant;
 
@@ -42,7 +44,47 @@ struct Row {
     full_state: u64,
     idle_per_peer_per_s: f64,
     view_bytes: usize,
+    heap_bytes: usize,
+    routes_us: f64,
+    trees_us: f64,
     links: usize,
+}
+
+/// Rough heap footprint of one peer's records: the structs, their connection lists and
+/// nicknames, plus about 40 bytes of map overhead per record (the cached routes come on top:
+/// O(N + E) words).
+fn heap_estimate(sim: &Sim, i: usize) -> usize {
+    sim.core(i)
+        .topology()
+        .records()
+        .map(|r| {
+            std::mem::size_of::<PeerRecord>()
+                + 40
+                + r.conns.capacity() * std::mem::size_of::<ConnEntry>()
+                + r.nickname.capacity()
+        })
+        .sum()
+}
+
+/// Microseconds to compute peer `i`'s data-plane routes, and then every source's broadcast
+/// children (what a router does after each topology change).
+fn time_routes(sim: &Sim, i: usize) -> (f64, f64) {
+    let topology = sim.core(i).topology();
+    let reps = 5;
+    let t = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(Routes::compute(topology));
+    }
+    let compute = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
+    let t = Instant::now();
+    for _ in 0..reps {
+        let routes = Routes::compute(topology);
+        for src in routes.reachable() {
+            std::hint::black_box(routes.broadcast_children(src));
+        }
+    }
+    let all = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
+    (compute, all)
 }
 
 fn run(n: usize, seed: u64) -> Row {
@@ -85,6 +127,8 @@ fn run(n: usize, seed: u64) -> Row {
     let seconds = (sim.round - rounds_before) as f64 * sim.cfg.round.as_secs_f64();
     let idle_per_peer_per_s = idle.bytes as f64 / n as f64 / seconds;
     let view_bytes = sim.mean_view_bytes();
+    let heap_bytes = (0..n).map(|i| heap_estimate(&sim, i)).sum::<usize>() / n;
+    let (routes_us, trees_us) = time_routes(&sim, 0);
 
     let before = sim.traffic.clone();
     let newcomer = n;
@@ -109,6 +153,9 @@ fn run(n: usize, seed: u64) -> Row {
         full_state,
         idle_per_peer_per_s,
         view_bytes,
+        heap_bytes,
+        routes_us,
+        trees_us,
         links,
     }
 }
@@ -178,18 +225,21 @@ fn main() {
         );
     }
 
-    println!("\nCold start, steady state and memory\n");
+    println!("\nCold start, steady state, memory and route computation (per peer)\n");
     println!(
-        "| N | cold start bytes per peer | idle bytes per peer per s | view per peer (JSON) | simulation wall time |"
+        "| N | cold start bytes | idle bytes per s | view (JSON) | view (heap, approx.) | routes | routes + all trees | cold start wall time (all peers) |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} B | {} | {} ms |",
+            "| {} | {} | {:.0} B | {} | {} | {:.0} µs | {:.0} µs | {} ms |",
             r.n,
             kib(r.cold_bytes_per_peer),
             r.idle_per_peer_per_s,
             kib(r.view_bytes as u64),
+            kib(r.heap_bytes as u64),
+            r.routes_us,
+            r.trees_us,
             r.cold_wall_ms
         );
     }

@@ -283,10 +283,9 @@ mod tests {
         Secret::from_bytes(s.as_bytes()).unwrap()
     }
 
-    fn run(
-        a: &Secret,
-        b: &Secret,
-    ) -> Result<((Transport, DataKeys), (Transport, DataKeys)), Error> {
+    type Side = (Transport, DataKeys);
+
+    fn run(a: &Secret, b: &Secret) -> Result<(Side, Side), Error> {
         let mut i = Handshake::new(a, true)?;
         let mut r = Handshake::new(b, false)?;
         let m1 = i.write()?;

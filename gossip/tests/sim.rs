@@ -706,6 +706,10 @@ mod tests {
             .expect("converges after the restart");
         let new = sim.core(k).topology().ours().clone();
         assert_ne!(new.uid, old.uid);
+        assert!(
+            new.version > old.version,
+            "the stale record made the new run jump above it"
+        );
         for i in 0..16 {
             let seen = sim.core(i).topology().get(sim.name(k)).unwrap();
             assert_eq!(seen, &new, "peer {i}");
@@ -736,6 +740,55 @@ mod tests {
             "{spent:?} vs {full} per peer"
         );
         assert!(rounds <= 12);
+    }
+
+    #[test]
+    fn a_reconnection_costs_about_what_the_disconnection_did() {
+        let mut sim = Sim::new(SimConfig::default(), 64);
+        sim.connect_sparse(3);
+        sim.settle(100).expect("settles");
+        let (a, b) = sim.removable_link().unwrap();
+        let before = sim.traffic.clone();
+        sim.disconnect(a, b);
+        sim.settle(100).expect("settles");
+        let down = sim.traffic.since(&before);
+        let before = sim.traffic.clone();
+        sim.connect(a, b);
+        sim.settle(100).expect("settles again");
+        let up = sim.traffic.since(&before);
+        // No full state between peers that know each other: the bucket exchange finds nothing
+        // to send but the two new records, which spread like any change.
+        assert!(!up.by_kind.contains_key("full"), "{up:?}");
+        assert!(
+            up.dissemination_bytes() < down.dissemination_bytes() * 5 / 4,
+            "{up:?} vs {down:?}"
+        );
+        assert!(up.bytes < down.bytes + sim.full_state_bytes(a) / 4);
+        assert_routes_consistent(&sim);
+    }
+
+    #[test]
+    fn a_partition_heals() {
+        // Two rings of 8 that know nothing of each other, then one link between them.
+        let mut sim = Sim::new(SimConfig::default(), 16);
+        for half in [0, 8] {
+            for i in 0..8 {
+                sim.connect(half + i, half + (i + 1) % 8);
+            }
+        }
+        sim.settle(50).expect("settles");
+        assert_eq!(sim.core(0).topology().len(), 8);
+        sim.connect(3, 12);
+        let rounds = sim.run_until_converged(50).expect("converges");
+        assert!(rounds <= 8, "{rounds} rounds");
+        assert_eq!(sim.core(0).topology().len(), 16);
+        assert_eq!(sim.unicast_path(0, 12), Some(vec![1, 2, 3, 12]));
+        assert_routes_consistent(&sim);
+        // And splits again: each side forgets the other.
+        sim.disconnect(3, 12);
+        sim.run_until_converged(50).expect("converges");
+        assert_eq!(sim.core(0).topology().len(), 8);
+        assert_eq!(sim.core(15).topology().len(), 8);
     }
 
     #[test]

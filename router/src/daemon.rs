@@ -11,6 +11,8 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Json;
 use gossip::driver::{self, Event, Gossip, PeerInfo, RoutesSnapshot};
+use gossip::proto::Message;
+use gossip::secure::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -19,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
-use vswitch::{Fdb, Location, PeerName, Switch};
+use vswitch::{Fdb, Key, Location, PeerName, RekeyPolicy, Session, Switch};
 
 /// The default control (TCP) and data (UDP) port.
 pub const DEFAULT_PORT: u16 = 6783;
@@ -50,6 +52,63 @@ pub struct Config {
     pub mac_max_age: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The cluster secret: encryption on.
+    pub secret: Option<Arc<Secret>>,
+    /// Networks whose hosts exchange data unencrypted (both ends must be inside).
+    pub trusted_subnets: Vec<Cidr>,
+    /// When data keys are replaced.
+    pub rekey: RekeyPolicy,
+}
+
+/// An IP network, `ADDR/LEN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub len: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Cidr> {
+        let (a, l) = s
+            .split_once('/')
+            .with_context(|| format!("{s:?} is not ADDR/LEN"))?;
+        let addr: IpAddr = a
+            .parse()
+            .with_context(|| format!("{a:?} is not an IP address"))?;
+        let len: u8 = l
+            .parse()
+            .with_context(|| format!("{l:?} is not a prefix length"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            bail!("prefix length {len} is more than {max}");
+        }
+        Ok(Cidr { addr, len })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn bits(ip: IpAddr) -> u128 {
+            match ip {
+                IpAddr::V4(v) => u128::from(u32::from(v)) << 96,
+                IpAddr::V6(v) => u128::from(v),
+            }
+        }
+        if self.addr.is_ipv4() != ip.is_ipv4() {
+            return false;
+        }
+        // IPv4 addresses sit in the top 32 bits, so both families count bits from the top.
+        let len = u32::from(self.len);
+        if len == 0 {
+            return true;
+        }
+        let mask = u128::MAX << (128 - len);
+        bits(self.addr) & mask == bits(ip) & mask
+    }
 }
 
 /// Parses `ADDR[:PORT]` (an IP, `IP:PORT`, `[IPv6]:PORT` or `host[:port]`), with
@@ -87,6 +146,12 @@ struct Neighbor {
     info: PeerInfo,
     /// The UDP path answers heartbeats.
     usable: bool,
+    /// The data encryption session (encrypted clusters, unless the path is trusted).
+    session: Option<Arc<Mutex<Session>>>,
+    /// A rekey we proposed and await the answer to: epoch, key material, when sent.
+    rekey: Option<(u8, [u8; 32], Instant)>,
+    /// Rekeys completed with this neighbour.
+    rekeys: u64,
 }
 
 /// The running daemon, as the API handlers see it.
@@ -136,25 +201,28 @@ impl Daemon {
         let view = self.routes_view();
         // Every neighbour is known to the data plane (its heartbeats must be answered before
         // its path is confirmed), but only usable ones get an address to send frames to.
-        let (names, direct): (Vec<PeerName>, HashMap<PeerName, SocketAddr>) = {
+        let mut entries: Vec<PeerEntry> = {
             let neighbors = lock(&self.neighbors);
-            let direct = neighbors
+            neighbors
                 .values()
-                .filter(|n| n.usable)
-                .map(|n| (n.info.name, self.udp_addr(n)))
-                .collect();
-            let mut names: Vec<PeerName> = view.peers.iter().map(|(n, _)| *n).collect();
-            names.extend(neighbors.keys().copied());
-            (names, direct)
+                .map(|n| PeerEntry {
+                    name: n.info.name,
+                    udp_addr: n.usable.then(|| self.udp_addr(n)),
+                    counters: self.counters_for(n.info.name),
+                    session: n.session.clone(),
+                })
+                .collect()
         };
-        let entries = names
-            .into_iter()
-            .map(|name| PeerEntry {
-                name,
-                udp_addr: direct.get(&name).copied(),
-                counters: self.counters_for(name),
-            })
-            .collect();
+        // Peers reached through relays: no address, no session. (Fabric::new keeps the first
+        // entry of a name, so neighbours come first.)
+        for (name, _) in &view.peers {
+            entries.push(PeerEntry {
+                name: *name,
+                udp_addr: None,
+                counters: self.counters_for(*name),
+                session: None,
+            });
+        }
         let fabric = Fabric::new(entries, &view.next_hops, &view.children);
         self.shared.fabric.store(Arc::new(fabric));
     }
@@ -171,6 +239,18 @@ impl Daemon {
                 }
                 let name = info.name;
                 let addr = info.udp_addr;
+                let session = match &info.keys {
+                    Some(k) if !self.trusted(addr.ip()) => {
+                        Some(Arc::new(Mutex::new(Session::new(
+                            Instant::now(),
+                            0,
+                            Key::new(k.send),
+                            Key::new(k.recv),
+                            self.cfg.rekey,
+                        ))))
+                    }
+                    _ => None,
+                };
                 // A new connection starts unconfirmed: traffic flows once a UDP heartbeat is
                 // answered (within milliseconds on a working path).
                 lock(&self.neighbors).insert(
@@ -178,6 +258,9 @@ impl Daemon {
                     Neighbor {
                         info,
                         usable: false,
+                        session,
+                        rekey: None,
+                        rekeys: 0,
                     },
                 );
                 *lock(&self.counters_for(name).observed_addr) = None;
@@ -188,6 +271,7 @@ impl Daemon {
                 lock(&self.neighbors).remove(&name);
                 self.publish_fabric();
             }
+            Event::Control { from, msg } => self.on_rekey(from, msg),
             Event::Topology => {
                 self.publish_fabric();
                 // MACs behind peers that are no longer reachable at all are forgotten.
@@ -219,8 +303,114 @@ impl Daemon {
 
     fn send_heartbeat(&self, name: PeerName, addr: SocketAddr) {
         let seq = self.heartbeat_seq.fetch_add(1, Relaxed);
-        if let Err(e) = self.dataplane.send_heartbeat(name, addr, seq) {
+        let session = lock(&self.neighbors)
+            .get(&name)
+            .and_then(|n| n.session.clone());
+        if let Err(e) = self
+            .dataplane
+            .send_heartbeat(name, addr, seq, session.as_deref())
+        {
             tracing::debug!(peer = %name, "UDP heartbeat not sent: {e}");
+        }
+    }
+
+    /// Whether data to `peer_ip` may go unencrypted: both ends are inside a trusted subnet.
+    fn trusted(&self, peer_ip: IpAddr) -> bool {
+        let t = &self.cfg.trusted_subnets;
+        t.iter().any(|c| c.contains(self.cfg.listen.ip())) && t.iter().any(|c| c.contains(peer_ip))
+    }
+
+    /// Handles the rekey messages of the control channel (see docs/encryption.md).
+    fn on_rekey(&self, from: PeerName, msg: Message) {
+        let Some(secret) = &self.cfg.secret else {
+            return;
+        };
+        let now = Instant::now();
+        let mut neighbors = lock(&self.neighbors);
+        let Some(n) = neighbors.get_mut(&from) else {
+            return;
+        };
+        let Some(session) = n.session.clone() else {
+            return;
+        };
+        match msg {
+            Message::Rekey { epoch, material } => {
+                let Some(material) = unhex32(&material) else {
+                    tracing::warn!(peer = %from, "malformed rekey material");
+                    return;
+                };
+                let keys = gossip::secure::derive_data_keys(&material, secret, false);
+                let installed = lock(&session).install_as_responder(
+                    now,
+                    epoch,
+                    Key::new(keys.send),
+                    Key::new(keys.recv),
+                );
+                match installed {
+                    Ok(()) => {
+                        n.rekeys += 1;
+                        self.gossip.send_to(from, Message::RekeyAck { epoch });
+                    }
+                    Err(e) => tracing::warn!(peer = %from, epoch, "rekey refused: {e:?}"),
+                }
+            }
+            Message::RekeyAck { epoch } => {
+                let Some((e, material, _)) = n.rekey else {
+                    return;
+                };
+                if e != epoch {
+                    return;
+                }
+                n.rekey = None;
+                let keys = gossip::secure::derive_data_keys(&material, secret, true);
+                match lock(&session).install_as_initiator(
+                    now,
+                    epoch,
+                    Key::new(keys.send),
+                    Key::new(keys.recv),
+                ) {
+                    Ok(()) => {
+                        n.rekeys += 1;
+                        tracing::debug!(peer = %from, epoch, "rekeyed");
+                    }
+                    Err(e) => tracing::warn!(peer = %from, epoch, "rekey not installed: {e:?}"),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Proposes new data keys to neighbours whose keys are due (we are the initiator towards the
+    /// peers we dialled), and retires old receive keys.
+    fn rekey_round(&self) {
+        let now = Instant::now();
+        let mut neighbors = lock(&self.neighbors);
+        for n in neighbors.values_mut() {
+            let Some(session) = n.session.clone() else {
+                continue;
+            };
+            let mut s = lock(&session);
+            s.retire_expired(now);
+            if !n.info.outbound || !s.rekey_due(now) {
+                continue;
+            }
+            if n.rekey
+                .is_some_and(|(_, _, sent)| now.duration_since(sent) < Duration::from_secs(5))
+            {
+                continue;
+            }
+            let epoch = s.next_epoch();
+            drop(s);
+            let material: [u8; 32] = rand::random();
+            if self.gossip.send_to(
+                n.info.name,
+                Message::Rekey {
+                    epoch,
+                    material: hex(&material),
+                },
+            ) {
+                n.rekey = Some((epoch, material, now));
+            }
         }
     }
 
@@ -337,6 +527,12 @@ impl Daemon {
                     (None, None) => ("unreachable".into(), "none".into()),
                 };
                 let rtt_us = c.rtt_us.load(Relaxed);
+                let session = n.and_then(|n| n.session.as_ref());
+                let encryption = match (n, session) {
+                    (Some(_), Some(_)) => "chacha20-poly1305",
+                    (Some(_), None) if self.cfg.secret.is_some() => "trusted",
+                    _ => "none",
+                };
                 PeerReport {
                     name: name.to_string(),
                     nickname: nick(name),
@@ -359,6 +555,9 @@ impl Daemon {
                         .map(|r| (r.as_str().to_string(), c.drops_for(*r)))
                         .filter(|(_, v)| *v > 0)
                         .collect(),
+                    encryption: encryption.into(),
+                    key_epoch: session.map(|s| lock(s).send_epoch()),
+                    rekeys: n.map(|n| n.rekeys).unwrap_or(0),
                 }
             })
             .collect();
@@ -414,6 +613,8 @@ impl Daemon {
             targets: self.gossip.targets(),
             connections: self.gossip.connections(),
             refused_connections: self.gossip.refused_connections(),
+            refused: self.gossip.refused_peers(),
+            encrypted: self.cfg.secret.is_some(),
             counters,
             drops,
             fdb,
@@ -492,9 +693,18 @@ pub async fn run(cfg: Config) -> Result<()> {
         .underlay_mtu(cfg.listen.ip())
         .await
         .context("finding the underlay MTU (is --listen an address of this host?)")?;
-    let computed = vswitch::sleeve::pod_mtu(underlay_mtu, ipv6).with_context(|| {
-        format!("the underlay MTU {underlay_mtu} is too small to carry 1280-byte pod packets")
-    })?;
+    // With a secret, each datagram also carries the encryption overhead.
+    let crypto = if cfg.secret.is_some() {
+        vswitch::session::OVERHEAD as u32
+    } else {
+        0
+    };
+    let computed = vswitch::sleeve::pod_mtu(underlay_mtu, ipv6)
+        .and_then(|m| m.checked_sub(crypto))
+        .filter(|m| *m >= 1280)
+        .with_context(|| {
+            format!("the underlay MTU {underlay_mtu} is too small to carry 1280-byte pod packets")
+        })?;
     let pod_mtu = match cfg.mtu {
         Some(m) if m > computed => {
             tracing::warn!(
@@ -507,7 +717,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(m) => m,
         None => computed,
     };
-    let max_datagram = pod_mtu as usize + vswitch::sleeve::overhead(ipv6)
+    let max_datagram = pod_mtu as usize + vswitch::sleeve::overhead(ipv6) + crypto as usize
         - if ipv6 {
             vswitch::sleeve::IPV6_UDP_LEN
         } else {
@@ -527,7 +737,13 @@ pub async fn run(cfg: Config) -> Result<()> {
         UdpSocket::bind(cfg.listen).with_context(|| format!("binding UDP {}", cfg.listen))?;
 
     let switch = Switch::new(Fdb::new(cfg.fdb_capacity, cfg.mac_max_age));
-    let shared = Arc::new(Shared::new(name, pod_mtu, max_datagram, switch));
+    let shared = Arc::new(Shared::new(
+        name,
+        pod_mtu,
+        max_datagram,
+        cfg.secret.is_some(),
+        switch,
+    ));
     let dataplane =
         Dataplane::start(shared.clone(), tap, socket).context("starting the data plane")?;
 
@@ -548,6 +764,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut gcfg = driver::Config::new(name, uid, cfg.nickname.clone(), cfg.listen);
     gcfg.pod_mtu = pod_mtu;
     gcfg.seeds = seeds.clone();
+    gcfg.secret = cfg.secret.clone();
     let gossip = Gossip::start(gcfg, tx)
         .await
         .with_context(|| format!("listening on TCP {}", cfg.listen))?;
@@ -617,6 +834,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = liveness.tick() => {
                 ticks += 1;
                 daemon.heartbeat_round(ticks.is_multiple_of(5));
+                daemon.rekey_round();
             }
             _ = ageing.tick() => {
                 shared.switch().fdb_mut().expire(Instant::now());
@@ -676,6 +894,21 @@ async fn serve_api(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
     }
 }
 
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// The unspecified IPv4 address on the default port.
 pub fn default_listen() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT)
@@ -704,5 +937,26 @@ mod tests {
             "[fd00::1]:6783".parse().unwrap()
         );
         assert!(parse_addr("no-such-host.invalid").is_err());
+    }
+
+    #[test]
+    fn cidrs_contain_what_they_should() {
+        let c: Cidr = "10.200.0.0/24".parse().unwrap();
+        assert!(c.contains("10.200.0.13".parse().unwrap()));
+        assert!(!c.contains("10.200.1.13".parse().unwrap()));
+        assert!(!c.contains("fd00::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("1.2.3.4".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("10.0.0.0".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let b = [7u8; 32];
+        assert_eq!(unhex32(&hex(&b)), Some(b));
+        assert_eq!(unhex32("zz"), None);
     }
 }

@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vswitch::session::{self, EncryptedDatagram, HEADROOM};
 use vswitch::wire::icmp::{self, TooBig};
 use vswitch::wire::sleeve::{self, SleeveDatagram, SleeveHeader, SleeveKind};
-use vswitch::{Decision, DropReason, PeerName, Switch};
+use vswitch::{CryptoError, Decision, DropReason, PeerName, Session, Switch};
 
 /// Frames read from the TAP port per batch.
 const TAP_BATCH: usize = 64;
@@ -64,11 +65,15 @@ pub enum Reason {
     TtlExpired,
     /// A datagram to relay towards a peer we have no route to.
     NoRoute,
+    /// An encrypted datagram refused (see [`CryptoError`]).
+    Crypto(CryptoError),
+    /// A datagram in clear from a peer whose traffic must be encrypted.
+    Unencrypted,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Switch(DropReason::Truncated),
         Reason::Switch(DropReason::LinkLocal),
         Reason::Switch(DropReason::BadSource),
@@ -85,6 +90,15 @@ impl Reason {
         Reason::TapWriteError,
         Reason::TtlExpired,
         Reason::NoRoute,
+        Reason::Crypto(CryptoError::ALL[0]),
+        Reason::Crypto(CryptoError::ALL[1]),
+        Reason::Crypto(CryptoError::ALL[2]),
+        Reason::Crypto(CryptoError::ALL[3]),
+        Reason::Crypto(CryptoError::ALL[4]),
+        Reason::Crypto(CryptoError::ALL[5]),
+        Reason::Crypto(CryptoError::ALL[6]),
+        Reason::Crypto(CryptoError::ALL[7]),
+        Reason::Unencrypted,
     ];
 
     fn index(self) -> usize {
@@ -101,6 +115,8 @@ impl Reason {
             Reason::TapWriteError => 13,
             Reason::TtlExpired => 14,
             Reason::NoRoute => 15,
+            Reason::Crypto(e) => 16 + e.index(),
+            Reason::Unencrypted => 24,
         }
     }
 
@@ -119,6 +135,17 @@ impl Reason {
             Reason::TapWriteError => "tap_write_error",
             Reason::TtlExpired => "ttl_expired",
             Reason::NoRoute => "no_route",
+            Reason::Crypto(e) => match e {
+                CryptoError::Malformed => "crypto_malformed",
+                CryptoError::UnknownKey => "crypto_unknown_key",
+                CryptoError::AuthFailed => "crypto_auth_failed",
+                CryptoError::Replayed => "crypto_replayed",
+                CryptoError::TooOld => "crypto_too_old",
+                CryptoError::CounterExhausted => "crypto_counter_exhausted",
+                CryptoError::BufferTooSmall => "crypto_buffer_too_small",
+                CryptoError::EpochInUse => "crypto_epoch_in_use",
+            },
+            Reason::Unencrypted => "unencrypted",
         }
     }
 }
@@ -207,6 +234,8 @@ pub struct PeerEntry {
     pub udp_addr: Option<SocketAddr>,
     /// Its counters.
     pub counters: Arc<PeerCounters>,
+    /// The encryption session with this neighbour (encrypted clusters, untrusted paths).
+    pub session: Option<Arc<Mutex<Session>>>,
 }
 
 /// What the data plane needs to forward: the peers, the next hop to each, and the broadcast
@@ -219,12 +248,15 @@ pub struct Fabric {
     next_hop: Vec<Option<usize>>,
     /// Broadcast trees: for a source, the indices of the neighbours we forward its broadcasts to.
     children: HashMap<PeerName, Vec<usize>>,
+    /// Neighbours by the address their datagrams come from.
+    by_addr: HashMap<SocketAddr, usize>,
 }
 
 impl Fabric {
     /// Builds a fabric. `routes` maps a destination to its next hop (a direct neighbour, i.e. an
     /// entry with an address); `children` gives, per broadcast source (ourselves included), the
-    /// neighbours to forward to. Names not among `entries` are ignored.
+    /// neighbours to forward to. Names not among `entries` are ignored; of two entries with one
+    /// name, the first is kept.
     pub fn new(
         mut entries: Vec<PeerEntry>,
         routes: &[(PeerName, PeerName)],
@@ -253,10 +285,16 @@ impl Fabric {
                 (*src, kids)
             })
             .collect();
+        let by_addr = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((e.udp_addr?, i)))
+            .collect();
         Fabric {
             entries,
             next_hop,
             children,
+            by_addr,
         }
     }
 
@@ -297,6 +335,11 @@ impl Fabric {
     pub fn entries(&self) -> &[PeerEntry] {
         &self.entries
     }
+
+    /// The neighbour whose datagrams come from `addr`.
+    pub fn by_addr(&self, addr: SocketAddr) -> Option<&PeerEntry> {
+        self.by_addr.get(&addr).map(|&i| &self.entries[i])
+    }
 }
 
 /// State shared between the data plane threads and the control plane.
@@ -306,8 +349,10 @@ pub struct Shared {
     pub me: PeerName,
     /// The pod MTU: frames up to `pod_mtu + 14` bytes cross the overlay.
     pub pod_mtu: u32,
-    /// The largest sleeve datagram we send.
+    /// The largest sleeve datagram we send, as it goes on the wire.
     pub max_datagram: usize,
+    /// The cluster has a secret: datagrams reserve room for encryption.
+    pub encrypted: bool,
     /// The switch.
     pub switch: Mutex<Switch>,
     /// Reachable peers, routes and broadcast trees.
@@ -321,11 +366,18 @@ pub struct Shared {
 
 impl Shared {
     /// New shared state.
-    pub fn new(me: PeerName, pod_mtu: u32, max_datagram: usize, switch: Switch) -> Self {
+    pub fn new(
+        me: PeerName,
+        pod_mtu: u32,
+        max_datagram: usize,
+        encrypted: bool,
+        switch: Switch,
+    ) -> Self {
         Shared {
             me,
             pod_mtu,
             max_datagram,
+            encrypted,
             switch: Mutex::new(switch),
             fabric: ArcSwap::from_pointee(Fabric::default()),
             counters: Counters::default(),
@@ -342,6 +394,15 @@ impl Shared {
 
     fn max_frame(&self) -> usize {
         self.pod_mtu as usize + vswitch::wire::ethernet::HEADER_LEN
+    }
+
+    /// The largest plain sleeve datagram: the wire maximum less the encryption overhead.
+    fn max_plain(&self) -> usize {
+        if self.encrypted {
+            self.max_datagram - session::OVERHEAD
+        } else {
+            self.max_datagram
+        }
     }
 
     /// Milliseconds since [`Shared::epoch`] (at least 1, so that 0 can mean "never").
@@ -396,21 +457,40 @@ impl Dataplane {
         })
     }
 
-    /// Sends a UDP heartbeat to the neighbour `peer` at `addr`; its answer updates the peer's
-    /// `last_ack_ms`, `rtt_us` and `observed_addr`.
-    pub fn send_heartbeat(&self, peer: PeerName, addr: SocketAddr, seq: u64) -> io::Result<()> {
-        let mut buf = [0u8; sleeve::HEADER_LEN + HEARTBEAT_BODY];
+    /// Sends a UDP heartbeat to the neighbour `peer` at `addr` (sealed with its session, if
+    /// any); its answer updates the peer's `last_ack_ms`, `rtt_us` and `observed_addr`.
+    pub fn send_heartbeat(
+        &self,
+        peer: PeerName,
+        addr: SocketAddr,
+        seq: u64,
+        session: Option<&Mutex<Session>>,
+    ) -> io::Result<()> {
+        let mut buf = [0u8; HEADROOM + sleeve::HEADER_LEN + HEARTBEAT_BODY + session::TAG_LEN];
         let header = SleeveHeader {
             kind: SleeveKind::Heartbeat,
             ttl: 1,
             src: self.shared.me,
             dst: peer,
         };
-        let n = header.emit(&mut buf).map_err(io::Error::other)?;
+        let plain = &mut buf[HEADROOM..];
+        let n = header.emit(plain).map_err(io::Error::other)?;
         let sent_us = self.shared.epoch.elapsed().as_micros() as u64;
-        buf[n..n + 8].copy_from_slice(&seq.to_be_bytes());
-        buf[n + 8..n + 16].copy_from_slice(&sent_us.to_be_bytes());
-        send(&self.socket, &self.state, addr, &buf)
+        plain[n..n + 8].copy_from_slice(&seq.to_be_bytes());
+        plain[n + 8..n + 16].copy_from_slice(&sent_us.to_be_bytes());
+        let io = Io {
+            tap: None,
+            socket: &self.socket,
+            state: &self.state,
+        };
+        seal_and_send(
+            &io,
+            session,
+            &mut buf,
+            sleeve::HEADER_LEN + HEARTBEAT_BODY,
+            addr,
+        )
+        .map_err(|e| io::Error::other(format!("{e:?}")))
     }
 
     /// Stops the threads and waits for them.
@@ -423,59 +503,81 @@ impl Dataplane {
     }
 }
 
-/// One datagram being filled for a (next hop, destination) pair.
+/// One datagram being filled for a (next hop, destination) pair. The plain datagram is built at
+/// `buf[HEADROOM..]`, leaving room to seal it in place.
 struct Pending {
     next_hop: SocketAddr,
     counters: Arc<PeerCounters>,
+    session: Option<Arc<Mutex<Session>>>,
+    header: SleeveHeader,
     buf: Box<[u8]>,
+    /// Bytes of the plain datagram (from `HEADROOM`).
     len: usize,
     frames: u64,
     bytes: u64,
 }
 
+impl Pending {
+    fn reset(&mut self) {
+        self.len = self.header.emit(&mut self.buf[HEADROOM..]).unwrap_or(0);
+        self.frames = 0;
+        self.bytes = 0;
+    }
+}
+
 /// Packs frames into datagrams and sends them.
 struct Encap<'a> {
     shared: &'a Shared,
-    socket: &'a UdpSocket,
-    state: &'a UdpSocketState,
+    io: Io<'a>,
     pending: HashMap<(PeerName, PeerName), Pending>,
 }
 
 impl Encap<'_> {
-    /// Appends `frame` to the datagram for `dst` going through the neighbour `hop` at `addr`;
-    /// `counters` are those of the peer the traffic is accounted to.
+    /// Appends `frame` to the datagram for `dst` going through the neighbour `hop`; `counters`
+    /// are those of the peer the traffic is accounted to.
     fn push(
         &mut self,
-        hop: PeerName,
+        hop: &PeerEntry,
         addr: SocketAddr,
         counters: &Arc<PeerCounters>,
         dst: PeerName,
         frame: &[u8],
     ) {
-        let max = self.shared.max_datagram;
+        let max = self.shared.max_plain();
         let me = self.shared.me;
-        let p = self.pending.entry((hop, dst)).or_insert_with(|| {
-            let mut buf = vec![0u8; max].into_boxed_slice();
-            let len = SleeveHeader::frames(me, dst).emit(&mut buf).unwrap_or(0);
-            Pending {
+        let p = self.pending.entry((hop.name, dst)).or_insert_with(|| {
+            let mut p = Pending {
                 next_hop: addr,
                 counters: counters.clone(),
-                buf,
-                len,
+                session: hop.session.clone(),
+                header: SleeveHeader::frames(me, dst),
+                buf: vec![0u8; HEADROOM + max + session::TAG_LEN].into_boxed_slice(),
+                len: 0,
                 frames: 0,
                 bytes: 0,
-            }
+            };
+            p.reset();
+            p
         });
-        // The neighbour may have moved to another address since this entry was made.
+        // The neighbour may have moved, or been given a new session, since this entry was made.
         p.next_hop = addr;
         if !Arc::ptr_eq(&p.counters, counters) {
             p.counters = counters.clone();
         }
-        let appended = match sleeve::push_frame(&mut p.buf, p.len, frame) {
+        let same_session = match (&p.session, &hop.session) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_session {
+            p.session = hop.session.clone();
+        }
+        let region = HEADROOM..HEADROOM + max;
+        let appended = match sleeve::push_frame(&mut p.buf[region.clone()], p.len, frame) {
             Ok(len) => Ok(len),
             Err(_) => {
-                flush(self.shared, self.socket, self.state, p);
-                sleeve::push_frame(&mut p.buf, p.len, frame)
+                flush(self.shared, &self.io, p);
+                sleeve::push_frame(&mut p.buf[region], p.len, frame)
             }
         };
         match appended {
@@ -491,28 +593,49 @@ impl Encap<'_> {
     fn flush_all(&mut self) {
         for p in self.pending.values_mut() {
             if p.frames > 0 {
-                flush(self.shared, self.socket, self.state, p);
+                flush(self.shared, &self.io, p);
             }
         }
     }
 }
 
-fn flush(shared: &Shared, socket: &UdpSocket, state: &UdpSocketState, p: &mut Pending) {
+fn flush(shared: &Shared, io: &Io<'_>, p: &mut Pending) {
     if p.frames == 0 {
         return;
     }
-    match send(socket, state, p.next_hop, &p.buf[..p.len]) {
+    match seal_and_send(io, p.session.as_deref(), &mut p.buf, p.len, p.next_hop) {
         Ok(()) => {
             p.counters.tx_datagrams.fetch_add(1, Relaxed);
             p.counters.tx_frames.fetch_add(p.frames, Relaxed);
             p.counters.tx_bytes.fetch_add(p.bytes, Relaxed);
             shared.counters.udp_tx_datagrams.fetch_add(1, Relaxed);
         }
-        Err(_) => shared.counters.drop(Reason::SendError),
+        Err(r) => shared.counters.drop(r),
     }
-    p.len = sleeve::HEADER_LEN;
-    p.frames = 0;
-    p.bytes = 0;
+    p.reset();
+}
+
+/// Sends the plain datagram at `buf[HEADROOM..HEADROOM + len]`: sealed in place with `session`
+/// if there is one, in clear otherwise. `buf` has room for the tag after the datagram.
+fn seal_and_send(
+    io: &Io<'_>,
+    session: Option<&Mutex<Session>>,
+    buf: &mut [u8],
+    len: usize,
+    to: SocketAddr,
+) -> Result<(), Reason> {
+    let wire = match session {
+        Some(s) => {
+            let n = s
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .seal_in_place(buf, len)
+                .map_err(Reason::Crypto)?;
+            &buf[..n]
+        }
+        None => &buf[HEADROOM..HEADROOM + len],
+    };
+    send(io.socket, io.state, to, wire).map_err(|_| Reason::SendError)
 }
 
 /// Sends one datagram, waiting for socket buffer space rather than dropping when it is full.
@@ -542,8 +665,11 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
     let mut icmp_buf = vec![0u8; 2048];
     let mut encap = Encap {
         shared,
-        socket,
-        state,
+        io: Io {
+            tap: None,
+            socket,
+            state,
+        },
         pending: HashMap::new(),
     };
     let c = &shared.counters;
@@ -607,7 +733,7 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
             let route = match decision {
                 Decision::Unicast(p) => fabric
                     .next_hop(p)
-                    .and_then(|(hop, addr)| Some((hop.name, addr, fabric.get(p)?))),
+                    .and_then(|(hop, addr)| Some((hop, addr, fabric.get(p)?))),
                 _ => None,
             };
             match route {
@@ -620,7 +746,7 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                     // longer reach: down our broadcast tree.
                     c.flooded_frames.fetch_add(1, Relaxed);
                     for (hop, addr) in fabric.children(shared.me) {
-                        encap.push(hop.name, addr, &hop.counters, PeerName::BROADCAST, frame);
+                        encap.push(hop, addr, &hop.counters, PeerName::BROADCAST, frame);
                     }
                 }
             }
@@ -638,7 +764,10 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
 fn udp_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
     let mut storage = vec![0u8; UDP_BATCH * UDP_BUF];
     let mut metas = [RecvMeta::default(); UDP_BATCH];
-    let mut deliver: Vec<(usize, usize)> = Vec::with_capacity(UDP_BUF / 16);
+    let mut rx = Rx {
+        deliver: Vec::with_capacity(UDP_BUF / 16),
+        scratch: vec![0u8; HEADROOM + UDP_BUF + session::TAG_LEN].into_boxed_slice(),
+    };
     let c = &shared.counters;
     while shared.running.load(Relaxed) {
         match sys::wait_ready(socket.as_fd(), false, WAKE) {
@@ -662,39 +791,118 @@ fn udp_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
             }
         };
         let fabric = shared.fabric.load();
-        let io = Io { tap, socket, state };
+        let io = Io {
+            tap: Some(tap),
+            socket,
+            state,
+        };
         for (meta, iov) in metas.iter().zip(iovs.iter_mut()).take(n) {
             let stride = meta.stride.max(1);
             for dgram in iov[..meta.len].chunks_mut(stride) {
                 c.udp_rx_datagrams.fetch_add(1, Relaxed);
-                receive(shared, &fabric, &io, dgram, meta.addr, &mut deliver);
+                receive(shared, &fabric, &io, dgram, meta.addr, &mut rx);
             }
         }
     }
 }
 
-/// The devices the UDP thread writes to.
+/// The devices a data plane thread writes to.
 struct Io<'a> {
-    tap: &'a Tap,
+    tap: Option<&'a Tap>,
     socket: &'a UdpSocket,
     state: &'a UdpSocketState,
 }
 
-/// Handles one received datagram: checks it, relays it if it is for others, answers
-/// heartbeats, and learns and delivers its frames if it is for us.
+/// Buffers of the UDP thread, allocated once.
+struct Rx {
+    /// Frames to deliver from the current datagram: (offset, length).
+    deliver: Vec<(usize, usize)>,
+    /// Where a datagram is re-sealed for the next hop.
+    scratch: Box<[u8]>,
+}
+
+fn count(shared: &Shared, peer: &PeerCounters, r: Reason) {
+    peer.drops[r.index()].fetch_add(1, Relaxed);
+    shared.counters.drop(r);
+}
+
+/// Forwards the plain datagram `plain` to the neighbour `hop` at `addr`: as it is when the hop
+/// needs no encryption, else copied into `scratch` and sealed with the hop's session.
+fn forward(
+    io: &Io<'_>,
+    hop: &PeerEntry,
+    addr: SocketAddr,
+    plain: &[u8],
+    scratch: &mut [u8],
+) -> Result<(), Reason> {
+    match &hop.session {
+        None => send(io.socket, io.state, addr, plain).map_err(|_| Reason::SendError),
+        Some(s) => {
+            let buf = scratch
+                .get_mut(..HEADROOM + plain.len() + session::TAG_LEN)
+                .ok_or(Reason::TooBig)?;
+            buf[HEADROOM..HEADROOM + plain.len()].copy_from_slice(plain);
+            seal_and_send(io, Some(s), buf, plain.len(), addr)
+        }
+    }
+}
+
+/// Handles one received datagram: opens it if it is encrypted, relays it if it is for others,
+/// answers heartbeats, and learns and delivers its frames if it is for us.
 fn receive(
     shared: &Shared,
     fabric: &Fabric,
     io: &Io<'_>,
     dgram: &mut [u8],
     from: SocketAddr,
-    deliver: &mut Vec<(usize, usize)>,
+    rx: &mut Rx,
 ) {
     let c = &shared.counters;
-    let h = match SleeveDatagram::new_checked(&*dgram) {
-        Ok(d) => d.header(),
-        Err(vswitch::wire::Error::UnsupportedVersion) => return c.drop(Reason::UnsupportedVersion),
-        Err(_) => return c.drop(Reason::MalformedDatagram),
+    // Which neighbour sent it: the one at its source address, else the one it names as source
+    // (a neighbour whose address we have not confirmed yet).
+    let h = if session::is_encrypted(dgram) {
+        match EncryptedDatagram::new_checked(&*dgram) {
+            Ok(d) => d.header(),
+            Err(_) => return c.drop(Reason::MalformedDatagram),
+        }
+    } else {
+        match SleeveDatagram::new_checked(&*dgram) {
+            Ok(d) => d.header(),
+            Err(vswitch::wire::Error::UnsupportedVersion) => {
+                return c.drop(Reason::UnsupportedVersion)
+            }
+            Err(_) => return c.drop(Reason::MalformedDatagram),
+        }
+    };
+    let hop = fabric.by_addr(from).or_else(|| fabric.get(h.src));
+    let plain: &mut [u8] = if session::is_encrypted(dgram) {
+        let Some(hop) = hop else {
+            return c.drop(Reason::UnknownPeer);
+        };
+        let Some(s) = &hop.session else {
+            return count(
+                shared,
+                &hop.counters,
+                Reason::Crypto(CryptoError::UnknownKey),
+            );
+        };
+        let opened = s
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .open_in_place(Instant::now(), dgram);
+        match opened {
+            Ok(range) => &mut dgram[range],
+            Err(e) => return count(shared, &hop.counters, Reason::Crypto(e)),
+        }
+    } else {
+        if let Some(hop) = hop {
+            if hop.session.is_some() {
+                return count(shared, &hop.counters, Reason::Unencrypted);
+            }
+        } else if shared.encrypted {
+            return c.drop(Reason::UnknownPeer);
+        }
+        dgram
     };
     let Some(origin) = fabric.get(h.src) else {
         return c.drop(Reason::UnknownPeer);
@@ -704,23 +912,18 @@ fn receive(
     if !for_us && !h.dst.is_broadcast() {
         // Relay towards the destination.
         if h.ttl <= 1 {
-            oc.drops[Reason::TtlExpired.index()].fetch_add(1, Relaxed);
-            return c.drop(Reason::TtlExpired);
+            return count(shared, oc, Reason::TtlExpired);
         }
-        dgram[2] = h.ttl - 1;
+        plain[2] = h.ttl - 1;
         match fabric.next_hop(h.dst) {
-            Some((_, addr)) => {
-                if send(io.socket, io.state, addr, dgram).is_ok() {
+            Some((next, addr)) => match forward(io, next, addr, plain, &mut rx.scratch) {
+                Ok(()) => {
                     oc.relayed_datagrams.fetch_add(1, Relaxed);
                     c.relayed_datagrams.fetch_add(1, Relaxed);
-                } else {
-                    c.drop(Reason::SendError);
                 }
-            }
-            None => {
-                oc.drops[Reason::NoRoute.index()].fetch_add(1, Relaxed);
-                c.drop(Reason::NoRoute);
-            }
+                Err(r) => c.drop(r),
+            },
+            None => count(shared, oc, Reason::NoRoute),
         }
         return;
     }
@@ -729,19 +932,20 @@ fn receive(
         SleeveKind::Heartbeat => {
             // Answer at once, to where it came from (through NAT, that is not the announced
             // address), and remember that address.
-            if dgram.len() >= sleeve::HEADER_LEN + HEARTBEAT_BODY && for_us {
+            if plain.len() >= sleeve::HEADER_LEN + HEARTBEAT_BODY && for_us {
                 let reply = SleeveHeader {
                     kind: SleeveKind::HeartbeatAck,
                     ttl: 1,
                     src: shared.me,
                     dst: h.src,
                 };
-                if reply.emit(dgram).is_ok()
-                    && send(
-                        io.socket,
-                        io.state,
+                if reply.emit(plain).is_ok()
+                    && forward(
+                        io,
+                        origin,
                         from,
-                        &dgram[..sleeve::HEADER_LEN + HEARTBEAT_BODY],
+                        &plain[..sleeve::HEADER_LEN + HEARTBEAT_BODY],
+                        &mut rx.scratch,
                     )
                     .is_ok()
                 {
@@ -755,8 +959,8 @@ fn receive(
             return;
         }
         SleeveKind::HeartbeatAck => {
-            if dgram.len() >= sleeve::HEADER_LEN + HEARTBEAT_BODY && for_us {
-                let b = &dgram[sleeve::HEADER_LEN..];
+            if plain.len() >= sleeve::HEADER_LEN + HEARTBEAT_BODY && for_us {
+                let b = &plain[sleeve::HEADER_LEN..];
                 let sent_us = u64::from_be_bytes(b[8..16].try_into().unwrap_or_default());
                 let now_us = shared.epoch.elapsed().as_micros() as u64;
                 oc.rtt_us.store(now_us.saturating_sub(sent_us), Relaxed);
@@ -765,30 +969,29 @@ fn receive(
             return;
         }
     }
-    if h.dst.is_broadcast() {
+    if h.dst.is_broadcast() && h.ttl > 1 {
         // Pass it down the source's broadcast tree before delivering it here.
-        if h.ttl > 1 {
-            let mut kids = fabric.children(h.src).peekable();
-            if kids.peek().is_some() {
-                dgram[2] = h.ttl - 1;
-                for (_, addr) in kids {
-                    if send(io.socket, io.state, addr, dgram).is_ok() {
+        let mut kids = fabric.children(h.src).peekable();
+        if kids.peek().is_some() {
+            plain[2] = h.ttl - 1;
+            for (next, addr) in kids {
+                match forward(io, next, addr, plain, &mut rx.scratch) {
+                    Ok(()) => {
                         oc.relayed_datagrams.fetch_add(1, Relaxed);
                         c.relayed_datagrams.fetch_add(1, Relaxed);
-                    } else {
-                        c.drop(Reason::SendError);
                     }
+                    Err(r) => c.drop(r),
                 }
             }
         }
     }
     oc.rx_datagrams.fetch_add(1, Relaxed);
-    let Ok(d) = SleeveDatagram::new_checked(&*dgram) else {
+    let Ok(d) = SleeveDatagram::new_checked(&*plain) else {
         return;
     };
     let max_frame = shared.max_frame() + 4; // room for one VLAN tag
-    let base = dgram.as_ptr() as usize;
-    deliver.clear();
+    let base = plain.as_ptr() as usize;
+    rx.deliver.clear();
     {
         let now = Instant::now();
         let mut sw = shared.switch();
@@ -796,30 +999,30 @@ fn receive(
             let frame = match rec {
                 Ok(f) => f,
                 Err(_) => {
-                    oc.drops[Reason::TruncatedRecord.index()].fetch_add(1, Relaxed);
-                    c.drop(Reason::TruncatedRecord);
+                    count(shared, oc, Reason::TruncatedRecord);
                     break;
                 }
             };
             if frame.len() > max_frame {
-                oc.drops[Reason::OversizeFrame.index()].fetch_add(1, Relaxed);
-                c.drop(Reason::OversizeFrame);
+                count(shared, oc, Reason::OversizeFrame);
                 continue;
             }
             match sw.from_peer(now, h.src, frame) {
-                Decision::Drop(r) => {
-                    oc.drops[Reason::Switch(r).index()].fetch_add(1, Relaxed);
-                    c.drop(Reason::Switch(r));
-                }
-                _ => deliver.push((frame.as_ptr() as usize - base, frame.len())),
+                Decision::Drop(r) => count(shared, oc, Reason::Switch(r)),
+                _ => rx
+                    .deliver
+                    .push((frame.as_ptr() as usize - base, frame.len())),
             }
         }
     }
-    for &(off, len) in deliver.iter() {
-        let frame = &dgram[off..off + len];
+    let Some(tap) = io.tap else {
+        return;
+    };
+    for &(off, len) in rx.deliver.iter() {
+        let frame = &plain[off..off + len];
         oc.rx_frames.fetch_add(1, Relaxed);
         oc.rx_bytes.fetch_add(len as u64, Relaxed);
-        match io.tap.write(frame) {
+        match tap.write(frame) {
             Ok(_) => {
                 c.tap_tx_frames.fetch_add(1, Relaxed);
                 c.tap_tx_bytes.fetch_add(len as u64, Relaxed);

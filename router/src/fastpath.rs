@@ -146,6 +146,19 @@ pub enum SetupOutcome {
     Recreated,
 }
 
+/// What [`FastPath::reconcile`] changed (all zero when the FDB already matched).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Peers added to the flood list.
+    pub peers_added: usize,
+    /// Peers removed from the flood list.
+    pub peers_removed: usize,
+    /// Per-MAC entries set from `macs`.
+    pub macs_set: usize,
+    /// Per-MAC entries (set or learned) removed because they pointed at an unwanted address.
+    pub macs_removed: usize,
+}
+
 /// The kernel VXLAN device of the fast path, in the current network namespace; see the
 /// [module docs](self).
 ///
@@ -247,17 +260,22 @@ impl FastPath {
     /// the VXLAN port, so that frames to the MACs behind that peer are flooded again (and find
     /// the sleeve) instead of following a stale entry. Idempotent.
     pub async fn remove_peer(&self, peer: IpAddr) -> Result<()> {
-        self.nl
+        let mut removed = self
+            .nl
             .fdb_delete(self.index, FLOOD_MAC, Some(peer), FdbTable::Device)
             .await?;
         for (mac, dst) in self.fdb().await? {
             if dst == peer && mac != FLOOD_MAC {
-                self.nl
+                removed |= self
+                    .nl
                     .fdb_delete(self.index, mac, None, FdbTable::Device)
                     .await?;
             }
         }
-        self.nl.flush_port_fdb(&self.cfg.device).await
+        if removed {
+            self.nl.flush_port_fdb(&self.cfg.device).await?;
+        }
+        Ok(())
     }
 
     /// The fast-path peers: the remotes of the flood entry.
@@ -315,16 +333,27 @@ impl FastPath {
 
     /// Makes the FDB match what the router wants: exactly `peers` in the flood list; no entry
     /// pointing to any other address; `mac -> peer` for each pair of `macs` whose peer is in
-    /// `peers` (others are ignored). Entries the device learned for wanted peers stay. If a peer
-    /// left, the bridge's learned entries on the VXLAN port are flushed as in
-    /// [`FastPath::remove_peer`].
-    pub async fn reconcile(&self, peers: &[IpAddr], macs: &[([u8; 6], IpAddr)]) -> Result<()> {
+    /// `peers` (others are ignored). Entries the device learned for wanted peers stay, and so do
+    /// learned probe MACs (see [`probe_mac`]), which carry no traffic.
+    ///
+    /// Cheap when nothing changed (one FDB read), so the router can run it on every probe round.
+    /// Besides repairing drift it removes what learning re-created after a peer left the fast
+    /// path: that peer may still send over VXLAN until it, too, decides to leave, and the device
+    /// and the bridge learn its MACs from those packets. For each such MAC the bridge's entry on
+    /// the VXLAN port is deleted as well, so that the next frame to it floods and reaches the
+    /// router. If a flood-list peer is removed, the bridge's learned entries on the VXLAN port are
+    /// flushed as in [`FastPath::remove_peer`].
+    pub async fn reconcile(
+        &self,
+        peers: &[IpAddr],
+        macs: &[([u8; 6], IpAddr)],
+    ) -> Result<Reconciled> {
         for p in peers {
             self.check_peer(*p)?;
         }
+        let mut done = Reconciled::default();
         let wanted: HashSet<IpAddr> = peers.iter().copied().collect();
         let have = self.fdb().await?;
-        let mut removed_peer = false;
         let mut flood: HashSet<IpAddr> = HashSet::new();
         for &(mac, dst) in &have {
             if mac == FLOOD_MAC {
@@ -334,28 +363,34 @@ impl FastPath {
                     self.nl
                         .fdb_delete(self.index, FLOOD_MAC, Some(dst), FdbTable::Device)
                         .await?;
-                    removed_peer = true;
+                    done.peers_removed += 1;
                 }
-            } else if !wanted.contains(&dst) {
+            } else if !wanted.contains(&dst) && mac != probe_mac(dst) {
                 self.nl
                     .fdb_delete(self.index, mac, None, FdbTable::Device)
                     .await?;
+                self.nl
+                    .fdb_delete(self.index, mac, None, FdbTable::Bridge)
+                    .await?;
+                done.macs_removed += 1;
             }
         }
         for p in &wanted {
             if !flood.contains(p) {
                 self.nl.vxlan_fdb_append(self.index, FLOOD_MAC, *p).await?;
+                done.peers_added += 1;
             }
         }
         for &(mac, peer) in macs {
             if wanted.contains(&peer) && !have.contains(&(mac, peer)) {
                 self.set_mac(mac, peer).await?;
+                done.macs_set += 1;
             }
         }
-        if removed_peer {
+        if done.peers_removed > 0 {
             self.nl.flush_port_fdb(&self.cfg.device).await?;
         }
-        Ok(())
+        Ok(done)
     }
 
     /// The device's counters: what went through the kernel path (tx: frames encapsulated to
@@ -388,14 +423,25 @@ impl FastPath {
     /// the bridge's entry for `peer`'s probe MAC on the VXLAN port, `None` if there is none (no
     /// probe yet, or flushed). Recent means peer -> here works on the fast path.
     pub async fn probe_age(&self, peer: IpAddr) -> Result<Option<Duration>> {
-        let mac = probe_mac(peer);
-        Ok(self
-            .nl
-            .fdb_entries()
-            .await?
-            .into_iter()
-            .find(|e| e.ifindex == self.index && e.table == FdbTable::Bridge && e.mac == mac)
-            .map(|e| e.updated.unwrap_or(Duration::MAX)))
+        Ok(self.probe_ages(&[peer]).await?[0])
+    }
+
+    /// [`FastPath::probe_age`] for each of `peers` (same order), from one read of the FDB.
+    pub async fn probe_ages(&self, peers: &[IpAddr]) -> Result<Vec<Option<Duration>>> {
+        let entries = self.nl.fdb_entries().await?;
+        let ours: Vec<_> = entries
+            .iter()
+            .filter(|e| e.ifindex == self.index && e.table == FdbTable::Bridge && !e.local)
+            .collect();
+        Ok(peers
+            .iter()
+            .map(|p| {
+                let mac = probe_mac(*p);
+                ours.iter()
+                    .find(|e| e.mac == mac)
+                    .map(|e| e.updated.unwrap_or(Duration::MAX))
+            })
+            .collect())
     }
 
     /// Deletes the device (a clean shutdown): its FDB goes with it, and the bridge forgets what it
@@ -409,10 +455,8 @@ impl FastPath {
 
 fn check_unicast(mac: [u8; 6]) -> Result<()> {
     if mac == FLOOD_MAC || mac[0] & 1 == 1 {
-        bail!(
-            "{} is not a unicast MAC address",
-            crate::lab::format_mac(&mac)
-        );
+        let [a, b, c, d, e, f] = mac;
+        bail!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x} is not a unicast MAC address");
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `weft`: the Weft host daemon and its command-line tools.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -18,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// `weft router` has many flags; the enum is parsed once, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the host daemon.
@@ -87,6 +89,19 @@ struct RouterArgs {
     /// Seconds a MAC address is remembered without traffic.
     #[arg(long, default_value_t = 300)]
     mac_age: u64,
+    /// File holding the cluster secret: turns encryption on (every peer needs the same one).
+    #[arg(long, env = "WEFT_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// Networks (CIDR, comma-separated) whose hosts exchange data unencrypted; the control
+    /// channel stays authenticated and encrypted.
+    #[arg(long, value_delimiter = ',')]
+    trusted_subnets: Vec<String>,
+    /// Seconds after which data keys are replaced (encrypted clusters).
+    #[arg(long, default_value_t = 120)]
+    rekey_after: u64,
+    /// Datagrams after which data keys are replaced (encrypted clusters).
+    #[arg(long, default_value_t = 1 << 32)]
+    rekey_after_packets: u64,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:6782).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
@@ -113,6 +128,26 @@ fn router(a: RouterArgs) -> Result<()> {
         t.truncate(15);
         t
     });
+    let secret = match &a.secret_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the secret file {}", path.display()))?;
+            let s = gossip::secure::Secret::from_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(std::sync::Arc::new(s))
+        }
+        None => None,
+    };
+    let trusted_subnets = a
+        .trusted_subnets
+        .iter()
+        .map(|c| c.parse())
+        .collect::<Result<Vec<daemon::Cidr>>>()?;
+    let rekey = vswitch::RekeyPolicy {
+        max_age: Duration::from_secs(a.rekey_after.max(1)),
+        max_packets: a.rekey_after_packets.max(1),
+        ..Default::default()
+    };
     let cfg = daemon::Config {
         nickname: a.name.unwrap_or_else(daemon::hostname),
         listen,
@@ -124,6 +159,9 @@ fn router(a: RouterArgs) -> Result<()> {
         fdb_capacity: a.max_macs,
         mac_max_age: Duration::from_secs(a.mac_age),
         metrics: a.metrics,
+        secret,
+        trusted_subnets,
+        rekey,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

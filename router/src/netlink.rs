@@ -617,3 +617,109 @@ impl Netlink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_route::neighbour::NeighbourCacheInfo;
+    use std::net::Ipv4Addr;
+
+    fn bridge_msg(
+        flags: NeighbourFlags,
+        state: NeighbourState,
+        dst: Option<Vec<u8>>,
+    ) -> NeighbourMessage {
+        let mut m = fdb_message(7, [2, 0, 0, 0, 0, 1], None, FdbTable::Device, state);
+        m.header.flags = flags;
+        if let Some(raw) = dst {
+            m.attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Other(
+                    raw,
+                )));
+        }
+        m
+    }
+
+    #[test]
+    fn fdb_entries_are_decoded() {
+        // A VXLAN entry as an AF_BRIDGE dump reports it: NTF_SELF, the address as raw bytes.
+        let m = bridge_msg(
+            NeighbourFlags::Own,
+            NeighbourState::Reachable,
+            Some(vec![10, 200, 0, 12]),
+        );
+        let e = fdb_entry(&m).unwrap();
+        assert_eq!(e.table, FdbTable::Device);
+        assert_eq!(e.dst, Some(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 12))));
+        assert_eq!((e.ifindex, e.mac), (7, [2, 0, 0, 0, 0, 1]));
+        assert!(!e.permanent && !e.local && e.updated.is_none());
+        let v6 = bridge_msg(
+            NeighbourFlags::Own,
+            NeighbourState::Permanent,
+            Some(vec![0xfd; 16]),
+        );
+        assert!(fdb_entry(&v6).unwrap().dst.is_some_and(|d| d.is_ipv6()));
+        let odd = bridge_msg(
+            NeighbourFlags::Own,
+            NeighbourState::Permanent,
+            Some(vec![1, 2]),
+        );
+        assert_eq!(fdb_entry(&odd).unwrap().dst, None);
+        // A bridge entry: no NTF_SELF; a port's own address is permanent.
+        let b = bridge_msg(NeighbourFlags::empty(), NeighbourState::Permanent, None);
+        let e = fdb_entry(&b).unwrap();
+        assert!(e.table == FdbTable::Bridge && e.local && e.permanent);
+        let mut learned = bridge_msg(NeighbourFlags::empty(), NeighbourState::Reachable, None);
+        let mut ci = NeighbourCacheInfo::parse(&[0u8; 16]).unwrap();
+        ci.updated = 150;
+        learned.attributes.push(NeighbourAttribute::CacheInfo(ci));
+        let e = fdb_entry(&learned).unwrap();
+        assert!(!e.local && !e.permanent);
+        assert_eq!(e.updated, Some(Duration::from_millis(1500)));
+        // No MAC, no entry.
+        let mut none = NeighbourMessage::default();
+        none.header.flags = NeighbourFlags::Own;
+        assert!(fdb_entry(&none).is_none());
+    }
+
+    #[test]
+    fn fdb_requests_carry_the_table_and_the_remote() {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 12));
+        let m = fdb_message(
+            3,
+            [0; 6],
+            Some(ip),
+            FdbTable::Device,
+            NeighbourState::Permanent,
+        );
+        assert_eq!(m.header.family, AddressFamily::Bridge);
+        assert_eq!(m.header.flags, NeighbourFlags::Own);
+        assert!(m
+            .attributes
+            .contains(&NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                Ipv4Addr::new(10, 200, 0, 12)
+            ))));
+        let b = fdb_message(3, [2; 6], None, FdbTable::Bridge, NeighbourState::None);
+        assert_eq!(b.header.flags, NeighbourFlags::Controller);
+        assert_eq!(b.attributes.len(), 1);
+    }
+
+    #[test]
+    fn vxlan_params_are_read_back() {
+        let p = VxlanParams::from_info(&[
+            InfoVxlan::Id(0x7765),
+            InfoVxlan::Port(6784),
+            InfoVxlan::Local(Ipv4Addr::new(10, 200, 0, 11)),
+            InfoVxlan::Group(Ipv4Addr::UNSPECIFIED),
+            InfoVxlan::Learning(true),
+            InfoVxlan::Ageing(300),
+            InfoVxlan::UDPCsum(true),
+            InfoVxlan::Ttl(0),
+        ]);
+        assert_eq!(p.vni, 0x7765);
+        assert_eq!(p.port, 6784);
+        assert_eq!(p.local, Some(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 11))));
+        assert_eq!(p.remote, None, "0.0.0.0 means no default remote");
+        assert!(p.learning && p.udp_csum && !p.l2miss && !p.collect_metadata);
+    }
+}

@@ -37,6 +37,11 @@ pub struct Report {
     pub connections: Vec<ConnectionStatus>,
     /// Inbound control connections refused by the connection or accept-rate limits.
     pub refused_connections: u64,
+    /// Addresses whose connections were refused after they spoke (wrong secret, no secret,
+    /// incompatible version, ...).
+    pub refused: Vec<gossip::driver::RefusedStatus>,
+    /// The cluster has a secret.
+    pub encrypted: bool,
     /// Host-wide data plane counters.
     pub counters: BTreeMap<String, u64>,
     /// Drops by reason.
@@ -79,6 +84,13 @@ pub struct PeerReport {
     pub relayed_datagrams: u64,
     /// Drops of this peer's traffic, by reason (zero counts left out).
     pub drops: BTreeMap<String, u64>,
+    /// Data encryption with this neighbour: `chacha20-poly1305`, `trusted` (in clear by
+    /// `--trusted-subnets`), or `none` (no secret, or not a neighbour).
+    pub encryption: String,
+    /// The key generation this router sends with (encrypted neighbours).
+    pub key_epoch: Option<u8>,
+    /// Rekeys completed with this neighbour.
+    pub rekeys: u64,
 }
 
 /// One MAC table entry.
@@ -162,6 +174,10 @@ impl Report {
                     format!("{} / {}", p.rx_frames, human_bytes(p.rx_bytes)),
                     p.relayed_datagrams.to_string(),
                     drops.to_string(),
+                    match p.key_epoch {
+                        Some(e) => format!("{} (key {e}, {} rekeys)", p.encryption, p.rekeys),
+                        None => p.encryption.clone(),
+                    },
                 ]
             })
             .collect();
@@ -258,12 +274,32 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "bridge {} via {}, pod MTU {} (underlay MTU {})",
-            self.bridge, self.tap, self.pod_mtu, self.underlay_mtu
+            "bridge {} via {}, pod MTU {} (underlay MTU {}), encryption {}",
+            self.bridge,
+            self.tap,
+            self.pod_mtu,
+            self.underlay_mtu,
+            if self.encrypted { "on" } else { "off" }
         );
         out.push_str(&self.render_peers());
         out.push_str(&self.render_targets());
         out.push_str(&self.render_connections());
+        if !self.refused.is_empty() {
+            let _ = writeln!(out, "\nRefused inbound connections:");
+            let rows: Vec<Vec<String>> = self
+                .refused
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.addr.clone(),
+                        r.count.to_string(),
+                        format!("{} s ago", r.last_secs),
+                        r.reason.clone(),
+                    ]
+                })
+                .collect();
+            table(&mut out, &["ADDRESS", "COUNT", "LAST", "REASON"], &rows);
+        }
         let _ = writeln!(out, "\nData plane:");
         let kv = |m: &BTreeMap<String, u64>, skip_zero: bool| {
             m.iter()

@@ -1,0 +1,330 @@
+//! Encrypted clusters end to end: what the underlay sees, peers without the secret, replayed
+//! and tampered datagrams, and rekeying under load.
+//!
+//! Needs root (network namespaces), tcpdump, and the `weft` binary (`scripts/test.sh`).
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+use weft::lab::{in_netns, poll_until, Host, Pod, Signal};
+use weft::status::Report;
+use weft::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
+
+const SECRET: &str = "the weft test secret, long enough\n";
+
+fn cluster(tag: &str) -> Cluster {
+    assert!(
+        weft::lab::require_root(),
+        "these tests need root and iproute2"
+    );
+    Cluster::new(tag, weft_bin().unwrap()).unwrap()
+}
+
+fn secret_file(c: &Cluster, name: &str, content: &str) -> String {
+    let p: PathBuf = c.lab.dir().join(name);
+    std::fs::write(&p, content).unwrap();
+    p.display().to_string()
+}
+
+/// Two hosts with one pod each; `args` per host (secret flags).
+fn pair(tag: &str, args: &[&[&str]; 2]) -> (Cluster, Vec<Host>, Vec<Pod>) {
+    let mut c = cluster(tag);
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    c.start_router(&h1, &[], args[0]).unwrap();
+    c.start_router(&h2, &[&h1], args[1]).unwrap();
+    for h in [&h1, &h2] {
+        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
+    }
+    let p1 = c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap();
+    let p2 = c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap();
+    (c, vec![h1, h2], vec![p1, p2])
+}
+
+/// UDP payloads of the datagrams in a pcap file (Ethernet, IPv4).
+fn udp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let Some(frame) = pcap.get(at + 16..at + 16 + incl) else {
+            break;
+        };
+        at += 16 + incl;
+        if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 17 {
+            continue;
+        }
+        let ihl = usize::from(frame[14] & 0x0f) * 4;
+        if let Some(p) = frame.get(14 + ihl + 8..) {
+            out.push(p.to_vec());
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Captures the underlay (the switch's port towards h1) while pod 1 pings pod 2 with a
+/// recognisable payload; returns the captured UDP payloads.
+fn capture_pings(c: &mut Cluster, pods: &[Pod], name: &str) -> Vec<Vec<u8>> {
+    let file = c.lab.dir().join(format!("{name}.pcap"));
+    let ul = c.lab.underlay_ns().to_string();
+    let args: Vec<String> = ["-i", "h1", "-U", "-w", &file.display().to_string(), "udp"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let dump = c
+        .lab
+        .spawn(&ul, std::path::Path::new("/usr/bin/tcpdump"), &args, name)
+        .unwrap();
+    // tcpdump is ready once it created the file.
+    poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        file.exists().then_some(())
+    })
+    .expect("tcpdump started");
+    std::thread::sleep(Duration::from_millis(300));
+    // "WEFTSECRETPAYLD!" as a 16-byte ping pattern.
+    let out = c
+        .lab
+        .exec(
+            &pods[0].ns,
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                "5",
+                "-i",
+                "0.2",
+                "-s",
+                "1000",
+                "-p",
+                "5745465453454352455450415959494c",
+                &pods[1].ip.to_string(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    c.lab.kill(dump, Signal::SIGTERM).unwrap();
+    c.lab.wait_exit(dump, Duration::from_secs(5)).unwrap();
+    udp_payloads(&std::fs::read(&file).unwrap())
+}
+
+const PATTERN: &[u8] = b"WEFTSECRETPAYYIL";
+/// The inner IPv4 source and destination of pod 1 -> pod 2, as they sit in an IP header.
+const ADDRS: [u8; 8] = [10, 32, 1, 1, 10, 32, 2, 1];
+
+#[test]
+fn the_underlay_sees_neither_payload_nor_pod_addresses() {
+    // Without a secret the capture shows both: the check below can fail.
+    let (mut c, _, pods) = pair("wep", &[&[], &[]]);
+    let plain = capture_pings(&mut c, &pods, "plain");
+    assert!(
+        plain.iter().any(|p| contains(p, PATTERN)),
+        "no plaintext payload seen"
+    );
+    assert!(plain.iter().any(|p| contains(p, &ADDRS)));
+    drop(c);
+
+    let mut c = cluster("wee");
+    let s = secret_file(&c, "secret", SECRET);
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    c.start_router(&h1, &[], &["--secret-file", &s]).unwrap();
+    c.start_router(&h2, &[&h1], &["--secret-file", &s]).unwrap();
+    for h in [&h1, &h2] {
+        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
+    }
+    let r = c.status(&h1).unwrap();
+    assert!(r.encrypted);
+    assert_eq!(r.peers[0].encryption, "chacha20-poly1305");
+    assert_eq!(
+        r.pod_mtu, 1411,
+        "the pod MTU accounts for the encryption overhead"
+    );
+    let pods = vec![
+        c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap(),
+        c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap(),
+    ];
+    assert!(ping(&c.lab, &pods[0].ns, pods[1].ip, 1).unwrap().received == 1);
+    let sealed = capture_pings(&mut c, &pods, "sealed");
+    assert!(sealed.len() >= 10, "captured {} datagrams", sealed.len());
+    for p in &sealed {
+        assert!(!contains(p, PATTERN), "payload in clear on the underlay");
+        assert!(
+            !contains(p, &ADDRS),
+            "pod addresses in clear on the underlay"
+        );
+    }
+    // And the data still flows intact.
+    let t = tcp_transfer_paced(
+        &pods[0],
+        &pods[1],
+        32 << 20,
+        Duration::ZERO,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(t.intact());
+}
+
+fn target_error(r: &Report) -> Option<String> {
+    r.targets.iter().find_map(|t| match &t.state {
+        gossip::driver::TargetState::Retrying { last_error, .. } => Some(last_error.clone()),
+        gossip::driver::TargetState::Failed { reason } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn peers_with_another_secret_or_none_are_refused_and_reported() {
+    let mut c = cluster("wer");
+    let good = secret_file(&c, "good", SECRET);
+    let bad = secret_file(&c, "bad", "some other secret, also long\n");
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    let h3 = c.add_host("h3").unwrap();
+    c.start_router(&h1, &[], &["--secret-file", &good]).unwrap();
+    c.start_router(&h2, &[&h1], &["--secret-file", &bad])
+        .unwrap();
+    c.start_router(&h3, &[&h1], &[]).unwrap();
+    for (h, want) in [(&h2, "authentication failed"), (&h3, "encryption mismatch")] {
+        let err = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            target_error(&c.status(h).ok()?)
+        })
+        .unwrap_or_else(|| panic!("{} reports no failure", h.name));
+        assert!(err.contains(want), "{}: {err}", h.name);
+    }
+    // The refusing side shows both, with the reason.
+    let r = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let r = c.status(&h1).ok()?;
+        (r.refused.len() == 2).then_some(r)
+    })
+    .expect("h1 lists both refused peers");
+    assert!(
+        r.refused
+            .iter()
+            .any(|x| x.reason.contains("authentication failed")),
+        "{:?}",
+        r.refused
+    );
+    assert!(
+        r.refused
+            .iter()
+            .any(|x| x.reason.contains("encryption mismatch")),
+        "{:?}",
+        r.refused
+    );
+    assert!(r.peers.is_empty(), "nobody got in");
+    // Several attempts later, each failure was logged once, not once per attempt.
+    poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let r = c.status(&h2).ok()?;
+        (r.targets[0].failures >= 3).then_some(())
+    })
+    .expect("h2 keeps retrying");
+    let log = c.router_log(&h2);
+    assert_eq!(log.matches("authentication failed").count(), 1, "{log}");
+}
+
+fn drops(c: &Cluster, h: &Host, reason: &str) -> u64 {
+    c.status(h).unwrap().drops[reason]
+}
+
+#[test]
+fn replayed_and_tampered_datagrams_are_dropped_and_counted() {
+    let mut c = cluster("wet");
+    let s = secret_file(&c, "secret", SECRET);
+    let args: &[&str] = &["--secret-file", &s];
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    c.start_router(&h1, &[], args).unwrap();
+    c.start_router(&h2, &[&h1], args).unwrap();
+    for h in [&h1, &h2] {
+        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
+    }
+    let pods = vec![
+        c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap(),
+        c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap(),
+    ];
+    assert!(ping(&c.lab, &pods[0].ns, pods[1].ip, 1).unwrap().received == 1);
+    let captured = capture_pings(&mut c, &pods, "replay");
+    // A frames datagram h1 sealed (kind 1, flags 1, from h1's port 6783 — all captured ones are
+    // ours; pick one of the echo requests, which are big).
+    let sealed = captured
+        .into_iter()
+        .find(|p| p.len() > 1000 && p[1] == 1 && p[3] == 1)
+        .expect("an encrypted frames datagram");
+    let target = SocketAddr::from((h2.underlay_ip, 6783));
+    let (replayed0, forged0) = (
+        drops(&c, &h2, "crypto_replayed"),
+        drops(&c, &h2, "crypto_auth_failed"),
+    );
+    let mut flipped = sealed.clone();
+    let last = flipped.len() - 20;
+    flipped[last] ^= 0x04;
+    let src = h1.underlay_ip;
+    in_netns(&h1.ns, move || {
+        let sock = UdpSocket::bind((src, 0)).unwrap();
+        for _ in 0..3 {
+            sock.send_to(&sealed, target).unwrap();
+        }
+        sock.send_to(&flipped, target).unwrap();
+    })
+    .unwrap();
+    let ok = poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        let r = drops(&c, &h2, "crypto_replayed");
+        let f = drops(&c, &h2, "crypto_auth_failed");
+        (r >= replayed0 + 3 && f > forged0).then_some(())
+    });
+    assert!(ok.is_some(), "drops: {:?}", c.status(&h2).unwrap().drops);
+    // Traffic goes on.
+    assert_eq!(
+        ping(&c.lab, &pods[0].ns, pods[1].ip, 3).unwrap().received,
+        3
+    );
+}
+
+#[test]
+fn a_transfer_across_several_rekeys_arrives_intact() {
+    let mut c = cluster("wek");
+    let s = secret_file(&c, "secret", SECRET);
+    let args: &[&str] = &["--secret-file", &s, "--rekey-after", "1"];
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    c.start_router(&h1, &[], args).unwrap();
+    c.start_router(&h2, &[&h1], args).unwrap();
+    for h in [&h1, &h2] {
+        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
+    }
+    let p1 = c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap();
+    let p2 = c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap();
+    let t = tcp_transfer_paced(
+        &p1,
+        &p2,
+        64 << 20,
+        Duration::from_secs(6),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(t.intact(), "{t:?}");
+    let r1 = c.status(&h1).unwrap();
+    let r2 = c.status(&h2).unwrap();
+    assert!(r2.peers[0].rekeys >= 3, "{:?}", r2.peers[0]);
+    assert!(r1.peers[0].rekeys >= 3, "{:?}", r1.peers[0]);
+    let lost: u64 = ["crypto_unknown_key", "crypto_auth_failed", "crypto_too_old"]
+        .iter()
+        .map(|k| r1.drops[*k] + r2.drops[*k])
+        .sum();
+    assert_eq!(
+        lost, 0,
+        "datagrams lost to rekeying: {:?} {:?}",
+        r1.drops, r2.drops
+    );
+}

@@ -328,3 +328,38 @@ fn a_transfer_across_several_rekeys_arrives_intact() {
         r1.drops, r2.drops
     );
 }
+
+#[test]
+fn trusted_subnets_carry_data_in_clear_but_keep_the_control_channel_authenticated() {
+    let mut c = cluster("weu");
+    let s = secret_file(&c, "secret", SECRET);
+    let args: &[&str] = &["--secret-file", &s, "--trusted-subnets", "10.200.0.0/24"];
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    c.start_router(&h1, &[], args).unwrap();
+    c.start_router(&h2, &[&h1], args).unwrap();
+    for h in [&h1, &h2] {
+        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
+    }
+    let r = c.status(&h1).unwrap();
+    assert!(r.encrypted);
+    assert_eq!(r.peers[0].encryption, "trusted");
+    let pods = vec![
+        c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap(),
+        c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap(),
+    ];
+    let seen = capture_pings(&mut c, &pods, "trusted");
+    assert!(
+        seen.iter().any(|p| contains(p, PATTERN)),
+        "trusted data goes in clear"
+    );
+    // A host on the trusted network without the secret still cannot join.
+    let h3 = c.add_host("h3").unwrap();
+    c.start_router(&h3, &[&h1], &["--trusted-subnets", "10.200.0.0/24"])
+        .unwrap();
+    let err = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        target_error(&c.status(&h3).ok()?)
+    })
+    .expect("h3 is refused");
+    assert!(err.contains("encryption mismatch"), "{err}");
+}

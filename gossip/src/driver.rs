@@ -126,11 +126,11 @@ pub enum Event {
     },
     /// The topology (and so the routes) changed.
     Topology,
-    /// A rekey message from a connected peer, for the data plane.
+    /// A rekey or fast-path probe message from a connected peer, for the data plane.
     Control {
         /// The peer.
         from: PeerName,
-        /// [`Message::Rekey`] or [`Message::RekeyAck`].
+        /// [`Message::Rekey`], [`Message::RekeyAck`] or [`Message::Probe`].
         msg: Message,
     },
 }
@@ -1064,7 +1064,9 @@ async fn run_conn(
                 dispatch(shared, &mut inner, out);
             }
             Ok(Ok(Message::Goodbye { reason })) => break Error::Goodbye(reason),
-            Ok(Ok(msg @ (Message::Rekey { .. } | Message::RekeyAck { .. }))) => {
+            Ok(Ok(
+                msg @ (Message::Rekey { .. } | Message::RekeyAck { .. } | Message::Probe { .. }),
+            )) => {
                 let _ = shared.events.send(Event::Control { from: name, msg });
             }
             Ok(Ok(Message::Hello(_))) => {

@@ -73,6 +73,12 @@ pub enum Message {
         /// The key generation installed.
         epoch: u8,
     },
+    /// Clusters without a secret: how long ago the receiver's last kernel VXLAN probe reached
+    /// the sender (`None`: never, or too long ago to remember). Sent every second.
+    Probe {
+        /// Milliseconds.
+        age_ms: Option<u64>,
+    },
 }
 
 /// Frames `msg` for the wire: length prefix and JSON body.

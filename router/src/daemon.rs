@@ -2,7 +2,8 @@
 //! threads and the control plane, serves the local API, and tears down what it owns on exit.
 
 use crate::dataplane::{Dataplane, Fabric, PeerCounters, PeerEntry, Reason, Shared};
-use crate::netlink::Netlink;
+use crate::fastpath::{FastPath, FastPathConfig, PathMode, PeerPath, ProbePolicy, SetupOutcome};
+use crate::netlink::{LinkCounters, Netlink};
 use crate::status::{MacReport, PeerReport, Report};
 use crate::sys::tap::Tap;
 use crate::{api, metrics, state};
@@ -58,6 +59,12 @@ pub struct Config {
     pub trusted_subnets: Vec<Cidr>,
     /// When data keys are replaced.
     pub rekey: RekeyPolicy,
+    /// Use the kernel VXLAN fast path with peers where it works (clusters without a secret).
+    pub fastpath: bool,
+    /// The fast path's VXLAN network identifier.
+    pub vni: u32,
+    /// The fast path's UDP port.
+    pub vxlan_port: u16,
 }
 
 /// An IP network, `ADDR/LEN`.
@@ -169,7 +176,43 @@ struct Daemon {
     counters: Mutex<HashMap<PeerName, Arc<PeerCounters>>>,
     /// The seed list, as persisted in the state directory.
     seeds: Mutex<Vec<SocketAddr>>,
+    nl: Netlink,
+    /// The kernel VXLAN fast path, when on.
+    fast: tokio::sync::Mutex<Option<FastPath>>,
+    /// Why the fast path is off, when it is.
+    fast_off: Option<String>,
+    /// The path choice per neighbour.
+    fast_peers: Mutex<HashMap<PeerName, FastPeer>>,
+    /// The VXLAN device's counters, refreshed every second.
+    fast_stats: Mutex<Option<LinkCounters>>,
     heartbeat_seq: std::sync::atomic::AtomicU64,
+}
+
+/// The fast-path state of one neighbour.
+struct FastPeer {
+    ip: IpAddr,
+    uid: u64,
+    path: PeerPath,
+    /// The neighbour's last report of how old our last probe at it was, and when it came.
+    report: Option<(Duration, Instant)>,
+    /// Why the neighbour is where it is, for status.
+    reason: String,
+}
+
+impl FastPeer {
+    fn new(ip: IpAddr, uid: u64) -> FastPeer {
+        FastPeer {
+            ip,
+            uid,
+            path: PeerPath::new(),
+            report: None,
+            reason: "probing".into(),
+        }
+    }
+
+    fn fast(&self) -> bool {
+        self.path.mode() == PathMode::Fast
+    }
 }
 
 /// A UDP path whose heartbeats have not been answered for this long is unusable.
@@ -201,6 +244,11 @@ impl Daemon {
         let view = self.routes_view();
         // Every neighbour is known to the data plane (its heartbeats must be answered before
         // its path is confirmed), but only usable ones get an address to send frames to.
+        let fast: std::collections::HashSet<PeerName> = lock(&self.fast_peers)
+            .iter()
+            .filter(|(_, p)| p.fast())
+            .map(|(n, _)| *n)
+            .collect();
         let mut entries: Vec<PeerEntry> = {
             let neighbors = lock(&self.neighbors);
             neighbors
@@ -210,6 +258,7 @@ impl Daemon {
                     udp_addr: n.usable.then(|| self.udp_addr(n)),
                     counters: self.counters_for(n.info.name),
                     session: n.session.clone(),
+                    fast: fast.contains(&n.info.name),
                 })
                 .collect()
         };
@@ -221,6 +270,7 @@ impl Daemon {
                 udp_addr: None,
                 counters: self.counters_for(*name),
                 session: None,
+                fast: false,
             });
         }
         let fabric = Fabric::new(entries, &view.next_hops, &view.children);
@@ -322,6 +372,12 @@ impl Daemon {
 
     /// Handles the rekey messages of the control channel (see docs/encryption.md).
     fn on_rekey(&self, from: PeerName, msg: Message) {
+        if let Message::Probe { age_ms } = msg {
+            if let Some(p) = lock(&self.fast_peers).get_mut(&from) {
+                p.report = age_ms.map(|a| (Duration::from_millis(a), Instant::now()));
+            }
+            return;
+        }
         let Some(secret) = &self.cfg.secret else {
             return;
         };
@@ -411,6 +467,154 @@ impl Daemon {
             ) {
                 n.rekey = Some((epoch, material, now));
             }
+        }
+    }
+
+    /// Once a second: probes the VXLAN path to every neighbour, tells each how old its last
+    /// probe here is, and moves neighbours between the sleeve and the fast path.
+    async fn fastpath_round(&self) {
+        let guard = self.fast.lock().await;
+        let Some(fp) = guard.as_ref() else {
+            return;
+        };
+        let now = Instant::now();
+        let view = self.routes_view();
+        let neigh: Vec<(PeerName, String, IpAddr, u64, bool)> = lock(&self.neighbors)
+            .values()
+            .map(|n| {
+                (
+                    n.info.name,
+                    n.info.nickname.clone(),
+                    n.info.udp_addr.ip(),
+                    n.info.uid,
+                    n.usable,
+                )
+            })
+            .collect();
+        // The fast path carries our floods only to direct neighbours: while any peer is reached
+        // through a relay (whose VXLAN copy would not be passed on), everybody stays on the
+        // sleeve.
+        let full_mesh = view
+            .peers
+            .iter()
+            .all(|(p, _)| neigh.iter().any(|n| n.0 == *p && n.4));
+        for n in &neigh {
+            let _ = fp.send_probe(self.dataplane.socket(), n.2);
+        }
+        let ips: Vec<IpAddr> = neigh.iter().map(|n| n.2).collect();
+        let ages = fp
+            .probe_ages(&ips)
+            .await
+            .unwrap_or_else(|_| vec![None; ips.len()]);
+        for (n, age) in neigh.iter().zip(&ages) {
+            let age_ms = age.map(|a| a.as_millis().min(u128::from(u64::MAX)) as u64);
+            self.gossip.send_to(n.0, Message::Probe { age_ms });
+        }
+        let policy = ProbePolicy::default();
+        let (mut to_fast, mut to_sleeve) = (Vec::new(), Vec::new());
+        {
+            let mut fps = lock(&self.fast_peers);
+            fps.retain(|name, p| {
+                let keep = neigh.iter().any(|n| n.0 == *name);
+                if !keep && p.fast() {
+                    to_sleeve.push((*name, "gone".to_string(), p.ip));
+                }
+                keep
+            });
+            for ((name, nick, ip, uid, usable), age) in neigh.iter().zip(&ages) {
+                let p = fps.entry(*name).or_insert_with(|| FastPeer::new(*ip, *uid));
+                if p.uid != *uid || p.ip != *ip {
+                    if p.fast() {
+                        to_sleeve.push((*name, nick.clone(), p.ip));
+                    }
+                    *p = FastPeer::new(*ip, *uid);
+                }
+                let outbound = p.report.map(|(a, at)| a.saturating_add(at.elapsed()));
+                let eligible = full_mesh && *usable;
+                let inbound = if eligible { *age } else { None };
+                if let Some(mode) = p.path.observe(&policy, now, inbound, outbound) {
+                    match mode {
+                        PathMode::Fast => to_fast.push((*name, nick.clone(), *ip)),
+                        PathMode::Sleeve => to_sleeve.push((*name, nick.clone(), *ip)),
+                    }
+                }
+                let fresh = |a: Option<Duration>| a.is_some_and(|a| a < policy.max_age);
+                p.reason = match (p.fast(), eligible, fresh(*age), fresh(outbound)) {
+                    (true, ..) => "VXLAN probes answered both ways".into(),
+                    (false, false, ..) if !full_mesh => "sleeve: relays in use".into(),
+                    (false, false, ..) => "sleeve: UDP path not confirmed".into(),
+                    (false, true, true, true) => "sleeve: probes good, waiting to confirm".into(),
+                    (false, true, false, _) => "sleeve: no VXLAN probe from the peer".into(),
+                    (false, true, true, false) if p.report.is_none() => {
+                        "sleeve: the peer reports no fast path".into()
+                    }
+                    (false, true, true, false) => "sleeve: our VXLAN probes do not arrive".into(),
+                };
+            }
+        }
+        for (name, nick, ip) in &to_fast {
+            match fp.add_peer(*ip).await {
+                Ok(()) => {
+                    // The bridge relearns the peer's MACs on the VXLAN port.
+                    self.shared.switch().fdb_mut().forget_peer(*name);
+                    let _ = self.nl.flush_port_fdb(&self.cfg.tap).await;
+                    tracing::info!(peer = %name, nickname = %nick, "fast path (kernel VXLAN) in use");
+                }
+                Err(e) => tracing::warn!(peer = %name, "could not program the fast path: {e:#}"),
+            }
+        }
+        if !to_fast.is_empty() || !to_sleeve.is_empty() {
+            self.publish_fabric();
+        }
+        for (name, nick, ip) in &to_sleeve {
+            if let Err(e) = fp.remove_peer(*ip).await {
+                tracing::warn!(peer = %name, "could not remove the fast path: {e:#}");
+            }
+            tracing::warn!(peer = %name, nickname = %nick, "back on the sleeve: the VXLAN path stopped answering");
+        }
+        // A fast-path peer whose frames still came over the sleeve (it switched later than we
+        // did, or briefly fell back) taught the bridge its MACs on the TAP port, which pulls our
+        // unicast back through user space. Forget those and let the bridge relearn them on the
+        // VXLAN port.
+        let fast_names: std::collections::HashSet<PeerName> = lock(&self.fast_peers)
+            .iter()
+            .filter(|(_, p)| p.fast())
+            .map(|(n, _)| *n)
+            .collect();
+        let stale: Vec<PeerName> = {
+            let sw = self.shared.switch();
+            let mut v: Vec<PeerName> = sw
+                .fdb()
+                .entries()
+                .into_iter()
+                .filter_map(|(_, loc, _)| match loc {
+                    Location::Peer(p) if fast_names.contains(&p) => Some(p),
+                    _ => None,
+                })
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        if !stale.is_empty() {
+            {
+                let mut sw = self.shared.switch();
+                for p in &stale {
+                    sw.fdb_mut().forget_peer(*p);
+                }
+            }
+            let _ = self.nl.flush_port_fdb(&self.cfg.tap).await;
+        }
+        let fast_ips: Vec<IpAddr> = lock(&self.fast_peers)
+            .values()
+            .filter(|p| p.fast())
+            .map(|p| p.ip)
+            .collect();
+        if let Err(e) = fp.reconcile(&fast_ips, &[]).await {
+            tracing::debug!("fast path reconcile: {e:#}");
+        }
+        if let Ok(st) = fp.stats().await {
+            *lock(&self.fast_stats) = Some(st);
         }
     }
 
@@ -515,7 +719,11 @@ impl Daemon {
                     .iter()
                     .find(|(d, _)| *d == name)
                     .map(|(_, h)| *h);
+                let fast = lock(&self.fast_peers).get(&name).is_some_and(|p| p.fast());
                 let (state, path) = match (n, hop) {
+                    (Some(n), _) if n.usable && fast => {
+                        ("established".to_string(), "fast path".to_string())
+                    }
                     (Some(n), _) if n.usable => ("established".to_string(), "direct".to_string()),
                     (Some(_), Some(h)) => (
                         "connected, data path down".into(),
@@ -556,6 +764,14 @@ impl Daemon {
                         .filter(|(_, v)| *v > 0)
                         .collect(),
                     encryption: encryption.into(),
+                    fastpath: match (&self.fast_off, n) {
+                        (_, None) => String::new(),
+                        (Some(off), Some(_)) => off.clone(),
+                        (None, Some(_)) => lock(&self.fast_peers)
+                            .get(&name)
+                            .map(|p| p.reason.clone())
+                            .unwrap_or_else(|| "probing".into()),
+                    },
                     key_epoch: session.map(|s| lock(s).send_epoch()),
                     rekeys: n.map(|n| n.rekeys).unwrap_or(0),
                 }
@@ -579,6 +795,7 @@ impl Daemon {
             ("relayed_datagrams", &c.relayed_datagrams),
             ("icmp_too_big_sent", &c.icmp_too_big_sent),
             ("heartbeats_answered", &c.heartbeats_answered),
+            ("vxlan_handoff_frames", &c.vxlan_handoff_frames),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.load(Relaxed)))
@@ -615,6 +832,26 @@ impl Daemon {
             refused_connections: self.gossip.refused_connections(),
             refused: self.gossip.refused_peers(),
             encrypted: self.cfg.secret.is_some(),
+            fastpath: match &self.fast_off {
+                Some(off) => crate::status::FastPathReport {
+                    state: off.clone(),
+                    ..Default::default()
+                },
+                None => {
+                    let st = lock(&self.fast_stats).unwrap_or_default();
+                    crate::status::FastPathReport {
+                        state: "on".into(),
+                        device: fastpath_device(&self.cfg.bridge),
+                        vni: self.cfg.vni,
+                        port: self.cfg.vxlan_port,
+                        peers: lock(&self.fast_peers).values().filter(|p| p.fast()).count(),
+                        rx_packets: st.rx_packets,
+                        tx_packets: st.tx_packets,
+                        rx_bytes: st.rx_bytes,
+                        tx_bytes: st.tx_bytes,
+                    }
+                }
+            },
             counters,
             drops,
             fdb,
@@ -736,14 +973,54 @@ pub async fn run(cfg: Config) -> Result<()> {
     let socket =
         UdpSocket::bind(cfg.listen).with_context(|| format!("binding UDP {}", cfg.listen))?;
 
+    // The kernel fast path: only without a secret (VXLAN does not encrypt), and with a concrete
+    // underlay address for the VXLAN device to use.
+    let device = fastpath_device(&cfg.bridge);
+    let (fast, fast_off) = if cfg.secret.is_some() {
+        if let Ok(Some((link, _))) = nl.vxlan(&device).await {
+            let _ = nl.delete_link(link.index).await;
+            tracing::info!("removed the VXLAN device {device} left from a run without a secret");
+        }
+        (None, Some("off: the cluster is encrypted".to_string()))
+    } else if !cfg.fastpath {
+        if let Ok(Some((link, _))) = nl.vxlan(&device).await {
+            let _ = nl.delete_link(link.index).await;
+        }
+        (None, Some("off: --no-fastpath".to_string()))
+    } else if cfg.listen.ip().is_unspecified() {
+        (None, Some("off: --listen names no address".to_string()))
+    } else {
+        let mut fcfg = FastPathConfig::new(cfg.listen.ip(), pod_mtu);
+        fcfg.device = device.clone();
+        fcfg.vni = cfg.vni;
+        fcfg.port = cfg.vxlan_port;
+        fcfg.bridge = cfg.bridge.clone();
+        // Frames must never pass between the TAP port and the VXLAN port inside the host.
+        nl.set_port_isolated(&cfg.tap, true)
+            .await
+            .context("isolating the TAP port")?;
+        match FastPath::setup(&nl, fcfg).await {
+            Ok(fp) => {
+                if fp.outcome() != SetupOutcome::Created {
+                    // After a crash: every peer starts on the sleeve again.
+                    let _ = fp.reconcile(&[], &[]).await;
+                }
+                tracing::info!(device = %device, outcome = ?fp.outcome(), "fast path ready");
+                (Some(fp), None)
+            }
+            Err(e) => {
+                tracing::warn!("fast path unavailable: {e:#}");
+                (None, Some(format!("off: {e:#}")))
+            }
+        }
+    };
+
     let switch = Switch::new(Fdb::new(cfg.fdb_capacity, cfg.mac_max_age));
-    let shared = Arc::new(Shared::new(
-        name,
-        pod_mtu,
-        max_datagram,
-        cfg.secret.is_some(),
-        switch,
-    ));
+    let mut shared = Shared::new(name, pod_mtu, max_datagram, cfg.secret.is_some(), switch);
+    if fast.is_some() {
+        shared.vxlan = Some((cfg.vni, cfg.vxlan_port));
+    }
+    let shared = Arc::new(shared);
     let dataplane =
         Dataplane::start(shared.clone(), tap, socket).context("starting the data plane")?;
 
@@ -782,6 +1059,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         counters: Mutex::new(HashMap::new()),
         seeds: Mutex::new(seeds),
         heartbeat_seq: std::sync::atomic::AtomicU64::new(1),
+        nl: nl.clone(),
+        fast: tokio::sync::Mutex::new(fast),
+        fast_off,
+        fast_peers: Mutex::new(HashMap::new()),
+        fast_stats: Mutex::new(None),
     });
 
     let listener = tokio::net::UnixListener::bind(&sock_path)
@@ -824,6 +1106,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut ageing = tokio::time::interval(Duration::from_secs(5));
     let mut liveness = tokio::time::interval(Duration::from_millis(200));
+    let mut probes = tokio::time::interval(Duration::from_secs(1));
     let mut ticks = 0u64;
     loop {
         tokio::select! {
@@ -839,12 +1122,18 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = ageing.tick() => {
                 shared.switch().fdb_mut().expire(Instant::now());
             }
+            _ = probes.tick() => daemon.fastpath_round().await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     tracing::info!("shutting down");
     gossip.shutdown().await;
+    if let Some(fp) = daemon.fast.lock().await.take() {
+        if let Err(e) = fp.teardown(&nl).await {
+            tracing::warn!("removing the VXLAN device: {e:#}");
+        }
+    }
     let d = daemon.clone();
     tokio::task::spawn_blocking(move || d.dataplane.stop()).await?;
     let _ = std::fs::remove_file(&sock_path);
@@ -891,6 +1180,17 @@ async fn serve_api(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
         .with_state(daemon);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("API server stopped: {e}");
+    }
+}
+
+/// The VXLAN device's name for a bridge: `weft-vxlan` for the default bridge.
+pub fn fastpath_device(bridge: &str) -> String {
+    if bridge == crate::fastpath::DEFAULT_BRIDGE {
+        crate::fastpath::DEFAULT_DEVICE.to_string()
+    } else {
+        let mut d = format!("{bridge}-vx");
+        d.truncate(15);
+        d
     }
 }
 

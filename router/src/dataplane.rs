@@ -175,6 +175,9 @@ pub struct Counters {
     pub relayed_datagrams: AtomicU64,
     /// UDP heartbeats answered.
     pub heartbeats_answered: AtomicU64,
+    /// Frames for a fast-path peer that reached the router anyway (the bridge still had the
+    /// destination on the TAP port) and were handed to the peer's kernel VXLAN device.
+    pub vxlan_handoff_frames: AtomicU64,
     /// Drops, indexed like [`Reason::ALL`].
     pub drops: [AtomicU64; Reason::ALL.len()],
 }
@@ -236,6 +239,9 @@ pub struct PeerEntry {
     pub counters: Arc<PeerCounters>,
     /// The encryption session with this neighbour (encrypted clusters, untrusted paths).
     pub session: Option<Arc<Mutex<Session>>>,
+    /// This neighbour is reached through the kernel VXLAN fast path: broadcasts and unknown
+    /// unicast reach it through the VXLAN device's flood list, so the sleeve must not flood to it.
+    pub fast: bool,
 }
 
 /// What the data plane needs to forward: the peers, the next hop to each, and the broadcast
@@ -280,7 +286,7 @@ impl Fabric {
                 let kids = kids
                     .iter()
                     .filter_map(|k| index(*k))
-                    .filter(|&i| direct(i))
+                    .filter(|&i| direct(i) && !entries[i].fast)
                     .collect();
                 (*src, kids)
             })
@@ -353,6 +359,8 @@ pub struct Shared {
     pub max_datagram: usize,
     /// The cluster has a secret: datagrams reserve room for encryption.
     pub encrypted: bool,
+    /// The kernel fast path's VNI and UDP port, when it is on.
+    pub vxlan: Option<(u32, u16)>,
     /// The switch.
     pub switch: Mutex<Switch>,
     /// Reachable peers, routes and broadcast trees.
@@ -378,6 +386,7 @@ impl Shared {
             pod_mtu,
             max_datagram,
             encrypted,
+            vxlan: None,
             switch: Mutex::new(switch),
             fabric: ArcSwap::from_pointee(Fabric::default()),
             counters: Counters::default(),
@@ -491,6 +500,11 @@ impl Dataplane {
             addr,
         )
         .map_err(|e| io::Error::other(format!("{e:?}")))
+    }
+
+    /// The UDP socket (for the fast path's probes, sent from the sleeve's port).
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
     }
 
     /// Stops the threads and waits for them.
@@ -638,6 +652,29 @@ fn seal_and_send(
     send(io.socket, io.state, to, wire).map_err(|_| Reason::SendError)
 }
 
+/// Bytes of the VXLAN header (RFC 7348).
+const VXLAN_HEADER: usize = 8;
+
+/// Sends `frame` VXLAN-encapsulated (RFC 7348: flags with the I bit, 24-bit VNI) to a peer's
+/// kernel VXLAN device.
+fn vxlan_send(
+    socket: &UdpSocket,
+    state: &UdpSocketState,
+    buf: &mut [u8],
+    vni: u32,
+    to: SocketAddr,
+    frame: &[u8],
+) -> io::Result<()> {
+    let out = buf
+        .get_mut(..VXLAN_HEADER + frame.len())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    out[..VXLAN_HEADER].fill(0);
+    out[0] = 0x08;
+    out[4..7].copy_from_slice(&vni.to_be_bytes()[1..4]);
+    out[VXLAN_HEADER..].copy_from_slice(frame);
+    send(socket, state, to, out)
+}
+
 /// Sends one datagram, waiting for socket buffer space rather than dropping when it is full.
 fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, data: &[u8]) -> io::Result<()> {
     let t = Transmit {
@@ -663,6 +700,7 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
     let mut lens = [0usize; TAP_BATCH];
     let mut decisions = [Decision::Flood; TAP_BATCH];
     let mut icmp_buf = vec![0u8; 2048];
+    let mut vxlan_buf = vec![0u8; VXLAN_HEADER + FRAME_BUF];
     let mut encap = Encap {
         shared,
         io: Io {
@@ -737,6 +775,22 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                 _ => None,
             };
             match route {
+                Some((hop, addr, dst)) if hop.fast && hop.name == dst.name => {
+                    // The peer is on the fast path: hand the frame to its kernel VXLAN device,
+                    // so that its bridge learns our pod's MAC on the VXLAN port and answers
+                    // there; our own bridge then learns the peer's MAC there too.
+                    c.unicast_frames.fetch_add(1, Relaxed);
+                    if let Some((vni, port)) = shared.vxlan {
+                        let to = SocketAddr::new(addr.ip(), port);
+                        if vxlan_send(socket, state, &mut vxlan_buf, vni, to, frame).is_ok() {
+                            c.vxlan_handoff_frames.fetch_add(1, Relaxed);
+                            dst.counters.tx_frames.fetch_add(1, Relaxed);
+                            dst.counters.tx_bytes.fetch_add(frame.len() as u64, Relaxed);
+                        } else {
+                            c.drop(Reason::SendError);
+                        }
+                    }
+                }
                 Some((hop, addr, dst)) => {
                     c.unicast_frames.fetch_add(1, Relaxed);
                     encap.push(hop, addr, &dst.counters, dst.name, frame);

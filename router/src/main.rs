@@ -102,6 +102,15 @@ struct RouterArgs {
     /// Datagrams after which data keys are replaced (encrypted clusters).
     #[arg(long, default_value_t = 1 << 32)]
     rekey_after_packets: u64,
+    /// Never use the kernel VXLAN fast path (always the sleeve).
+    #[arg(long)]
+    no_fastpath: bool,
+    /// VXLAN network identifier of the fast path (the same on every host).
+    #[arg(long, default_value_t = weft::fastpath::DEFAULT_VNI)]
+    vni: u32,
+    /// UDP port of the fast path (the same on every host).
+    #[arg(long, default_value_t = weft::fastpath::DEFAULT_PORT)]
+    vxlan_port: u16,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:6782).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
@@ -162,6 +171,9 @@ fn router(a: RouterArgs) -> Result<()> {
         secret,
         trusted_subnets,
         rekey,
+        fastpath: !a.no_fastpath,
+        vni: a.vni,
+        vxlan_port: a.vxlan_port,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -42,6 +42,9 @@ pub struct Report {
     pub refused: Vec<gossip::driver::RefusedStatus>,
     /// The cluster has a secret.
     pub encrypted: bool,
+    /// The kernel VXLAN fast path.
+    #[serde(default)]
+    pub fastpath: FastPathReport,
     /// Host-wide data plane counters.
     pub counters: BTreeMap<String, u64>,
     /// Drops by reason.
@@ -87,10 +90,36 @@ pub struct PeerReport {
     /// Data encryption with this neighbour: `chacha20-poly1305`, `trusted` (in clear by
     /// `--trusted-subnets`), or `none` (no secret, or not a neighbour).
     pub encryption: String,
+    /// Why this neighbour uses the fast path or the sleeve (empty for peers reached by relay).
+    #[serde(default)]
+    pub fastpath: String,
     /// The key generation this router sends with (encrypted neighbours).
     pub key_epoch: Option<u8>,
     /// Rekeys completed with this neighbour.
     pub rekeys: u64,
+}
+
+/// The kernel VXLAN fast path of a router.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FastPathReport {
+    /// `on`, or `off: <why>`.
+    pub state: String,
+    /// The VXLAN device.
+    pub device: String,
+    /// Its VNI.
+    pub vni: u32,
+    /// Its UDP port.
+    pub port: u16,
+    /// Neighbours on the fast path now.
+    pub peers: usize,
+    /// Packets the device received (from fast-path peers).
+    pub rx_packets: u64,
+    /// Packets the device sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
 }
 
 /// One MAC table entry.
@@ -178,6 +207,7 @@ impl Report {
                         Some(e) => format!("{} (key {e}, {} rekeys)", p.encryption, p.rekeys),
                         None => p.encryption.clone(),
                     },
+                    p.fastpath.clone(),
                 ]
             })
             .collect();
@@ -272,6 +302,22 @@ impl Report {
             "weft {} router {} ({}) on {}, up {} s",
             self.version, self.nickname, self.name, self.listen, self.uptime_secs
         );
+        if self.fastpath.state == "on" {
+            let _ = writeln!(
+                out,
+                "fast path on: {} (VNI {}, UDP {}), {} peer(s), {} packets / {} out, {} packets / {} in",
+                self.fastpath.device,
+                self.fastpath.vni,
+                self.fastpath.port,
+                self.fastpath.peers,
+                self.fastpath.tx_packets,
+                human_bytes(self.fastpath.tx_bytes),
+                self.fastpath.rx_packets,
+                human_bytes(self.fastpath.rx_bytes)
+            );
+        } else {
+            let _ = writeln!(out, "fast path {}", self.fastpath.state);
+        }
         let _ = writeln!(
             out,
             "bridge {} via {}, pod MTU {} (underlay MTU {}), encryption {}",

@@ -10,6 +10,9 @@ use weft::lab::{in_netns, poll_until, Host, Pod, Signal};
 use weft::status::Report;
 use weft::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
 
+/// These tests are about the mesh and the sleeve: the kernel fast path stays off.
+const SLEEVE: &[&str] = &["--no-fastpath"];
+
 fn pod_ip(host: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 32, host, 1)
 }
@@ -57,7 +60,7 @@ fn five_hosts_seeded_as_a_chain_form_a_full_mesh() {
         .collect();
     for (i, h) in hosts.iter().enumerate() {
         let seed: Vec<&Host> = hosts[..i].iter().rev().take(1).collect();
-        c.start_router(h, &seed, &[]).unwrap();
+        c.start_router(h, &seed, SLEEVE).unwrap();
     }
     for h in &hosts {
         let r = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
@@ -108,7 +111,7 @@ fn a_blocked_underlay_link_is_relayed_around_and_recovers() {
         .collect();
     for (i, h) in hosts.iter().enumerate() {
         let seeds: Vec<&Host> = hosts[..i].iter().collect();
-        c.start_router(h, &seeds, &[]).unwrap();
+        c.start_router(h, &seeds, SLEEVE).unwrap();
     }
     wait_path(&c, &hosts[0], "h3", "direct", Duration::from_secs(10));
     let a = c.add_pod(&hosts[0], "p1", pod_ip(1)).unwrap();
@@ -169,7 +172,7 @@ fn a_killed_router_is_forgotten_and_rejoins_with_a_new_run_id() {
         .collect();
     for (i, h) in hosts.iter().enumerate() {
         let seeds: Vec<&Host> = hosts[..i].iter().collect();
-        c.start_router(h, &seeds, &[]).unwrap();
+        c.start_router(h, &seeds, SLEEVE).unwrap();
     }
     for h in &hosts {
         c.wait_peers(h, 2, Duration::from_secs(10)).unwrap();
@@ -200,8 +203,8 @@ fn connect_and_forget_change_the_seed_list_at_run_time() {
     let mut c = cluster("wms");
     let h1 = c.add_host("h1").unwrap();
     let h2 = c.add_host("h2").unwrap();
-    c.start_router(&h1, &[], &[]).unwrap();
-    c.start_router(&h2, &[], &[]).unwrap();
+    c.start_router(&h1, &[], SLEEVE).unwrap();
+    c.start_router(&h2, &[], SLEEVE).unwrap();
     let weft = weft_bin().unwrap();
     let state = c.state_dir(&h2);
     let run = |args: &[&str]| {
@@ -250,8 +253,9 @@ fn metrics_endpoint_serves_the_status_figures() {
     let h1 = c.add_host("h1").unwrap();
     let h2 = c.add_host("h2").unwrap();
     let metrics = format!("{}:9101", h1.underlay_ip);
-    c.start_router(&h1, &[], &["--metrics", &metrics]).unwrap();
-    c.start_router(&h2, &[&h1], &[]).unwrap();
+    c.start_router(&h1, &[], &["--metrics", &metrics, "--no-fastpath"])
+        .unwrap();
+    c.start_router(&h2, &[&h1], SLEEVE).unwrap();
     c.wait_peers(&h1, 1, Duration::from_secs(10)).unwrap();
     let addr = metrics.clone();
     let page = in_netns(&h1.ns, move || {
@@ -302,7 +306,7 @@ fn every_pod_gets_each_broadcast_exactly_once() {
         .collect();
     for (i, h) in hosts.iter().enumerate() {
         let seed: Vec<&Host> = hosts[..i].iter().rev().take(1).collect();
-        c.start_router(h, &seed, &[]).unwrap();
+        c.start_router(h, &seed, SLEEVE).unwrap();
     }
     for h in &hosts {
         c.wait_peers(h, 3, Duration::from_secs(20)).unwrap();

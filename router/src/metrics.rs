@@ -160,6 +160,41 @@ pub fn render(r: &Report) -> String {
         }
     }
 
+    o.head(
+        "weft_fastpath_peers",
+        "gauge",
+        "Neighbours on the kernel VXLAN fast path.",
+    );
+    o.val(
+        "weft_fastpath_peers",
+        &[("state", &r.fastpath.state)],
+        r.fastpath.peers,
+    );
+    for (name, help, v) in [
+        (
+            "weft_fastpath_tx_packets_total",
+            "Packets the VXLAN device sent.",
+            r.fastpath.tx_packets,
+        ),
+        (
+            "weft_fastpath_rx_packets_total",
+            "Packets the VXLAN device received.",
+            r.fastpath.rx_packets,
+        ),
+        (
+            "weft_fastpath_tx_bytes_total",
+            "Bytes the VXLAN device sent.",
+            r.fastpath.tx_bytes,
+        ),
+        (
+            "weft_fastpath_rx_bytes_total",
+            "Bytes the VXLAN device received.",
+            r.fastpath.rx_bytes,
+        ),
+    ] {
+        o.head(name, "counter", help);
+        o.val(name, &[], v);
+    }
     o.head("weft_targets", "gauge", "Dial targets by state.");
     let mut t: std::collections::BTreeMap<&str, u64> = Default::default();
     for target in &r.targets {

@@ -164,6 +164,23 @@ impl Cluster {
         })
     }
 
+    /// Adds `n` hosts named h1..hn, starts a router in each seeded with every earlier host
+    /// (`args[i]` are the extra arguments of host i, none when missing), and waits until every
+    /// router has all the others as established peers.
+    pub fn full_mesh(&mut self, n: u8, args: &[&[&str]]) -> Result<Vec<Host>> {
+        let hosts: Vec<Host> = (1..=n)
+            .map(|i| self.add_host(&format!("h{i}")))
+            .collect::<Result<_>>()?;
+        for (i, h) in hosts.iter().enumerate() {
+            let seeds: Vec<&Host> = hosts[..i].iter().collect();
+            self.start_router(h, &seeds, args.get(i).copied().unwrap_or(&[]))?;
+        }
+        for h in &hosts {
+            self.wait_peers(h, hosts.len() - 1, Duration::from_secs(15))?;
+        }
+        Ok(hosts)
+    }
+
     /// Adds a pod with `ip`/12 to `host`, with the MTU its router computed.
     pub fn add_pod(&mut self, host: &Host, name: &str, ip: Ipv4Addr) -> Result<Pod> {
         let mtu = self.status(host)?.pod_mtu;
@@ -239,6 +256,38 @@ fn parse_ping(text: &str) -> Option<PingStats> {
         avg_ms,
         max_ms,
     })
+}
+
+/// Pings `to` from `from` once every 10 ms until one answer comes, for at most `timeout`.
+pub fn wait_ping(lab: &Lab, from: &Pod, to: Ipv4Addr, timeout: Duration) -> bool {
+    poll_until(timeout, Duration::from_millis(10), || {
+        ping(lab, &from.ns, to, 1).ok().filter(|p| p.received == 1)
+    })
+    .is_some()
+}
+
+/// Installs, in `pod`'s namespace, an nftables counter of the ARP requests for `target` that
+/// reach its `eth0` (to count how often a broadcast arrives); read it with [`arp_requests`].
+pub fn count_arp_requests(lab: &Lab, pod: &Pod, target: Ipv4Addr) -> Result<()> {
+    lab.nft(
+        &pod.ns,
+        &format!(
+            "table netdev weftcount {{\n  counter arpreq {{ }}\n  chain in {{\n    type filter hook ingress device \"eth0\" priority 0; policy accept;\n    arp operation request arp daddr ip {target} counter name \"arpreq\"\n  }}\n}}\n"
+        ),
+    )
+}
+
+/// The count of [`count_arp_requests`] in `pod`.
+pub fn arp_requests(lab: &Lab, pod: &Pod) -> Result<u64> {
+    let out = lab.exec_ok(
+        &pod.ns,
+        &["nft", "list", "counter", "netdev", "weftcount", "arpreq"],
+    )?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no packet count in {out}"))
 }
 
 /// Result of a TCP transfer between two pods.

@@ -21,18 +21,9 @@ fn mesh(tag: &str, n: u8) -> (Cluster, Vec<Host>, Vec<Pod>) {
         "these tests need root and iproute2"
     );
     let mut c = Cluster::new(tag, weft_bin().unwrap()).unwrap();
-    let hosts: Vec<Host> = (1..=n)
-        .map(|i| c.add_host(&format!("h{i}")).unwrap())
-        .collect();
-    for (i, h) in hosts.iter().enumerate() {
-        let seeds: Vec<&Host> = hosts[..i].iter().collect();
-        // These tests are about the sleeve: keep the kernel fast path out of the way.
-        c.start_router(h, &seeds, &["--no-fastpath"]).unwrap();
-    }
-    for h in &hosts {
-        c.wait_peers(h, hosts.len() - 1, Duration::from_secs(10))
-            .unwrap();
-    }
+    // These tests are about the sleeve: keep the kernel fast path out of the way.
+    let args: Vec<&[&str]> = vec![&["--no-fastpath"]; usize::from(n)];
+    let hosts = c.full_mesh(n, &args).unwrap();
     let pods = hosts
         .iter()
         .map(|h| c.add_pod(h, "p1", pod_ip(h.index, 1)).unwrap())
@@ -48,12 +39,7 @@ fn peer<'a>(r: &'a Report, nickname: &str) -> &'a weft::status::PeerReport {
 }
 
 fn wait_ping(c: &Cluster, from: &Pod, to: Ipv4Addr, timeout: Duration) -> bool {
-    poll_until(timeout, Duration::from_millis(10), || {
-        ping(&c.lab, &from.ns, to, 1)
-            .ok()
-            .filter(|p| p.received == 1)
-    })
-    .is_some()
+    weft::testbed::wait_ping(&c.lab, from, to, timeout)
 }
 
 #[test]
@@ -96,11 +82,15 @@ fn arp_resolves_across_hosts() {
 #[test]
 fn learned_macs_are_sent_to_one_peer_only() {
     let (c, hosts, pods) = mesh("wdl", 3);
-    // No IPv6 in the pods: their neighbour discovery and MLD would be flooded in the middle of
-    // the measurement.
-    for p in &pods {
+    // No IPv6 in the pods and hosts: neighbour discovery and MLD would be flooded in the middle
+    // of the measurement.
+    for ns in pods
+        .iter()
+        .map(|p| &p.ns)
+        .chain(hosts.iter().map(|h| &h.ns))
+    {
         c.lab
-            .sysctl(&p.ns, "net.ipv6.conf.all.disable_ipv6", "1")
+            .sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
             .unwrap();
     }
     // Learn: the first ping floods the ARP request and teaches every router where the pods are.
@@ -109,8 +99,9 @@ fn learned_macs_are_sent_to_one_peer_only() {
     let before3 = c.status(&hosts[2]).unwrap();
     let p = ping(&c.lab, &pods[0].ns, pods[1].ip, 30).unwrap();
     assert_eq!(p.received, 30);
-    let after1 = c.status(&hosts[0]).unwrap();
+    // h1's window must enclose h3's: h1 first before, last after.
     let after3 = c.status(&hosts[2]).unwrap();
+    let after1 = c.status(&hosts[0]).unwrap();
     let to_h2 = peer(&after1, "h2").tx_frames - peer(&before1, "h2").tx_frames;
     let to_h3 = peer(&after1, "h3").tx_frames - peer(&before1, "h3").tx_frames;
     let h3_got = peer(&after3, "h1").rx_frames - peer(&before3, "h1").rx_frames;

@@ -24,19 +24,7 @@ fn pod_ip(host: u8) -> Ipv4Addr {
 }
 
 fn hosts(c: &mut Cluster, n: u8, args: &[&[&str]]) -> Vec<Host> {
-    let hs: Vec<Host> = (1..=n)
-        .map(|i| c.add_host(&format!("h{i}")).unwrap())
-        .collect();
-    for (i, h) in hs.iter().enumerate() {
-        let seeds: Vec<&Host> = hs[..i].iter().collect();
-        c.start_router(h, &seeds, args.get(i).copied().unwrap_or(&[]))
-            .unwrap();
-    }
-    for h in &hs {
-        c.wait_peers(h, hs.len() - 1, Duration::from_secs(15))
-            .unwrap();
-    }
-    hs
+    c.full_mesh(n, args).unwrap()
 }
 
 fn path(r: &Report, nick: &str) -> String {
@@ -217,23 +205,8 @@ fn a_host_without_the_fast_path_mixes_with_hosts_that_use_it() {
     }
 }
 
-fn count_rules() -> &'static str {
-    "table netdev weftcount {\n  counter arpreq { }\n  chain in {\n    type filter hook ingress device \"eth0\" priority 0; policy accept;\n    arp operation request arp daddr ip 10.32.200.200 counter name \"arpreq\"\n  }\n}\n"
-}
-
 fn arp_count(c: &Cluster, pod: &Pod) -> u64 {
-    let out = c
-        .lab
-        .exec_ok(
-            &pod.ns,
-            &["nft", "list", "counter", "netdev", "weftcount", "arpreq"],
-        )
-        .unwrap();
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap()
+    weft::testbed::arp_requests(&c.lab, pod).unwrap()
 }
 
 #[test]
@@ -257,7 +230,7 @@ fn an_arp_broadcast_reaches_each_remote_pod_exactly_once_on_the_fast_path() {
         }
     }
     for p in &pods {
-        c.lab.nft(&p.ns, count_rules()).unwrap();
+        weft::testbed::count_arp_requests(&c.lab, p, Ipv4Addr::new(10, 32, 200, 200)).unwrap();
     }
     let _ = c.lab.exec(
         &sender.ns,

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 use weft::lab::{in_netns, poll_until, Host, Pod, Signal};
 use weft::status::Report;
-use weft::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
+use weft::testbed::{tcp_transfer_paced, weft_bin, Cluster};
 
 /// These tests are about the mesh and the sleeve: the kernel fast path stays off.
 const SLEEVE: &[&str] = &["--no-fastpath"];
@@ -26,12 +26,7 @@ fn cluster(tag: &str) -> Cluster {
 }
 
 fn wait_ping(c: &Cluster, from: &Pod, to: Ipv4Addr, timeout: Duration) -> bool {
-    poll_until(timeout, Duration::from_millis(10), || {
-        ping(&c.lab, &from.ns, to, 1)
-            .ok()
-            .filter(|p| p.received == 1)
-    })
-    .is_some()
+    weft::testbed::wait_ping(&c.lab, from, to, timeout)
 }
 
 /// Waits until `host` sees `peer` (by nickname) with the given path, e.g. "direct" or "via h2".
@@ -279,23 +274,8 @@ fn metrics_endpoint_serves_the_status_figures() {
     assert!(page.contains("# TYPE weft_drops_total counter"), "{page}");
 }
 
-fn count_arp_rules() -> &'static str {
-    "table netdev weftcount {\n  counter arpreq { }\n  chain in {\n    type filter hook ingress device \"eth0\" priority 0; policy accept;\n    arp operation request arp daddr ip 10.32.200.200 counter name \"arpreq\"\n  }\n}\n"
-}
-
 fn arp_count(c: &Cluster, pod: &Pod) -> u64 {
-    let out = c
-        .lab
-        .exec_ok(
-            &pod.ns,
-            &["nft", "list", "counter", "netdev", "weftcount", "arpreq"],
-        )
-        .unwrap();
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no packet count in {out}"))
+    weft::testbed::arp_requests(&c.lab, pod).unwrap()
 }
 
 #[test]
@@ -319,7 +299,7 @@ fn every_pod_gets_each_broadcast_exactly_once() {
         pods.push(c.add_pod(h, "p1", pod_ip(h.index)).unwrap());
     }
     for p in &pods {
-        c.lab.nft(&p.ns, count_arp_rules()).unwrap();
+        weft::testbed::count_arp_requests(&c.lab, p, Ipv4Addr::new(10, 32, 200, 200)).unwrap();
     }
     // ARP for an address nobody has: the kernel broadcasts a request once a second, 3 times.
     let _ = c.lab.exec(

@@ -66,7 +66,11 @@ fn path_between(reports: &[Report], from: &Host, to: &Host) -> String {
         .iter()
         .find(|r| r.nickname == from.name)
         .and_then(|r| r.peers.iter().find(|p| p.nickname == to.name))
-        .map(|p| format!("{}, direct {} -> {}", p.path, from.name, to.name))
+        .map(|p| match p.path.as_str() {
+            "fast path" => format!("kernel VXLAN fast path {} -> {}", from.name, to.name),
+            "direct" => format!("sleeve, direct {} -> {}", from.name, to.name),
+            other => format!("sleeve {} -> {} {other}", from.name, to.name),
+        })
         .unwrap_or_else(|| "no route".into())
 }
 

@@ -529,6 +529,16 @@ fn add_target(shared: &Arc<Shared>, addr: SocketAddr, discovered: Option<PeerNam
         }
         t.stop.notify_one();
     }
+    start_target(shared, &mut inner, addr, discovered);
+}
+
+/// Records a new dial target and starts its connector. Called with the lock held.
+fn start_target(
+    shared: &Arc<Shared>,
+    inner: &mut Inner,
+    addr: SocketAddr,
+    discovered: Option<PeerName>,
+) {
     let stop = Arc::new(Notify::new());
     inner.targets.insert(
         addr,
@@ -540,7 +550,6 @@ fn add_target(shared: &Arc<Shared>, addr: SocketAddr, discovered: Option<PeerNam
             discovered,
         },
     );
-    drop(inner);
     tokio::spawn(connector(shared.clone(), addr, stop));
 }
 
@@ -605,19 +614,8 @@ fn discover(shared: &Arc<Shared>, inner: &mut Inner) {
         }
     }
     for (peer, addr) in wanted {
-        let stop = Arc::new(Notify::new());
-        inner.targets.insert(
-            addr,
-            TargetRecord {
-                state: TargetState::Connecting,
-                failures: 0,
-                next_at: None,
-                stop: stop.clone(),
-                discovered: Some(peer),
-            },
-        );
         tracing::info!(peer = %peer, %addr, "dialling a peer learnt from gossip");
-        tokio::spawn(connector(shared.clone(), addr, stop));
+        start_target(shared, inner, addr, Some(peer));
     }
 }
 

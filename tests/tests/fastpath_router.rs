@@ -66,33 +66,42 @@ fn iperf(c: &mut Cluster, from: &Pod, to: &Pod, secs: u32) -> f64 {
         .spawn(
             &to.ns,
             std::path::Path::new("/usr/bin/iperf3"),
-            &["-s", "-1"],
+            &["-s"],
             "iperf-server",
         )
         .unwrap();
-    let out = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        let o = c
-            .lab
-            .exec(
-                &from.ns,
-                &[
-                    "iperf3",
-                    "-c",
-                    &to.ip.to_string(),
-                    "-t",
-                    &secs.to_string(),
-                    "-J",
-                ],
-            )
-            .ok()?;
-        o.status.success().then_some(o)
+    // Wait until the server listens, then run the client once.
+    poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let o = c.lab.exec(&to.ns, &["ss", "-Hltn", "sport = :5201"]).ok()?;
+        (!String::from_utf8_lossy(&o.stdout).trim().is_empty()).then_some(())
     })
-    .expect("iperf3 ran");
+    .expect("iperf3 server listening");
+    let out = c
+        .lab
+        .exec(
+            &from.ns,
+            &[
+                "iperf3",
+                "-c",
+                &to.ip.to_string(),
+                "-t",
+                &secs.to_string(),
+                "-J",
+            ],
+        )
+        .unwrap();
+    c.lab.kill(server, Signal::SIGTERM).unwrap();
     let _ = c.lab.wait_exit(server, Duration::from_secs(5));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
-        .unwrap()
+        .unwrap_or_else(|| {
+            panic!(
+                "iperf3 failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
         / 1e9
 }
 

@@ -37,6 +37,17 @@ const UDP_BUF: usize = 65_536;
 /// How long a thread blocks before it checks whether it should stop.
 const WAKE: Duration = Duration::from_millis(200);
 
+thread_local! {
+    static PACKET_PATH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on a data plane thread once its buffers are allocated: from then on it runs the
+/// per-packet path, which must not allocate (the allocation guard test counts what allocates
+/// while this is true).
+pub fn on_packet_path() -> bool {
+    PACKET_PATH.try_with(|c| c.get()).unwrap_or(false)
+}
+
 /// Why the data plane dropped something. Each has a counter in [`Counters::drops`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -712,6 +723,7 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
     };
     let c = &shared.counters;
     let max_frame = shared.max_frame();
+    PACKET_PATH.with(|c| c.set(true));
     while shared.running.load(Relaxed) {
         match sys::wait_ready(tap.as_fd(), false, WAKE) {
             Ok(true) => {}
@@ -823,6 +835,7 @@ fn udp_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
         scratch: vec![0u8; HEADROOM + UDP_BUF + session::TAG_LEN].into_boxed_slice(),
     };
     let c = &shared.counters;
+    PACKET_PATH.with(|c| c.set(true));
     while shared.running.load(Relaxed) {
         match sys::wait_ready(socket.as_fd(), false, WAKE) {
             Ok(true) => {}

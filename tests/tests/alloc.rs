@@ -1,0 +1,217 @@
+//! Regression guard: the per-packet path does not allocate.
+//!
+//! Runs the router's data plane threads in this process (TAP port on a bridge with a pod, in a
+//! host namespace), with a counting global allocator that counts what the data plane threads
+//! allocate once their buffers exist (`weft::dataplane::on_packet_path`). A fake peer in a second
+//! namespace sends sleeve datagrams carrying ICMP echo requests to the pod; the pod's replies come
+//! back through the TAP thread. After a warm-up (first datagram buffers per peer, MAC learning),
+//! a thousand round trips must allocate nothing. Not timed.
+//!
+//! Needs root (network namespaces).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use vswitch::wire::sleeve::{push_frame, SleeveDatagram, SleeveHeader};
+use vswitch::{Fdb, PeerName, Switch};
+use weft::dataplane::{Dataplane, Fabric, PeerCounters, PeerEntry, Shared};
+use weft::lab::{in_netns, Lab, PodSpec};
+use weft::sys::tap::Tap;
+
+struct Counting;
+
+static PACKET_PATH_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to the system allocator unchanged; counting has no effect on
+// the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if weft::dataplane::on_packet_path() {
+            PACKET_PATH_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract for `alloc` is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if weft::dataplane::on_packet_path() {
+            PACKET_PATH_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract for `realloc` is passed on as it is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet frame with an ICMP echo request from `src` to `dst`.
+fn echo_request(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    seq: u16,
+) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34];
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend_from_slice(&[0x5a; 56]);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let total = (20 + icmp.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 1, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+#[test]
+fn the_per_packet_path_does_not_allocate() {
+    assert!(
+        weft::lab::require_root(),
+        "this test needs root and iproute2"
+    );
+    let mut lab = Lab::new("wal").unwrap();
+    let h1 = lab.add_host("h1").unwrap();
+    let h2 = lab.add_host("h2").unwrap();
+    let me = PeerName(1);
+    let peer = PeerName(2);
+    let peer_addr = SocketAddr::V4(SocketAddrV4::new(h2.underlay_ip, 6783));
+    let h1_addr = SocketAddr::V4(SocketAddrV4::new(h1.underlay_ip, 6783));
+
+    // The data plane of "h1", started on a thread inside h1's namespace (its threads inherit it).
+    let pod_mtu = 1436u32;
+    let dp = in_netns(&h1.ns, move || {
+        let tap = weft::netlink::block_on(|nl| async move {
+            let bridge = nl.ensure_bridge("weft", pod_mtu).await?;
+            let tap = Tap::open("weft-tap")?;
+            nl.attach("weft-tap", bridge, 65_000).await?;
+            Ok(tap)
+        })
+        .unwrap();
+        let socket = UdpSocket::bind(h1_addr).unwrap();
+        let shared = Arc::new(Shared::new(
+            me,
+            pod_mtu,
+            pod_mtu as usize + 64 - 28,
+            false,
+            Switch::new(Fdb::new(1024, Duration::from_secs(300))),
+        ));
+        shared.fabric.store(Arc::new(Fabric::direct(
+            me,
+            vec![PeerEntry {
+                name: peer,
+                udp_addr: Some(peer_addr),
+                counters: Arc::new(PeerCounters::default()),
+                session: None,
+                fast: false,
+            }],
+        )));
+        Dataplane::start(shared, tap, socket).unwrap()
+    })
+    .unwrap();
+    let pod = lab
+        .add_pod(
+            &h1,
+            "p1",
+            PodSpec::new(Ipv4Addr::new(10, 32, 1, 1), 12, pod_mtu),
+        )
+        .unwrap();
+    let remote_mac = [0x02, 0x77, 0, 0, 0, 0x99];
+    let remote_ip = Ipv4Addr::new(10, 32, 2, 1);
+    // The pod answers the remote without asking for its MAC.
+    lab.exec_ok(
+        &pod.ns,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &remote_ip.to_string(),
+            "lladdr",
+            "02:77:00:00:00:99",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    )
+    .unwrap();
+
+    // The fake peer: sends echo requests in sleeve datagrams, counts the replies that come back.
+    let pod_mac = pod.mac;
+    let pod_ip = pod.ip;
+    let round_trips = move |n: u16, first: u16| -> u64 {
+        let sock = UdpSocket::bind(peer_addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let mut replies = 0u64;
+        for seq in first..first + n {
+            let frame = echo_request(remote_mac, pod_mac, remote_ip, pod_ip, seq);
+            let mut dgram = vec![0u8; 2048];
+            let mut len = SleeveHeader::frames(peer, me).emit(&mut dgram).unwrap();
+            len = push_frame(&mut dgram, len, &frame).unwrap();
+            sock.send_to(&dgram[..len], h1_addr).unwrap();
+            // Wait for this request's reply (a unicast frame back to us) before the next one.
+            while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                let Ok(d) = SleeveDatagram::new_checked(&buf[..n]) else {
+                    continue;
+                };
+                let is_reply = d
+                    .frames()
+                    .flatten()
+                    .any(|f| f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == 1 && f[34] == 0);
+                if is_reply {
+                    replies += 1;
+                    break;
+                }
+            }
+        }
+        replies
+    };
+    let warm = in_netns(&h2.ns, move || round_trips(50, 0)).unwrap();
+    assert!(
+        warm >= 45,
+        "only {warm} of 50 warm-up echo replies came back"
+    );
+    let before = PACKET_PATH_ALLOCS.load(Ordering::Relaxed);
+    let replies = in_netns(&h2.ns, move || round_trips(1000, 100)).unwrap();
+    let allocs = PACKET_PATH_ALLOCS.load(Ordering::Relaxed) - before;
+    dp.stop();
+    assert!(
+        replies >= 990,
+        "only {replies} of 1000 echo replies came back"
+    );
+    assert_eq!(
+        allocs, 0,
+        "the per-packet path allocated {allocs} times for {replies} round trips"
+    );
+}

@@ -181,6 +181,49 @@ impl Cluster {
         Ok(hosts)
     }
 
+    /// Adds `n` hosts seeded as a chain (each router knows only the previous host) with the same
+    /// extra arguments, without waiting for them to connect.
+    pub fn chain(&mut self, n: u8, args: &[&str]) -> Result<Vec<Host>> {
+        let hosts: Vec<Host> = (1..=n)
+            .map(|i| self.add_host(&format!("h{i}")))
+            .collect::<Result<_>>()?;
+        for (i, h) in hosts.iter().enumerate() {
+            let seed: Vec<&Host> = hosts[..i].iter().rev().take(1).collect();
+            self.start_router(h, &seed, args)?;
+        }
+        Ok(hosts)
+    }
+
+    /// Waits until `host` reports the peer with nickname `peer` on `path` (`direct`, `fast
+    /// path`, `via h2`, ...); returns the report and how long it took. The error names the last
+    /// state seen and carries the router's log.
+    pub fn wait_path(
+        &self,
+        host: &Host,
+        peer: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(Report, Duration)> {
+        let start = Instant::now();
+        let mut last = None;
+        let r = poll_until(timeout, Duration::from_millis(50), || {
+            let r = self.status(host).ok()?;
+            let p = r.peers.iter().find(|p| p.nickname == peer).cloned();
+            last = p
+                .as_ref()
+                .map(|p| format!("{} / {} ({})", p.state, p.path, p.fastpath));
+            (p?.path == path).then_some(r)
+        });
+        match r {
+            Some(r) => Ok((r, start.elapsed())),
+            None => bail!(
+                "{} never saw {peer} with path {path:?} within {timeout:?} (last: {last:?}); log:\n{}",
+                host.name,
+                self.router_log(host)
+            ),
+        }
+    }
+
     /// Adds a pod with `ip`/12 to `host`, with the MTU its router computed.
     pub fn add_pod(&mut self, host: &Host, name: &str, ip: Ipv4Addr) -> Result<Pod> {
         let mtu = self.status(host)?.pod_mtu;

@@ -26,19 +26,16 @@ fn secret_file(c: &Cluster, name: &str, content: &str) -> String {
     p.display().to_string()
 }
 
-/// Two hosts with one pod each; `args` per host (secret flags).
-fn pair(tag: &str, args: &[&[&str]; 2]) -> (Cluster, Vec<Host>, Vec<Pod>) {
-    let mut c = cluster(tag);
-    let h1 = c.add_host("h1").unwrap();
-    let h2 = c.add_host("h2").unwrap();
-    c.start_router(&h1, &[], args[0]).unwrap();
-    c.start_router(&h2, &[&h1], args[1]).unwrap();
-    for h in [&h1, &h2] {
-        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
-    }
-    let p1 = c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap();
-    let p2 = c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap();
-    (c, vec![h1, h2], vec![p1, p2])
+/// Two hosts with the same router arguments and one pod each.
+fn pair_in(c: &mut Cluster, args: &[&str]) -> (Vec<Host>, Vec<Pod>) {
+    let hs = c.full_mesh(2, &[args, args]).unwrap();
+    let pods = vec![
+        c.add_pod(&hs[0], "p1", Ipv4Addr::new(10, 32, 1, 1))
+            .unwrap(),
+        c.add_pod(&hs[1], "p1", Ipv4Addr::new(10, 32, 2, 1))
+            .unwrap(),
+    ];
+    (hs, pods)
 }
 
 /// UDP payloads of the datagrams in a pcap file (Ethernet, IPv4).
@@ -124,7 +121,8 @@ const ADDRS: [u8; 8] = [10, 32, 1, 1, 10, 32, 2, 1];
 #[test]
 fn the_underlay_sees_neither_payload_nor_pod_addresses() {
     // Without a secret the capture shows both: the check below can fail.
-    let (mut c, _, pods) = pair("wep", &[&[], &[]]);
+    let mut c = cluster("wep");
+    let (_, pods) = pair_in(&mut c, &[]);
     let plain = capture_pings(&mut c, &pods, "plain");
     assert!(
         plain.iter().any(|p| contains(p, PATTERN)),
@@ -135,24 +133,14 @@ fn the_underlay_sees_neither_payload_nor_pod_addresses() {
 
     let mut c = cluster("wee");
     let s = secret_file(&c, "secret", SECRET);
-    let h1 = c.add_host("h1").unwrap();
-    let h2 = c.add_host("h2").unwrap();
-    c.start_router(&h1, &[], &["--secret-file", &s]).unwrap();
-    c.start_router(&h2, &[&h1], &["--secret-file", &s]).unwrap();
-    for h in [&h1, &h2] {
-        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
-    }
-    let r = c.status(&h1).unwrap();
+    let (hs, pods) = pair_in(&mut c, &["--secret-file", &s]);
+    let r = c.status(&hs[0]).unwrap();
     assert!(r.encrypted);
     assert_eq!(r.peers[0].encryption, "chacha20-poly1305");
     assert_eq!(
         r.pod_mtu, 1411,
         "the pod MTU accounts for the encryption overhead"
     );
-    let pods = vec![
-        c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap(),
-        c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap(),
-    ];
     assert!(ping(&c.lab, &pods[0].ns, pods[1].ip, 1).unwrap().received == 1);
     let sealed = capture_pings(&mut c, &pods, "sealed");
     assert!(sealed.len() >= 10, "captured {} datagrams", sealed.len());
@@ -242,17 +230,8 @@ fn replayed_and_tampered_datagrams_are_dropped_and_counted() {
     let mut c = cluster("wet");
     let s = secret_file(&c, "secret", SECRET);
     let args: &[&str] = &["--secret-file", &s];
-    let h1 = c.add_host("h1").unwrap();
-    let h2 = c.add_host("h2").unwrap();
-    c.start_router(&h1, &[], args).unwrap();
-    c.start_router(&h2, &[&h1], args).unwrap();
-    for h in [&h1, &h2] {
-        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
-    }
-    let pods = vec![
-        c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap(),
-        c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap(),
-    ];
+    let (hs, pods) = pair_in(&mut c, args);
+    let (h1, h2) = (&hs[0], &hs[1]);
     assert!(ping(&c.lab, &pods[0].ns, pods[1].ip, 1).unwrap().received == 1);
     let captured = capture_pings(&mut c, &pods, "replay");
     // A frames datagram h1 sealed (kind 1, flags 1, from h1's port 6783 — all captured ones are
@@ -263,8 +242,8 @@ fn replayed_and_tampered_datagrams_are_dropped_and_counted() {
         .expect("an encrypted frames datagram");
     let target = SocketAddr::from((h2.underlay_ip, 6783));
     let (replayed0, forged0) = (
-        drops(&c, &h2, "crypto_replayed"),
-        drops(&c, &h2, "crypto_auth_failed"),
+        drops(&c, h2, "crypto_replayed"),
+        drops(&c, h2, "crypto_auth_failed"),
     );
     let mut flipped = sealed.clone();
     let last = flipped.len() - 20;
@@ -279,11 +258,11 @@ fn replayed_and_tampered_datagrams_are_dropped_and_counted() {
     })
     .unwrap();
     let ok = poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
-        let r = drops(&c, &h2, "crypto_replayed");
-        let f = drops(&c, &h2, "crypto_auth_failed");
+        let r = drops(&c, h2, "crypto_replayed");
+        let f = drops(&c, h2, "crypto_auth_failed");
         (r >= replayed0 + 3 && f > forged0).then_some(())
     });
-    assert!(ok.is_some(), "drops: {:?}", c.status(&h2).unwrap().drops);
+    assert!(ok.is_some(), "drops: {:?}", c.status(h2).unwrap().drops);
     // Traffic goes on.
     assert_eq!(
         ping(&c.lab, &pods[0].ns, pods[1].ip, 3).unwrap().received,
@@ -296,26 +275,20 @@ fn a_transfer_across_several_rekeys_arrives_intact() {
     let mut c = cluster("wek");
     let s = secret_file(&c, "secret", SECRET);
     let args: &[&str] = &["--secret-file", &s, "--rekey-after", "1"];
-    let h1 = c.add_host("h1").unwrap();
-    let h2 = c.add_host("h2").unwrap();
-    c.start_router(&h1, &[], args).unwrap();
-    c.start_router(&h2, &[&h1], args).unwrap();
-    for h in [&h1, &h2] {
-        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
-    }
-    let p1 = c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap();
-    let p2 = c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap();
+    let (hs, pods) = pair_in(&mut c, args);
+    let (h1, h2) = (&hs[0], &hs[1]);
+    let (p1, p2) = (&pods[0], &pods[1]);
     let t = tcp_transfer_paced(
-        &p1,
-        &p2,
+        p1,
+        p2,
         64 << 20,
         Duration::from_secs(6),
         Duration::from_secs(60),
     )
     .unwrap();
     assert!(t.intact(), "{t:?}");
-    let r1 = c.status(&h1).unwrap();
-    let r2 = c.status(&h2).unwrap();
+    let r1 = c.status(h1).unwrap();
+    let r2 = c.status(h2).unwrap();
     assert!(r2.peers[0].rekeys >= 3, "{:?}", r2.peers[0]);
     assert!(r1.peers[0].rekeys >= 3, "{:?}", r1.peers[0]);
     let lost: u64 = ["crypto_unknown_key", "crypto_auth_failed", "crypto_too_old"]
@@ -334,20 +307,11 @@ fn trusted_subnets_carry_data_in_clear_but_keep_the_control_channel_authenticate
     let mut c = cluster("weu");
     let s = secret_file(&c, "secret", SECRET);
     let args: &[&str] = &["--secret-file", &s, "--trusted-subnets", "10.200.0.0/24"];
-    let h1 = c.add_host("h1").unwrap();
-    let h2 = c.add_host("h2").unwrap();
-    c.start_router(&h1, &[], args).unwrap();
-    c.start_router(&h2, &[&h1], args).unwrap();
-    for h in [&h1, &h2] {
-        c.wait_peers(h, 1, Duration::from_secs(10)).unwrap();
-    }
-    let r = c.status(&h1).unwrap();
+    let (hs, pods) = pair_in(&mut c, args);
+    let h1 = &hs[0];
+    let r = c.status(h1).unwrap();
     assert!(r.encrypted);
     assert_eq!(r.peers[0].encryption, "trusted");
-    let pods = vec![
-        c.add_pod(&h1, "p1", Ipv4Addr::new(10, 32, 1, 1)).unwrap(),
-        c.add_pod(&h2, "p1", Ipv4Addr::new(10, 32, 2, 1)).unwrap(),
-    ];
     let seen = capture_pings(&mut c, &pods, "trusted");
     assert!(
         seen.iter().any(|p| contains(p, PATTERN)),
@@ -355,7 +319,7 @@ fn trusted_subnets_carry_data_in_clear_but_keep_the_control_channel_authenticate
     );
     // A host on the trusted network without the secret still cannot join.
     let h3 = c.add_host("h3").unwrap();
-    c.start_router(&h3, &[&h1], &["--trusted-subnets", "10.200.0.0/24"])
+    c.start_router(&h3, &[h1], &["--trusted-subnets", "10.200.0.0/24"])
         .unwrap();
     let err = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
         target_error(&c.status(&h3).ok()?)

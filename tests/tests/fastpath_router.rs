@@ -6,7 +6,7 @@
 //! Needs root, iperf3, nftables and the `weft` binary (`scripts/test.sh`).
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weft::lab::{poll_until, Host, Pod, Signal};
 use weft::status::Report;
 use weft::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
@@ -36,28 +36,7 @@ fn path(r: &Report, nick: &str) -> String {
 }
 
 fn wait_path(c: &Cluster, h: &Host, peer: &str, want: &str, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    let mut last = String::new();
-    let ok = poll_until(timeout, Duration::from_millis(100), || {
-        let r = c.status(h).ok()?;
-        last = format!(
-            "{} ({})",
-            path(&r, peer),
-            r.peers
-                .iter()
-                .find(|p| p.nickname == peer)
-                .map(|p| p.fastpath.clone())
-                .unwrap_or_default()
-        );
-        (path(&r, peer) == want).then_some(())
-    });
-    assert!(
-        ok.is_some(),
-        "{} -> {peer}: path is {last}, not {want:?}, after {timeout:?}; log:\n{}",
-        h.name,
-        c.router_log(h)
-    );
-    start.elapsed()
+    c.wait_path(h, peer, want, timeout).unwrap().1
 }
 
 fn iperf(c: &mut Cluster, from: &Pod, to: &Pod, secs: u32) -> f64 {

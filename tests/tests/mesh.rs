@@ -31,32 +31,13 @@ fn wait_ping(c: &Cluster, from: &Pod, to: Ipv4Addr, timeout: Duration) -> bool {
 
 /// Waits until `host` sees `peer` (by nickname) with the given path, e.g. "direct" or "via h2".
 fn wait_path(c: &Cluster, host: &Host, peer: &str, path: &str, timeout: Duration) -> Report {
-    let mut last = None;
-    let r = poll_until(timeout, Duration::from_millis(50), || {
-        let r = c.status(host).ok()?;
-        let p = r.peers.iter().find(|p| p.nickname == peer).cloned();
-        last = p.clone().map(|p| format!("{} / {}", p.state, p.path));
-        (p?.path == path).then_some(r)
-    });
-    r.unwrap_or_else(|| {
-        panic!(
-            "{} never saw {peer} with path {path:?} within {timeout:?} (last: {last:?}); log:\n{}",
-            host.name,
-            c.router_log(host)
-        )
-    })
+    c.wait_path(host, peer, path, timeout).unwrap().0
 }
 
 #[test]
 fn five_hosts_seeded_as_a_chain_form_a_full_mesh() {
     let mut c = cluster("wmc");
-    let hosts: Vec<Host> = (1..=5)
-        .map(|i| c.add_host(&format!("h{i}")).unwrap())
-        .collect();
-    for (i, h) in hosts.iter().enumerate() {
-        let seed: Vec<&Host> = hosts[..i].iter().rev().take(1).collect();
-        c.start_router(h, &seed, SLEEVE).unwrap();
-    }
+    let hosts = c.chain(5, SLEEVE).unwrap();
     for h in &hosts {
         let r = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
             let r = c.status(h).ok()?;
@@ -281,13 +262,7 @@ fn arp_count(c: &Cluster, pod: &Pod) -> u64 {
 #[test]
 fn every_pod_gets_each_broadcast_exactly_once() {
     let mut c = cluster("wmb");
-    let hosts: Vec<Host> = (1..=4)
-        .map(|i| c.add_host(&format!("h{i}")).unwrap())
-        .collect();
-    for (i, h) in hosts.iter().enumerate() {
-        let seed: Vec<&Host> = hosts[..i].iter().rev().take(1).collect();
-        c.start_router(h, &seed, SLEEVE).unwrap();
-    }
+    let hosts = c.chain(4, SLEEVE).unwrap();
     for h in &hosts {
         c.wait_peers(h, 3, Duration::from_secs(20)).unwrap();
     }

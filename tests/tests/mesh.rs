@@ -82,13 +82,7 @@ fn block_rules(a: Ipv4Addr, b: Ipv4Addr) -> String {
 #[test]
 fn a_blocked_underlay_link_is_relayed_around_and_recovers() {
     let mut c = cluster("wmr");
-    let hosts: Vec<Host> = (1..=3)
-        .map(|i| c.add_host(&format!("h{i}")).unwrap())
-        .collect();
-    for (i, h) in hosts.iter().enumerate() {
-        let seeds: Vec<&Host> = hosts[..i].iter().collect();
-        c.start_router(h, &seeds, SLEEVE).unwrap();
-    }
+    let hosts = c.full_mesh(3, &[SLEEVE; 3]).unwrap();
     wait_path(&c, &hosts[0], "h3", "direct", Duration::from_secs(10));
     let a = c.add_pod(&hosts[0], "p1", pod_ip(1)).unwrap();
     let b = c.add_pod(&hosts[2], "p1", pod_ip(3)).unwrap();
@@ -143,16 +137,7 @@ fn a_blocked_underlay_link_is_relayed_around_and_recovers() {
 #[test]
 fn a_killed_router_is_forgotten_and_rejoins_with_a_new_run_id() {
     let mut c = cluster("wmk");
-    let hosts: Vec<Host> = (1..=3)
-        .map(|i| c.add_host(&format!("h{i}")).unwrap())
-        .collect();
-    for (i, h) in hosts.iter().enumerate() {
-        let seeds: Vec<&Host> = hosts[..i].iter().collect();
-        c.start_router(h, &seeds, SLEEVE).unwrap();
-    }
-    for h in &hosts {
-        c.wait_peers(h, 2, Duration::from_secs(10)).unwrap();
-    }
+    let hosts = c.full_mesh(3, &[SLEEVE; 3]).unwrap();
     let a = c.add_pod(&hosts[0], "p1", pod_ip(1)).unwrap();
     let b = c.add_pod(&hosts[2], "p1", pod_ip(3)).unwrap();
     assert!(wait_ping(&c, &a, b.ip, Duration::from_secs(5)));

@@ -51,6 +51,8 @@ pub struct Config {
     /// The cluster secret: with it every connection is authenticated and encrypted (Noise), and
     /// each peer gets data keys.
     pub secret: Option<Arc<Secret>>,
+    /// Cluster IPAM (`--pod-cidr`): off when `None`.
+    pub ipam: Option<crate::ipam::IpamConfig>,
 }
 
 impl Config {
@@ -72,6 +74,7 @@ impl Config {
             accept_rate: 50.0,
             accept_burst: 100.0,
             secret: None,
+            ipam: None,
         }
     }
 
@@ -493,6 +496,38 @@ impl Gossip {
     /// Inbound connections refused by the connection limit or the accept rate limit.
     pub fn refused_connections(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Blocks of the pod CIDR this host holds (agreed by a majority). Empty when IPAM is off.
+    pub fn ipam_blocks(&self) -> Vec<crate::ipam::Block> {
+        Vec::new() // STUB
+    }
+
+    /// Claims one more block and returns it once a majority of the cluster has agreed, or an
+    /// error when that cannot happen within `timeout` (the claim is then withdrawn).
+    pub async fn ipam_claim(
+        &self,
+        timeout: Duration,
+    ) -> Result<crate::ipam::Block, crate::ipam::IpamError> {
+        let _ = timeout;
+        Err(crate::ipam::IpamError::Disabled) // STUB
+    }
+
+    /// Hands a block back to the cluster at once (the caller no longer uses any address in it).
+    pub fn ipam_release(&self, block: crate::ipam::Block) {
+        let _ = block; // STUB
+    }
+
+    /// Leaves the cluster cleanly: hands every block back, tells the peers this host is gone for
+    /// good (so it no longer counts for majorities) and waits up to `timeout` for a neighbour to
+    /// have heard it.
+    pub async fn ipam_leave(&self, timeout: Duration) {
+        let _ = timeout; // STUB
+    }
+
+    /// What `weft status` shows about IPAM; `None` when IPAM is off.
+    pub fn ipam_status(&self) -> Option<crate::ipam::IpamStatus> {
+        None // STUB
     }
 
     /// Says goodbye on every connection and stops dialling.

@@ -11,6 +11,7 @@
 
 pub mod core;
 pub mod driver;
+pub mod ipam;
 pub mod mesh;
 pub mod proto;
 pub mod routes;

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod demo;
 pub mod fastpath;
+pub mod ipam_api;
 pub mod lab;
 pub mod metrics;
 pub mod netlink;

@@ -1,0 +1,114 @@
+//! The pod-address API between `weft-cni` and the router: the JSON bodies of the `/v1/ipam/*`
+//! endpoints on the router's socket (`<state-dir>/weft.sock`, see [`crate::api`]).
+//!
+//! * `POST /v1/ipam/allocate` [`AllocateRequest`] -> [`Allocation`]. Idempotent: the same
+//!   attachment (container id + interface name) gets the same address again.
+//! * `POST /v1/ipam/release` [`Attachment`] -> [`ReleaseAnswer`]. Releasing what is not reserved
+//!   succeeds with `released: false`.
+//! * `POST /v1/ipam/gc` [`GcRequest`] -> [`GcAnswer`]: releases every reservation not listed.
+//! * `GET /v1/ipam` -> [`IpamReport`]: readiness (for CNI STATUS) and every reservation (for
+//!   CHECK).
+//!
+//! Failures answer with an HTTP error status and an [`ApiError`] body.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// One pod interface, as the container runtime names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+}
+
+/// `POST /v1/ipam/allocate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocateRequest {
+    /// Who the address is for.
+    #[serde(flatten)]
+    pub attachment: Attachment,
+    /// `CNI_NETNS`, kept with the reservation for operators (not interpreted).
+    #[serde(default)]
+    pub netns: String,
+}
+
+/// An address handed to a pod, and how the pod is to be wired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The pod's address.
+    pub address: Ipv4Addr,
+    /// Its prefix length: the whole pod CIDR's, since every pod is on one L2 segment.
+    pub prefix_len: u8,
+    /// The default gateway: the host bridge's address in the pod's block.
+    pub gateway: Ipv4Addr,
+    /// The pod CIDR, `A.B.C.D/N`.
+    pub cidr: String,
+    /// The pod MTU the router computed.
+    pub mtu: u32,
+    /// The bridge to attach the host end to.
+    pub bridge: String,
+}
+
+/// A reservation, as `GET /v1/ipam` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Who holds it.
+    #[serde(flatten)]
+    pub attachment: Attachment,
+    /// The address.
+    pub address: Ipv4Addr,
+    /// The netns path given at ADD.
+    #[serde(default)]
+    pub netns: String,
+}
+
+/// `POST /v1/ipam/release` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseAnswer {
+    /// Whether a reservation existed (and is now gone).
+    pub released: bool,
+}
+
+/// `POST /v1/ipam/gc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRequest {
+    /// Attachments still in use; every other reservation is released.
+    pub keep: Vec<Attachment>,
+}
+
+/// `POST /v1/ipam/gc` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcAnswer {
+    /// What was released.
+    pub released: Vec<Reservation>,
+}
+
+/// `GET /v1/ipam`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamReport {
+    /// Whether an ADD can be served now (an address is free in a held block, or a new block can be
+    /// agreed).
+    pub ready: bool,
+    /// Why not, when not ready.
+    #[serde(default)]
+    pub reason: String,
+    /// The pod CIDR (empty when IPAM is off).
+    pub cidr: String,
+    /// The bridge pods attach to.
+    pub bridge: String,
+    /// The pod MTU.
+    pub mtu: u32,
+    /// This host's reservations.
+    pub reservations: Vec<Reservation>,
+}
+
+/// The body of every failed `/v1/ipam/*` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// Whether trying again later can succeed (CNI error 11).
+    pub retry: bool,
+}

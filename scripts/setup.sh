@@ -6,11 +6,15 @@
 #                                (scripts/test.sh and scripts/demo.sh do this)
 #
 # As root it installs the system tools the lab, the tests and the demo use with apt-get, running
-# `apt-get update` only when a package is missing. It then makes sure `cargo` is on PATH,
-# sourcing ~/.cargo/env if needed.
+# `apt-get update` only when a package is missing: iproute2, ping, nftables, tcpdump, iperf3, ...,
+# and Debian's containernetworking-plugins (portmap, bandwidth, tuning in /usr/lib/cni, chained
+# after weft-cni by the CNI tests). It builds upstream `cnitool` into /usr/local/bin when it is
+# missing (scripts/build-cnitool.sh, from Debian packages; $CNITOOL names another one). It then
+# makes sure `cargo` is on PATH, sourcing ~/.cargo/env if needed.
 
 weft_setup() {
-  local pkgs=(iproute2 iputils-ping nftables tcpdump iperf3 arping ethtool procps)
+  local pkgs=(iproute2 iputils-ping nftables tcpdump iperf3 arping ethtool procps
+    containernetworking-plugins)
   local missing=() pkg
 
   if ! command -v dpkg-query >/dev/null 2>&1; then
@@ -29,10 +33,29 @@ weft_setup() {
     else
       echo "setup: installing missing packages: ${missing[*]}"
       export DEBIAN_FRONTEND=noninteractive
-      apt-get update -q || return 1
-      apt-get install -y -q --no-install-recommends "${missing[@]}" || return 1
+      local log
+      log="$(mktemp /tmp/weft-setup-apt.XXXXXX)"
+      if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
+        >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "setup: apt-get failed" >&2
+        return 1
+      fi
+      rm -f "$log"
       echo "setup: installed: ${missing[*]}"
     fi
+  fi
+
+  local cnitool="${CNITOOL:-/usr/local/bin/cnitool}" here
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  if [[ -x "$cnitool" ]]; then
+    echo "setup: cnitool present: $cnitool"
+  elif [[ $(id -u) -ne 0 ]]; then
+    echo "setup: no cnitool at $cnitool and not root, so not building it; the CNI tests will fail" >&2
+  else
+    echo "setup: building cnitool into $cnitool (scripts/build-cnitool.sh)"
+    OUT="$cnitool" bash "$here/build-cnitool.sh" || return 1
   fi
 
   if ! command -v cargo >/dev/null 2>&1 && [[ -f "${HOME:-/root}/.cargo/env" ]]; then

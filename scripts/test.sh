@@ -5,8 +5,11 @@
 #   scripts/test.sh                      everything
 #   scripts/test.sh -p weft-tests        one package
 #   scripts/test.sh -- --nocapture       show the tests' output
+#   scripts/test.sh -p weft-tests --test cni    the CNI end-to-end suite only
 #
-# The network-namespace tests need root; without it they print a note and pass.
+# The network-namespace tests need root; without it they print a note and pass. The CNI suite
+# also needs what setup installs as root: cnitool (/usr/local/bin, or $CNITOOL) and the standard
+# plugins (/usr/lib/cni, or $CNI_PATH); it runs the release weft-cni built here.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

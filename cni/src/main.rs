@@ -1,117 +1,152 @@
-//! `weft-cni`: Weft's CNI plugin, at its first stage: it answers `VERSION` only.
+//! `weft-cni`: Weft's CNI plugin (CNI spec 1.1; configurations of version 0.4.0, 1.0.0 and
+//! 1.1.0). It attaches pods to the local `weft router`'s bridge with a veth pair and an address
+//! the router hands out (cluster IPAM over the router's API socket).
 //!
-//! A container runtime runs the plugin with the operation in the `CNI_COMMAND` environment
-//! variable (and, for the operations on a container, the network configuration on stdin). At
-//! this stage the plugin:
+//! The runtime runs the plugin with the operation in `CNI_COMMAND` and the network configuration
+//! on stdin; results and errors go to stdout as JSON, and nothing else does (the optional
+//! `logFile` gets the log). Modules:
 //!
-//! - answers `VERSION` with the CNI versions it speaks and exits 0;
-//! - answers the other operations of the spec (`ADD`, `DEL`, `CHECK`, `STATUS`, `GC`) with a CNI
-//!   error object, code 100 (a plugin-specific code: the spec's well-known codes do not cover
-//!   "not implemented"), and exits 1;
-//! - answers a missing or unknown `CNI_COMMAND` with error code 4 ("invalid necessary
-//!   environment variables") and exits 1.
+//! * [`env`] and [`config`]: the inputs, checked (error codes 4, 6, 7, 1);
+//! * [`commands`]: ADD, DEL, CHECK, STATUS and GC;
+//! * [`netns`]: entering the pod's namespace and configuring links through rtnetlink;
+//! * [`router`]: the router's IPAM endpoints;
+//! * [`result`]: CNI results per version; [`names`]: the host end's name; [`error`]: CNI errors;
+//!   [`log`]: the optional log.
 //!
-//! Results and errors go to stdout as JSON, as the CNI spec requires. Wiring pods to the Weft
-//! bridge (`ADD`, `DEL`, ...) comes in a later stage.
+//! `docs/cni.md` is the reference: configuration, results, error codes, what changes on the host.
 
-use std::io::Write as _;
+#![forbid(unsafe_code)]
+
+mod commands;
+mod config;
+mod env;
+mod error;
+mod log;
+mod names;
+mod netns;
+mod result;
+mod router;
+
+use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::process::ExitCode;
 
-use serde::Serialize;
+use config::{Version, LATEST, SUPPORTED_VERSIONS};
+use env::Env;
+use error::{Failure, INVALID_ENV, IO_FAILURE};
 
-/// The CNI version this plugin's own output follows.
-const CNI_VERSION: &str = "1.1.0";
-/// The CNI versions the plugin accepts.
-const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
-
-/// CNI error code: invalid necessary environment variables, such as `CNI_COMMAND`.
-const CODE_INVALID_ENV: u32 = 4;
-/// Plugin-specific error code (the spec reserves 0-99): the operation is not implemented yet.
-const CODE_NOT_IMPLEMENTED: u32 = 100;
-
-/// The answer to `VERSION`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct VersionResult {
-    cni_version: &'static str,
-    supported_versions: [&'static str; 3],
-}
-
-/// A CNI error result.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CniError {
-    cni_version: &'static str,
-    code: u32,
-    msg: String,
-    details: String,
-}
-
-/// What the plugin prints on stdout and its exit status.
+/// What the plugin prints on stdout (nothing: `None`) and its exit status.
 #[derive(Debug, PartialEq, Eq)]
 struct Reply {
-    stdout: String,
+    stdout: Option<String>,
     exit_code: u8,
 }
 
 impl Reply {
-    fn error(code: u32, msg: String, details: String) -> Reply {
-        let err = CniError {
-            cni_version: CNI_VERSION,
-            code,
-            msg,
-            details,
-        };
+    fn ok(stdout: Option<String>) -> Reply {
         Reply {
-            stdout: to_json(&err),
+            stdout,
+            exit_code: 0,
+        }
+    }
+
+    fn failed(f: &Failure, version: &str) -> Reply {
+        Reply {
+            stdout: Some(f.to_json(version)),
             exit_code: 1,
         }
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("plain structs always serialize")
+/// The answer to VERSION.
+fn version_answer(stdin: &[u8]) -> String {
+    // The answer follows the version the runtime asked in, when it is one we speak.
+    let asked = config::version_hint(stdin).map_or(LATEST, Version::as_str);
+    serde_json::json!({"cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS}).to_string()
 }
 
-/// Handles one invocation, given the value of `CNI_COMMAND` (`None` if unset or not UTF-8).
-fn dispatch(command: Option<&str>) -> Reply {
-    match command {
-        Some("VERSION") => Reply {
-            stdout: to_json(&VersionResult {
-                cni_version: CNI_VERSION,
-                supported_versions: SUPPORTED_VERSIONS,
-            }),
-            exit_code: 0,
-        },
-        Some(cmd @ ("ADD" | "DEL" | "CHECK" | "STATUS" | "GC")) => Reply::error(
-            CODE_NOT_IMPLEMENTED,
-            format!("weft-cni: {cmd} is not implemented yet"),
-            "this build of weft-cni only answers VERSION".to_owned(),
-        ),
-        Some(other) => Reply::error(
-            CODE_INVALID_ENV,
-            format!("weft-cni: unknown CNI_COMMAND {other:?}"),
-            "CNI_COMMAND must be one of ADD, DEL, CHECK, STATUS, GC, VERSION".to_owned(),
-        ),
-        None => Reply::error(
-            CODE_INVALID_ENV,
-            "weft-cni: CNI_COMMAND is not set".to_owned(),
-            "weft-cni is a CNI plugin: a container runtime runs it with CNI_COMMAND set \
-             (e.g. CNI_COMMAND=VERSION)"
-                .to_owned(),
-        ),
+/// Handles one invocation.
+fn dispatch(env: &Env, stdin: &[u8]) -> Reply {
+    let command = env.command.as_deref();
+    if command == Some("VERSION") {
+        return Reply::ok(Some(version_answer(stdin)));
+    }
+    let known = matches!(command, Some("ADD" | "DEL" | "CHECK" | "STATUS" | "GC"));
+    let hint = config::version_hint(stdin).map_or(LATEST, Version::as_str);
+    if !known {
+        let f = match command {
+            None => Failure::new(INVALID_ENV, "CNI_COMMAND is not set").details(
+                "weft-cni is a CNI plugin: a container runtime runs it with CNI_COMMAND set \
+                 (e.g. CNI_COMMAND=VERSION)",
+            ),
+            Some(other) => Failure::new(INVALID_ENV, format!("unknown CNI_COMMAND {other:?}"))
+                .details("CNI_COMMAND must be one of ADD, DEL, CHECK, STATUS, GC, VERSION"),
+        };
+        return Reply::failed(&f, hint);
+    }
+    let cfg = match config::parse(stdin) {
+        Ok(cfg) => cfg,
+        Err(f) => return Reply::failed(&f, hint),
+    };
+    if let Some(path) = &cfg.log_file {
+        log::open(path);
+    }
+    let version = cfg.version.as_str();
+    let outcome = match command {
+        Some("ADD") => commands::add(env, &cfg).map(Some),
+        Some("DEL") => commands::del(env, &cfg).map(|()| None),
+        Some("CHECK") => commands::check(env, &cfg).map(|()| None),
+        Some("STATUS") => commands::status(&cfg).map(|()| None),
+        _ => commands::gc(&cfg).map(|()| None),
+    };
+    match outcome {
+        Ok(out) => {
+            log::line(&format!(
+                "{} {}/{}: ok",
+                command.unwrap_or_default(),
+                env.container_id.as_deref().unwrap_or("-"),
+                env.ifname.as_deref().unwrap_or("-")
+            ));
+            Reply::ok(out)
+        }
+        Err(f) => {
+            log::line(&format!(
+                "{} {}/{}: {f}",
+                command.unwrap_or_default(),
+                env.container_id.as_deref().unwrap_or("-"),
+                env.ifname.as_deref().unwrap_or("-")
+            ));
+            Reply::failed(&f, version)
+        }
     }
 }
 
 fn main() -> ExitCode {
-    let command = std::env::var("CNI_COMMAND").ok();
-    let reply = dispatch(command.as_deref());
-    let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "{}", reply.stdout)
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        return ExitCode::FAILURE;
+    let env = Env::from_process();
+    let mut stdin = Vec::new();
+    // A runtime always gives a configuration on stdin; a person at a terminal trying VERSION
+    // should not have to type one.
+    let input = std::io::stdin();
+    let read = if input.is_terminal() {
+        Ok(0)
+    } else {
+        input.lock().read_to_end(&mut stdin)
+    };
+    let reply = match read {
+        Ok(_) => dispatch(&env, &stdin),
+        Err(e) => Reply::failed(
+            &Failure::new(IO_FAILURE, "cannot read the configuration from stdin")
+                .details(e.to_string()),
+            LATEST,
+        ),
+    };
+    if let Some(out) = &reply.stdout {
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{out}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return ExitCode::FAILURE;
+        }
     }
     ExitCode::from(reply.exit_code)
 }
@@ -121,40 +156,33 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
+    fn env(cmd: Option<&str>) -> Env {
+        Env {
+            command: cmd.map(str::to_owned),
+            ..Env::default()
+        }
+    }
+
     fn parse(reply: &Reply) -> Value {
-        serde_json::from_str(&reply.stdout).unwrap()
+        serde_json::from_str(reply.stdout.as_deref().unwrap()).unwrap()
     }
 
     #[test]
     fn version_lists_supported_versions() {
-        let reply = dispatch(Some("VERSION"));
+        let reply = dispatch(&env(Some("VERSION")), b"");
         assert_eq!(reply.exit_code, 0);
         assert_eq!(
-            reply.stdout,
-            r#"{"cniVersion":"1.1.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}"#
+            reply.stdout.as_deref(),
+            Some(r#"{"cniVersion":"1.1.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}"#)
         );
-    }
-
-    #[test]
-    fn known_commands_are_not_implemented_yet() {
-        for cmd in ["ADD", "DEL", "CHECK", "STATUS", "GC"] {
-            let reply = dispatch(Some(cmd));
-            assert_eq!(reply.exit_code, 1);
-            let v = parse(&reply);
-            assert_eq!(v["cniVersion"], json!("1.1.0"));
-            assert_eq!(v["code"], json!(100));
-            assert_eq!(
-                v["msg"],
-                json!(format!("weft-cni: {cmd} is not implemented yet"))
-            );
-            assert!(v["details"].is_string());
-        }
+        let reply = dispatch(&env(Some("VERSION")), br#"{"cniVersion":"0.4.0"}"#);
+        assert_eq!(parse(&reply)["cniVersion"], "0.4.0");
     }
 
     #[test]
     fn missing_or_unknown_command_is_code_4() {
-        for cmd in [None, Some(""), Some("add"), Some("FROB")] {
-            let reply = dispatch(cmd);
+        for cmd in [None, Some("add"), Some("FROB")] {
+            let reply = dispatch(&env(cmd), b"");
             assert_eq!(reply.exit_code, 1, "{cmd:?}");
             let v = parse(&reply);
             assert_eq!(v["code"], json!(4), "{cmd:?}");
@@ -164,5 +192,45 @@ mod tests {
             keys.sort_unstable();
             assert_eq!(keys, ["cniVersion", "code", "details", "msg"]);
         }
+    }
+
+    #[test]
+    fn errors_follow_the_configuration_version() {
+        // A decodable version but an invalid configuration: the error is in that version.
+        let reply = dispatch(&env(Some("ADD")), br#"{"cniVersion":"0.4.0"}"#);
+        let v = parse(&reply);
+        assert_eq!(
+            (v["code"].clone(), v["cniVersion"].clone()),
+            (json!(7), json!("0.4.0"))
+        );
+        // Missing environment variables after a good configuration: code 4, naming them.
+        let cfg =
+            br#"{"cniVersion":"1.0.0","name":"weft","type":"weft-cni","stateDir":"/nonexistent"}"#;
+        for cmd in ["ADD", "DEL", "CHECK"] {
+            let v = parse(&dispatch(&env(Some(cmd)), cfg));
+            assert_eq!(v["code"], 4, "{cmd}");
+            assert_eq!(v["cniVersion"], "1.0.0", "{cmd}");
+            assert!(
+                v["msg"].as_str().unwrap().contains("CNI_CONTAINERID"),
+                "{cmd}: {v}"
+            );
+        }
+        let reply = dispatch(&env(Some("STATUS")), b"{not json");
+        assert_eq!(parse(&reply)["code"], 6);
+        let reply = dispatch(
+            &env(Some("STATUS")),
+            br#"{"cniVersion":"0.2.0","name":"x"}"#,
+        );
+        assert_eq!(parse(&reply)["code"], 1);
+    }
+
+    #[test]
+    fn error_json_has_the_spec_fields() {
+        let f = Failure::new(11, "try later").details("why");
+        let v: Value = serde_json::from_str(&f.to_json("1.0.0")).unwrap();
+        assert_eq!(
+            v,
+            json!({"cniVersion": "1.0.0", "code": 11, "msg": "try later", "details": "why"})
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The tokio driver: dials the seed list, accepts connections, runs the handshake and heartbeats,
-//! and reports peers coming and going. All decisions are taken by [`crate::mesh`]; this module only
-//! moves bytes and keeps time.
+//! and reports peers coming and going. All decisions are taken by [`crate::mesh`], the gossip core
+//! and the IPAM state machine ([`crate::ipam::Ipam`]); this module only moves bytes, keeps time and
+//! writes the IPAM state file.
 
 use crate::core::{GossipCore, Output};
+use crate::ipam::{Block, ClaimState, Ipam, IpamError, IpamOut, IpamState, IpamStatus};
 use crate::mesh::{self, Admitted, ConnId, Mesh};
 use crate::proto::{self, Hello, Message};
 use crate::secure::{self, DataKeys, Handshake, Mode, Secret, Transport};
@@ -88,6 +90,8 @@ impl Config {
             nickname: self.nickname.clone(),
             udp_port: self.udp_port,
             pod_mtu: self.pod_mtu,
+            pod_cidr: self.ipam.as_ref().map(|i| i.cidr),
+            block_prefix: self.ipam.as_ref().map(|i| i.block_prefix),
         }
     }
 }
@@ -245,6 +249,10 @@ struct Inner {
     conns: HashMap<ConnId, ConnRecord>,
     targets: HashMap<SocketAddr, TargetRecord>,
     next_id: ConnId,
+    /// Cluster IPAM, when configured.
+    ipam: Option<Ipam>,
+    /// When the IPAM reachability was last refreshed from the topology.
+    ipam_reach_at: Option<Instant>,
 }
 
 struct Shared {
@@ -258,6 +266,10 @@ struct Shared {
     inner: Mutex<Inner>,
     events: mpsc::UnboundedSender<Event>,
     shutdown: Notify,
+    /// Woken whenever the IPAM state machine has run.
+    ipam_changed: Notify,
+    /// Serializes `ipam_claim` callers: one claim at a time per host.
+    ipam_claim_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -307,6 +319,25 @@ impl Gossip {
             .unwrap_or(1)
             .max(1);
         let ours = PeerRecord::new(cfg.name, cfg.uid, version, cfg.nickname.clone());
+        let ipam = match &cfg.ipam {
+            Some(icfg) => {
+                let state = match &icfg.state_file {
+                    Some(path) => load_ipam_state(path)?,
+                    None => None,
+                };
+                Some(
+                    Ipam::new(
+                        cfg.name,
+                        cfg.nickname.clone(),
+                        icfg.clone(),
+                        state,
+                        Instant::now(),
+                    )
+                    .map_err(Error::IpamConfig)?,
+                )
+            }
+            None => None,
+        };
         let core = GossipCore::new(
             ours,
             cfg.uid,
@@ -321,6 +352,8 @@ impl Gossip {
                 conns: HashMap::new(),
                 targets: HashMap::new(),
                 next_id: 1,
+                ipam,
+                ipam_reach_at: None,
             }),
             cfg,
             open: AtomicUsize::new(0),
@@ -328,7 +361,16 @@ impl Gossip {
             refused_peers: Mutex::new(HashMap::new()),
             events,
             shutdown: Notify::new(),
+            ipam_changed: Notify::new(),
+            ipam_claim_lock: tokio::sync::Mutex::new(()),
         });
+        {
+            // Persist the loaded state at once (its version moved on).
+            let mut inner = shared.lock();
+            if let Some(out) = inner.ipam.as_mut().map(|i| i.tick(Instant::now())) {
+                dispatch_ipam(&shared, &mut inner, out);
+            }
+        }
         let g = Gossip { shared, local_addr };
         tokio::spawn(accept_loop(g.shared.clone(), listener));
         tokio::spawn(tick_loop(g.shared.clone()));
@@ -500,34 +542,137 @@ impl Gossip {
 
     /// Blocks of the pod CIDR this host holds (agreed by a majority). Empty when IPAM is off.
     pub fn ipam_blocks(&self) -> Vec<crate::ipam::Block> {
-        Vec::new() // STUB
+        self.shared
+            .lock()
+            .ipam
+            .as_ref()
+            .map(|i| i.held())
+            .unwrap_or_default()
+    }
+
+    /// Blocks this host lost because the cluster reclaimed them while it was unreachable for
+    /// longer than the grace period (addresses in them must not be used any more).
+    pub fn ipam_lost(&self) -> Vec<crate::ipam::Block> {
+        self.shared
+            .lock()
+            .ipam
+            .as_ref()
+            .map(|i| i.lost().to_vec())
+            .unwrap_or_default()
     }
 
     /// Claims one more block and returns it once a majority of the cluster has agreed, or an
     /// error when that cannot happen within `timeout` (the claim is then withdrawn).
+    ///
+    /// Callers are served one at a time: each call claims a new block, so a caller that waited
+    /// should check whether it still needs one.
     pub async fn ipam_claim(
         &self,
         timeout: Duration,
     ) -> Result<crate::ipam::Block, crate::ipam::IpamError> {
-        let _ = timeout;
-        Err(crate::ipam::IpamError::Disabled) // STUB
+        if self.shared.cfg.ipam.is_none() {
+            return Err(IpamError::Disabled);
+        }
+        let _one_at_a_time = self.shared.ipam_claim_lock.lock().await;
+        let deadline = Instant::now() + timeout;
+        let mut current: Option<Block> = None;
+        loop {
+            let changed = self.shared.ipam_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut inner = self.shared.lock();
+                let Some(ipam) = inner.ipam.as_mut() else {
+                    return Err(IpamError::Disabled);
+                };
+                let now = Instant::now();
+                let b = match current {
+                    Some(b) => b,
+                    None => {
+                        let (b, out) = ipam.claim(now)?;
+                        current = Some(b);
+                        dispatch_ipam(&self.shared, &mut inner, out);
+                        b
+                    }
+                };
+                let ipam = inner.ipam.as_mut().expect("checked above");
+                match ipam.claim_state(b) {
+                    ClaimState::Held => return Ok(b),
+                    ClaimState::Pending if now >= deadline => {
+                        let (have, need) = ipam.quorum();
+                        let out = ipam.withdraw(now, b);
+                        let held = ipam.claim_state(b) == ClaimState::Held;
+                        dispatch_ipam(&self.shared, &mut inner, out);
+                        if held {
+                            return Ok(b);
+                        }
+                        return Err(IpamError::NoQuorum { have, need });
+                    }
+                    ClaimState::Pending => {}
+                    // Someone else won it: try another block.
+                    ClaimState::Gone => {
+                        current = None;
+                        if now >= deadline {
+                            let (have, need) = ipam.quorum();
+                            return Err(IpamError::NoQuorum { have, need });
+                        }
+                        continue;
+                    }
+                }
+            }
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200));
+            let _ = tokio::time::timeout(wait, changed).await;
+        }
     }
 
     /// Hands a block back to the cluster at once (the caller no longer uses any address in it).
     pub fn ipam_release(&self, block: crate::ipam::Block) {
-        let _ = block; // STUB
+        let mut inner = self.shared.lock();
+        if let Some(out) = inner
+            .ipam
+            .as_mut()
+            .map(|i| i.release(Instant::now(), block))
+        {
+            dispatch_ipam(&self.shared, &mut inner, out);
+        }
     }
 
     /// Leaves the cluster cleanly: hands every block back, tells the peers this host is gone for
     /// good (so it no longer counts for majorities) and waits up to `timeout` for a neighbour to
     /// have heard it.
     pub async fn ipam_leave(&self, timeout: Duration) {
-        let _ = timeout; // STUB
+        {
+            let mut inner = self.shared.lock();
+            let Some(out) = inner.ipam.as_mut().map(|i| i.leave(Instant::now())) else {
+                return;
+            };
+            dispatch_ipam(&self.shared, &mut inner, out);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.shared.ipam_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let inner = self.shared.lock();
+                let acked = inner.ipam.as_ref().is_some_and(|i| i.leave_acked());
+                if acked || inner.mesh.is_empty() || Instant::now() >= deadline {
+                    return;
+                }
+            }
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200));
+            let _ = tokio::time::timeout(wait, changed).await;
+        }
     }
 
     /// What `weft status` shows about IPAM; `None` when IPAM is off.
-    pub fn ipam_status(&self) -> Option<crate::ipam::IpamStatus> {
-        None // STUB
+    pub fn ipam_status(&self) -> Option<IpamStatus> {
+        let inner = self.shared.lock();
+        inner.ipam.as_ref().map(|i| i.status(Instant::now()))
     }
 
     /// Says goodbye on every connection and stops dialling.
@@ -612,6 +757,80 @@ fn dispatch(shared: &Arc<Shared>, inner: &mut Inner, out: Vec<Output>) {
     }
 }
 
+/// Carries out what the IPAM state machine asked for, in order: persisting its state comes
+/// before sending anything that reflects it. Called with the lock held.
+fn dispatch_ipam(shared: &Arc<Shared>, inner: &mut Inner, out: Vec<IpamOut>) {
+    for o in out {
+        match o {
+            IpamOut::Persist => {
+                let (Some(path), Some(ipam)) = (
+                    shared.cfg.ipam.as_ref().and_then(|c| c.state_file.as_ref()),
+                    inner.ipam.as_ref(),
+                ) else {
+                    continue;
+                };
+                if let Err(e) = save_ipam_state(path, &ipam.state()) {
+                    tracing::error!(path = %path.display(), "cannot save the IPAM state: {e}");
+                }
+            }
+            IpamOut::Send { to, msg } => {
+                let sent = inner
+                    .mesh
+                    .get(to)
+                    .and_then(|c| inner.conns.get(&c.id))
+                    .map(|c| c.tx.try_send(Message::Ipam(msg)).is_ok());
+                if sent != Some(true) {
+                    // Anti-entropy repairs it.
+                    inner.gossip_dropped += 1;
+                }
+            }
+        }
+    }
+    shared.ipam_changed.notify_waiters();
+}
+
+/// Reads a persisted IPAM state; `None` when the file does not exist.
+fn load_ipam_state(path: &std::path::Path) -> Result<Option<IpamState>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::IpamConfig(format!(
+                "the IPAM state file {} does not parse ({e}); move it away to start afresh \
+                 (this host then forgets its blocks and votes)",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::IpamConfig(format!(
+            "cannot read the IPAM state file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes the IPAM state atomically: a temporary file, fsync, rename, fsync of the directory.
+fn save_ipam_state(path: &std::path::Path, state: &IpamState) -> std::io::Result<()> {
+    use std::io::Write;
+    let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
 /// Dials every peer the topology names that we have no connection with (full mesh), and stops
 /// dialling discovered peers that left the topology.
 fn discover(shared: &Arc<Shared>, inner: &mut Inner) {
@@ -662,8 +881,34 @@ async fn tick_loop(shared: Arc<Shared>) {
             _ = shared.shutdown.notified() => return,
             _ = tick.tick() => {
                 let mut inner = shared.lock();
-                let out = inner.core.tick(Instant::now());
+                let now = Instant::now();
+                let out = inner.core.tick(now);
                 dispatch(&shared, &mut inner, out);
+                if inner.ipam.is_some() {
+                    let refresh = inner
+                        .ipam_reach_at
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500));
+                    let out = if refresh {
+                        inner.ipam_reach_at = Some(now);
+                        let reachable = crate::routes::Routes::compute_connections(
+                            inner.core.topology(),
+                        )
+                        .reachable()
+                        .into_iter()
+                        .collect();
+                        inner.ipam.as_mut().map(|i| i.set_reachable(now, reachable))
+                    } else {
+                        inner.ipam.as_mut().map(|i| i.tick(now))
+                    };
+                    if let Some(mut out) = out {
+                        if refresh {
+                            if let Some(i) = inner.ipam.as_mut() {
+                                out.extend(i.tick(now));
+                            }
+                        }
+                        dispatch_ipam(&shared, &mut inner, out);
+                    }
+                }
             }
         }
     }
@@ -975,6 +1220,9 @@ async fn run_conn(
         Ok(v) => v,
         Err(e) => return refuse(&mut wr, &codec, e).await,
     };
+    if let Err(e) = ours.check_ipam(&theirs) {
+        return refuse(&mut wr, &codec, e).await;
+    }
     let name = theirs.peer_name();
     let info = PeerInfo {
         name,
@@ -1035,6 +1283,13 @@ async fn run_conn(
         };
         let out = inner.core.connected(Instant::now(), name, entry);
         dispatch(shared, &mut inner, out);
+        if let Some(out) = inner
+            .ipam
+            .as_mut()
+            .map(|i| i.connected(Instant::now(), name))
+        {
+            dispatch_ipam(shared, &mut inner, out);
+        }
         Ok(id)
     })();
     let id = match admitted {
@@ -1096,6 +1351,16 @@ async fn run_conn(
                 let out = inner.core.on_message(Instant::now(), name, g);
                 dispatch(shared, &mut inner, out);
             }
+            Ok(Ok(Message::Ipam(m))) => {
+                let mut inner = shared.lock();
+                if let Some(out) = inner
+                    .ipam
+                    .as_mut()
+                    .map(|i| i.on_message(Instant::now(), name, m))
+                {
+                    dispatch_ipam(shared, &mut inner, out);
+                }
+            }
             Ok(Ok(Message::Goodbye { reason })) => break Error::Goodbye(reason),
             Ok(Ok(
                 msg @ (Message::Rekey { .. } | Message::RekeyAck { .. } | Message::Probe { .. }),
@@ -1126,6 +1391,13 @@ async fn run_conn(
             });
             let out = inner.core.disconnected(Instant::now(), name);
             dispatch(shared, &mut inner, out);
+            if let Some(out) = inner
+                .ipam
+                .as_mut()
+                .map(|i| i.disconnected(Instant::now(), name))
+            {
+                dispatch_ipam(shared, &mut inner, out);
+            }
         }
     }
     let _ = tokio::time::timeout(Duration::from_millis(500), writer).await;

@@ -2,8 +2,9 @@
 //!
 //! Peers talk over TCP (port 6783 by default). This crate owns what they say and what they make of
 //! it: the message formats and their framing ([`proto`]), the pure handshake and connection rules
-//! ([`mesh`]), and a thin tokio driver ([`driver`]) that dials seeds, accepts connections, runs the
-//! handshake and heartbeats, and reports peers coming and going as [`driver::Event`]s.
+//! ([`mesh`]), the topology gossip ([`core`]), the cluster IPAM agreement ([`ipam`]), and a thin
+//! tokio driver ([`driver`]) that dials seeds, accepts connections, runs the handshake and
+//! heartbeats, and reports peers coming and going as [`driver::Event`]s.
 //!
 //! The pure parts take bytes and decisions in and return results; they never sleep, spawn or log.
 //! Only the driver does I/O.
@@ -67,6 +68,18 @@ pub enum Error {
         /// The peer's mode.
         theirs: &'static str,
     },
+    /// The peer runs IPAM with another pod CIDR or block size, or one side runs it and the
+    /// other does not.
+    #[error("IPAM mismatch: we run {ours}, the peer runs {theirs}; every host needs the same --pod-cidr and block size")]
+    IpamMismatch {
+        /// Our setting.
+        ours: String,
+        /// The peer's setting.
+        theirs: String,
+    },
+    /// The IPAM configuration is unusable.
+    #[error("bad IPAM configuration: {0}")]
+    IpamConfig(String),
     /// The peer closed the connection or went silent.
     #[error("{0}")]
     Closed(String),

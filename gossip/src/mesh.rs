@@ -150,6 +150,8 @@ mod tests {
             nickname: String::new(),
             udp_port: 6783,
             pod_mtu: 1436,
+            pod_cidr: None,
+            block_prefix: None,
         }
     }
 

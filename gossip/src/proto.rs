@@ -36,12 +36,39 @@ pub struct Hello {
     pub udp_port: u16,
     /// The sender's pod MTU, for status and consistency checks.
     pub pod_mtu: u32,
+    /// The sender's pod CIDR (`--pod-cidr`), when it runs cluster IPAM; peers must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<crate::ipam::Block>,
+    /// The sender's IPAM block size (prefix length), when it runs cluster IPAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_prefix: Option<u8>,
 }
 
 impl Hello {
     /// The sender's name.
     pub fn peer_name(&self) -> PeerName {
         PeerName(self.name)
+    }
+
+    /// How the sender runs IPAM, as shown in errors: `10.32.0.0/12 in /24 blocks` or `no IPAM`.
+    pub fn describe_ipam(&self) -> String {
+        match (self.pod_cidr, self.block_prefix) {
+            (Some(c), Some(p)) => format!("pod CIDR {c} in /{p} blocks"),
+            (Some(c), None) => format!("pod CIDR {c}"),
+            _ => "no IPAM (no --pod-cidr)".into(),
+        }
+    }
+
+    /// Refuses a peer whose IPAM settings differ from ours (one with IPAM and one without
+    /// included).
+    pub fn check_ipam(&self, theirs: &Hello) -> Result<(), Error> {
+        if (self.pod_cidr, self.block_prefix) != (theirs.pod_cidr, theirs.block_prefix) {
+            return Err(Error::IpamMismatch {
+                ours: self.describe_ipam(),
+                theirs: theirs.describe_ipam(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -79,6 +106,8 @@ pub enum Message {
         /// Milliseconds.
         age_ms: Option<u64>,
     },
+    /// Cluster IPAM (see [`crate::ipam`]).
+    Ipam(crate::ipam::IpamMsg),
 }
 
 /// Frames `msg` for the wire: length prefix and JSON body.
@@ -140,6 +169,8 @@ mod tests {
             nickname: format!("host{name}"),
             udp_port: 6783,
             pod_mtu: 1436,
+            pod_cidr: None,
+            block_prefix: None,
         }
     }
 
@@ -161,6 +192,37 @@ mod tests {
             assert_eq!(len, bytes.len() - 4);
             assert_eq!(decode_body(&bytes[4..]).unwrap(), msg);
         }
+    }
+
+    #[test]
+    fn ipam_fields_are_optional_and_compared() {
+        // A hello from a build without IPAM fields still decodes.
+        let old = r#"{"type":"hello","protocol":"weft","min_version":1,"max_version":1,"name":1,"uid":2,"nickname":"a","udp_port":1,"pod_mtu":1}"#;
+        let Message::Hello(h) = decode_body(old.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(h.pod_cidr, None);
+        let mut a = hello(1, 1);
+        let mut b = hello(2, 2);
+        assert!(a.check_ipam(&b).is_ok());
+        a.pod_cidr = Some("10.32.0.0/12".parse().unwrap());
+        a.block_prefix = Some(24);
+        let e = a.check_ipam(&b).unwrap_err().to_string();
+        assert!(e.contains("10.32.0.0/12") && e.contains("no IPAM"), "{e}");
+        b.pod_cidr = Some("10.48.0.0/12".parse().unwrap());
+        b.block_prefix = Some(24);
+        let e = a.check_ipam(&b).unwrap_err().to_string();
+        assert!(
+            e.contains("10.32.0.0/12") && e.contains("10.48.0.0/12"),
+            "{e}"
+        );
+        b.pod_cidr = a.pod_cidr;
+        b.block_prefix = Some(26);
+        assert!(a.check_ipam(&b).unwrap_err().to_string().contains("/26"));
+        b.block_prefix = Some(24);
+        assert!(a.check_ipam(&b).is_ok());
+        let msg = Message::Hello(a);
+        assert_eq!(decode_body(&encode(&msg)[4..]).unwrap(), msg);
     }
 
     #[test]

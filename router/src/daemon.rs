@@ -1,8 +1,11 @@
 //! `weft router`: the host daemon. Sets up the bridge and the TAP port, starts the data plane
-//! threads and the control plane, serves the local API, and tears down what it owns on exit.
+//! threads and the control plane (and pod IPAM, [`crate::ipam`], with `--pod-cidr`), serves the
+//! local API, and tears down what it owns on exit.
 
 use crate::dataplane::{Dataplane, Fabric, PeerCounters, PeerEntry, Reason, Shared};
 use crate::fastpath::{FastPath, FastPathConfig, PathMode, PeerPath, ProbePolicy, SetupOutcome};
+use crate::ipam::{self, Ipam};
+use crate::ipam_api::{AllocateRequest, Attachment, GcRequest, IpamReport};
 use crate::netlink::{LinkCounters, Netlink};
 use crate::status::{MacReport, PeerReport, Report};
 use crate::sys::tap::Tap;
@@ -65,6 +68,23 @@ pub struct Config {
     pub vni: u32,
     /// The fast path's UDP port.
     pub vxlan_port: u16,
+    /// Pod IPAM (`--pod-cidr`), off when `None`.
+    pub ipam: Option<IpamOptions>,
+}
+
+/// The IPAM flags of `weft router`.
+#[derive(Debug, Clone)]
+pub struct IpamOptions {
+    /// The pod CIDR.
+    pub cidr: gossip::ipam::Block,
+    /// The block size (validated against the CIDR).
+    pub block_prefix: u8,
+    /// How long a host may be unreachable before its blocks are reclaimed.
+    pub grace: Duration,
+    /// The cluster size to assume; `None`: 1 + the seeds that are not this host's addresses.
+    pub init_peers: Option<usize>,
+    /// Masquerade traffic from pods to outside the pod CIDR.
+    pub masquerade: bool,
 }
 
 /// An IP network, `ADDR/LEN`.
@@ -186,6 +206,12 @@ struct Daemon {
     /// The VXLAN device's counters, refreshed every second.
     fast_stats: Mutex<Option<LinkCounters>>,
     heartbeat_seq: std::sync::atomic::AtomicU64,
+    /// Pod IPAM, when on.
+    ipam: Option<Arc<Ipam>>,
+    /// Set by `weft leave`: the main loop exits.
+    leave: tokio::sync::Notify,
+    /// `weft leave` is under way or done: no more IPAM reconciling.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 /// The fast-path state of one neighbour.
@@ -796,6 +822,11 @@ impl Daemon {
             ("icmp_too_big_sent", &c.icmp_too_big_sent),
             ("heartbeats_answered", &c.heartbeats_answered),
             ("vxlan_handoff_frames", &c.vxlan_handoff_frames),
+            ("tap_rx_gso_frames", &c.tap_rx_gso_frames),
+            ("tap_rx_gso_segments", &c.tap_rx_gso_segments),
+            ("tap_tx_gso_frames", &c.tap_tx_gso_frames),
+            ("tap_tx_gso_segments", &c.tap_tx_gso_segments),
+            ("udp_tx_gso_sends", &c.udp_tx_gso_sends),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.load(Relaxed)))
@@ -855,7 +886,66 @@ impl Daemon {
             counters,
             drops,
             fdb,
+            ipam: self.ipam.as_ref().map(|i| {
+                let (ready, reason) = i.readiness();
+                crate::status::IpamSection {
+                    cidr: i.cidr().to_string(),
+                    block_prefix: i.block_prefix(),
+                    masquerade: i.masquerade(),
+                    held: i.held().iter().map(|b| b.to_string()).collect(),
+                    reservations: i.reservations(),
+                    lost: i.lost(),
+                    lost_blocks: self
+                        .gossip
+                        .ipam_lost()
+                        .iter()
+                        .map(|b| b.to_string())
+                        .collect(),
+                    ready,
+                    reason,
+                    cluster: self.gossip.ipam_status(),
+                }
+            }),
         }
+    }
+
+    /// Every 2 s: the bridge's gateways follow the held blocks (checked against the kernel even
+    /// without a change when `full`); lost reservations are logged.
+    async fn ipam_round(&self, full: bool) {
+        let Some(i) = &self.ipam else {
+            return;
+        };
+        if self.leaving.load(Relaxed) {
+            return;
+        }
+        if let Err(e) = i.reconcile_bridge(full).await {
+            tracing::warn!("updating the bridge's gateway addresses: {e:#}");
+        }
+        i.check_lost();
+    }
+
+    /// `weft leave`: hands the blocks back, removes the gateways and the masquerade table, and
+    /// stops the router.
+    async fn leave(&self, force: bool) -> Result<LeaveAnswer, ipam::Error> {
+        let mut answer = LeaveAnswer::default();
+        if let Some(i) = &self.ipam {
+            let n = i.begin_leave(force).await?;
+            self.leaving.store(true, Relaxed);
+            answer.blocks = i.held().iter().map(|b| b.to_string()).collect();
+            answer.reservations_dropped = n;
+            self.gossip.ipam_leave(Duration::from_secs(10)).await;
+            let internal = |e: anyhow::Error| ipam::Error::Internal(format!("{e:#}"));
+            i.clear_bridge().await.map_err(internal)?;
+            i.remove_masquerade().await.map_err(internal)?;
+            i.clear().await.map_err(internal)?;
+        }
+        self.leaving.store(true, Relaxed);
+        tracing::info!(
+            blocks = answer.blocks.len(),
+            "left the cluster: blocks handed back, gateways and masquerade removed; stopping"
+        );
+        self.leave.notify_one();
+        Ok(answer)
     }
 
     fn macs(&self) -> Vec<MacReport> {
@@ -895,6 +985,23 @@ pub struct SeedAnswer {
     pub changed: bool,
     /// The seed list now.
     pub seeds: Vec<String>,
+}
+
+/// Body of `POST /v1/leave`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaveRequest {
+    /// Leave even though pods still hold addresses (they lose them).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Answer to `POST /v1/leave`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaveAnswer {
+    /// The blocks handed back.
+    pub blocks: Vec<String>,
+    /// Reservations dropped (with `--force`).
+    pub reservations_dropped: usize,
 }
 
 /// Refuses to start when another router answers on this state directory's socket, and removes
@@ -1042,9 +1149,63 @@ pub async fn run(cfg: Config) -> Result<()> {
     gcfg.pod_mtu = pod_mtu;
     gcfg.seeds = seeds.clone();
     gcfg.secret = cfg.secret.clone();
+    if let Some(o) = &cfg.ipam {
+        ipam::validate(o.cidr, o.block_prefix)?;
+        let init_peers = match o.init_peers {
+            Some(n) => n.max(1),
+            None => {
+                let own = nl.local_addresses().await.unwrap_or_default();
+                let mut others: Vec<IpAddr> = seeds
+                    .iter()
+                    .map(|s| s.ip())
+                    .filter(|ip| !own.contains(ip) && *ip != cfg.listen.ip())
+                    .collect();
+                others.sort();
+                others.dedup();
+                1 + others.len()
+            }
+        };
+        tracing::info!(
+            cidr = %o.cidr,
+            block_prefix = o.block_prefix,
+            init_peers,
+            grace_secs = o.grace.as_secs(),
+            "pod IPAM on"
+        );
+        gcfg.ipam = Some(gossip::ipam::IpamConfig {
+            cidr: o.cidr,
+            block_prefix: o.block_prefix,
+            grace: o.grace,
+            init_peers,
+            state_file: Some(cfg.state_dir.join(ipam::IPAM_STATE_FILE)),
+        });
+    }
     let gossip = Gossip::start(gcfg, tx)
         .await
         .with_context(|| format!("listening on TCP {}", cfg.listen))?;
+
+    let ipam = match &cfg.ipam {
+        Some(o) => {
+            let i = Ipam::open(
+                ipam::Settings {
+                    cidr: o.cidr,
+                    block_prefix: o.block_prefix,
+                    masquerade: o.masquerade,
+                    state_dir: cfg.state_dir.clone(),
+                    bridge: cfg.bridge.clone(),
+                    pod_mtu,
+                },
+                gossip.clone(),
+                nl.clone(),
+            )?;
+            i.setup_host().await?;
+            i.reconcile_bridge(true)
+                .await
+                .context("giving the bridge its gateway addresses")?;
+            Some(Arc::new(i))
+        }
+        None => None,
+    };
 
     let daemon = Arc::new(Daemon {
         cfg: cfg.clone(),
@@ -1064,11 +1225,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         fast_off,
         fast_peers: Mutex::new(HashMap::new()),
         fast_stats: Mutex::new(None),
+        ipam,
+        leave: tokio::sync::Notify::new(),
+        leaving: std::sync::atomic::AtomicBool::new(false),
     });
 
     let listener = tokio::net::UnixListener::bind(&sock_path)
         .with_context(|| format!("binding the API socket {}", sock_path.display()))?;
-    tokio::spawn(serve_api(listener, daemon.clone()));
+    let (api_stop, api_stopped) = tokio::sync::watch::channel(false);
+    let api_task = tokio::spawn(serve_api(listener, daemon.clone(), api_stopped));
     if let Some(addr) = cfg.metrics {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -1107,7 +1272,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut ageing = tokio::time::interval(Duration::from_secs(5));
     let mut liveness = tokio::time::interval(Duration::from_millis(200));
     let mut probes = tokio::time::interval(Duration::from_secs(1));
+    let mut ipam_ticks = tokio::time::interval(Duration::from_secs(2));
     let mut ticks = 0u64;
+    let mut ipam_rounds = 0u64;
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -1123,11 +1290,28 @@ pub async fn run(cfg: Config) -> Result<()> {
                 shared.switch().fdb_mut().expire(Instant::now());
             }
             _ = probes.tick() => daemon.fastpath_round().await,
+            _ = ipam_ticks.tick() => {
+                ipam_rounds += 1;
+                daemon.ipam_round(ipam_rounds.is_multiple_of(15)).await;
+            }
+            _ = daemon.leave.notified() => break,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     tracing::info!("shutting down");
+    // The API stops taking requests and finishes those under way (the answer to `weft leave`
+    // among them), for at most 5 s.
+    let _ = api_stop.send(true);
+    if tokio::time::timeout(Duration::from_secs(5), api_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("API requests still running after 5 s; stopping anyway");
+    }
+    // Bridge addresses, reservations and the masquerade table stay (pods keep working, outbound
+    // too, across a restart; the next start replaces the table atomically). `weft leave` removes
+    // them.
     gossip.shutdown().await;
     if let Some(fp) = daemon.fast.lock().await.take() {
         if let Err(e) = fp.teardown(&nl).await {
@@ -1140,7 +1324,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-async fn serve_api(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
+async fn serve_api(
+    listener: tokio::net::UnixListener,
+    daemon: Arc<Daemon>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     async fn seed(
         d: Arc<Daemon>,
         req: SeedRequest,
@@ -1177,10 +1365,104 @@ async fn serve_api(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
                 },
             ),
         )
+        .route("/v1/ipam", get(ipam_report))
+        .route("/v1/ipam/allocate", post(ipam_allocate))
+        .route("/v1/ipam/release", post(ipam_release))
+        .route("/v1/ipam/gc", post(ipam_gc))
+        .route("/v1/leave", post(leave))
         .with_state(daemon);
-    if let Err(e) = axum::serve(listener, app).await {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
         tracing::error!("API server stopped: {e}");
     }
+}
+
+/// A failed API request: answered with the error's HTTP status and an
+/// [`crate::ipam_api::ApiError`] body.
+#[derive(Debug)]
+struct ApiFailure(ipam::Error);
+
+impl From<ipam::Error> for ApiFailure {
+    fn from(e: ipam::Error) -> ApiFailure {
+        ApiFailure(e)
+    }
+}
+
+impl axum::response::IntoResponse for ApiFailure {
+    fn into_response(self) -> axum::response::Response {
+        let (status, body) = self.0.to_api();
+        let status = axum::http::StatusCode::from_u16(status)
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = std::result::Result<Json<T>, ApiFailure>;
+
+/// Decodes a JSON body; malformed JSON is a 400.
+fn body<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::result::Result<T, ipam::Error> {
+    serde_json::from_slice(b).map_err(|e| ipam::Error::BadRequest(e.to_string()))
+}
+
+fn ipam_of(d: &Daemon) -> std::result::Result<Arc<Ipam>, ipam::Error> {
+    d.ipam
+        .clone()
+        .ok_or(ipam::Error::Cluster(gossip::ipam::IpamError::Disabled))
+}
+
+async fn ipam_report(State(d): State<Arc<Daemon>>) -> Json<IpamReport> {
+    Json(match &d.ipam {
+        Some(i) => i.report(),
+        None => IpamReport {
+            ready: false,
+            reason: gossip::ipam::IpamError::Disabled.to_string(),
+            cidr: String::new(),
+            bridge: d.cfg.bridge.clone(),
+            mtu: d.shared.pod_mtu,
+            reservations: Vec::new(),
+        },
+    })
+}
+
+async fn ipam_allocate(
+    State(d): State<Arc<Daemon>>,
+    b: axum::body::Bytes,
+) -> ApiResult<crate::ipam_api::Allocation> {
+    let req: AllocateRequest = body(&b)?;
+    let i = ipam_of(&d)?;
+    Ok(Json(i.allocate(req.attachment, req.netns).await?))
+}
+
+async fn ipam_release(
+    State(d): State<Arc<Daemon>>,
+    b: axum::body::Bytes,
+) -> ApiResult<crate::ipam_api::ReleaseAnswer> {
+    let a: Attachment = body(&b)?;
+    let i = ipam_of(&d)?;
+    Ok(Json(i.release(&a).await?))
+}
+
+async fn ipam_gc(
+    State(d): State<Arc<Daemon>>,
+    b: axum::body::Bytes,
+) -> ApiResult<crate::ipam_api::GcAnswer> {
+    let req: GcRequest = body(&b)?;
+    let i = ipam_of(&d)?;
+    Ok(Json(i.gc(&req.keep).await?))
+}
+
+async fn leave(State(d): State<Arc<Daemon>>, b: axum::body::Bytes) -> ApiResult<LeaveAnswer> {
+    let req: LeaveRequest = if b.is_empty() {
+        LeaveRequest::default()
+    } else {
+        body(&b)?
+    };
+    Ok(Json(d.leave(req.force).await?))
 }
 
 /// The VXLAN device's name for a bridge: `weft-vxlan` for the default bridge.

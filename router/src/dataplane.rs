@@ -1,10 +1,17 @@
 //! The per-packet path: two dedicated OS threads, no tokio, no allocation per packet.
 //!
 //! * The **TAP thread** reads a batch of frames from the TAP port, takes the forwarding decisions
-//!   for the whole batch under one lock of the switch, packs the frames into one sleeve datagram
-//!   per (next hop, destination) and sends them.
+//!   for the whole batch under one lock of the switch, cuts TCP super-frames into segments
+//!   ([`vswitch::offload::Segmenter`]), packs the frames into one sleeve datagram per (next hop,
+//!   destination) and sends them.
 //! * The **UDP thread** receives a batch of datagrams (`recvmmsg`, with UDP GRO when the kernel
-//!   merges), checks each one, learns source MACs and writes the frames to the TAP port.
+//!   merges), checks each one, learns source MACs, joins in-order TCP segments of one flow into
+//!   super-frames ([`vswitch::offload::Coalescer`]) and writes the frames to the TAP port.
+//!
+//! The TAP port has the virtio-net header and the TSO offloads on ([`crate::sys::tap`]): one read
+//! or write moves up to 64 KiB. The datagrams for one (next hop, destination) pair leave with one
+//! `sendmsg` per batch (UDP GSO, `UDP_SEGMENT`). Together that is what makes the sleeve fast
+//! (`docs/performance.md`).
 //!
 //! Buffers are allocated once when the threads start. The peer table is read lock-free
 //! ([`arc_swap`]); the MAC table sits behind a mutex taken once per batch (TAP side) or once per
@@ -21,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vswitch::offload::{self, Coalescer, OffloadError, Pushed, Segmenter, VnetHdr, VNET_HDR_LEN};
 use vswitch::session::{self, EncryptedDatagram, HEADROOM};
 use vswitch::wire::icmp::{self, TooBig};
 use vswitch::wire::sleeve::{self, SleeveDatagram, SleeveHeader, SleeveKind};
@@ -28,14 +36,21 @@ use vswitch::{CryptoError, Decision, DropReason, PeerName, Session, Switch};
 
 /// Frames read from the TAP port per batch.
 const TAP_BATCH: usize = 64;
-/// Bytes reserved per TAP frame buffer (the largest frame a TAP hands out without offloads).
-const FRAME_BUF: usize = 65_536;
+/// Bytes reserved per TAP frame buffer: a virtio-net header and the largest super-frame.
+const FRAME_BUF: usize = VNET_HDR_LEN + offload::MAX_SUPER_FRAME;
 /// Datagrams received per `recvmmsg`.
 const UDP_BATCH: usize = 32;
 /// Bytes per receive buffer (a GRO batch can fill 64 KiB).
 const UDP_BUF: usize = 65_536;
 /// How long a thread blocks before it checks whether it should stop.
 const WAKE: Duration = Duration::from_millis(200);
+
+/// True if the offload `name` (`tso`, `gro` or `udp-gso`) is listed in the environment variable
+/// `WEFT_BENCH_DISABLE` (comma-separated): a switch for measuring each technique on its own
+/// (`docs/performance.md`), not meant for production.
+pub fn disabled(name: &str) -> bool {
+    std::env::var("WEFT_BENCH_DISABLE").is_ok_and(|v| v.split(',').any(|s| s.trim() == name))
+}
 
 thread_local! {
     static PACKET_PATH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -80,11 +95,14 @@ pub enum Reason {
     Crypto(CryptoError),
     /// A datagram in clear from a peer whose traffic must be encrypted.
     Unencrypted,
+    /// A frame from the TAP port whose virtio-net header or super-frame could not be handled
+    /// (see [`OffloadError`]).
+    Offload,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Switch(DropReason::Truncated),
         Reason::Switch(DropReason::LinkLocal),
         Reason::Switch(DropReason::BadSource),
@@ -110,6 +128,7 @@ impl Reason {
         Reason::Crypto(CryptoError::ALL[6]),
         Reason::Crypto(CryptoError::ALL[7]),
         Reason::Unencrypted,
+        Reason::Offload,
     ];
 
     fn index(self) -> usize {
@@ -128,6 +147,7 @@ impl Reason {
             Reason::NoRoute => 15,
             Reason::Crypto(e) => 16 + e.index(),
             Reason::Unencrypted => 24,
+            Reason::Offload => 25,
         }
     }
 
@@ -157,6 +177,7 @@ impl Reason {
                 CryptoError::EpochInUse => "crypto_epoch_in_use",
             },
             Reason::Unencrypted => "unencrypted",
+            Reason::Offload => "offload_error",
         }
     }
 }
@@ -172,10 +193,20 @@ pub struct Counters {
     pub tap_tx_frames: AtomicU64,
     /// Bytes written to the TAP port.
     pub tap_tx_bytes: AtomicU64,
+    /// TCP super-frames read from the TAP port (counted in `tap_rx_frames` too).
+    pub tap_rx_gso_frames: AtomicU64,
+    /// Segments cut from those super-frames.
+    pub tap_rx_gso_segments: AtomicU64,
+    /// Super-frames written to the TAP port, each made of several received segments.
+    pub tap_tx_gso_frames: AtomicU64,
+    /// Segments joined into those super-frames.
+    pub tap_tx_gso_segments: AtomicU64,
     /// Datagrams received.
     pub udp_rx_datagrams: AtomicU64,
     /// Datagrams sent.
     pub udp_tx_datagrams: AtomicU64,
+    /// `sendmsg` calls that sent several datagrams at once (UDP GSO).
+    pub udp_tx_gso_sends: AtomicU64,
     /// Frames sent to every peer (broadcast, multicast, unknown unicast).
     pub flooded_frames: AtomicU64,
     /// Frames sent to one known peer.
@@ -378,6 +409,9 @@ pub struct Shared {
     pub fabric: ArcSwap<Fabric>,
     /// Host-wide counters.
     pub counters: Counters,
+    /// Send several datagrams per `sendmsg` with UDP GSO when the kernel can (on unless
+    /// `WEFT_BENCH_DISABLE` lists `udp-gso`).
+    pub udp_gso: bool,
     /// Time zero for the millisecond timestamps in [`PeerCounters`].
     pub epoch: Instant,
     running: AtomicBool,
@@ -401,6 +435,7 @@ impl Shared {
             switch: Mutex::new(switch),
             fabric: ArcSwap::from_pointee(Fabric::default()),
             counters: Counters::default(),
+            udp_gso: !disabled("udp-gso"),
             epoch: Instant::now(),
             running: AtomicBool::new(true),
         }
@@ -528,15 +563,32 @@ impl Dataplane {
     }
 }
 
-/// One datagram being filled for a (next hop, destination) pair. The plain datagram is built at
-/// `buf[HEADROOM..]`, leaving room to seal it in place.
+/// Bytes of sealed datagrams one UDP GSO send carries at most (the UDP length field's limit,
+/// less room for headers).
+const GSO_BYTES: usize = 65_000;
+/// Datagrams one UDP GSO send carries at most (the kernel's `UDP_MAX_SEGMENTS` is 64 or more).
+const GSO_SEGMENTS: usize = 64;
+
+/// Datagrams for a (next hop, destination) pair: finished ones back to back at the start of
+/// `buf`, sent together with one `sendmsg` and `UDP_SEGMENT` (all the same size but the last,
+/// as UDP GSO requires), then the plain datagram being filled, built `HEADROOM` bytes after them
+/// when it will be sealed in place.
 struct Pending {
     next_hop: SocketAddr,
     counters: Arc<PeerCounters>,
     session: Option<Arc<Mutex<Session>>>,
     header: SleeveHeader,
     buf: Box<[u8]>,
-    /// Bytes of the plain datagram (from `HEADROOM`).
+    /// Bytes of finished (sealed) datagrams at the start of `buf`.
+    ready: usize,
+    /// How many there are, and the size of the first.
+    ready_count: usize,
+    seg_size: usize,
+    ready_frames: u64,
+    ready_bytes: u64,
+    /// Where the plain datagram being filled starts.
+    start: usize,
+    /// Its length.
     len: usize,
     frames: u64,
     bytes: u64,
@@ -544,7 +596,9 @@ struct Pending {
 
 impl Pending {
     fn reset(&mut self) {
-        self.len = self.header.emit(&mut self.buf[HEADROOM..]).unwrap_or(0);
+        let pre = if self.session.is_some() { HEADROOM } else { 0 };
+        self.start = self.ready + pre;
+        self.len = self.header.emit(&mut self.buf[self.start..]).unwrap_or(0);
         self.frames = 0;
         self.bytes = 0;
     }
@@ -576,7 +630,13 @@ impl Encap<'_> {
                 counters: counters.clone(),
                 session: hop.session.clone(),
                 header: SleeveHeader::frames(me, dst),
-                buf: vec![0u8; HEADROOM + max + session::TAG_LEN].into_boxed_slice(),
+                buf: vec![0u8; GSO_BYTES + HEADROOM + max + session::TAG_LEN].into_boxed_slice(),
+                ready: 0,
+                ready_count: 0,
+                seg_size: 0,
+                ready_frames: 0,
+                ready_bytes: 0,
+                start: 0,
                 len: 0,
                 frames: 0,
                 bytes: 0,
@@ -584,25 +644,26 @@ impl Encap<'_> {
             p.reset();
             p
         });
-        // The neighbour may have moved, or been given a new session, since this entry was made.
-        p.next_hop = addr;
-        if !Arc::ptr_eq(&p.counters, counters) {
-            p.counters = counters.clone();
-        }
+        // The neighbour may have moved, or been given a new session, since this entry was made:
+        // what was built for the old ones goes out first.
         let same_session = match (&p.session, &hop.session) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
             _ => false,
         };
-        if !same_session {
+        if p.next_hop != addr || !Arc::ptr_eq(&p.counters, counters) || !same_session {
+            close(self.shared, &self.io, p);
+            send_ready(self.shared, &self.io, p);
+            p.next_hop = addr;
+            p.counters = counters.clone();
             p.session = hop.session.clone();
+            p.reset();
         }
-        let region = HEADROOM..HEADROOM + max;
-        let appended = match sleeve::push_frame(&mut p.buf[region.clone()], p.len, frame) {
+        let appended = match sleeve::push_frame(&mut p.buf[p.start..p.start + max], p.len, frame) {
             Ok(len) => Ok(len),
             Err(_) => {
-                flush(self.shared, &self.io, p);
-                sleeve::push_frame(&mut p.buf[region], p.len, frame)
+                close(self.shared, &self.io, p);
+                sleeve::push_frame(&mut p.buf[p.start..p.start + max], p.len, frame)
             }
         };
         match appended {
@@ -617,27 +678,84 @@ impl Encap<'_> {
 
     fn flush_all(&mut self) {
         for p in self.pending.values_mut() {
-            if p.frames > 0 {
-                flush(self.shared, &self.io, p);
-            }
+            close(self.shared, &self.io, p);
+            send_ready(self.shared, &self.io, p);
+            // The next datagram starts at the front of the buffer again.
+            p.reset();
         }
     }
 }
 
-fn flush(shared: &Shared, io: &Io<'_>, p: &mut Pending) {
+/// Finishes the datagram being filled: seals it (when the hop has a session) and queues it
+/// behind the finished ones, sending those first or after as UDP GSO requires.
+fn close(shared: &Shared, io: &Io<'_>, p: &mut Pending) {
     if p.frames == 0 {
         return;
     }
-    match seal_and_send(io, p.session.as_deref(), &mut p.buf, p.len, p.next_hop) {
-        Ok(()) => {
-            p.counters.tx_datagrams.fetch_add(1, Relaxed);
-            p.counters.tx_frames.fetch_add(p.frames, Relaxed);
-            p.counters.tx_bytes.fetch_add(p.bytes, Relaxed);
-            shared.counters.udp_tx_datagrams.fetch_add(1, Relaxed);
+    let wire = match &p.session {
+        Some(s) => s
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seal_in_place(&mut p.buf[p.ready..], p.len),
+        None => Ok(p.len),
+    };
+    let w = match wire {
+        Ok(w) => w,
+        Err(e) => {
+            shared.counters.drop(Reason::Crypto(e));
+            p.reset();
+            return;
         }
-        Err(r) => shared.counters.drop(r),
+    };
+    if p.ready_count > 0 && w > p.seg_size {
+        // Larger than the datagrams before it: they go alone, this one starts a new batch.
+        let at = p.ready;
+        send_ready(shared, io, p);
+        p.buf.copy_within(at..at + w, 0);
+    }
+    if p.ready_count == 0 {
+        p.seg_size = w;
+    }
+    p.ready += w;
+    p.ready_count += 1;
+    p.ready_frames += p.frames;
+    p.ready_bytes += p.bytes;
+    let max_segments = if !shared.udp_gso {
+        1
+    } else {
+        io.state.max_gso_segments().clamp(1, GSO_SEGMENTS)
+    };
+    let room = HEADROOM + shared.max_plain() + session::TAG_LEN;
+    if w < p.seg_size || p.ready_count >= max_segments || p.ready + room > GSO_BYTES {
+        send_ready(shared, io, p);
     }
     p.reset();
+}
+
+/// Sends the finished datagrams: one `sendmsg`, with `UDP_SEGMENT` when there are several. The
+/// caller resets the datagram being filled if it was built behind them.
+fn send_ready(shared: &Shared, io: &Io<'_>, p: &mut Pending) {
+    if p.ready_count == 0 {
+        return;
+    }
+    let segment = (p.ready_count > 1).then_some(p.seg_size);
+    match send_segments(io.socket, io.state, p.next_hop, &p.buf[..p.ready], segment) {
+        Ok(()) => {
+            let n = p.ready_count as u64;
+            p.counters.tx_datagrams.fetch_add(n, Relaxed);
+            p.counters.tx_frames.fetch_add(p.ready_frames, Relaxed);
+            p.counters.tx_bytes.fetch_add(p.ready_bytes, Relaxed);
+            shared.counters.udp_tx_datagrams.fetch_add(n, Relaxed);
+            if n > 1 {
+                shared.counters.udp_tx_gso_sends.fetch_add(1, Relaxed);
+            }
+        }
+        Err(_) => shared.counters.drop(Reason::SendError),
+    }
+    p.ready = 0;
+    p.ready_count = 0;
+    p.ready_frames = 0;
+    p.ready_bytes = 0;
 }
 
 /// Sends the plain datagram at `buf[HEADROOM..HEADROOM + len]`: sealed in place with `session`
@@ -688,11 +806,23 @@ fn vxlan_send(
 
 /// Sends one datagram, waiting for socket buffer space rather than dropping when it is full.
 fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+    send_segments(socket, state, to, data, None)
+}
+
+/// Sends `data` as one datagram, or with `segment` as datagrams of that size (UDP GSO), waiting
+/// for socket buffer space rather than dropping when it is full.
+fn send_segments(
+    socket: &UdpSocket,
+    state: &UdpSocketState,
+    to: SocketAddr,
+    data: &[u8],
+    segment: Option<usize>,
+) -> io::Result<()> {
     let t = Transmit {
         destination: to,
         ecn: None,
         contents: data,
-        segment_size: None,
+        segment_size: segment,
         src_ip: None,
     };
     for _ in 0..50 {
@@ -709,20 +839,27 @@ fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, data: &[u8])
 fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
     let mut frames = vec![0u8; TAP_BATCH * FRAME_BUF];
     let mut lens = [0usize; TAP_BATCH];
+    let mut hdrs = [VnetHdr::NONE; TAP_BATCH];
     let mut decisions = [Decision::Flood; TAP_BATCH];
-    let mut icmp_buf = vec![0u8; 2048];
-    let mut vxlan_buf = vec![0u8; VXLAN_HEADER + FRAME_BUF];
-    let mut encap = Encap {
+    let mut segment = vec![0u8; FRAME_BUF];
+    let mut out = TapOut {
         shared,
-        io: Io {
-            tap: None,
-            socket,
-            state,
+        tap,
+        icmp_buf: vec![0u8; 2048],
+        vxlan_buf: vec![0u8; VXLAN_HEADER + FRAME_BUF],
+        encap: Encap {
+            shared,
+            io: Io {
+                tap: None,
+                socket,
+                state,
+            },
+            pending: HashMap::new(),
         },
-        pending: HashMap::new(),
     };
     let c = &shared.counters;
-    let max_frame = shared.max_frame();
+    // Where the frame starts in each buffer: after the virtio-net header, if the TAP has one.
+    let skip = if tap.vnet_hdr() { VNET_HDR_LEN } else { 0 };
     PACKET_PATH.with(|c| c.set(true));
     while shared.running.load(Relaxed) {
         match sys::wait_ready(tap.as_fd(), false, WAKE) {
@@ -752,16 +889,44 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
         if n == 0 {
             continue;
         }
+        // The virtio-net headers: complete partial checksums now, so that every path below
+        // (sleeve, fast-path handoff, ICMP quotes) sees finished frames; super-frames are cut
+        // later, per destination.
+        for i in 0..n {
+            let buf = &mut frames[i * FRAME_BUF..i * FRAME_BUF + lens[i]];
+            hdrs[i] = VnetHdr::NONE;
+            if skip == 0 {
+                continue;
+            }
+            let checked = VnetHdr::parse(buf).and_then(|h| {
+                let frame = buf.get_mut(skip..).ok_or(OffloadError::Truncated)?;
+                if h.gso_type == offload::GsoType::None && h.needs_csum() {
+                    offload::complete_checksum(&h, frame)?;
+                }
+                Ok(h)
+            });
+            match checked {
+                Ok(h) => hdrs[i] = h,
+                Err(_) => lens[i] = 0,
+            }
+        }
         let now = Instant::now();
         {
             let mut sw = shared.switch();
             for i in 0..n {
-                decisions[i] = sw.from_local(now, &frames[i * FRAME_BUF..i * FRAME_BUF + lens[i]]);
+                if lens[i] >= skip {
+                    let frame = &frames[i * FRAME_BUF + skip..i * FRAME_BUF + lens[i]];
+                    decisions[i] = sw.from_local(now, frame);
+                }
             }
         }
         let fabric = shared.fabric.load();
         for i in 0..n {
-            let frame = &frames[i * FRAME_BUF..i * FRAME_BUF + lens[i]];
+            if lens[i] < skip || lens[i] == 0 {
+                c.drop(Reason::Offload);
+                continue;
+            }
+            let frame = &frames[i * FRAME_BUF + skip..i * FRAME_BUF + lens[i]];
             c.tap_rx_frames.fetch_add(1, Relaxed);
             c.tap_rx_bytes.fetch_add(frame.len() as u64, Relaxed);
             let decision = decisions[i];
@@ -769,60 +934,106 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                 c.drop(Reason::Switch(r));
                 continue;
             }
-            if frame.len() > max_frame {
-                c.drop(Reason::TooBig);
-                if let Ok(TooBig::Reply(len)) =
-                    icmp::too_big_reply(frame, shared.pod_mtu, &mut icmp_buf)
-                {
-                    if tap.write(&icmp_buf[..len]).is_ok() {
-                        c.icmp_too_big_sent.fetch_add(1, Relaxed);
-                    }
-                }
+            if hdrs[i].gso_type == offload::GsoType::None {
+                out.frame(&fabric, decision, frame);
                 continue;
             }
-            let route = match decision {
-                Decision::Unicast(p) => fabric
-                    .next_hop(p)
-                    .and_then(|(hop, addr)| Some((hop, addr, fabric.get(p)?))),
-                _ => None,
+            let mut segments = match Segmenter::new(&hdrs[i], frame) {
+                Ok(s) => s,
+                Err(_) => {
+                    c.drop(Reason::Offload);
+                    continue;
+                }
             };
-            match route {
-                Some((hop, addr, dst)) if hop.fast && hop.name == dst.name => {
-                    // The peer is on the fast path: hand the frame to its kernel VXLAN device,
-                    // so that its bridge learns our pod's MAC on the VXLAN port and answers
-                    // there; our own bridge then learns the peer's MAC there too.
-                    c.unicast_frames.fetch_add(1, Relaxed);
-                    if let Some((vni, port)) = shared.vxlan {
-                        let to = SocketAddr::new(addr.ip(), port);
-                        if vxlan_send(socket, state, &mut vxlan_buf, vni, to, frame).is_ok() {
-                            c.vxlan_handoff_frames.fetch_add(1, Relaxed);
-                            dst.counters.tx_frames.fetch_add(1, Relaxed);
-                            dst.counters.tx_bytes.fetch_add(frame.len() as u64, Relaxed);
-                        } else {
-                            c.drop(Reason::SendError);
-                        }
+            c.tap_rx_gso_frames.fetch_add(1, Relaxed);
+            loop {
+                match segments.next_into(&mut segment) {
+                    Ok(Some(len)) => {
+                        c.tap_rx_gso_segments.fetch_add(1, Relaxed);
+                        out.frame(&fabric, decision, &segment[..len]);
                     }
-                }
-                Some((hop, addr, dst)) => {
-                    c.unicast_frames.fetch_add(1, Relaxed);
-                    encap.push(hop, addr, &dst.counters, dst.name, frame);
-                }
-                None => {
-                    // Broadcast, multicast, unknown unicast, or a MAC behind a peer we can no
-                    // longer reach: down our broadcast tree.
-                    c.flooded_frames.fetch_add(1, Relaxed);
-                    for (hop, addr) in fabric.children(shared.me) {
-                        encap.push(hop, addr, &hop.counters, PeerName::BROADCAST, frame);
+                    Ok(None) => break,
+                    Err(_) => {
+                        c.drop(Reason::Offload);
+                        break;
                     }
                 }
             }
         }
-        encap.flush_all();
+        out.encap.flush_all();
         // Forget datagram buffers of neighbours that left.
-        if encap.pending.len() > 2 * fabric.entries().len() + 8 {
-            encap
+        if out.encap.pending.len() > 2 * fabric.entries().len() + 8 {
+            out.encap
                 .pending
                 .retain(|(hop, _), _| fabric.get(*hop).is_some_and(|e| e.udp_addr.is_some()));
+        }
+    }
+}
+
+/// Where the TAP thread sends frames, with its buffers.
+struct TapOut<'a> {
+    shared: &'a Shared,
+    tap: &'a Tap,
+    encap: Encap<'a>,
+    icmp_buf: Vec<u8>,
+    vxlan_buf: Vec<u8>,
+}
+
+impl TapOut<'_> {
+    /// Sends one frame (no larger than a segment) from a local pod as `decision` says: ICMP
+    /// "too big" back to the pod, the fast-path peer's VXLAN device, one peer, or the flood tree.
+    fn frame(&mut self, fabric: &Fabric, decision: Decision, frame: &[u8]) {
+        let shared = self.shared;
+        let c = &shared.counters;
+        if frame.len() > shared.max_frame() {
+            c.drop(Reason::TooBig);
+            if let Ok(TooBig::Reply(len)) =
+                icmp::too_big_reply(frame, shared.pod_mtu, &mut self.icmp_buf)
+            {
+                if self.tap.write(&self.icmp_buf[..len]).is_ok() {
+                    c.icmp_too_big_sent.fetch_add(1, Relaxed);
+                }
+            }
+            return;
+        }
+        let route = match decision {
+            Decision::Unicast(p) => fabric
+                .next_hop(p)
+                .and_then(|(hop, addr)| Some((hop, addr, fabric.get(p)?))),
+            _ => None,
+        };
+        match route {
+            Some((hop, addr, dst)) if hop.fast && hop.name == dst.name => {
+                // The peer is on the fast path: hand the frame to its kernel VXLAN device,
+                // so that its bridge learns our pod's MAC on the VXLAN port and answers
+                // there; our own bridge then learns the peer's MAC there too.
+                c.unicast_frames.fetch_add(1, Relaxed);
+                if let Some((vni, port)) = shared.vxlan {
+                    let to = SocketAddr::new(addr.ip(), port);
+                    let io = &self.encap.io;
+                    if vxlan_send(io.socket, io.state, &mut self.vxlan_buf, vni, to, frame).is_ok()
+                    {
+                        c.vxlan_handoff_frames.fetch_add(1, Relaxed);
+                        dst.counters.tx_frames.fetch_add(1, Relaxed);
+                        dst.counters.tx_bytes.fetch_add(frame.len() as u64, Relaxed);
+                    } else {
+                        c.drop(Reason::SendError);
+                    }
+                }
+            }
+            Some((hop, addr, dst)) => {
+                c.unicast_frames.fetch_add(1, Relaxed);
+                self.encap.push(hop, addr, &dst.counters, dst.name, frame);
+            }
+            None => {
+                // Broadcast, multicast, unknown unicast, or a MAC behind a peer we can no
+                // longer reach: down our broadcast tree.
+                c.flooded_frames.fetch_add(1, Relaxed);
+                for (hop, addr) in fabric.children(shared.me) {
+                    self.encap
+                        .push(hop, addr, &hop.counters, PeerName::BROADCAST, frame);
+                }
+            }
         }
     }
 }
@@ -833,6 +1044,7 @@ fn udp_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
     let mut rx = Rx {
         deliver: Vec::with_capacity(UDP_BUF / 16),
         scratch: vec![0u8; HEADROOM + UDP_BUF + session::TAG_LEN].into_boxed_slice(),
+        gro: (tap.vnet_hdr() && !disabled("gro")).then(Coalescer::new),
     };
     let c = &shared.counters;
     PACKET_PATH.with(|c| c.set(true));
@@ -870,6 +1082,31 @@ fn udp_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                 receive(shared, &fabric, &io, dgram, meta.addr, &mut rx);
             }
         }
+        flush_gro(shared, tap, &mut rx);
+    }
+}
+
+/// Writes the super-frame the coalescer holds, if any, to the TAP port.
+fn flush_gro(shared: &Shared, tap: &Tap, rx: &mut Rx) {
+    let c = &shared.counters;
+    let Some(gro) = rx.gro.as_mut() else {
+        return;
+    };
+    let segments = u64::from(gro.segments());
+    let Some(buf) = gro.take() else {
+        return;
+    };
+    match tap.write_raw(buf) {
+        Ok(_) => {
+            c.tap_tx_frames.fetch_add(1, Relaxed);
+            c.tap_tx_bytes
+                .fetch_add((buf.len() - VNET_HDR_LEN) as u64, Relaxed);
+            if segments > 1 {
+                c.tap_tx_gso_frames.fetch_add(1, Relaxed);
+                c.tap_tx_gso_segments.fetch_add(segments, Relaxed);
+            }
+        }
+        Err(_) => c.drop(Reason::TapWriteError),
     }
 }
 
@@ -886,6 +1123,8 @@ struct Rx {
     deliver: Vec<(usize, usize)>,
     /// Where a datagram is re-sealed for the next hop.
     scratch: Box<[u8]>,
+    /// Joins TCP segments into super-frames (when the TAP port takes them).
+    gro: Option<Coalescer>,
 }
 
 fn count(shared: &Shared, peer: &PeerCounters, r: Reason) {
@@ -1085,10 +1324,18 @@ fn receive(
     let Some(tap) = io.tap else {
         return;
     };
-    for &(off, len) in rx.deliver.iter() {
+    for i in 0..rx.deliver.len() {
+        let (off, len) = rx.deliver[i];
         let frame = &plain[off..off + len];
         oc.rx_frames.fetch_add(1, Relaxed);
         oc.rx_bytes.fetch_add(len as u64, Relaxed);
+        if let Some(gro) = rx.gro.as_mut() {
+            if gro.push(frame) == Pushed::Held {
+                continue;
+            }
+            // Keep the order: what the coalescer holds goes first.
+            flush_gro(shared, tap, rx);
+        }
         match tap.write(frame) {
             Ok(_) => {
                 c.tap_tx_frames.fetch_add(1, Relaxed);

@@ -32,8 +32,9 @@ enum Command {
         /// Print the raw JSON report.
         #[arg(long)]
         json: bool,
-        /// What to show: everything (default), peers, connections, targets, or the MAC table.
-        #[arg(value_parser = ["all", "peers", "connections", "targets", "macs"], default_value = "all")]
+        /// What to show: everything (default), peers, connections, targets, the MAC table, or
+        /// pod IPAM (blocks per host and this host's reservations).
+        #[arg(value_parser = ["all", "peers", "connections", "targets", "macs", "ipam"], default_value = "all")]
         what: String,
     },
     /// Add an address to the local router's seed list (kept across restarts) and dial it.
@@ -48,6 +49,16 @@ enum Command {
     Forget {
         /// ADDR[:PORT]
         addr: String,
+        /// State directory of the router.
+        #[arg(long, default_value = "/run/weft")]
+        state_dir: PathBuf,
+    },
+    /// Leave the cluster for good: hand this host's pod-address blocks back, remove the bridge's
+    /// gateway addresses and the masquerade table, and stop the router.
+    Leave {
+        /// Leave even though pods on this host still hold addresses (they lose them).
+        #[arg(long)]
+        force: bool,
         /// State directory of the router.
         #[arg(long, default_value = "/run/weft")]
         state_dir: PathBuf,
@@ -114,6 +125,25 @@ struct RouterArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:6782).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// The cluster's pod CIDR (the same on every host): turns pod IPAM on.
+    #[arg(long, env = "WEFT_POD_CIDR")]
+    pod_cidr: Option<String>,
+    /// Prefix length of the blocks the pod CIDR is split into, one or more per host (default:
+    /// 24, or the CIDR's prefix + 2 when the CIDR is a /23 or smaller).
+    #[arg(long)]
+    pod_block_prefix: Option<u8>,
+    /// How long a host may be unreachable before the cluster takes its blocks back (90s, 15m,
+    /// 1h, ...).
+    #[arg(long, default_value = "30m")]
+    ipam_grace: String,
+    /// The cluster size to assume before the peers are known: no block is claimed until a
+    /// majority of it agrees (default: 1 + the --peer addresses that are not this host's).
+    /// Kubernetes installs should pass the node count.
+    #[arg(long)]
+    ipam_init_peers: Option<usize>,
+    /// Do not masquerade traffic from pods to addresses outside the pod CIDR.
+    #[arg(long)]
+    no_masquerade: bool,
     /// Log filter (also RUST_LOG), e.g. "info" or "weft=debug".
     #[arg(long, default_value = "info")]
     log: String,
@@ -157,6 +187,39 @@ fn router(a: RouterArgs) -> Result<()> {
         max_packets: a.rekey_after_packets.max(1),
         ..Default::default()
     };
+    let ipam = match &a.pod_cidr {
+        None => None,
+        Some(c) => {
+            let cidr: gossip::ipam::Block = c.parse().with_context(|| {
+                // A prefix with host bits set: name the network the operator probably meant.
+                let meant = c
+                    .split_once('/')
+                    .and_then(|(a, n)| gossip::ipam::Block::new(a.parse().ok()?, n.parse().ok()?));
+                match meant {
+                    Some(b) => format!("--pod-cidr {c:?} has host bits set: did you mean {b}?"),
+                    None => format!("--pod-cidr {c:?} (e.g. 10.32.0.0/12)"),
+                }
+            })?;
+            let block_prefix = a
+                .pod_block_prefix
+                .unwrap_or_else(|| weft::ipam::default_block_prefix(cidr));
+            weft::ipam::validate(cidr, block_prefix)?;
+            let grace = weft::ipam::parse_duration(&a.ipam_grace).context("--ipam-grace")?;
+            if a.ipam_init_peers == Some(0) {
+                anyhow::bail!("--ipam-init-peers must be 1 or more");
+            }
+            Some(daemon::IpamOptions {
+                cidr,
+                block_prefix,
+                grace,
+                init_peers: a.ipam_init_peers,
+                masquerade: !a.no_masquerade,
+            })
+        }
+    };
+    if ipam.is_none() && (a.pod_block_prefix.is_some() || a.ipam_init_peers.is_some()) {
+        anyhow::bail!("--pod-block-prefix and --ipam-init-peers need --pod-cidr");
+    }
     let cfg = daemon::Config {
         nickname: a.name.unwrap_or_else(daemon::hostname),
         listen,
@@ -174,6 +237,7 @@ fn router(a: RouterArgs) -> Result<()> {
         fastpath: !a.no_fastpath,
         vni: a.vni,
         vxlan_port: a.vxlan_port,
+        ipam,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -243,7 +307,7 @@ fn main() -> Result<()> {
             if json {
                 let v = serde_json::to_value(&report)?;
                 let part = match what.as_str() {
-                    "peers" | "connections" | "targets" => v[&what].clone(),
+                    "peers" | "connections" | "targets" | "ipam" => v[&what].clone(),
                     _ => v,
                 };
                 println!("{}", serde_json::to_string_pretty(&part)?);
@@ -252,6 +316,7 @@ fn main() -> Result<()> {
                     "peers" => report.render_peers(),
                     "connections" => report.render_connections(),
                     "targets" => report.render_targets(),
+                    "ipam" => report.render_ipam(),
                     _ => report.render(),
                 };
                 print!("{}", text.trim_start_matches('\n'));
@@ -260,6 +325,26 @@ fn main() -> Result<()> {
         }
         Command::Connect { addr, state_dir } => seed(&state_dir, "/v1/connect", addr),
         Command::Forget { addr, state_dir } => seed(&state_dir, "/v1/forget", addr),
+        Command::Leave { force, state_dir } => {
+            // Handing the blocks back waits up to 10 s for a peer to hear it.
+            let a: daemon::LeaveAnswer = api::call(
+                &state_dir,
+                "POST",
+                "/v1/leave",
+                Some(&daemon::LeaveRequest { force }),
+                Duration::from_secs(30),
+            )?;
+            println!(
+                "left the cluster: {} block(s) handed back{}; the router is stopping",
+                a.blocks.len(),
+                if a.reservations_dropped > 0 {
+                    format!(", {} reservation(s) dropped", a.reservations_dropped)
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
         Command::Demo { keep } => demo::run(demo::Options { keep }),
     }
 }

@@ -239,6 +239,40 @@ pub fn render(r: &Report) -> String {
         o.head(&name, kind, &format!("MAC table {k}."));
         o.val(&name, &[], v);
     }
+    if let Some(i) = &r.ipam {
+        o.head(
+            "weft_ipam_reservations",
+            "gauge",
+            "Pod addresses reserved on this host.",
+        );
+        o.val("weft_ipam_reservations", &[], i.reservations.len());
+        o.head(
+            "weft_ipam_lost_reservations",
+            "gauge",
+            "Reservations in blocks this host no longer holds.",
+        );
+        o.val("weft_ipam_lost_reservations", &[], i.lost.len());
+        o.head(
+            "weft_ipam_held_blocks",
+            "gauge",
+            "Blocks of the pod CIDR this host holds.",
+        );
+        o.val("weft_ipam_held_blocks", &[], i.held.len());
+        o.head(
+            "weft_ipam_free_blocks",
+            "gauge",
+            "Blocks of the pod CIDR no host holds.",
+        );
+        if let Some(c) = &i.cluster {
+            o.val("weft_ipam_free_blocks", &[], c.free_blocks);
+        }
+        o.head(
+            "weft_ipam_ready",
+            "gauge",
+            "1 when a pod ADD can be served now.",
+        );
+        o.val("weft_ipam_ready", &[], u8::from(i.ready));
+    }
     o.0
 }
 

@@ -1,5 +1,5 @@
 //! Link configuration through rtnetlink: the host bridge, the router's TAP port on it, the
-//! underlay MTU, and the kernel VXLAN device of the fast path (its creation, bridge port flags,
+//! underlay MTU, the bridge's IPv4 addresses (the IPAM gateways), and the kernel VXLAN device of the fast path (its creation, bridge port flags,
 //! forwarding database and counters; [`crate::fastpath`] decides what goes in them). Everything
 //! here runs in the router's own network namespace (the host).
 
@@ -9,7 +9,7 @@ use rtnetlink::packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE,
     NLM_F_REQUEST,
 };
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
@@ -20,7 +20,7 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVxlan};
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 /// What the router needs to know about a link.
@@ -160,6 +160,105 @@ impl Netlink {
             }
         }
         bail!("no interface in this network namespace has the address {ip}")
+    }
+
+    /// Every address of this network namespace (any interface, both families).
+    pub async fn local_addresses(&self) -> Result<Vec<IpAddr>> {
+        let addrs: Vec<AddressMessage> =
+            self.handle.address().get().execute().try_collect().await?;
+        let mut out: Vec<IpAddr> = addrs
+            .iter()
+            .flat_map(|a| a.attributes.iter())
+            .filter_map(|attr| match attr {
+                AddressAttribute::Address(x) | AddressAttribute::Local(x) => Some(*x),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The IPv4 addresses of the link with index `index`, with their prefix lengths.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let addrs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await?;
+        let mut out = Vec::new();
+        for a in addrs.iter().filter(|a| a.header.index == index) {
+            if a.header.family != AddressFamily::Inet {
+                continue;
+            }
+            // IFA_LOCAL is the interface's own address (IFA_ADDRESS differs only on
+            // point-to-point links).
+            let local = a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Local(IpAddr::V4(x)) => Some(*x),
+                _ => None,
+            });
+            let addr = local.or_else(|| {
+                a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Address(IpAddr::V4(x)) => Some(*x),
+                    _ => None,
+                })
+            });
+            if let Some(x) = addr {
+                out.push((x, a.header.prefix_len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `ip/prefix_len` to the link with index `index`; an address already there is fine.
+    pub async fn add_ipv4_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        match self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(ip), prefix_len)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.map(|c| -c.get()) == Some(libc::EEXIST) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("adding {ip}/{prefix_len} to link {index}")),
+        }
+    }
+
+    /// Removes `ip/prefix_len` from the link with index `index`; an address already gone is
+    /// fine.
+    pub async fn del_ipv4_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        let addrs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(IpAddr::V4(ip))
+            .execute()
+            .try_collect()
+            .await?;
+        for a in addrs
+            .into_iter()
+            .filter(|a| a.header.index == index && a.header.prefix_len == prefix_len)
+        {
+            match self.handle.address().del(a).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if e.code.map(|c| -c.get()) == Some(libc::EADDRNOTAVAIL) => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing {ip}/{prefix_len} from link {index}"))
+                }
+            }
+        }
+        Ok(())
     }
 }
 

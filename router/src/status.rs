@@ -51,6 +51,38 @@ pub struct Report {
     pub drops: BTreeMap<String, u64>,
     /// MAC table counters.
     pub fdb: BTreeMap<String, u64>,
+    /// Pod IPAM (`None` when the router runs without `--pod-cidr`).
+    #[serde(default)]
+    pub ipam: Option<IpamSection>,
+}
+
+/// Pod IPAM on one router: its blocks, its reservations, the cluster's view.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IpamSection {
+    /// The pod CIDR.
+    pub cidr: String,
+    /// The block size.
+    pub block_prefix: u8,
+    /// Whether traffic from pods to outside the pod CIDR is masqueraded.
+    pub masquerade: bool,
+    /// Blocks this host holds.
+    pub held: Vec<String>,
+    /// This host's reservations.
+    pub reservations: Vec<crate::ipam_api::Reservation>,
+    /// Reservations whose address lies in no block this host holds (reclaimed while the router
+    /// was away): those pods may clash with another host's.
+    pub lost: Vec<crate::ipam_api::Reservation>,
+    /// Blocks the cluster took back from this host while it was unreachable for longer than the
+    /// grace period.
+    #[serde(default)]
+    pub lost_blocks: Vec<String>,
+    /// Whether an ADD can be served now.
+    pub ready: bool,
+    /// Why not, when not.
+    #[serde(default)]
+    pub reason: String,
+    /// The cluster's view from the gossip layer (blocks per host, members, quorum).
+    pub cluster: Option<gossip::ipam::IpamStatus>,
 }
 
 /// One peer: a direct neighbour or a peer reached through relays.
@@ -366,6 +398,144 @@ impl Report {
             }
         );
         let _ = writeln!(out, "  mac table: {}", kv(&self.fdb, false));
+        out.push_str(&self.render_ipam_summary());
+        out
+    }
+
+    /// The IPAM lines of `weft status`.
+    pub fn render_ipam_summary(&self) -> String {
+        let mut out = String::new();
+        let Some(i) = &self.ipam else {
+            let _ = writeln!(out, "\nIPAM: off (no --pod-cidr)");
+            return out;
+        };
+        let _ = writeln!(
+            out,
+            "\nIPAM: pod CIDR {} in /{} blocks, masquerade {}, {}",
+            i.cidr,
+            i.block_prefix,
+            if i.masquerade { "on" } else { "off" },
+            if i.ready {
+                "ready".to_string()
+            } else {
+                format!("NOT READY: {}", i.reason)
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  held blocks: {}",
+            if i.held.is_empty() {
+                "none".into()
+            } else {
+                i.held.join(" ")
+            }
+        );
+        let _ = writeln!(out, "  reservations: {}", i.reservations.len());
+        if !i.lost_blocks.is_empty() {
+            let _ = writeln!(
+                out,
+                "  LOST BLOCKS (reclaimed while this host was away): {}",
+                i.lost_blocks.join(" ")
+            );
+        }
+        match &i.cluster {
+            Some(c) => {
+                let _ = writeln!(
+                    out,
+                    "  cluster: {} member(s), quorum {}, {} reachable, {} free block(s), grace {} s",
+                    c.members, c.quorum, c.reachable, c.free_blocks, c.grace_secs
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  cluster: no IPAM state from the mesh yet");
+            }
+        }
+        if !i.lost.is_empty() {
+            let _ = writeln!(
+                out,
+                "  LOST: {} reservation(s) in blocks this host no longer holds (recreate those pods):",
+                i.lost.len()
+            );
+            for r in &i.lost {
+                let _ = writeln!(
+                    out,
+                    "    {} {}/{}",
+                    r.address, r.attachment.container_id, r.attachment.ifname
+                );
+            }
+        }
+        out
+    }
+
+    /// `weft status ipam`: the summary, the blocks of every host and this host's reservations.
+    pub fn render_ipam(&self) -> String {
+        let mut out = self.render_ipam_summary();
+        let Some(i) = &self.ipam else {
+            return out;
+        };
+        if let Some(c) = &i.cluster {
+            let _ = writeln!(out, "\nBlocks by host:");
+            let rows: Vec<Vec<String>> = c
+                .hosts
+                .iter()
+                .map(|h| {
+                    let list = |v: &[gossip::ipam::Block]| {
+                        if v.is_empty() {
+                            "-".to_string()
+                        } else {
+                            v.iter()
+                                .map(|b| b.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        }
+                    };
+                    vec![
+                        h.nickname.clone(),
+                        h.peer.clone(),
+                        if h.reachable {
+                            "reachable".into()
+                        } else {
+                            format!("unreachable for {} s", h.unreachable_secs)
+                        },
+                        list(&h.held),
+                        list(&h.pending),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &["HOST", "NAME", "STATE", "HELD", "CLAIMING"],
+                &rows,
+            );
+        }
+        let _ = writeln!(out, "\nReservations: {}", i.reservations.len());
+        if !i.reservations.is_empty() {
+            let mut by_address: Vec<&crate::ipam_api::Reservation> =
+                i.reservations.iter().collect();
+            by_address.sort_by_key(|r| r.address);
+            let rows: Vec<Vec<String>> = by_address
+                .into_iter()
+                .map(|r| {
+                    let lost = i.lost.iter().any(|l| l.attachment == r.attachment);
+                    vec![
+                        r.address.to_string(),
+                        r.attachment.container_id.clone(),
+                        r.attachment.ifname.clone(),
+                        if r.netns.is_empty() {
+                            "-".into()
+                        } else {
+                            r.netns.clone()
+                        },
+                        if lost { "LOST" } else { "ok" }.into(),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &["ADDRESS", "CONTAINER", "IFNAME", "NETNS", "STATE"],
+                &rows,
+            );
+        }
         out
     }
 }

@@ -5,7 +5,9 @@
 //! allocate once their buffers exist (`weft::dataplane::on_packet_path`). A fake peer in a second
 //! namespace sends sleeve datagrams carrying ICMP echo requests to the pod; the pod's replies come
 //! back through the TAP thread. After a warm-up (first datagram buffers per peer, MAC learning),
-//! a thousand round trips must allocate nothing. Not timed.
+//! a thousand round trips must allocate nothing. Then bursts of in-order TCP segments go to the
+//! pod, which the receive side joins into super-frames (GRO) before the TAP write, and the pod's
+//! resets come back: that path must allocate nothing either. Not timed.
 //!
 //! Needs root (network namespaces).
 
@@ -93,6 +95,44 @@ fn echo_request(
     f
 }
 
+/// An Ethernet frame with a TCP segment (ACK, `payload` at `seq`) from `src`:40000 to `dst`:9.
+fn tcp_segment(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut tcp = vec![0x9c, 0x40, 0, 9];
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+    tcp.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&tcp);
+    let c = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let total = (20 + tcp.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&tcp);
+    f
+}
+
 #[test]
 fn the_per_packet_path_does_not_allocate() {
     assert!(
@@ -135,9 +175,11 @@ fn the_per_packet_path_does_not_allocate() {
                 fast: false,
             }],
         )));
-        Dataplane::start(shared, tap, socket).unwrap()
+        let dp = Dataplane::start(shared.clone(), tap, socket).unwrap();
+        (dp, shared)
     })
     .unwrap();
+    let (dp, shared) = dp;
     let pod = lab
         .add_pod(
             &h1,
@@ -205,7 +247,56 @@ fn the_per_packet_path_does_not_allocate() {
     let before = PACKET_PATH_ALLOCS.load(Ordering::Relaxed);
     let replies = in_netns(&h2.ns, move || round_trips(1000, 100)).unwrap();
     let allocs = PACKET_PATH_ALLOCS.load(Ordering::Relaxed) - before;
+
+    // Bursts of 16 in-order TCP segments of one flow, each in its own datagram; the pod answers
+    // each (joined) segment with a reset, as nothing listens on its port.
+    let bursts = move |n: u32| -> u64 {
+        let sock = UdpSocket::bind(peer_addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let payload = [0x6bu8; 1000];
+        let mut resets = 0u64;
+        for b in 0..n {
+            for i in 0..16u32 {
+                let seq = (b * 16 + i) * 1000;
+                let frame = tcp_segment(remote_mac, pod_mac, remote_ip, pod_ip, seq, &payload);
+                let mut dgram = vec![0u8; 2048];
+                let mut len = SleeveHeader::frames(peer, me).emit(&mut dgram).unwrap();
+                len = push_frame(&mut dgram, len, &frame).unwrap();
+                sock.send_to(&dgram[..len], h1_addr).unwrap();
+            }
+            while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                let Ok(d) = SleeveDatagram::new_checked(&buf[..n]) else {
+                    continue;
+                };
+                let is_reset = d.frames().flatten().any(|f| {
+                    f.len() >= 54 && f[12..14] == [0x08, 0x00] && f[23] == 6 && f[47] & 0x04 != 0
+                });
+                if is_reset {
+                    resets += 1;
+                    break;
+                }
+            }
+        }
+        resets
+    };
+    let warm = in_netns(&h2.ns, move || bursts(5)).unwrap();
+    assert!(warm >= 4, "only {warm} of 5 warm-up bursts were answered");
+    let before_tcp = PACKET_PATH_ALLOCS.load(Ordering::Relaxed);
+    let answered = in_netns(&h2.ns, move || bursts(200)).unwrap();
+    let tcp_allocs = PACKET_PATH_ALLOCS.load(Ordering::Relaxed) - before_tcp;
+    let joined = shared.counters.tap_tx_gso_frames.load(Ordering::Relaxed);
+    eprintln!("{answered} of 200 TCP bursts answered; {joined} super-frames written to the TAP");
     dp.stop();
+    assert!(
+        answered >= 190,
+        "only {answered} of 200 TCP bursts were answered"
+    );
+    assert_eq!(
+        tcp_allocs, 0,
+        "the per-packet path allocated {tcp_allocs} times for 200 TCP bursts"
+    );
     assert!(
         replies >= 990,
         "only {replies} of 1000 echo replies came back"

@@ -329,3 +329,44 @@ fn a_frame_too_big_for_the_overlay_gets_icmp_frag_needed() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A host-wide counter from `weft status`.
+fn counter(c: &Cluster, h: &Host, name: &str) -> u64 {
+    c.status(h)
+        .unwrap()
+        .counters
+        .get(name)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_64_mib_transfer_crosses_as_super_frames_intact() {
+    let (c, hosts, pods) = mesh("wgso", 2);
+    assert!(wait_ping(&c, &pods[0], pods[1].ip, Duration::from_secs(10)));
+    let t = tcp_transfer(&pods[0], &pods[1], 64 << 20, Duration::from_secs(60)).unwrap();
+    assert!(t.intact(), "{t:?}");
+    // The sender's TAP handed over TCP super-frames, cut into segments...
+    let gso = counter(&c, &hosts[0], "tap_rx_gso_frames");
+    let segments = counter(&c, &hosts[0], "tap_rx_gso_segments");
+    assert!(
+        gso > 0 && segments > gso,
+        "{gso} super-frames, {segments} segments"
+    );
+    // ...sent several datagrams per system call (UDP GSO)...
+    assert!(counter(&c, &hosts[0], "udp_tx_gso_sends") > 0);
+    // ...and the receiver joined segments into super-frames again.
+    let joined = counter(&c, &hosts[1], "tap_tx_gso_frames");
+    assert!(joined > 0, "the receiver wrote no super-frame");
+    let r = c.status(&hosts[1]).unwrap();
+    assert_eq!(
+        r.drops.get("offload_error").copied(),
+        Some(0),
+        "{:?}",
+        r.drops
+    );
+    eprintln!(
+        "64 MiB h1 -> h2: {:.2} Gbit/s; {gso} super-frames read, {joined} written",
+        t.gbits()
+    );
+}

@@ -1,0 +1,928 @@
+//! The router's side of pod IPAM: which address of this host's blocks each pod interface holds
+//! (the reservations), the gateway addresses on the bridge, and the masquerade rule.
+//!
+//! The gossip crate decides which blocks of the pod CIDR this host holds
+//! ([`gossip::driver::Gossip::ipam_blocks`]); this module owns everything inside them:
+//!
+//! * reservations keyed by [`Attachment`] (container id + interface name), persisted in
+//!   `<state-dir>/reservations.json` (written to a temporary file, synced, renamed) and loaded at
+//!   start;
+//! * allocation: the lowest free address of a held block, never a block's first address (its
+//!   network address) nor its second (the gateway, the bridge's address), never the pod CIDR's
+//!   first or last address; when every held block is full, one more block is claimed;
+//! * the bridge's gateway addresses: block base + 1 with the pod CIDR's prefix length, one per
+//!   held block ([`Ipam::reconcile_bridge`]);
+//! * the masquerade table (`table ip weft`, loaded with `nft -f -`) and `ip_forward`.
+//!
+//! Reservations whose address lies in no held block (the blocks were reclaimed while the router
+//! was away) are "lost": kept, reported in the status and logged, never handed out again unless
+//! the block comes back.
+
+use crate::ipam_api::{Allocation, Attachment, GcAnswer, IpamReport, ReleaseAnswer, Reservation};
+use crate::netlink::Netlink;
+pub use crate::Error;
+use anyhow::{bail, Context, Result};
+use gossip::driver::Gossip;
+use gossip::ipam::{Block, IpamError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The reservations file inside the state directory.
+pub const RESERVATIONS_FILE: &str = "reservations.json";
+/// The gossip IPAM state file (own claims and votes) inside the state directory.
+pub const IPAM_STATE_FILE: &str = "ipam.json";
+/// The nftables table (family `ip`) holding the masquerade rule.
+pub const NFT_TABLE: &str = "weft";
+/// How long an allocation waits for a new block to be agreed.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default block size for a pod CIDR: /24, or the CIDR's prefix + 2 (four blocks) when the
+/// CIDR is a /23 or smaller.
+pub fn default_block_prefix(cidr: Block) -> u8 {
+    if cidr.prefix >= 23 {
+        cidr.prefix + 2
+    } else {
+        24
+    }
+}
+
+/// Checks that blocks of `/block_prefix` fit inside `cidr` and hold at least 4 addresses.
+pub fn validate(cidr: Block, block_prefix: u8) -> Result<()> {
+    if block_prefix < cidr.prefix {
+        bail!(
+            "--pod-block-prefix {block_prefix} makes blocks larger than the pod CIDR {cidr}: it must be {} or more",
+            cidr.prefix
+        );
+    }
+    if block_prefix > 30 {
+        bail!(
+            "--pod-block-prefix {block_prefix} makes blocks of fewer than 4 addresses: it must be 30 or less"
+        );
+    }
+    Ok(())
+}
+
+/// Parses a duration such as `90s`, `15m`, `1h`, `1h30m` or `2d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    if t.is_empty() {
+        bail!("an empty duration: write e.g. 90s, 15m or 1h");
+    }
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => bail!("{s:?} is not a duration: use s, m, h or d, e.g. 90s, 15m, 1h"),
+        };
+        let n: u64 = num
+            .parse()
+            .with_context(|| format!("{s:?} is not a duration: a unit needs a number before it"))?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .with_context(|| format!("{s:?} is too long"))?;
+        num.clear();
+    }
+    if !num.is_empty() {
+        bail!("{s:?} is not a duration: {num} has no unit (s, m, h or d)");
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// The gateway of a block: its second address.
+pub fn gateway(block: Block) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(block.base).wrapping_add(1))
+}
+
+/// The last address of a block.
+fn last(block: Block) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(block.base).wrapping_add((block.size() - 1) as u32))
+}
+
+/// Whether `ip` may be given to a pod: not a block's network or gateway address, not the pod
+/// CIDR's first or last address.
+pub fn assignable(cidr: Block, block: Block, ip: Ipv4Addr) -> bool {
+    block.contains(ip)
+        && ip != block.base
+        && ip != gateway(block)
+        && ip != cidr.base
+        && ip != last(cidr)
+}
+
+/// The reservations, as held in memory and on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    map: BTreeMap<Attachment, (Ipv4Addr, String)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TableFile {
+    /// The pod CIDR the reservations belong to.
+    cidr: String,
+    reservations: Vec<Reservation>,
+}
+
+impl Table {
+    /// Every reservation, by attachment.
+    pub fn list(&self) -> Vec<Reservation> {
+        self.map
+            .iter()
+            .map(|(a, (ip, ns))| Reservation {
+                attachment: a.clone(),
+                address: *ip,
+                netns: ns.clone(),
+            })
+            .collect()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The address of `a`, if it holds one.
+    pub fn get(&self, a: &Attachment) -> Option<Ipv4Addr> {
+        self.map.get(a).map(|(ip, _)| *ip)
+    }
+
+    /// Records a reservation.
+    pub fn insert(&mut self, a: Attachment, ip: Ipv4Addr, netns: String) {
+        self.map.insert(a, (ip, netns));
+    }
+
+    /// Drops a reservation; returns it if it existed.
+    pub fn remove(&mut self, a: &Attachment) -> Option<Reservation> {
+        self.map.remove(a).map(|(ip, ns)| Reservation {
+            attachment: a.clone(),
+            address: ip,
+            netns: ns,
+        })
+    }
+
+    /// The lowest assignable address of `blocks` (lowest block first) that nobody holds.
+    pub fn pick(&self, cidr: Block, blocks: &[Block]) -> Option<Ipv4Addr> {
+        let used: BTreeSet<Ipv4Addr> = self.map.values().map(|(ip, _)| *ip).collect();
+        let mut blocks = blocks.to_vec();
+        blocks.sort();
+        for b in blocks {
+            for i in 2..b.size() {
+                let ip = b.nth(i)?;
+                if assignable(cidr, b, ip) && !used.contains(&ip) {
+                    return Some(ip);
+                }
+            }
+        }
+        None
+    }
+
+    /// Reservations whose address is in none of `blocks`.
+    pub fn lost(&self, blocks: &[Block]) -> Vec<Reservation> {
+        self.list()
+            .into_iter()
+            .filter(|r| !blocks.iter().any(|b| b.contains(r.address)))
+            .collect()
+    }
+
+    /// Reads the table from `path` (empty if the file does not exist). Reservations outside
+    /// `cidr` are dropped with a warning (the pod CIDR changed).
+    pub fn load(path: &Path, cidr: Block) -> Result<Table> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Table::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let f: TableFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a reservations file", path.display()))?;
+        let mut t = Table::default();
+        for r in f.reservations {
+            if !cidr.contains(r.address) {
+                tracing::warn!(
+                    "dropping the reservation of {} for {}/{}: it is outside the pod CIDR {cidr} (was {})",
+                    r.address,
+                    r.attachment.container_id,
+                    r.attachment.ifname,
+                    f.cidr
+                );
+                continue;
+            }
+            t.insert(r.attachment, r.address, r.netns);
+        }
+        Ok(t)
+    }
+
+    /// Writes the table to `path` atomically: a temporary file, synced, renamed over it, and
+    /// the directory synced.
+    pub fn save(&self, path: &Path, cidr: Block) -> Result<()> {
+        let f = TableFile {
+            cidr: cidr.to_string(),
+            reservations: self.list(),
+        };
+        let text = serde_json::to_string_pretty(&f)?;
+        let tmp = path.with_extension("json.tmp");
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        drop(file);
+        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of the last claim, for the allocations that waited on it.
+#[derive(Debug, Default)]
+struct Claims {
+    /// Claims finished so far.
+    done: u64,
+    /// How the last one ended.
+    last: Option<std::result::Result<Block, IpamError>>,
+}
+
+/// The router's IPAM: reservations, allocation, the bridge's gateways, masquerading.
+pub struct Ipam {
+    cidr: Block,
+    block_prefix: u8,
+    masquerade: bool,
+    path: PathBuf,
+    gossip: Gossip,
+    nl: Netlink,
+    bridge: String,
+    pod_mtu: u32,
+    table: Mutex<Table>,
+    /// Serialises changes to the table (and their writes to disk).
+    alloc: tokio::sync::Mutex<()>,
+    /// Serialises claims; holds how the last one ended.
+    claims: tokio::sync::Mutex<Claims>,
+    /// Claims finished (read without waiting for a running claim).
+    claims_done: std::sync::atomic::AtomicU64,
+    /// The lost reservations last logged, so a change is logged once.
+    lost_logged: Mutex<Vec<Reservation>>,
+    /// The lost blocks last logged.
+    lost_blocks_logged: Mutex<Vec<Block>>,
+    /// The blocks the bridge was last reconciled for.
+    bridge_blocks: tokio::sync::Mutex<Option<Vec<Block>>>,
+    /// `weft leave` is under way: no more allocations.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Ipam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ipam")
+            .field("cidr", &self.cidr)
+            .field("block_prefix", &self.block_prefix)
+            .field("bridge", &self.bridge)
+            .field("reservations", &lock(&self.table).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Everything [`Ipam::open`] needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The pod CIDR.
+    pub cidr: Block,
+    /// The block size.
+    pub block_prefix: u8,
+    /// Masquerade traffic from pods to outside the pod CIDR.
+    pub masquerade: bool,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The bridge pods attach to.
+    pub bridge: String,
+    /// The pod MTU.
+    pub pod_mtu: u32,
+}
+
+impl Ipam {
+    /// Loads the reservations and logs those in blocks this host does not hold.
+    pub fn open(s: Settings, gossip: Gossip, nl: Netlink) -> Result<Ipam> {
+        let path = s.state_dir.join(RESERVATIONS_FILE);
+        let table = Table::load(&path, s.cidr)?;
+        tracing::info!(
+            cidr = %s.cidr,
+            block_prefix = s.block_prefix,
+            "IPAM on: {} reservation(s) loaded from {}",
+            table.len(),
+            path.display()
+        );
+        let ipam = Ipam {
+            cidr: s.cidr,
+            block_prefix: s.block_prefix,
+            masquerade: s.masquerade,
+            path,
+            gossip,
+            nl,
+            bridge: s.bridge,
+            pod_mtu: s.pod_mtu,
+            table: Mutex::new(table),
+            alloc: tokio::sync::Mutex::new(()),
+            claims: tokio::sync::Mutex::new(Claims::default()),
+            claims_done: std::sync::atomic::AtomicU64::new(0),
+            lost_logged: Mutex::new(Vec::new()),
+            lost_blocks_logged: Mutex::new(Vec::new()),
+            bridge_blocks: tokio::sync::Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        };
+        ipam.check_lost();
+        Ok(ipam)
+    }
+
+    /// The pod CIDR.
+    pub fn cidr(&self) -> Block {
+        self.cidr
+    }
+
+    /// The block size.
+    pub fn block_prefix(&self) -> u8 {
+        self.block_prefix
+    }
+
+    /// Whether masquerading is on.
+    pub fn masquerade(&self) -> bool {
+        self.masquerade
+    }
+
+    /// The blocks this host holds now.
+    pub fn held(&self) -> Vec<Block> {
+        let mut b = self.gossip.ipam_blocks();
+        b.sort();
+        b
+    }
+
+    /// Every reservation.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        lock(&self.table).list()
+    }
+
+    /// Reservations in blocks this host does not hold.
+    pub fn lost(&self) -> Vec<Reservation> {
+        lock(&self.table).lost(&self.held())
+    }
+
+    /// Logs (loudly) when the set of lost reservations (or of blocks the cluster took back)
+    /// changes.
+    pub fn check_lost(&self) -> Vec<Reservation> {
+        let lost_blocks = self.gossip.ipam_lost();
+        {
+            let mut logged = lock(&self.lost_blocks_logged);
+            if *logged != lost_blocks {
+                for b in lost_blocks.iter().filter(|b| !logged.contains(b)) {
+                    tracing::error!(
+                        block = %b,
+                        "LOST BLOCK: the cluster reclaimed {b} while this host was unreachable for longer than the grace period"
+                    );
+                }
+                *logged = lost_blocks;
+            }
+        }
+        let lost = self.lost();
+        let mut logged = lock(&self.lost_logged);
+        if *logged != lost {
+            if lost.is_empty() {
+                tracing::info!("every reservation is inside a block this host holds again");
+            } else {
+                for r in &lost {
+                    tracing::error!(
+                        container = %r.attachment.container_id,
+                        ifname = %r.attachment.ifname,
+                        "LOST ADDRESS: {} is reserved here but its block is not held by this host \
+                         (reclaimed while the router was away?): the pod may clash with another host's pods; \
+                         recreate it",
+                        r.address
+                    );
+                }
+            }
+            *logged = lost.clone();
+        }
+        lost
+    }
+
+    fn allocation(&self, ip: Ipv4Addr) -> Allocation {
+        let blocks = self.held();
+        let block = blocks
+            .iter()
+            .find(|b| b.contains(ip))
+            .copied()
+            .or_else(|| Block::new(ip, self.block_prefix))
+            .unwrap_or(self.cidr);
+        Allocation {
+            address: ip,
+            prefix_len: self.cidr.prefix,
+            gateway: gateway(block),
+            cidr: self.cidr.to_string(),
+            mtu: self.pod_mtu,
+            bridge: self.bridge.clone(),
+        }
+    }
+
+    fn persist(&self, t: &Table) -> std::result::Result<(), Error> {
+        t.save(&self.path, self.cidr)
+            .map_err(|e| Error::Internal(format!("{e:#}")))
+    }
+
+    /// Reserves an address for `a` (the same one again if it already holds one).
+    pub async fn allocate(
+        &self,
+        a: Attachment,
+        netns: String,
+    ) -> std::result::Result<Allocation, Error> {
+        if a.container_id.is_empty() || a.ifname.is_empty() {
+            return Err(Error::BadRequest(
+                "container_id and ifname must not be empty".into(),
+            ));
+        }
+        let mut attempts = 0;
+        loop {
+            if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(Error::Busy("this host is leaving the cluster".into()));
+            }
+            let seen_claims = self.claims_done.load(std::sync::atomic::Ordering::Acquire);
+            {
+                let _g = self.alloc.lock().await;
+                let held = self.held();
+                let existing = lock(&self.table).get(&a);
+                if let Some(ip) = existing {
+                    if held.iter().any(|b| b.contains(ip)) {
+                        return Ok(self.allocation(ip));
+                    }
+                    // Its block was reclaimed: the address may be another host's now. The
+                    // runtime is wiring this interface again, so it gets a fresh address (the
+                    // stale reservation is replaced below).
+                    tracing::warn!(
+                        container = %a.container_id,
+                        ifname = %a.ifname,
+                        "{ip} is in a block this host no longer holds: handing out a new address"
+                    );
+                }
+                let picked = lock(&self.table).pick(self.cidr, &held);
+                if let Some(ip) = picked {
+                    let (before, snapshot) = {
+                        let mut t = lock(&self.table);
+                        let before = t.clone();
+                        t.insert(a.clone(), ip, netns.clone());
+                        (before, t.clone())
+                    };
+                    if let Err(e) = self.persist(&snapshot) {
+                        *lock(&self.table) = before;
+                        return Err(e);
+                    }
+                    tracing::info!(
+                        container = %a.container_id,
+                        ifname = %a.ifname,
+                        "reserved {ip}"
+                    );
+                    return Ok(self.allocation(ip));
+                }
+            }
+            attempts += 1;
+            if attempts > 3 {
+                return Err(Error::Internal(
+                    "a new block was agreed but no address of it could be reserved".into(),
+                ));
+            }
+            // Every held block is full: claim one more. Allocations that wait here while another
+            // one claims use its outcome instead of claiming again.
+            let mut claims = self.claims.lock().await;
+            if claims.done == seen_claims {
+                tracing::info!("every held block is full: claiming another one");
+                let r = self.gossip.ipam_claim(CLAIM_TIMEOUT).await;
+                match &r {
+                    Ok(b) => {
+                        tracing::info!(block = %b, "claimed block {b}");
+                        if let Err(e) = self.reconcile_bridge(true).await {
+                            tracing::warn!("adding the gateway of {b} to the bridge: {e:#}");
+                        }
+                    }
+                    Err(e) => tracing::warn!("could not claim a block: {e}"),
+                }
+                claims.done += 1;
+                claims.last = Some(r);
+                self.claims_done
+                    .store(claims.done, std::sync::atomic::Ordering::Release);
+            }
+            if let Some(Err(e)) = &claims.last {
+                return Err(Error::Cluster(e.clone()));
+            }
+        }
+    }
+
+    /// Drops the reservation of `a`, if any.
+    pub async fn release(&self, a: &Attachment) -> std::result::Result<ReleaseAnswer, Error> {
+        let _g = self.alloc.lock().await;
+        let (gone, snapshot) = {
+            let mut t = lock(&self.table);
+            let gone = t.remove(a);
+            (gone, t.clone())
+        };
+        if let Some(r) = &gone {
+            if let Err(e) = self.persist(&snapshot) {
+                lock(&self.table).insert(r.attachment.clone(), r.address, r.netns.clone());
+                return Err(e);
+            }
+            tracing::info!(
+                container = %a.container_id,
+                ifname = %a.ifname,
+                "released {}",
+                r.address
+            );
+        }
+        Ok(ReleaseAnswer {
+            released: gone.is_some(),
+        })
+    }
+
+    /// Drops every reservation not in `keep`.
+    pub async fn gc(&self, keep: &[Attachment]) -> std::result::Result<GcAnswer, Error> {
+        let keep: BTreeSet<&Attachment> = keep.iter().collect();
+        let _g = self.alloc.lock().await;
+        let (released, before, snapshot) = {
+            let mut t = lock(&self.table);
+            let before = t.clone();
+            let released: Vec<Reservation> = t
+                .list()
+                .into_iter()
+                .filter(|r| !keep.contains(&r.attachment))
+                .collect();
+            for r in &released {
+                t.remove(&r.attachment);
+            }
+            (released, before, t.clone())
+        };
+        if !released.is_empty() {
+            if let Err(e) = self.persist(&snapshot) {
+                *lock(&self.table) = before;
+                return Err(e);
+            }
+            tracing::info!(
+                "garbage collection released {} reservation(s)",
+                released.len()
+            );
+        }
+        Ok(GcAnswer { released })
+    }
+
+    /// Starts `weft leave`: refuses while reservations exist (unless `force`), then stops every
+    /// further allocation. Returns how many reservations there were.
+    pub async fn begin_leave(&self, force: bool) -> std::result::Result<usize, Error> {
+        let _g = self.alloc.lock().await;
+        let n = lock(&self.table).len();
+        if n > 0 && !force {
+            return Err(Error::Busy(format!(
+                "{n} pod address(es) are still reserved on this host: delete those pods first, or leave with --force"
+            )));
+        }
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(n)
+    }
+
+    /// Whether `weft leave` has begun.
+    pub fn closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Drops every reservation (after `weft leave --force`).
+    pub async fn clear(&self) -> Result<()> {
+        let _g = self.alloc.lock().await;
+        *lock(&self.table) = Table::default();
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", self.path.display())),
+        }
+    }
+
+    /// Whether an ADD can be served now, and why not.
+    pub fn readiness(&self) -> (bool, String) {
+        let held = self.held();
+        if lock(&self.table).pick(self.cidr, &held).is_some() {
+            return (true, String::new());
+        }
+        match self.gossip.ipam_status() {
+            None => (
+                false,
+                "the cluster IPAM is not running (no block can be claimed)".into(),
+            ),
+            Some(st) if st.free_blocks == 0 => (
+                false,
+                format!(
+                    "every held block is full and the pod CIDR {} has no free block left",
+                    self.cidr
+                ),
+            ),
+            Some(st) if st.reachable < st.quorum => (
+                false,
+                format!(
+                    "every held block is full and no majority is reachable for a new one: {} of the {} peers needed",
+                    st.reachable, st.quorum
+                ),
+            ),
+            Some(_) => (true, String::new()),
+        }
+    }
+
+    /// `GET /v1/ipam`.
+    pub fn report(&self) -> IpamReport {
+        let (ready, reason) = self.readiness();
+        IpamReport {
+            ready,
+            reason,
+            cidr: self.cidr.to_string(),
+            bridge: self.bridge.clone(),
+            mtu: self.pod_mtu,
+            reservations: self.reservations(),
+        }
+    }
+
+    /// Gives the bridge the gateway address of every held block (with the pod CIDR's prefix
+    /// length) and removes the addresses inside the pod CIDR of blocks no longer held. Does
+    /// nothing when the held blocks have not changed since the last call, unless `force`.
+    pub async fn reconcile_bridge(&self, force: bool) -> Result<()> {
+        // Read the held blocks under the lock, so that a slower concurrent call cannot undo a
+        // newer one with an older view.
+        let mut last = self.bridge_blocks.lock().await;
+        let held = self.held();
+        if !force && last.as_ref() == Some(&held) {
+            return Ok(());
+        }
+        let link = self
+            .nl
+            .link(&self.bridge)
+            .await?
+            .with_context(|| format!("no bridge {}", self.bridge))?;
+        let want: BTreeSet<Ipv4Addr> = held.iter().map(|b| gateway(*b)).collect();
+        let have = self.nl.ipv4_addresses(link.index).await?;
+        for (ip, len) in &have {
+            if self.cidr.contains(*ip) && !(want.contains(ip) && *len == self.cidr.prefix) {
+                self.nl.del_ipv4_address(link.index, *ip, *len).await?;
+                tracing::info!(bridge = %self.bridge, "removed {ip}/{len}: its block is not held");
+            }
+        }
+        for ip in &want {
+            if !have.contains(&(*ip, self.cidr.prefix)) {
+                self.nl
+                    .add_ipv4_address(link.index, *ip, self.cidr.prefix)
+                    .await?;
+                tracing::info!(bridge = %self.bridge, "gateway {ip}/{} added", self.cidr.prefix);
+            }
+        }
+        *last = Some(held);
+        Ok(())
+    }
+
+    /// Removes every address inside the pod CIDR from the bridge (`weft leave`).
+    pub async fn clear_bridge(&self) -> Result<()> {
+        let mut last = self.bridge_blocks.lock().await;
+        *last = None;
+        let Some(link) = self.nl.link(&self.bridge).await? else {
+            return Ok(());
+        };
+        for (ip, len) in self.nl.ipv4_addresses(link.index).await? {
+            if self.cidr.contains(ip) {
+                self.nl.del_ipv4_address(link.index, ip, len).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns on IPv4 forwarding and loads (or, with masquerading off, removes) the masquerade
+    /// table.
+    pub async fn setup_host(&self) -> Result<()> {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
+            .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
+        let ruleset = if self.masquerade {
+            masquerade_ruleset(self.cidr)
+        } else {
+            remove_ruleset()
+        };
+        let what = if self.masquerade {
+            "loading"
+        } else {
+            "removing"
+        };
+        tokio::task::spawn_blocking(move || nft(&ruleset))
+            .await?
+            .with_context(|| format!("{what} the nftables table ip {NFT_TABLE}"))
+    }
+
+    /// Removes the masquerade table.
+    pub async fn remove_masquerade(&self) -> Result<()> {
+        tokio::task::spawn_blocking(|| nft(&remove_ruleset()))
+            .await?
+            .with_context(|| format!("removing the nftables table ip {NFT_TABLE}"))
+    }
+}
+
+/// The nftables script that replaces `table ip weft` with the masquerade rule, atomically (the
+/// whole script is one transaction).
+pub fn masquerade_ruleset(cidr: Block) -> String {
+    format!(
+        "table ip {NFT_TABLE}\n\
+         delete table ip {NFT_TABLE}\n\
+         table ip {NFT_TABLE} {{\n\
+         \x20 chain postrouting {{\n\
+         \x20   type nat hook postrouting priority srcnat; policy accept;\n\
+         \x20   ip saddr {cidr} ip daddr != {cidr} counter masquerade comment \"weft: pods to outside the pod CIDR\"\n\
+         \x20 }}\n\
+         }}\n"
+    )
+}
+
+/// The nftables script that removes `table ip weft` (and succeeds when there is none).
+pub fn remove_ruleset() -> String {
+    format!("table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n")
+}
+
+/// Runs `nft -f -` with `script` on stdin.
+fn nft(script: &str) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft (is nftables installed?)")?;
+    let written = child
+        .stdin
+        .take()
+        .context("nft has no stdin")?
+        .write_all(script.as_bytes());
+    let out = child.wait_with_output().context("waiting for nft")?;
+    if !out.status.success() {
+        bail!(
+            "nft failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    written.context("writing to nft")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Block {
+        s.parse().unwrap()
+    }
+
+    fn att(id: &str) -> Attachment {
+        Attachment {
+            container_id: id.into(),
+            ifname: "eth0".into(),
+        }
+    }
+
+    #[test]
+    fn block_prefix_defaults_and_validation() {
+        assert_eq!(default_block_prefix(b("10.32.0.0/12")), 24);
+        assert_eq!(default_block_prefix(b("10.32.0.0/22")), 24);
+        assert_eq!(default_block_prefix(b("10.32.0.0/23")), 25);
+        assert_eq!(default_block_prefix(b("10.32.0.0/28")), 30);
+        assert!(validate(b("10.32.0.0/12"), 24).is_ok());
+        assert!(validate(b("10.32.0.0/12"), 12).is_ok());
+        assert!(validate(b("10.32.0.0/12"), 11).is_err());
+        assert!(validate(b("10.32.0.0/28"), 30).is_ok());
+        assert!(validate(b("10.32.0.0/28"), 31).is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("1h5").is_err());
+    }
+
+    #[test]
+    fn picks_the_lowest_free_assignable_address() {
+        let cidr = b("10.32.0.0/12");
+        let blk = b("10.32.0.0/24");
+        let mut t = Table::default();
+        // Network, gateway (and here also the CIDR's first address) are skipped.
+        assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 2)));
+        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), String::new());
+        t.insert(att("b"), Ipv4Addr::new(10, 32, 0, 4), String::new());
+        assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 3)));
+        t.insert(att("c"), Ipv4Addr::new(10, 32, 0, 3), String::new());
+        assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 5)));
+        // A block's broadcast-looking last address is a normal pod address, except the CIDR's.
+        let top = b("10.47.255.0/24");
+        assert!(assignable(cidr, top, Ipv4Addr::new(10, 47, 255, 254)));
+        assert!(!assignable(cidr, top, Ipv4Addr::new(10, 47, 255, 255)));
+        assert!(assignable(cidr, blk, Ipv4Addr::new(10, 32, 0, 255)));
+        assert!(!assignable(cidr, blk, Ipv4Addr::new(10, 32, 0, 1)));
+        // Lower blocks first, whatever order they come in.
+        let other = b("10.32.5.0/24");
+        assert_eq!(
+            Table::default().pick(cidr, &[other, blk]),
+            Some(Ipv4Addr::new(10, 32, 0, 2))
+        );
+        assert_eq!(t.pick(cidr, &[]), None);
+    }
+
+    #[test]
+    fn a_tiny_block_fills_up() {
+        let cidr = b("10.9.0.0/28");
+        let blocks = [b("10.9.0.0/30"), b("10.9.0.12/30")];
+        let mut t = Table::default();
+        let mut got = Vec::new();
+        while let Some(ip) = t.pick(cidr, &blocks) {
+            t.insert(att(&ip.to_string()), ip, String::new());
+            got.push(ip);
+        }
+        // 10.9.0.2, .3 in the first; .14 in the last (.15 is the CIDR's last address).
+        assert_eq!(
+            got,
+            vec![
+                Ipv4Addr::new(10, 9, 0, 2),
+                Ipv4Addr::new(10, 9, 0, 3),
+                Ipv4Addr::new(10, 9, 0, 14)
+            ]
+        );
+    }
+
+    #[test]
+    fn lost_reservations_are_those_outside_held_blocks() {
+        let mut t = Table::default();
+        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), String::new());
+        t.insert(att("b"), Ipv4Addr::new(10, 32, 7, 2), String::new());
+        let lost = t.lost(&[b("10.32.0.0/24")]);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].address, Ipv4Addr::new(10, 32, 7, 2));
+    }
+
+    #[test]
+    fn the_table_round_trips_through_its_file() {
+        let dir = std::env::temp_dir().join(format!("weft-ipam-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(RESERVATIONS_FILE);
+        let cidr = b("10.32.0.0/12");
+        assert!(Table::load(&path, cidr).unwrap().is_empty());
+        let mut t = Table::default();
+        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), "/run/netns/x".into());
+        t.insert(att("b"), Ipv4Addr::new(10, 32, 0, 3), String::new());
+        t.save(&path, cidr).unwrap();
+        assert_eq!(Table::load(&path, cidr).unwrap(), t);
+        // Another pod CIDR: the reservations outside it are dropped.
+        assert!(Table::load(&path, b("10.96.0.0/12")).unwrap().is_empty());
+        std::fs::write(&path, "junk").unwrap();
+        assert!(Table::load(&path, cidr).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn errors_map_to_http() {
+        let q = Error::Cluster(IpamError::NoQuorum { have: 1, need: 2 });
+        assert_eq!(q.to_api().0, 503);
+        assert!(q.to_api().1.retry);
+        let x = Error::Cluster(IpamError::Exhausted(b("10.32.0.0/12")));
+        assert!(!x.to_api().1.retry);
+        assert_eq!(Error::BadRequest("x".into()).to_api().0, 400);
+    }
+
+    #[test]
+    fn the_masquerade_script_replaces_one_table() {
+        let s = masquerade_ruleset(b("10.32.0.0/12"));
+        assert!(s.starts_with("table ip weft\ndelete table ip weft\n"));
+        assert!(s.contains("ip saddr 10.32.0.0/12 ip daddr != 10.32.0.0/12 counter masquerade"));
+    }
+}

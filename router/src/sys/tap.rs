@@ -43,7 +43,8 @@ pub struct Tap {
 
 impl Tap {
     /// Creates (or attaches to) the TAP device `name` in the calling thread's network namespace,
-    /// with the virtio-net header and the checksum and TCP segmentation offloads.
+    /// with the virtio-net header and the checksum and TCP segmentation offloads (without both
+    /// when the kernel refuses the offloads).
     pub fn open(name: &str) -> io::Result<Tap> {
         if crate::dataplane::disabled("tso") {
             return Tap::open_plain(name);
@@ -52,7 +53,12 @@ impl Tap {
         // The header's fields are little-endian (already so on little-endian hosts; kernels
         // without the ioctl use the host's order, which is then little-endian too on x86/arm).
         let _ = tap.ioctl_int(TUNSETVNETLE, 1);
-        tap.ioctl_int(TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)?;
+        if let Err(e) = tap.ioctl_int(TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) {
+            // Without offloads the header only costs: start again without it.
+            tracing::warn!("TAP offloads unavailable ({e}); one frame per read and write");
+            drop(tap);
+            return Tap::open_plain(name);
+        }
         Ok(tap)
     }
 

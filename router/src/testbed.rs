@@ -302,6 +302,22 @@ impl Cluster {
     }
 }
 
+/// `GET path` over HTTP/1.0 to `addr` from inside namespace `ns`: the whole answer, head and
+/// body (the metrics page, say).
+pub fn http_get(ns: &str, addr: &str, path: &str) -> Result<String> {
+    let (addr, request) = (
+        addr.to_string(),
+        format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n"),
+    );
+    in_netns(ns, move || -> Result<String> {
+        let mut s = TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
+        s.write_all(request.as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })?
+}
+
 /// Result of one ping run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PingStats {

@@ -27,6 +27,19 @@ fn cluster(tag: &str) -> Cluster {
     Cluster::new(tag, weft_bin().unwrap()).unwrap()
 }
 
+/// A cluster of one host whose router runs IPAM on [`POD_CIDR`] by itself.
+fn one_host(tag: &str) -> (Cluster, Host) {
+    let mut c = cluster(tag);
+    let h1 = c.add_host("h1").unwrap();
+    c.start_router(
+        &h1,
+        &[],
+        &["--pod-cidr", POD_CIDR, "--ipam-init-peers", "1"],
+    )
+    .unwrap();
+    (c, h1)
+}
+
 /// `(address, prefix length)` of `A.B.C.D/N`.
 fn parse_cidr(cidr: &str) -> (Ipv4Addr, u8) {
     let (a, n) = cidr.split_once('/').unwrap();
@@ -671,14 +684,7 @@ fn status_op(c: &Cluster, cni: &Cni, host: &Host, conf: &Value) -> CniOutput {
 /// STATUS succeeds while the router serves and answers 50 once it is stopped (and ADD 11).
 #[test]
 fn gc_releases_unlisted_attachments_and_status_follows_the_router() {
-    let mut c = cluster("wcg");
-    let h1 = c.add_host("h1").unwrap();
-    c.start_router(
-        &h1,
-        &[],
-        &["--pod-cidr", POD_CIDR, "--ipam-init-peers", "1"],
-    )
-    .unwrap();
+    let (mut c, h1) = one_host("wcg");
     let cni = Cni::new(&c.lab).unwrap();
     let mut conf = cni.plugin_conf("weft", Cni::weft_plugin(&c.state_dir(&h1)));
     conf["cniVersion"] = json!("1.1.0");
@@ -1086,14 +1092,7 @@ fn portmap_bandwidth_and_tuning_chained_after_weft_cni() {
 /// on stdout, and leaves nothing behind.
 #[test]
 fn bad_input_gets_the_right_error_code_and_leaves_nothing_behind() {
-    let mut c = cluster("wcx");
-    let h1 = c.add_host("h1").unwrap();
-    c.start_router(
-        &h1,
-        &[],
-        &["--pod-cidr", POD_CIDR, "--ipam-init-peers", "1"],
-    )
-    .unwrap();
+    let (mut c, h1) = one_host("wcx");
     wait_ipam_ready(&c, &h1, Duration::from_secs(30));
     let cni = Cni::new(&c.lab).unwrap();
     let conf = cni.plugin_conf("weft", Cni::weft_plugin(&c.state_dir(&h1)));
@@ -1174,14 +1173,7 @@ fn bad_input_gets_the_right_error_code_and_leaves_nothing_behind() {
 /// CHECK and DEL.
 #[test]
 fn a_cni_0_4_0_conflist_works_through_cnitool() {
-    let mut c = cluster("wcv");
-    let h1 = c.add_host("h1").unwrap();
-    c.start_router(
-        &h1,
-        &[],
-        &["--pod-cidr", POD_CIDR, "--ipam-init-peers", "1"],
-    )
-    .unwrap();
+    let (mut c, h1) = one_host("wcv");
     wait_ipam_ready(&c, &h1, Duration::from_secs(30));
     let cni = Cni::new(&c.lab).unwrap();
     let net = cni.net_name("old");

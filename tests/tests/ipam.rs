@@ -7,18 +7,16 @@
 
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::net::Ipv4Addr;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use weft::api::{self, Error};
 use weft::ipam_api::{
     AllocateRequest, Allocation, Attachment, GcAnswer, GcRequest, IpamReport, ReleaseAnswer,
 };
-use weft::lab::{in_netns, poll_until, Host, PodSpec, Signal};
+use weft::lab::{poll_until, Host, PodSpec, Signal};
 use weft::status::Report;
-use weft::testbed::{weft_bin, Cluster};
+use weft::testbed::{http_get, weft_bin, Cluster};
 
 const CIDR: &str = "10.32.0.0/12";
 
@@ -450,14 +448,7 @@ fn leave_refuses_with_reservations_then_hands_everything_back() {
 
     // The figures are in the metrics too.
     let addr = format!("{}:9102", h.underlay_ip);
-    let page = in_netns(&h.ns, move || {
-        let mut s = TcpStream::connect(&addr).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap();
+    let page = http_get(&h.ns, &addr, "/metrics").unwrap();
     for line in [
         "weft_ipam_reservations 70",
         "weft_ipam_held_blocks 2",

@@ -3,12 +3,11 @@
 //!
 //! Needs root (network namespaces) and the `weft` binary (`scripts/test.sh` builds it).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
-use weft::lab::{in_netns, poll_until, Host, Pod, Signal};
+use weft::lab::{poll_until, Host, Pod, Signal};
 use weft::status::Report;
-use weft::testbed::{tcp_transfer_paced, weft_bin, Cluster};
+use weft::testbed::{http_get, tcp_transfer_paced, weft_bin, Cluster};
 
 /// These tests are about the mesh and the sleeve: the kernel fast path stays off.
 const SLEEVE: &[&str] = &["--no-fastpath"];
@@ -218,15 +217,7 @@ fn metrics_endpoint_serves_the_status_figures() {
         .unwrap();
     c.start_router(&h2, &[&h1], SLEEVE).unwrap();
     c.wait_peers(&h1, 1, Duration::from_secs(10)).unwrap();
-    let addr = metrics.clone();
-    let page = in_netns(&h1.ns, move || {
-        let mut s = TcpStream::connect(&addr).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap();
+    let page = http_get(&h1.ns, &metrics, "/metrics").unwrap();
     assert!(
         page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
         "{page}"

@@ -84,7 +84,36 @@ fn offloads(c: &mut Criterion) {
         })
     });
 
+    // The same split with the TCP checksums left partial (sleeve flag FLAG_CSUM_PARTIAL).
+    g.bench_function("gso_split_64k_into_1436_mtu_partial_csum", |b| {
+        b.iter(|| {
+            let mut seg = Segmenter::new(&hdr, black_box(&big))
+                .unwrap()
+                .leave_checksum_partial();
+            let mut n = 0;
+            while let Some(len) = seg.next_into(&mut out).unwrap() {
+                n += black_box(len);
+            }
+            n
+        })
+    });
+
+    let mut partial = Vec::new();
+    let mut seg = Segmenter::new(&hdr, &big).unwrap().leave_checksum_partial();
+    while let Some(n) = seg.next_into(&mut out).unwrap() {
+        partial.push(out[..n].to_vec());
+    }
     let mut gro = Coalescer::new();
+    // Merging them unverified, as a receiver of a flagged datagram does.
+    g.bench_function("gro_merge_1436_mtu_into_64k_partial_csum", |b| {
+        b.iter(|| {
+            for s in &partial {
+                assert_eq!(gro.push_partial(black_box(s)), Pushed::Held);
+            }
+            gro.take().map(|f| f.len())
+        })
+    });
+
     g.bench_function("gro_merge_1436_mtu_into_64k", |b| {
         b.iter(|| {
             for s in &segments {

@@ -824,6 +824,7 @@ impl Daemon {
             ("vxlan_handoff_frames", &c.vxlan_handoff_frames),
             ("tap_rx_gso_frames", &c.tap_rx_gso_frames),
             ("tap_rx_gso_segments", &c.tap_rx_gso_segments),
+            ("tx_csum_partial_segments", &c.tx_csum_partial_segments),
             ("tap_tx_gso_frames", &c.tap_tx_gso_frames),
             ("tap_tx_gso_segments", &c.tap_tx_gso_segments),
             ("udp_tx_gso_sends", &c.udp_tx_gso_sends),

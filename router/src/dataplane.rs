@@ -10,8 +10,10 @@
 //!
 //! The TAP port has the virtio-net header and the TSO offloads on ([`crate::sys::tap`]): one read
 //! or write moves up to 64 KiB. The datagrams for one (next hop, destination) pair leave with one
-//! `sendmsg` per batch (UDP GSO, `UDP_SEGMENT`). Together that is what makes the sleeve fast
-//! (`docs/performance.md`).
+//! `sendmsg` per batch (UDP GSO, `UDP_SEGMENT`). Segments for one sleeve peer are cut straight
+//! into their datagram; between peers that announced it in their heartbeat answers they travel
+//! with partial TCP checksums (sleeve flag `FLAG_CSUM_PARTIAL`), which the receiver hands on to
+//! its kernel unverified. Together that is what makes the sleeve fast (`docs/performance.md`).
 //!
 //! Buffers are allocated once when the threads start. The peer table is read lock-free
 //! ([`arc_swap`]); the MAC table sits behind a mutex taken once per batch (TAP side) or once per
@@ -197,6 +199,9 @@ pub struct Counters {
     pub tap_rx_gso_frames: AtomicU64,
     /// Segments cut from those super-frames.
     pub tap_rx_gso_segments: AtomicU64,
+    /// Of those, segments sent to a sleeve peer with the TCP checksum left partial
+    /// (`FLAG_CSUM_PARTIAL`).
+    pub tx_csum_partial_segments: AtomicU64,
     /// Super-frames written to the TAP port, each made of several received segments.
     pub tap_tx_gso_frames: AtomicU64,
     /// Segments joined into those super-frames.
@@ -261,6 +266,9 @@ pub struct PeerCounters {
     /// The source address this peer's UDP heartbeats arrive from (behind NAT it differs from
     /// the address it announced).
     pub observed_addr: Mutex<Option<SocketAddr>>,
+    /// Its last heartbeat answer said it takes `FLAG_CSUM_PARTIAL` datagrams (builds older than
+    /// the flag answer without the capability byte and drop flagged datagrams).
+    pub takes_csum_partial: AtomicBool,
 }
 
 impl PeerCounters {
@@ -468,6 +476,11 @@ impl Shared {
 
 /// Length of a heartbeat body: a sequence number and the sender's send time in microseconds.
 const HEARTBEAT_BODY: usize = 16;
+/// A 17th heartbeat body byte: zero in a heartbeat, the answering peer's capabilities
+/// (`CAP_*`) in the answer. Builds before it answer with the first 16 bytes only.
+const HEARTBEAT_CAPS_BODY: usize = HEARTBEAT_BODY + 1;
+/// Capability: takes frames datagrams flagged `sleeve::FLAG_CSUM_PARTIAL`.
+const CAP_CSUM_PARTIAL: u8 = 0x01;
 
 /// The running data plane threads, and the socket the control plane sends heartbeats on.
 #[derive(Debug)]
@@ -521,7 +534,7 @@ impl Dataplane {
         seq: u64,
         session: Option<&Mutex<Session>>,
     ) -> io::Result<()> {
-        let mut buf = [0u8; HEADROOM + sleeve::HEADER_LEN + HEARTBEAT_BODY + session::TAG_LEN];
+        let mut buf = [0u8; HEADROOM + sleeve::HEADER_LEN + HEARTBEAT_CAPS_BODY + session::TAG_LEN];
         let header = SleeveHeader {
             kind: SleeveKind::Heartbeat,
             ttl: 1,
@@ -542,7 +555,7 @@ impl Dataplane {
             &io,
             session,
             &mut buf,
-            sleeve::HEADER_LEN + HEARTBEAT_BODY,
+            sleeve::HEADER_LEN + HEARTBEAT_CAPS_BODY,
             addr,
         )
         .map_err(|e| io::Error::other(format!("{e:?}")))
@@ -592,6 +605,8 @@ struct Pending {
     len: usize,
     frames: u64,
     bytes: u64,
+    /// Its TCP segments carry partial checksums (`sleeve::FLAG_CSUM_PARTIAL` is set).
+    partial: bool,
 }
 
 impl Pending {
@@ -601,6 +616,7 @@ impl Pending {
         self.len = self.header.emit(&mut self.buf[self.start..]).unwrap_or(0);
         self.frames = 0;
         self.bytes = 0;
+        self.partial = false;
     }
 }
 
@@ -622,6 +638,32 @@ impl Encap<'_> {
         dst: PeerName,
         frame: &[u8],
     ) {
+        let fill = |out: &mut [u8]| {
+            out.get_mut(..frame.len())?.copy_from_slice(frame);
+            Some(frame.len())
+        };
+        if !self.push_with(hop, addr, counters, dst, frame.len(), false, fill) {
+            self.shared.counters.drop(Reason::TooBig);
+        }
+    }
+
+    /// Appends one frame of at most `need` bytes, written by `fill` straight into the datagram
+    /// for `dst` (no copy in between): `fill` gets the room after the record's length prefix and
+    /// returns the frame's length, or `None` to write nothing. `partial`: the frame is a TCP
+    /// segment with a partial checksum, which only a datagram flagged `FLAG_CSUM_PARTIAL` may
+    /// carry (and such a datagram carries no complete TCP checksum). False if no frame was
+    /// appended (`fill` refused, or the frame cannot fit in an empty datagram).
+    #[allow(clippy::too_many_arguments)]
+    fn push_with(
+        &mut self,
+        hop: &PeerEntry,
+        addr: SocketAddr,
+        counters: &Arc<PeerCounters>,
+        dst: PeerName,
+        need: usize,
+        partial: bool,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
         let max = self.shared.max_plain();
         let me = self.shared.me;
         let p = self.pending.entry((hop.name, dst)).or_insert_with(|| {
@@ -640,6 +682,7 @@ impl Encap<'_> {
                 len: 0,
                 frames: 0,
                 bytes: 0,
+                partial: false,
             };
             p.reset();
             p
@@ -659,20 +702,37 @@ impl Encap<'_> {
             p.session = hop.session.clone();
             p.reset();
         }
-        let appended = match sleeve::push_frame(&mut p.buf[p.start..p.start + max], p.len, frame) {
-            Ok(len) => Ok(len),
-            Err(_) => {
-                close(self.shared, &self.io, p);
-                sleeve::push_frame(&mut p.buf[p.start..p.start + max], p.len, frame)
+        if need == 0 || need > usize::from(u16::MAX) {
+            return false;
+        }
+        if p.frames > 0 && p.partial != partial {
+            close(self.shared, &self.io, p);
+        }
+        if p.len + sleeve::FRAME_PREFIX_LEN + need > max {
+            close(self.shared, &self.io, p);
+            if p.len + sleeve::FRAME_PREFIX_LEN + need > max {
+                return false;
             }
-        };
-        match appended {
-            Ok(len) => {
-                p.len = len;
+        }
+        if p.frames == 0 {
+            p.partial = partial;
+            p.buf[p.start + 3] = if partial {
+                sleeve::FLAG_CSUM_PARTIAL
+            } else {
+                0
+            };
+        }
+        let at = p.start + p.len;
+        let out = &mut p.buf[at + sleeve::FRAME_PREFIX_LEN..p.start + max];
+        match fill(out) {
+            Some(n) if n > 0 && n <= need => {
+                p.buf[at..at + sleeve::FRAME_PREFIX_LEN].copy_from_slice(&(n as u16).to_be_bytes());
+                p.len += sleeve::FRAME_PREFIX_LEN + n;
                 p.frames += 1;
-                p.bytes += frame.len() as u64;
+                p.bytes += n as u64;
+                true
             }
-            Err(_) => self.shared.counters.drop(Reason::TooBig),
+            _ => false,
         }
     }
 
@@ -860,6 +920,8 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
     let c = &shared.counters;
     // Where the frame starts in each buffer: after the virtio-net header, if the TAP has one.
     let skip = if tap.vnet_hdr() { VNET_HDR_LEN } else { 0 };
+    // Leave TCP checksums of segments for sleeve peers partial (`FLAG_CSUM_PARTIAL`).
+    let elide = !disabled("csum-elide");
     PACKET_PATH.with(|c| c.set(true));
     while shared.running.load(Relaxed) {
         match sys::wait_ready(tap.as_fd(), false, WAKE) {
@@ -946,6 +1008,54 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                 }
             };
             c.tap_rx_gso_frames.fetch_add(1, Relaxed);
+            // A unicast to a sleeve peer: cut each segment straight into its datagram, with
+            // the TCP checksum left partial (the peer completes it, or its kernel does).
+            let need = segments.max_segment_len();
+            if need <= shared.max_frame() {
+                if let Some((hop, addr, dst)) = out.sleeve_route(&fabric, decision) {
+                    // Only to a direct neighbour that said it takes the flag: a relay or an
+                    // older build would drop the datagram.
+                    let partial = elide
+                        && hop.name == dst.name
+                        && dst.counters.takes_csum_partial.load(Relaxed);
+                    if partial {
+                        segments = segments.leave_checksum_partial();
+                    }
+                    for _ in 0..segments.count() {
+                        let mut failed = false;
+                        let fill = |buf: &mut [u8]| match segments.next_into(buf) {
+                            Ok(Some(len)) => Some(len),
+                            _ => {
+                                failed = true;
+                                None
+                            }
+                        };
+                        let pushed = out.encap.push_with(
+                            hop,
+                            addr,
+                            &dst.counters,
+                            dst.name,
+                            need,
+                            partial,
+                            fill,
+                        );
+                        if !pushed {
+                            c.drop(if failed {
+                                Reason::Offload
+                            } else {
+                                Reason::TooBig
+                            });
+                            break;
+                        }
+                        c.tap_rx_gso_segments.fetch_add(1, Relaxed);
+                        c.unicast_frames.fetch_add(1, Relaxed);
+                        if partial {
+                            c.tx_csum_partial_segments.fetch_add(1, Relaxed);
+                        }
+                    }
+                    continue;
+                }
+            }
             loop {
                 match segments.next_into(&mut segment) {
                     Ok(Some(len)) => {
@@ -980,6 +1090,21 @@ struct TapOut<'a> {
 }
 
 impl TapOut<'_> {
+    /// Where `decision` sends a frame when that is one sleeve peer (not the kernel VXLAN fast
+    /// path, not the flood tree): the neighbour, its address and the destination peer.
+    fn sleeve_route<'f>(
+        &self,
+        fabric: &'f Fabric,
+        decision: Decision,
+    ) -> Option<(&'f PeerEntry, SocketAddr, &'f PeerEntry)> {
+        let Decision::Unicast(p) = decision else {
+            return None;
+        };
+        let (hop, addr) = fabric.next_hop(p)?;
+        let dst = fabric.get(p)?;
+        (!(hop.fast && hop.name == dst.name)).then_some((hop, addr, dst))
+    }
+
     /// Sends one frame (no larger than a segment) from a local pod as `decision` says: ICMP
     /// "too big" back to the pod, the fast-path peer's VXLAN device, one peer, or the flood tree.
     fn frame(&mut self, fabric: &Fabric, decision: Decision, frame: &[u8]) {
@@ -1245,12 +1370,19 @@ fn receive(
                     src: shared.me,
                     dst: h.src,
                 };
+                // A heartbeat with the capability byte gets ours back.
+                let body = if plain.len() >= sleeve::HEADER_LEN + HEARTBEAT_CAPS_BODY {
+                    plain[sleeve::HEADER_LEN + HEARTBEAT_BODY] = CAP_CSUM_PARTIAL;
+                    HEARTBEAT_CAPS_BODY
+                } else {
+                    HEARTBEAT_BODY
+                };
                 if reply.emit(plain).is_ok()
                     && forward(
                         io,
                         origin,
                         from,
-                        &plain[..sleeve::HEADER_LEN + HEARTBEAT_BODY],
+                        &plain[..sleeve::HEADER_LEN + body],
                         &mut rx.scratch,
                     )
                     .is_ok()
@@ -1271,6 +1403,9 @@ fn receive(
                 let now_us = shared.epoch.elapsed().as_micros() as u64;
                 oc.rtt_us.store(now_us.saturating_sub(sent_us), Relaxed);
                 oc.last_ack_ms.store(shared.now_ms(), Relaxed);
+                let caps = b.get(HEARTBEAT_BODY).copied().unwrap_or(0);
+                oc.takes_csum_partial
+                    .store(caps & CAP_CSUM_PARTIAL != 0, Relaxed);
             }
             return;
         }
@@ -1295,6 +1430,9 @@ fn receive(
     let Ok(d) = SleeveDatagram::new_checked(&*plain) else {
         return;
     };
+    // Its TCP segments carry partial checksums: not verified here (the UDP checksum or the AEAD
+    // tag covered them), completed by the pod's kernel or, for a frame written alone, here.
+    let partial = d.csum_partial();
     let max_frame = shared.max_frame() + 4; // room for one VLAN tag
     let base = plain.as_ptr() as usize;
     rx.deliver.clear();
@@ -1326,16 +1464,30 @@ fn receive(
     };
     for i in 0..rx.deliver.len() {
         let (off, len) = rx.deliver[i];
-        let frame = &plain[off..off + len];
+        let frame = &mut plain[off..off + len];
         oc.rx_frames.fetch_add(1, Relaxed);
         oc.rx_bytes.fetch_add(len as u64, Relaxed);
         if let Some(gro) = rx.gro.as_mut() {
-            if gro.push(frame) == Pushed::Held {
+            let pushed = if partial {
+                gro.push_partial(frame)
+            } else {
+                gro.push(frame)
+            };
+            if pushed == Pushed::Held {
                 continue;
             }
             // Keep the order: what the coalescer holds goes first.
             flush_gro(shared, tap, rx);
         }
+        if partial {
+            if let Some(h) = offload::tcp_partial_hdr(frame) {
+                if offload::complete_checksum(&h, frame).is_err() {
+                    count(shared, oc, Reason::Offload);
+                    continue;
+                }
+            }
+        }
+        let frame = &*frame;
         match tap.write(frame) {
             Ok(_) => {
                 c.tap_tx_frames.fetch_add(1, Relaxed);

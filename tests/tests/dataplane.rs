@@ -355,6 +355,13 @@ fn a_64_mib_transfer_crosses_as_super_frames_intact() {
     );
     // ...sent several datagrams per system call (UDP GSO)...
     assert!(counter(&c, &hosts[0], "udp_tx_gso_sends") > 0);
+    // ...with their TCP checksums left partial (sleeve flag FLAG_CSUM_PARTIAL: the underlay's
+    // UDP checksum covers them; the receiving pod's kernel completes or trusts them)...
+    let partial = counter(&c, &hosts[0], "tx_csum_partial_segments");
+    assert!(
+        partial > 0 && partial <= segments,
+        "{partial} partial of {segments} segments"
+    );
     // ...and the receiver joined segments into super-frames again.
     let joined = counter(&c, &hosts[1], "tap_tx_gso_frames");
     assert!(joined > 0, "the receiver wrote no super-frame");

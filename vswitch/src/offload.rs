@@ -180,6 +180,20 @@ pub fn complete_checksum(hdr: &VnetHdr, frame: &mut [u8]) -> Result<(), OffloadE
     Ok(())
 }
 
+/// The virtio-net header that describes `frame`'s TCP checksum as partial (`F_NEEDS_CSUM`,
+/// `csum_start` at the TCP header, `csum_offset` 16), or `None` if `frame` is not a TCP/IPv4 or
+/// TCP/IPv6 frame this module parses. With [`complete_checksum`] it finishes a segment that
+/// [`Segmenter::leave_checksum_partial`] left partial.
+pub fn tcp_partial_hdr(frame: &[u8]) -> Option<VnetHdr> {
+    let l = tcp_layout(frame)?;
+    Some(VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: u16::try_from(l.tcp).ok()?,
+        csum_offset: 16,
+        ..VnetHdr::NONE
+    })
+}
+
 /// The ones' complement sum of `data` (as [`checksum::sum`]), 8 bytes at a time. The sum does
 /// not depend on byte order (RFC 1071, 2.B): words are added in the host's order and the folded
 /// result swapped to big-endian once.
@@ -331,6 +345,8 @@ pub struct Segmenter<'a> {
     seq: u32,
     ipv4_id: u16,
     flags: u8,
+    /// Leave each TCP checksum partial (pseudo-header sum only) instead of computing it.
+    partial: bool,
 }
 
 impl<'a> Segmenter<'a> {
@@ -355,7 +371,17 @@ impl<'a> Segmenter<'a> {
             seq: u32::from_be_bytes([frame[t + 4], frame[t + 5], frame[t + 6], frame[t + 7]]),
             ipv4_id: u16::from_be_bytes([frame[layout.ip + 4], frame[layout.ip + 5]]),
             flags: frame[t + 13],
+            partial: false,
         })
+    }
+
+    /// Leaves each segment's TCP checksum partial, as a virtio-net `F_NEEDS_CSUM` frame carries
+    /// it: the checksum field holds the pseudo-header sum (folded, not inverted) and the rest is
+    /// not summed. For a receiver that knows it (a Weft peer told by the sleeve flag
+    /// `FLAG_CSUM_PARTIAL`), never for the kernel or anyone else: it saves a pass over every byte.
+    pub fn leave_checksum_partial(mut self) -> Self {
+        self.partial = true;
+        self
     }
 
     /// How many segments the super-frame makes.
@@ -401,9 +427,15 @@ impl<'a> Segmenter<'a> {
             flags &= !TCP_CWR;
         }
         out[t + 13] = flags;
-        out[t + 16..t + 18].fill(0);
-        let sum = checksum::combine(&[pseudo_sum(out, &l, len - t), fast_sum(&out[t..])]);
-        out[t + 16..t + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+        let pseudo = pseudo_sum(out, &l, len - t);
+        let c = if self.partial {
+            // Folded, not inverted: what `complete_checksum` finishes.
+            !checksum::finish(pseudo)
+        } else {
+            out[t + 16..t + 18].fill(0);
+            checksum::finish(checksum::combine(&[pseudo, fast_sum(&out[t..])]))
+        };
+        out[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
         self.done += chunk;
         self.index += 1;
         Ok(Some(len))
@@ -440,6 +472,8 @@ pub struct Coalescer {
     next_seq: u32,
     /// No more segments may join (the last was short or had PSH).
     closed: bool,
+    /// The first held segment's checksum is partial (not verified, not complete).
+    first_partial: bool,
 }
 
 impl Default for Coalescer {
@@ -464,6 +498,7 @@ impl Coalescer {
             gso_size: 0,
             next_seq: 0,
             closed: false,
+            first_partial: false,
         }
     }
 
@@ -475,6 +510,18 @@ impl Coalescer {
     /// Offers `frame`. [`Pushed::Refused`] means the caller must first [`take`](Self::take) the
     /// held super-frame (order matters) and then write `frame` itself.
     pub fn push(&mut self, frame: &[u8]) -> Pushed {
+        self.offer(frame, false)
+    }
+
+    /// Offers a TCP segment whose checksum field holds only the pseudo-header sum (see
+    /// [`Segmenter::leave_checksum_partial`]): it is not verified (the caller vouches for the
+    /// bytes: the sleeve's UDP checksum or AEAD tag covered them), and a lone segment goes out
+    /// with `F_NEEDS_CSUM` instead of `F_DATA_VALID`. Otherwise as [`push`](Self::push).
+    pub fn push_partial(&mut self, frame: &[u8]) -> Pushed {
+        self.offer(frame, true)
+    }
+
+    fn offer(&mut self, frame: &[u8], partial: bool) -> Pushed {
         let Some(l) = tcp_layout(frame) else {
             return Pushed::Refused;
         };
@@ -509,13 +556,15 @@ impl Coalescer {
             return Pushed::Refused;
         }
         // Only segments whose checksum verifies are merged: the merged frame's checksum is
-        // trusted by the receiving kernel.
-        let sum = checksum::combine(&[
-            pseudo_sum(frame, &l, frame.len() - t),
-            fast_sum(&frame[t..]),
-        ]);
-        if sum != 0xffff && checksum::finish(sum) != 0 {
-            return Pushed::Refused;
+        // trusted by the receiving kernel. Partial ones are not checked (nor checkable).
+        if !partial {
+            let sum = checksum::combine(&[
+                pseudo_sum(frame, &l, frame.len() - t),
+                fast_sum(&frame[t..]),
+            ]);
+            if sum != 0xffff && checksum::finish(sum) != 0 {
+                return Pushed::Refused;
+            }
         }
         let held = &mut self.buf[VNET_HDR_LEN..];
         if self.segments == 0 {
@@ -524,6 +573,7 @@ impl Coalescer {
             self.layout = l;
             self.gso_size = payload;
             self.closed = false;
+            self.first_partial = partial;
         } else {
             held[self.len..self.len + payload].copy_from_slice(&frame[l.payload..]);
             self.len += payload;
@@ -577,7 +627,15 @@ impl Coalescer {
         self.len = 0;
         let (hdr_room, frame) = self.buf.split_at_mut(VNET_HDR_LEN);
         let frame = &mut frame[..len];
-        let hdr = if segments == 1 {
+        let hdr = if segments == 1 && self.first_partial {
+            // The checksum field already holds the pseudo-header sum for this length.
+            VnetHdr {
+                flags: F_NEEDS_CSUM,
+                csum_start: l.tcp as u16,
+                csum_offset: 16,
+                ..VnetHdr::NONE
+            }
+        } else if segments == 1 {
             VnetHdr {
                 flags: F_DATA_VALID,
                 ..VnetHdr::NONE
@@ -786,6 +844,76 @@ mod tests {
             assert!(tcp_checksum_ok(&frame));
             assert_eq!(frame, big);
         }
+    }
+
+    #[test]
+    fn partial_checksums_segment_merge_and_complete() {
+        for v6 in [false, true] {
+            let data = payload(5_000);
+            let big = tcp_frame(v6, 77, TCP_ACK, &data);
+            let hdr = gso_hdr(v6, 1448);
+            let full: Vec<Vec<u8>> = {
+                let mut seg = Segmenter::new(&hdr, &big).unwrap();
+                let mut out = vec![0u8; 2000];
+                let mut v = Vec::new();
+                while let Some(n) = seg.next_into(&mut out).unwrap() {
+                    v.push(out[..n].to_vec());
+                }
+                v
+            };
+            let mut seg = Segmenter::new(&hdr, &big).unwrap().leave_checksum_partial();
+            let mut out = vec![0u8; 2000];
+            let mut partial = Vec::new();
+            while let Some(n) = seg.next_into(&mut out).unwrap() {
+                partial.push(out[..n].to_vec());
+            }
+            assert_eq!(partial.len(), 4);
+            for (p, f) in partial.iter().zip(&full) {
+                let l = tcp_layout(p).unwrap();
+                // Only the checksum field differs: it holds the folded pseudo-header sum.
+                assert_eq!(p[..l.tcp + 16], f[..l.tcp + 16]);
+                assert_eq!(p[l.tcp + 18..], f[l.tcp + 18..]);
+                let pseudo = !checksum::finish(pseudo_sum(p, &l, p.len() - l.tcp));
+                assert_eq!(p[l.tcp + 16..l.tcp + 18], pseudo.to_be_bytes());
+                assert!(!tcp_checksum_ok(p));
+                // Completing it as a virtio-net header describes gives the full segment.
+                let h = tcp_partial_hdr(p).unwrap();
+                assert_eq!(
+                    (h.flags, h.csum_start, h.csum_offset),
+                    (F_NEEDS_CSUM, l.tcp as u16, 16)
+                );
+                let mut done = p.clone();
+                complete_checksum(&h, &mut done).unwrap();
+                assert_eq!(&done, f);
+            }
+            // The coalescer refuses them as ordinary segments (the checksum does not verify)...
+            let mut gro = Coalescer::new();
+            assert_eq!(gro.push(&partial[0]), Pushed::Refused);
+            // ...and merges them unverified when told they are partial.
+            for p in &partial {
+                assert_eq!(gro.push_partial(p), Pushed::Held);
+            }
+            let merged = gro.take().unwrap().to_vec();
+            let h = VnetHdr::parse(&merged).unwrap();
+            assert!(h.needs_csum());
+            let mut frame = merged[VNET_HDR_LEN..].to_vec();
+            complete_checksum(&h, &mut frame).unwrap();
+            assert_eq!(frame, big);
+            // A lone partial segment goes out with NEEDS_CSUM (not DATA_VALID) at its TCP header.
+            assert_eq!(gro.push_partial(&partial[1]), Pushed::Held);
+            let lone = gro.take().unwrap().to_vec();
+            let h = VnetHdr::parse(&lone).unwrap();
+            assert_eq!(h.gso_type, GsoType::None);
+            assert_eq!(h.flags, F_NEEDS_CSUM);
+            let mut frame = lone[VNET_HDR_LEN..].to_vec();
+            complete_checksum(&h, &mut frame).unwrap();
+            assert_eq!(frame, full[1]);
+            // A verified lone segment still goes out with DATA_VALID.
+            assert_eq!(gro.push(&full[1]), Pushed::Held);
+            let lone = gro.take().unwrap().to_vec();
+            assert_eq!(VnetHdr::parse(&lone).unwrap().flags, F_DATA_VALID);
+        }
+        assert_eq!(tcp_partial_hdr(&[0u8; 60]), None);
     }
 
     #[test]

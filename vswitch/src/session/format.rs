@@ -66,8 +66,9 @@ pub struct EncryptedDatagram<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> EncryptedDatagram<T> {
     /// Checks the clear parts: at least [`MIN_ENCRYPTED_LEN`] bytes ([`Error::Truncated`]),
-    /// version 1 ([`Error::UnsupportedVersion`]), a known kind, flags exactly [`FLAG_ENCRYPTED`]
-    /// and a non-zero source ([`Error::Malformed`]).
+    /// version 1 ([`Error::UnsupportedVersion`]), a known kind, flags [`FLAG_ENCRYPTED`] plus
+    /// only what a plain header allows (`FLAG_CSUM_PARTIAL` on frames) and a non-zero source
+    /// ([`Error::Malformed`]).
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < MIN_ENCRYPTED_LEN {
@@ -76,14 +77,14 @@ impl<T: AsRef<[u8]>> EncryptedDatagram<T> {
         if b[0] != VERSION {
             return Err(Error::UnsupportedVersion);
         }
-        if b[FLAGS_AT] != FLAG_ENCRYPTED {
+        if b[FLAGS_AT] & FLAG_ENCRYPTED == 0 {
             return Err(Error::Malformed);
         }
         // The clear header is a plain sleeve header but for the flag: let the plain parser check
         // kind and source, so the two formats cannot drift apart.
         let mut plain = [0u8; HEADER_LEN];
         plain.copy_from_slice(&b[..HEADER_LEN]);
-        plain[FLAGS_AT] = 0;
+        plain[FLAGS_AT] &= !FLAG_ENCRYPTED;
         let header = sleeve::SleeveDatagram::new_checked(&plain[..])?.header();
         Ok(EncryptedDatagram { buffer, header })
     }
@@ -231,7 +232,7 @@ mod tests {
             (1, 0, Error::Malformed),
             (1, 4, Error::Malformed),
             (3, 0, Error::Malformed),
-            (3, 3, Error::Malformed),
+            (3, 5, Error::Malformed),
             (3, 0x81, Error::Malformed),
         ];
         for (at, value, err) in cases {
@@ -243,6 +244,10 @@ mod tests {
                 "byte {at} = {value:#x}"
             );
         }
+        // The plain header's checksum flag may ride along with the encrypted one.
+        let mut b = CLEAR;
+        b[3] = 0x03;
+        assert!(EncryptedDatagram::new_checked(&b[..]).is_ok());
         let mut b = CLEAR;
         b[4..12].fill(0);
         assert_eq!(

@@ -18,8 +18,9 @@
 //!
 //! For `kind` = [`SleeveKind::Frames`] the body is one or more frame records, each a 16-bit length
 //! followed by that many bytes of Ethernet frame; the records fill the datagram exactly. Other kinds
-//! carry a body that their owner (the router's liveness probes) defines. `docs/wire-format.md` is the
-//! reference.
+//! carry a body that their owner (the router's liveness probes) defines. The `flags` byte may hold
+//! [`FLAG_CSUM_PARTIAL`] on frames datagrams (bit `0x01` belongs to the encrypted format).
+//! `docs/wire-format.md` is the reference.
 
 use super::{Error, Result};
 use core::fmt;
@@ -32,6 +33,12 @@ pub const HEADER_LEN: usize = 20;
 pub const FRAME_PREFIX_LEN: usize = 2;
 /// Hop budget a sender puts in `ttl`; each relay decrements it and drops at zero.
 pub const DEFAULT_TTL: u8 = 8;
+/// Bit of the `flags` byte (frames datagrams only): every TCP segment in the datagram carries a
+/// partial checksum, the pseudo-header sum in place of the TCP checksum (as a virtio-net
+/// `F_NEEDS_CSUM` frame does). The underlay's UDP checksum (plain) or the AEAD tag (encrypted)
+/// covers the bytes instead; the receiver completes the checksum or lets its kernel do it. Bit
+/// `0x01` is the session layer's encrypted flag, which a plain datagram never carries.
+pub const FLAG_CSUM_PARTIAL: u8 = 0x02;
 
 /// A peer's stable 64-bit name. Zero is reserved: as a destination it means "every peer".
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -153,7 +160,8 @@ pub struct SleeveDatagram<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> SleeveDatagram<T> {
-    /// Checks the header: length, version, kind, flags.
+    /// Checks the header: length, version, kind, flags (none, or [`FLAG_CSUM_PARTIAL`] on a
+    /// frames datagram).
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -163,7 +171,12 @@ impl<T: AsRef<[u8]>> SleeveDatagram<T> {
             return Err(Error::UnsupportedVersion);
         }
         let kind = SleeveKind::from_u8(b[1])?;
-        if b[3] != 0 {
+        let allowed = if kind == SleeveKind::Frames {
+            FLAG_CSUM_PARTIAL
+        } else {
+            0
+        };
+        if b[3] & !allowed != 0 {
             return Err(Error::Malformed);
         }
         let src = PeerName(u64::from_be_bytes(b[4..12].try_into().unwrap_or([0; 8])));
@@ -183,6 +196,12 @@ impl<T: AsRef<[u8]>> SleeveDatagram<T> {
     /// The parsed header.
     pub fn header(&self) -> SleeveHeader {
         self.header
+    }
+
+    /// True if the TCP segments in this frames datagram carry partial checksums
+    /// ([`FLAG_CSUM_PARTIAL`]).
+    pub fn csum_partial(&self) -> bool {
+        self.buffer.as_ref()[3] & FLAG_CSUM_PARTIAL != 0
     }
 
     /// The bytes after the header.
@@ -327,6 +346,39 @@ mod tests {
         assert_eq!(
             SleeveDatagram::new_checked(&SAMPLE[..19]).unwrap_err(),
             Error::Truncated
+        );
+    }
+
+    #[test]
+    fn csum_partial_flag() {
+        assert!(!SleeveDatagram::new_checked(&SAMPLE[..])
+            .unwrap()
+            .csum_partial());
+        let mut b = SAMPLE;
+        b[3] = 0x02;
+        let d = SleeveDatagram::new_checked(&b[..]).unwrap();
+        assert!(d.csum_partial());
+        assert_eq!(
+            d.header(),
+            SleeveDatagram::new_checked(&SAMPLE[..]).unwrap().header()
+        );
+        assert_eq!(d.frames().count(), 2);
+        // Unknown bits, and the flag on anything but frames, are malformed.
+        for flags in [0x04, 0x06, 0x80, 0x03] {
+            b[3] = flags;
+            assert_eq!(
+                SleeveDatagram::new_checked(&b[..]).unwrap_err(),
+                Error::Malformed
+            );
+        }
+        let mut hb = [0u8; 20];
+        hb[..20].copy_from_slice(&SAMPLE[..20]);
+        hb[1] = 2; // heartbeat
+        assert!(SleeveDatagram::new_checked(&hb[..]).is_ok());
+        hb[3] = 0x02;
+        assert_eq!(
+            SleeveDatagram::new_checked(&hb[..]).unwrap_err(),
+            Error::Malformed
         );
     }
 

@@ -78,21 +78,7 @@ fn echo_request(
     icmp.extend_from_slice(&[0x5a; 56]);
     let c = checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let total = (20 + icmp.len()) as u16;
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 1, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&icmp);
-    f
+    ipv4_frame(src_mac, dst_mac, src, dst, 1, &icmp)
 }
 
 /// An Ethernet frame with a TCP segment (ACK, `payload` at `seq`) from `src`:40000 to `dst`:9.
@@ -116,10 +102,23 @@ fn tcp_segment(
     pseudo.extend_from_slice(&tcp);
     let c = checksum(&pseudo);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    let total = (20 + tcp.len()) as u16;
+    ipv4_frame(src_mac, dst_mac, src, dst, 6, &tcp)
+}
+
+/// An Ethernet frame carrying an IPv4 packet (DF, TTL 64, checksummed) with protocol `proto`
+/// and payload `l4`.
+fn ipv4_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    l4: &[u8],
+) -> Vec<u8> {
+    let total = (20 + l4.len()) as u16;
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
     let c = checksum(&ip);
@@ -129,7 +128,7 @@ fn tcp_segment(
     f.extend_from_slice(&src_mac);
     f.extend_from_slice(&[0x08, 0x00]);
     f.extend_from_slice(&ip);
-    f.extend_from_slice(&tcp);
+    f.extend_from_slice(l4);
     f
 }
 

@@ -40,6 +40,27 @@ fn one_host(tag: &str) -> (Cluster, Host) {
     (c, h1)
 }
 
+/// A full mesh of `n` routers started with `args`, a CNI harness, each host's `weft` conflist
+/// (by network name) and each router's IPAM report once it is ready to serve ADDs.
+fn cni_mesh(
+    tag: &str,
+    args: &[&str],
+    n: u8,
+) -> (Cluster, Vec<Host>, Cni, Vec<String>, Vec<IpamReport>) {
+    let mut c = cluster(tag);
+    let hosts = c.full_mesh(n, &vec![args; n as usize]).unwrap();
+    let cni = Cni::new(&c.lab).unwrap();
+    let nets: Vec<String> = hosts
+        .iter()
+        .map(|h| conflist(&c, &cni, h, "weft", &[]))
+        .collect();
+    let ready = hosts
+        .iter()
+        .map(|h| wait_ipam_ready(&c, h, Duration::from_secs(30)))
+        .collect();
+    (c, hosts, cni, nets, ready)
+}
+
 /// `(address, prefix length)` of `A.B.C.D/N`.
 fn parse_cidr(cidr: &str) -> (Ipv4Addr, u8) {
     let (a, n) = cidr.split_once('/').unwrap();
@@ -330,15 +351,8 @@ fn harness_drives_cnitool_with_the_standard_plugins() {
 /// address, a repeated DEL and a DEL after the netns is gone succeed.
 #[test]
 fn cnitool_add_check_del_on_three_hosts() {
-    let mut c = cluster("wca");
-    let hosts = c.full_mesh(3, &[IPAM_3; 3]).unwrap();
-    let cni = Cni::new(&c.lab).unwrap();
-    let nets: Vec<String> = hosts
-        .iter()
-        .map(|h| conflist(&c, &cni, h, "weft", &[]))
-        .collect();
-    for h in &hosts {
-        let r = wait_ipam_ready(&c, h, Duration::from_secs(30));
+    let (mut c, hosts, cni, nets, ready) = cni_mesh("wca", IPAM_3, 3);
+    for r in &ready {
         assert_eq!(r.cidr, POD_CIDR);
     }
     let mut pods = Vec::new();
@@ -756,17 +770,8 @@ fn gc_releases_unlisted_attachments_and_status_follows_the_router() {
 /// and a new ADD does not reuse a reserved address.
 #[test]
 fn router_restart_keeps_addresses_and_connectivity() {
-    let mut c = cluster("wcr");
     let ipam_2: &[&str] = &["--pod-cidr", POD_CIDR, "--ipam-init-peers", "2"];
-    let hosts = c.full_mesh(2, &[ipam_2; 2]).unwrap();
-    let cni = Cni::new(&c.lab).unwrap();
-    let nets: Vec<String> = hosts
-        .iter()
-        .map(|h| conflist(&c, &cni, h, "weft", &[]))
-        .collect();
-    for h in &hosts {
-        wait_ipam_ready(&c, h, Duration::from_secs(30));
-    }
+    let (mut c, hosts, cni, nets, _) = cni_mesh("wcr", ipam_2, 2);
     let mut pods = Vec::new();
     for (h, net) in hosts.iter().zip(&nets) {
         for name in ["p1", "p2"] {

@@ -22,12 +22,13 @@ REPO=$(cd "$HERE/../.." && pwd)
 # --- rows ----------------------------------------------------------------------------------------
 
 # Row keys in the order they run, and their labels in the table.
-ROWS=(underlay vxlan weft-fast weft-sleeve weft-encrypted tinc nebula boringtun)
+ROWS=(underlay vxlan weft-fast weft-sleeve weft-busy weft-encrypted tinc nebula boringtun)
 declare -A LABEL=(
     [underlay]="underlay"
     [vxlan]="kernel VXLAN (hand-built)"
     [weft-fast]="weft fast path"
     [weft-sleeve]="weft sleeve plain"
+    [weft-busy]="weft sleeve plain, busy-poll"
     [weft-encrypted]="weft sleeve encrypted"
     [tinc]="tinc (switch mode)"
     [nebula]="nebula"
@@ -457,7 +458,12 @@ weft_up() {
     # Keep what the routers say after the measurement (in the run directory, see --keep).
     row_finish() {
         local i
-        for i in 1 2; do weft_status "$i" >"$ROW_DIR/weft-h$i-status.json" 2>&1; done
+        for i in 1 2; do
+            weft_status "$i" >"$ROW_DIR/weft-h$i-status.json" 2>&1
+            # Where packets were lost, if any: link drops (the TAP's queue) and UDP buffer errors.
+            { ip netns exec "$NSP-h$i" ip -s link; ip netns exec "$NSP-h$i" nstat -az; } \
+                >"$ROW_DIR/h$i-links.txt" 2>&1
+        done
     }
 }
 
@@ -494,6 +500,18 @@ row_weft_sleeve() {
     need_weft
     # shellcheck disable=SC2046 # zero or one word
     weft_up $(weft_fast_path_off_args)
+    PATH_WHAT="h1's sleeve (weft status: bytes sent to peers)"
+    row_path_bytes() { weft_sleeve_bytes; }
+}
+
+# 4b. the same with the data plane thread polling 300 us after its last packet before it sleeps
+# (`--busy-poll-us`, off by default): what a latency-sensitive install can buy with CPU.
+BUSY_POLL_US=${BUSY_POLL_US:-300}
+row_weft_busy() {
+    need_weft
+    weft_help | grep -q -- '--busy-poll-us' || na "not implemented: weft router --help shows no --busy-poll-us"
+    # shellcheck disable=SC2046 # zero or one word
+    weft_up --busy-poll-us "$BUSY_POLL_US" $(weft_fast_path_off_args)
     PATH_WHAT="h1's sleeve (weft status: bytes sent to peers)"
     row_path_bytes() { weft_sleeve_bytes; }
 }

@@ -7,15 +7,15 @@ use crate::env::Env;
 use crate::error::{
     Failure, CHECK_MISMATCH, INVALID_CONFIG, LINK_FAILURE, NOT_AVAILABLE, UNKNOWN_CONTAINER,
 };
-use crate::netns::{format_mac, host_ns, in_host, set_if_sysctl, Netns, Nl};
+use crate::netns::{format_mac, host_ns, in_host, set_if_sysctl, Netns, OrFailure};
 use crate::result::{CniResult, Interface, Ip, Route};
 use crate::{log, names, router};
-use rtnetlink::packet_route::link::{BridgePortState, InfoKind};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weft::ipam_api::{AllocateRequest, Allocation, Attachment};
+use weft::netlink::{BridgePortState, InfoKind, Netlink};
 
 /// How long ADD waits for the host end to forward before announcing the pod (the kernel turns a
 /// new bridge port on asynchronously; an announcement sent earlier is dropped by the bridge).
@@ -30,7 +30,13 @@ pub fn add(env: &Env, cfg: &Config) -> Result<String, Failure> {
     // already taken inside it, fails here with nothing to undo.
     let netns = Netns::open(Path::new(netns_path))?;
     let name = ifname.clone();
-    let taken = netns.run(move |nl| async move { Ok(nl.link(&name).await?.is_some()) })?;
+    let taken = netns.run(move |nl| async move {
+        Ok(nl
+            .link(&name)
+            .await
+            .or_link_failure(|| "listing links")?
+            .is_some())
+    })?;
     if taken {
         return Err(Failure::new(
             LINK_FAILURE,
@@ -125,7 +131,7 @@ fn wire(
     let bridge = alloc.bridge.clone();
     let stale = host_if.to_owned();
     let bridge_index = in_host(|nl| async move {
-        let links = nl.links().await?;
+        let links = nl.links().await.or_link_failure(|| "listing links")?;
         let br = links
             .iter()
             .find(|l| l.name == bridge && l.kind == Some(InfoKind::Bridge))
@@ -135,7 +141,9 @@ fn wire(
             })?;
         if let Some(old) = links.iter().find(|l| l.name == stale) {
             log::line(&format!("deleting the leftover host end {stale}"));
-            nl.delete(old.index, &stale).await?;
+            nl.delete_link_if_present(old.index)
+                .await
+                .or_link_failure(|| format!("deleting {stale}"))?;
         }
         Ok(br.index)
     })?;
@@ -150,31 +158,49 @@ fn wire(
         alloc.prefix_len,
     );
     let pod_index = netns.run(move |nl| async move {
-        nl.create_veth(&name, &peer, mtu, &host_ns_file).await?;
-        let link = nl.link(&name).await?.ok_or_else(|| {
-            Failure::new(LINK_FAILURE, format!("{name} vanished after its creation"))
-        })?;
+        nl.create_veth(&name, &peer, mtu, &host_ns_file)
+            .await
+            .or_link_failure(|| format!("creating the veth pair {name}/{peer}"))?;
+        let link = nl
+            .link(&name)
+            .await
+            .or_link_failure(|| "listing links")?
+            .ok_or_else(|| {
+                Failure::new(LINK_FAILURE, format!("{name} vanished after its creation"))
+            })?;
         set_if_sysctl(&name, "arp_notify", "1")?;
-        nl.add_address(link.index, &name, addr, plen).await?;
+        nl.add_ipv4_address(link.index, addr, plen)
+            .await
+            .or_link_failure(|| format!("adding {addr}/{plen} to {name}"))?;
         Ok(link.index)
     })?;
 
-    // Host: the host end joins the bridge (hairpin on) and goes up.
+    // Host: the host end joins the bridge, goes up, and gets hairpin mode.
     let peer = host_if.to_owned();
     let host_mac = in_host(|nl| async move {
         let link = nl
             .link(&peer)
-            .await?
+            .await
+            .or_link_failure(|| "listing links")?
             .ok_or_else(|| Failure::new(LINK_FAILURE, format!("the host end {peer} is missing")))?;
-        nl.attach(link.index, &peer, bridge_index).await?;
+        nl.attach(&peer, bridge_index, mtu)
+            .await
+            .or_link_failure(|| format!("attaching {peer} to the bridge"))?;
+        nl.set_port_hairpin(&peer, true)
+            .await
+            .or_link_failure(|| format!("turning hairpin mode on for {peer}"))?;
         Ok(link.mac.as_ref().map(format_mac).unwrap_or_default())
     })?;
 
     // Pod: up, and the default route.
     let (name, gw) = (ifname.to_owned(), alloc.gateway);
     netns.run(move |nl| async move {
-        nl.up(pod_index, &name).await?;
-        nl.add_default_route(pod_index, &name, gw).await
+        nl.set_up(pod_index)
+            .await
+            .or_link_failure(|| format!("bringing {name} up"))?;
+        nl.add_default_route(pod_index, gw)
+            .await
+            .or_link_failure(|| format!("adding the default route via {gw} on {name}"))
     })?;
 
     // Host: wait until the bridge forwards on the host end...
@@ -182,7 +208,7 @@ fn wire(
     let forwarding = in_host(|nl| async move {
         let deadline = Instant::now() + FORWARDING_WAIT;
         loop {
-            let link = nl.link(&peer).await?;
+            let link = nl.link(&peer).await.or_link_failure(|| "listing links")?;
             if link.is_some_and(|l| l.oper_up && l.port_state == Some(BridgePortState::Forwarding))
             {
                 return Ok(true);
@@ -204,13 +230,19 @@ fn wire(
     // where the pod's MAC now lives.
     let name = ifname.to_owned();
     let pod_mac = netns.run(move |nl| async move {
-        let link = nl.link(&name).await?.ok_or_else(|| {
-            Failure::new(LINK_FAILURE, format!("{name} vanished during its setup"))
-        })?;
+        let link = nl
+            .link(&name)
+            .await
+            .or_link_failure(|| "listing links")?
+            .ok_or_else(|| {
+                Failure::new(LINK_FAILURE, format!("{name} vanished during its setup"))
+            })?;
         let mac = link
             .mac
             .ok_or_else(|| Failure::new(LINK_FAILURE, format!("{name} has no MAC address")))?;
-        nl.set_mac(link.index, &name, mac).await?;
+        nl.set_mac(link.index, mac)
+            .await
+            .or_link_failure(|| format!("setting the MAC address of {name}"))?;
         Ok(format_mac(&mac))
     })?;
     Ok((host_mac, pod_mac))
@@ -221,8 +253,10 @@ fn wire(
 fn unwire(netns: &Netns, ifname: &str, host_if: &str) {
     let peer = host_if.to_owned();
     let host = in_host(|nl| async move {
-        if let Some(l) = nl.link(&peer).await? {
-            nl.delete(l.index, &peer).await?;
+        if let Some(l) = nl.link(&peer).await.or_link_failure(|| "listing links")? {
+            nl.delete_link_if_present(l.index)
+                .await
+                .or_link_failure(|| format!("deleting {peer}"))?;
         }
         Ok(())
     });
@@ -231,9 +265,11 @@ fn unwire(netns: &Netns, ifname: &str, host_if: &str) {
     }
     let name = ifname.to_owned();
     let pod = netns.run(move |nl| async move {
-        if let Some(l) = nl.link(&name).await? {
+        if let Some(l) = nl.link(&name).await.or_link_failure(|| "listing links")? {
             if l.kind == Some(InfoKind::Veth) {
-                nl.delete(l.index, &name).await?;
+                nl.delete_link_if_present(l.index)
+                    .await
+                    .or_link_failure(|| format!("deleting {name}"))?;
             }
         }
         Ok(())
@@ -254,11 +290,13 @@ pub fn del(env: &Env, cfg: &Config) -> Result<(), Failure> {
             Ok(netns) => {
                 let name = ifname.clone();
                 let pod = netns.run(move |nl| async move {
-                    match nl.link(&name).await? {
+                    match nl.link(&name).await.or_link_failure(|| "listing links")? {
                         // Only a veth: CNI_IFNAME is ours, but a stranger's device is not
                         // deleted on a guess.
                         Some(l) if l.kind == Some(InfoKind::Veth) => {
-                            nl.delete(l.index, &name).await?;
+                            nl.delete_link_if_present(l.index)
+                                .await
+                                .or_link_failure(|| format!("deleting {name}"))?;
                             Ok(true)
                         }
                         _ => Ok(false),
@@ -277,8 +315,10 @@ pub fn del(env: &Env, cfg: &Config) -> Result<(), Failure> {
     }
     let peer = host_if.clone();
     in_host(|nl| async move {
-        if let Some(l) = nl.link(&peer).await? {
-            nl.delete(l.index, &peer).await?;
+        if let Some(l) = nl.link(&peer).await.or_link_failure(|| "listing links")? {
+            nl.delete_link_if_present(l.index)
+                .await
+                .or_link_failure(|| format!("deleting {peer}"))?;
         }
         Ok(())
     })?;
@@ -355,17 +395,24 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
     // The pod's namespace: the interface, its address, the default route.
     let netns = Netns::open(Path::new(netns_path))?;
     let name = ifname.clone();
-    netns.run(move |nl: Nl| async move {
-        let link = nl.link(&name).await?.ok_or_else(|| {
-            Failure::new(
-                UNKNOWN_CONTAINER,
-                format!("there is no interface {name} in the pod"),
-            )
-        })?;
+    netns.run(move |nl: Netlink| async move {
+        let link = nl
+            .link(&name)
+            .await
+            .or_link_failure(|| "listing links")?
+            .ok_or_else(|| {
+                Failure::new(
+                    UNKNOWN_CONTAINER,
+                    format!("there is no interface {name} in the pod"),
+                )
+            })?;
         if !link.up {
             return Err(Failure::new(CHECK_MISMATCH, format!("{name} is down")));
         }
-        let addrs = nl.addresses(link.index).await?;
+        let addrs = nl
+            .ipv4_addresses(link.index)
+            .await
+            .or_link_failure(|| "listing addresses")?;
         if !addrs.contains(&(address, prefix_len)) {
             return Err(Failure::new(
                 CHECK_MISMATCH,
@@ -373,10 +420,13 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
             )
             .details(format!("it has {addrs:?}")));
         }
-        let routes = nl.default_routes().await?;
+        let routes = nl
+            .default_routes()
+            .await
+            .or_link_failure(|| "listing routes")?;
         let ok = routes
             .iter()
-            .any(|(gw, oif)| *oif == Some(link.index) && (gateway.is_none() || *gw == gateway));
+            .any(|r| r.oif == Some(link.index) && (gateway.is_none() || r.gateway == gateway));
         if !ok {
             return Err(Failure::new(
                 CHECK_MISMATCH,
@@ -393,7 +443,7 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
     let host_if = names::host_ifname(container_id, &ifname);
     let bridge = report.bridge.clone();
     in_host(|nl| async move {
-        let links = nl.links().await?;
+        let links = nl.links().await.or_link_failure(|| "listing links")?;
         let host = links.iter().find(|l| l.name == host_if).ok_or_else(|| {
             Failure::new(CHECK_MISMATCH, format!("the host end {host_if} is missing"))
         })?;
@@ -454,7 +504,7 @@ pub fn gc(cfg: &Config) -> Result<(), Failure> {
     }
     let bridge = router::report(&cfg.state_dir)?.bridge;
     in_host(|nl| async move {
-        let links = nl.links().await?;
+        let links = nl.links().await.or_link_failure(|| "listing links")?;
         let Some(br) = links.iter().find(|l| l.name == bridge) else {
             return Ok(());
         };
@@ -464,7 +514,9 @@ pub fn gc(cfg: &Config) -> Result<(), Failure> {
                 && !keep_names.contains(&l.name)
             {
                 log::line(&format!("GC deletes the stale host end {}", l.name));
-                nl.delete(l.index, &l.name).await?;
+                nl.delete_link_if_present(l.index)
+                    .await
+                    .or_link_failure(|| format!("deleting {}", l.name))?;
             }
         }
         Ok(())

@@ -70,6 +70,9 @@ pub struct Config {
     pub vxlan_port: u16,
     /// Pod IPAM (`--pod-cidr`), off when `None`.
     pub ipam: Option<IpamOptions>,
+    /// How long the data plane thread polls after its last packet before it sleeps
+    /// (`--busy-poll-us`).
+    pub busy_poll: Duration,
 }
 
 /// The IPAM flags of `weft router`.
@@ -1128,6 +1131,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     if fast.is_some() {
         shared.vxlan = Some((cfg.vni, cfg.vxlan_port));
     }
+    shared.busy_poll = cfg.busy_poll;
     let shared = Arc::new(shared);
     let dataplane =
         Dataplane::start(shared.clone(), tap, socket).context("starting the data plane")?;

@@ -1,12 +1,19 @@
-//! The per-packet path: two dedicated OS threads, no tokio, no allocation per packet.
+//! The per-packet path: one dedicated OS thread, no tokio, no allocation per packet.
 //!
-//! * The **TAP thread** reads a batch of frames from the TAP port, takes the forwarding decisions
-//!   for the whole batch under one lock of the switch, cuts TCP super-frames into segments
-//!   ([`vswitch::offload::Segmenter`]), packs the frames into one sleeve datagram per (next hop,
-//!   destination) and sends them.
-//! * The **UDP thread** receives a batch of datagrams (`recvmmsg`, with UDP GRO when the kernel
-//!   merges), checks each one, learns source MACs, joins in-order TCP segments of one flow into
-//!   super-frames ([`vswitch::offload::Coalescer`]) and writes the frames to the TAP port.
+//! The thread `poll`s the TAP port and the UDP socket together and works on whichever is ready:
+//!
+//! * **TAP side** ([`TapSide`]): reads a batch of frames from the TAP port, takes the forwarding
+//!   decisions for the whole batch under one lock of the switch, cuts TCP super-frames into
+//!   segments ([`vswitch::offload::Segmenter`]), packs the frames into one sleeve datagram per
+//!   (next hop, destination) and sends them.
+//! * **UDP side** ([`UdpSide`]): receives a batch of datagrams (`recvmmsg`, with UDP GRO when the
+//!   kernel merges), checks each one, learns source MACs, joins in-order TCP segments of one flow
+//!   into super-frames ([`vswitch::offload::Coalescer`]) and writes the frames to the TAP port.
+//!
+//! One thread rather than one per side: a frame written to the TAP port is often answered
+//! before the write returns (the pod's reply goes through the bridge in the writer's context),
+//! and the same thread then finds the answer without a wake-up; every wake-up saved is tens of
+//! microseconds of round-trip time (`docs/performance.md`, "Latency").
 //!
 //! The TAP port has the virtio-net header and the TSO offloads on ([`crate::sys::tap`]): one read
 //! or write moves up to 64 KiB. The datagrams for one (next hop, destination) pair leave with one
@@ -15,7 +22,7 @@
 //! with partial TCP checksums (sleeve flag `FLAG_CSUM_PARTIAL`), which the receiver hands on to
 //! its kernel unverified. Together that is what makes the sleeve fast (`docs/performance.md`).
 //!
-//! Buffers are allocated once when the threads start. The peer table is read lock-free
+//! Buffers are allocated once when the thread starts. The peer table is read lock-free
 //! ([`arc_swap`]); the MAC table sits behind a mutex taken once per batch (TAP side) or once per
 //! datagram (UDP side). The control plane changes both from the tokio side.
 
@@ -44,7 +51,7 @@ const FRAME_BUF: usize = VNET_HDR_LEN + offload::MAX_SUPER_FRAME;
 const UDP_BATCH: usize = 32;
 /// Bytes per receive buffer (a GRO batch can fill 64 KiB).
 const UDP_BUF: usize = 65_536;
-/// How long a thread blocks before it checks whether it should stop.
+/// How long the thread blocks before it checks whether it should stop.
 const WAKE: Duration = Duration::from_millis(200);
 
 /// True if the offload `name` (`tso`, `gro` or `udp-gso`) is listed in the environment variable
@@ -398,7 +405,7 @@ impl Fabric {
     }
 }
 
-/// State shared between the data plane threads and the control plane.
+/// State shared between the data plane thread and the control plane.
 #[derive(Debug)]
 pub struct Shared {
     /// Our peer name.
@@ -420,6 +427,12 @@ pub struct Shared {
     /// Send several datagrams per `sendmsg` with UDP GSO when the kernel can (on unless
     /// `WEFT_BENCH_DISABLE` lists `udp-gso`).
     pub udp_gso: bool,
+    /// Leave TCP checksums of segments for sleeve peers that take it partial (on unless
+    /// `WEFT_BENCH_DISABLE` lists `csum-elide`).
+    pub csum_elide: bool,
+    /// How long the data plane thread keeps polling without sleeping after its last work
+    /// (`weft router --busy-poll`; zero: it sleeps as soon as there is nothing to do).
+    pub busy_poll: Duration,
     /// Time zero for the millisecond timestamps in [`PeerCounters`].
     pub epoch: Instant,
     running: AtomicBool,
@@ -444,6 +457,8 @@ impl Shared {
             fabric: ArcSwap::from_pointee(Fabric::default()),
             counters: Counters::default(),
             udp_gso: !disabled("udp-gso"),
+            csum_elide: !disabled("csum-elide"),
+            busy_poll: Duration::ZERO,
             epoch: Instant::now(),
             running: AtomicBool::new(true),
         }
@@ -482,46 +497,34 @@ const HEARTBEAT_CAPS_BODY: usize = HEARTBEAT_BODY + 1;
 /// Capability: takes frames datagrams flagged `sleeve::FLAG_CSUM_PARTIAL`.
 const CAP_CSUM_PARTIAL: u8 = 0x01;
 
-/// The running data plane threads, and the socket the control plane sends heartbeats on.
+/// The running data plane thread, and the socket the control plane sends heartbeats on.
 #[derive(Debug)]
 pub struct Dataplane {
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     state: Arc<UdpSocketState>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Dataplane {
-    /// Starts the two threads over the given TAP port and UDP socket.
+    /// Starts the data plane thread over the given TAP port and UDP socket.
     pub fn start(shared: Arc<Shared>, tap: Tap, socket: UdpSocket) -> io::Result<Dataplane> {
         let state = Arc::new(UdpSocketState::new((&socket).into())?);
         sys::force_socket_buffers(socket.as_fd(), 8 << 20)?;
         let tap = Arc::new(tap);
         let socket = Arc::new(socket);
-        let mut threads = Vec::new();
-        {
+        let thread = {
             let (shared, tap, socket, state) =
                 (shared.clone(), tap.clone(), socket.clone(), state.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("weft-tap".into())
-                    .spawn(move || tap_loop(&shared, &tap, &socket, &state))?,
-            );
-        }
-        {
-            let (shared, tap, socket, state) =
-                (shared.clone(), tap.clone(), socket.clone(), state.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("weft-udp".into())
-                    .spawn(move || udp_loop(&shared, &tap, &socket, &state))?,
-            );
-        }
+            std::thread::Builder::new()
+                .name("weft-dataplane".into())
+                .spawn(move || worker(&shared, &tap, &socket, &state))?
+        };
         Ok(Dataplane {
             shared,
             socket,
             state,
-            threads: Mutex::new(threads),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -566,11 +569,11 @@ impl Dataplane {
         &self.socket
     }
 
-    /// Stops the threads and waits for them.
+    /// Stops the thread and waits for it.
     pub fn stop(&self) {
         self.shared.running.store(false, Relaxed);
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in threads {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }
@@ -896,43 +899,70 @@ fn send_segments(
     Err(io::ErrorKind::WouldBlock.into())
 }
 
-fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
-    let mut frames = vec![0u8; TAP_BATCH * FRAME_BUF];
-    let mut lens = [0usize; TAP_BATCH];
-    let mut hdrs = [VnetHdr::NONE; TAP_BATCH];
-    let mut decisions = [Decision::Flood; TAP_BATCH];
-    let mut segment = vec![0u8; FRAME_BUF];
-    let mut out = TapOut {
-        shared,
-        tap,
-        icmp_buf: vec![0u8; 2048],
-        vxlan_buf: vec![0u8; VXLAN_HEADER + FRAME_BUF],
-        encap: Encap {
+/// The TAP side of the data plane thread, with its buffers: reads frames from the TAP port and
+/// sends each on its way.
+struct TapSide<'a> {
+    shared: &'a Shared,
+    tap: &'a Tap,
+    frames: Vec<u8>,
+    lens: [usize; TAP_BATCH],
+    hdrs: [VnetHdr; TAP_BATCH],
+    decisions: [Decision; TAP_BATCH],
+    segment: Vec<u8>,
+    out: TapOut<'a>,
+}
+
+impl<'a> TapSide<'a> {
+    fn new(
+        shared: &'a Shared,
+        tap: &'a Tap,
+        socket: &'a UdpSocket,
+        state: &'a UdpSocketState,
+    ) -> Self {
+        TapSide {
             shared,
-            io: Io {
-                tap: None,
-                socket,
-                state,
+            tap,
+            frames: vec![0u8; TAP_BATCH * FRAME_BUF],
+            lens: [0usize; TAP_BATCH],
+            hdrs: [VnetHdr::NONE; TAP_BATCH],
+            decisions: [Decision::Flood; TAP_BATCH],
+            segment: vec![0u8; FRAME_BUF],
+            out: TapOut {
+                shared,
+                tap,
+                icmp_buf: vec![0u8; 2048],
+                vxlan_buf: vec![0u8; VXLAN_HEADER + FRAME_BUF],
+                encap: Encap {
+                    shared,
+                    io: Io {
+                        tap: None,
+                        socket,
+                        state,
+                    },
+                    pending: HashMap::new(),
+                },
             },
-            pending: HashMap::new(),
-        },
-    };
-    let c = &shared.counters;
-    // Where the frame starts in each buffer: after the virtio-net header, if the TAP has one.
-    let skip = if tap.vnet_hdr() { VNET_HDR_LEN } else { 0 };
-    // Leave TCP checksums of segments for sleeve peers partial (`FLAG_CSUM_PARTIAL`).
-    let elide = !disabled("csum-elide");
-    PACKET_PATH.with(|c| c.set(true));
-    while shared.running.load(Relaxed) {
-        match sys::wait_ready(tap.as_fd(), false, WAKE) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::error!("polling the TAP port: {e}");
-                std::thread::sleep(WAKE);
-                continue;
-            }
         }
+    }
+
+    /// Reads one batch of frames from the TAP port and sends each on its way. False if there
+    /// was nothing to read.
+    fn batch(&mut self) -> bool {
+        let (shared, tap) = (self.shared, self.tap);
+        let TapSide {
+            frames,
+            lens,
+            hdrs,
+            decisions,
+            segment,
+            out,
+            ..
+        } = self;
+        let c = &shared.counters;
+        // Where the frame starts in each buffer: after the virtio-net header, if the TAP has one.
+        let skip = if tap.vnet_hdr() { VNET_HDR_LEN } else { 0 };
+        // Leave TCP checksums of segments for sleeve peers partial (`FLAG_CSUM_PARTIAL`).
+        let elide = shared.csum_elide;
         let mut n = 0;
         for (buf, len) in frames.chunks_mut(FRAME_BUF).zip(lens.iter_mut()) {
             match tap.read(buf) {
@@ -949,7 +979,7 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
             }
         }
         if n == 0 {
-            continue;
+            return false;
         }
         // The virtio-net headers: complete partial checksums now, so that every path below
         // (sleeve, fast-path handoff, ICMP quotes) sees finished frames; super-frames are cut
@@ -1057,7 +1087,7 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                 }
             }
             loop {
-                match segments.next_into(&mut segment) {
+                match segments.next_into(segment) {
                     Ok(Some(len)) => {
                         c.tap_rx_gso_segments.fetch_add(1, Relaxed);
                         out.frame(&fabric, decision, &segment[..len]);
@@ -1077,10 +1107,11 @@ fn tap_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
                 .pending
                 .retain(|(hop, _), _| fabric.get(*hop).is_some_and(|e| e.udp_addr.is_some()));
         }
+        true
     }
 }
 
-/// Where the TAP thread sends frames, with its buffers.
+/// Where the TAP side sends frames, with its buffers.
 struct TapOut<'a> {
     shared: &'a Shared,
     tap: &'a Tap,
@@ -1163,35 +1194,58 @@ impl TapOut<'_> {
     }
 }
 
-fn udp_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
-    let mut storage = vec![0u8; UDP_BATCH * UDP_BUF];
-    let mut metas = [RecvMeta::default(); UDP_BATCH];
-    let mut rx = Rx {
-        deliver: Vec::with_capacity(UDP_BUF / 16),
-        scratch: vec![0u8; HEADROOM + UDP_BUF + session::TAG_LEN].into_boxed_slice(),
-        gro: (tap.vnet_hdr() && !disabled("gro")).then(Coalescer::new),
-    };
-    let c = &shared.counters;
-    PACKET_PATH.with(|c| c.set(true));
-    while shared.running.load(Relaxed) {
-        match sys::wait_ready(socket.as_fd(), false, WAKE) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::error!("polling the UDP socket: {e}");
-                std::thread::sleep(WAKE);
-                continue;
-            }
+/// The UDP side of the data plane thread, with its buffers: receives datagrams and delivers,
+/// relays or answers them.
+struct UdpSide<'a> {
+    shared: &'a Shared,
+    tap: &'a Tap,
+    socket: &'a UdpSocket,
+    state: &'a UdpSocketState,
+    storage: Vec<u8>,
+    metas: [RecvMeta; UDP_BATCH],
+    rx: Rx,
+}
+
+impl<'a> UdpSide<'a> {
+    fn new(
+        shared: &'a Shared,
+        tap: &'a Tap,
+        socket: &'a UdpSocket,
+        state: &'a UdpSocketState,
+    ) -> Self {
+        UdpSide {
+            shared,
+            tap,
+            socket,
+            state,
+            storage: vec![0u8; UDP_BATCH * UDP_BUF],
+            metas: [RecvMeta::default(); UDP_BATCH],
+            rx: Rx {
+                deliver: Vec::with_capacity(UDP_BUF / 16),
+                scratch: vec![0u8; HEADROOM + UDP_BUF + session::TAG_LEN].into_boxed_slice(),
+                gro: (tap.vnet_hdr() && !disabled("gro")).then(Coalescer::new),
+            },
         }
+    }
+
+    /// Receives one batch of datagrams (`recvmmsg`) and handles each. False if there was
+    /// nothing to receive.
+    fn batch(&mut self) -> bool {
+        let (shared, tap, socket, state) = (self.shared, self.tap, self.socket, self.state);
+        let UdpSide {
+            storage, metas, rx, ..
+        } = self;
+        let c = &shared.counters;
         let mut chunks = storage.chunks_mut(UDP_BUF);
         let mut iovs: [IoSliceMut<'_>; UDP_BATCH] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        let n = match state.recv(socket.into(), &mut iovs, &mut metas) {
+        let n = match state.recv(socket.into(), &mut iovs, metas) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) => {
+                // A pending socket error (an ICMP error for an earlier send): reported once.
                 tracing::warn!("receiving: {e}");
-                continue;
+                return true;
             }
         };
         let fabric = shared.fabric.load();
@@ -1204,10 +1258,59 @@ fn udp_loop(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketSta
             let stride = meta.stride.max(1);
             for dgram in iov[..meta.len].chunks_mut(stride) {
                 c.udp_rx_datagrams.fetch_add(1, Relaxed);
-                receive(shared, &fabric, &io, dgram, meta.addr, &mut rx);
+                receive(shared, &fabric, &io, dgram, meta.addr, rx);
             }
         }
-        flush_gro(shared, tap, &mut rx);
+        flush_gro(shared, tap, rx);
+        true
+    }
+}
+
+/// The data plane thread: both sides, driven by one `poll` of the TAP port and the socket.
+///
+/// After any work it looks again at once, without sleeping: a frame written to the TAP port is
+/// often answered before the write returns (a pod's ARP or ping reply goes through the bridge
+/// in the writer's context), and that answer leaves without a thread wake-up. With a busy-poll
+/// budget ([`Shared::busy_poll`]) it keeps looking for that long after the last work before it
+/// sleeps, which saves the wake-up for an answer from another host at the price of a spinning
+/// core.
+fn worker(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
+    let mut tap_side = TapSide::new(shared, tap, socket, state);
+    let mut udp_side = UdpSide::new(shared, tap, socket, state);
+    PACKET_PATH.with(|c| c.set(true));
+    let mut ready = [true, true];
+    let mut last_work = Instant::now();
+    while shared.running.load(Relaxed) {
+        let mut worked = false;
+        if ready[1] {
+            worked |= udp_side.batch();
+        }
+        if ready[0] {
+            worked |= tap_side.batch();
+        }
+        let timeout = if worked {
+            if !shared.busy_poll.is_zero() {
+                last_work = Instant::now();
+            }
+            Duration::ZERO
+        } else if !shared.busy_poll.is_zero() && last_work.elapsed() < shared.busy_poll {
+            Duration::ZERO
+        } else {
+            WAKE
+        };
+        if timeout.is_zero() && !worked {
+            // Busy-polling: let whatever else wants this core (a pod's process woken by what
+            // we delivered, the other side of the conversation) run first.
+            std::thread::yield_now();
+        }
+        ready = match sys::wait_readable([tap.as_fd(), socket.as_fd()], timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("polling the TAP port and the UDP socket: {e}");
+                std::thread::sleep(WAKE);
+                [true, true]
+            }
+        };
     }
 }
 
@@ -1235,14 +1338,14 @@ fn flush_gro(shared: &Shared, tap: &Tap, rx: &mut Rx) {
     }
 }
 
-/// The devices a data plane thread writes to.
+/// The devices the data plane thread writes to.
 struct Io<'a> {
     tap: Option<&'a Tap>,
     socket: &'a UdpSocket,
     state: &'a UdpSocketState,
 }
 
-/// Buffers of the UDP thread, allocated once.
+/// Buffers of the UDP side, allocated once.
 struct Rx {
     /// Frames to deliver from the current datagram: (offset, length).
     deliver: Vec<(usize, usize)>,

@@ -1,7 +1,10 @@
-//! Link configuration through rtnetlink: the host bridge, the router's TAP port on it, the
-//! underlay MTU, the bridge's IPv4 addresses (the IPAM gateways), and the kernel VXLAN device of the fast path (its creation, bridge port flags,
-//! forwarding database and counters; [`crate::fastpath`] decides what goes in them). Everything
-//! here runs in the router's own network namespace (the host).
+//! Link configuration through rtnetlink, for the router and the CNI plugin: links (with their
+//! bridge port state), the host bridge, the router's TAP port on it, the underlay MTU, IPv4
+//! addresses (the bridge's are the IPAM gateways), veth pairs, IPv4 default routes, and the
+//! kernel VXLAN device of the fast path (its creation, bridge port flags, forwarding database
+//! and counters; [`crate::fastpath`] decides what goes in them). A [`Netlink`] works in the
+//! network namespace of the thread that opened it: the router's own (the host), or a pod's for
+//! the CNI plugin, which opens one on a thread that entered the pod's namespace.
 
 use anyhow::{bail, Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
@@ -11,17 +14,34 @@ use rtnetlink::packet_core::{
 };
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage, State,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVxlan};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
+};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
+
+/// A link's kind and a bridge port's state, as the kernel reports them.
+pub use rtnetlink::packet_route::link::{BridgePortState, InfoKind};
+
+/// The errno of a refusal by the kernel (`ENODEV`, `EEXIST`, ...), if `e` is one.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
 
 /// What the router needs to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +58,14 @@ pub struct LinkInfo {
     pub up: bool,
     /// Loopback.
     pub loopback: bool,
+    /// Operationally up (it has a carrier).
+    pub oper_up: bool,
+    /// MAC address (`None` for links without a 6-byte one).
+    pub mac: Option<[u8; 6]>,
+    /// The link kind (`veth`, `bridge`, ...), if it has one.
+    pub kind: Option<InfoKind>,
+    /// Its state as a bridge port, if it is one.
+    pub port_state: Option<BridgePortState>,
 }
 
 fn link_info(msg: &LinkMessage) -> LinkInfo {
@@ -48,17 +76,49 @@ fn link_info(msg: &LinkMessage) -> LinkInfo {
         controller: None,
         up: msg.header.flags.contains(LinkFlags::Up),
         loopback: msg.header.flags.contains(LinkFlags::Loopback),
+        oper_up: false,
+        mac: None,
+        kind: None,
+        port_state: None,
     };
     for a in &msg.attributes {
         match a {
             LinkAttribute::IfName(n) => info.name = n.clone(),
             LinkAttribute::Mtu(m) => info.mtu = *m,
             LinkAttribute::Controller(c) => info.controller = Some(*c),
+            LinkAttribute::OperState(s) => info.oper_up = *s == State::Up,
+            LinkAttribute::Address(mac) => info.mac = <[u8; 6]>::try_from(mac.as_slice()).ok(),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    match i {
+                        NlLinkInfo::Kind(k) => info.kind = Some(k.clone()),
+                        NlLinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                            info.port_state = port.iter().find_map(|p| match p {
+                                InfoBridgePort::State(s) => Some(*s),
+                                _ => None,
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+            }
             _ => {}
         }
     }
     info
 }
+
+/// An IPv4 default route of the main routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultRoute {
+    /// The gateway, if it has one.
+    pub gateway: Option<Ipv4Addr>,
+    /// The output interface, if it names one.
+    pub oif: Option<u32>,
+}
+
+/// The main routing table's number (`RT_TABLE_MAIN`).
+const MAIN_TABLE: u8 = 254;
 
 /// A netlink connection (its I/O task runs on the current tokio runtime).
 #[derive(Debug, Clone)]
@@ -67,7 +127,8 @@ pub struct Netlink {
 }
 
 impl Netlink {
-    /// Opens the connection.
+    /// Opens the connection, in the calling thread's network namespace; its I/O task is spawned
+    /// on the current tokio runtime.
     pub fn connect() -> Result<Netlink> {
         let (conn, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
         tokio::spawn(conn);
@@ -134,6 +195,97 @@ impl Netlink {
     async fn set(&self, msg: LinkMessage) -> Result<()> {
         self.handle.link().set(msg).execute().await?;
         Ok(())
+    }
+
+    /// Brings the link with index `index` up.
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        self.set(LinkUnspec::new_with_index(index).up().build())
+            .await
+            .with_context(|| format!("bringing link {index} up"))
+    }
+
+    /// Sets the MAC address of the link with index `index`. Setting the address it already has
+    /// is not a no-op: with `arp_notify` on, the kernel sends a gratuitous ARP for it.
+    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .await
+        .with_context(|| format!("setting the MAC address of link {index}"))
+    }
+
+    /// Creates the veth pair `name` (in this namespace) / `peer` (created straight in the
+    /// network namespace `peer_ns`), both ends with MTU `mtu` and down.
+    pub async fn create_veth(
+        &self,
+        name: &str,
+        peer: &str,
+        mtu: u32,
+        peer_ns: &impl AsFd,
+    ) -> Result<()> {
+        let peer_msg = LinkUnspec::new_with_name(peer)
+            .mtu(mtu)
+            .setns_by_fd(peer_ns.as_fd().as_raw_fd())
+            .build();
+        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(name.to_owned())
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .with_context(|| format!("creating the veth pair {name}/{peer}"))
+    }
+
+    /// Adds the IPv4 default route via `gateway` out of the link with index `index`, in the
+    /// main table; an existing default route is an error.
+    pub async fn add_default_route(&self, index: u32, gateway: Ipv4Addr) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .gateway(gateway)
+            .output_interface(index)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .with_context(|| format!("adding the default route via {gateway} on link {index}"))
+    }
+
+    /// The IPv4 default routes of the main table.
+    pub async fn default_routes(&self) -> Result<Vec<DefaultRoute>> {
+        let msgs: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.destination_prefix_length == 0 && m.header.table == MAIN_TABLE)
+            .map(|m| {
+                let mut route = DefaultRoute {
+                    gateway: None,
+                    oif: None,
+                };
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.gateway = Some(*g),
+                        RouteAttribute::Oif(i) => route.oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                route
+            })
+            .collect())
     }
 
     /// The MTU of the interface that holds `ip`; for an unspecified address, the smallest MTU of
@@ -223,11 +375,7 @@ impl Netlink {
             .await
         {
             Ok(()) => Ok(()),
-            Err(rtnetlink::Error::NetlinkError(e))
-                if e.code.map(|c| -c.get()) == Some(libc::EEXIST) =>
-            {
-                Ok(())
-            }
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("adding {ip}/{prefix_len} to link {index}")),
         }
     }
@@ -250,8 +398,7 @@ impl Netlink {
         {
             match self.handle.address().del(a).execute().await {
                 Ok(()) => {}
-                Err(rtnetlink::Error::NetlinkError(e))
-                    if e.code.map(|c| -c.get()) == Some(libc::EADDRNOTAVAIL) => {}
+                Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
                 Err(e) => {
                     return Err(e)
                         .with_context(|| format!("removing {ip}/{prefix_len} from link {index}"))
@@ -563,6 +710,16 @@ impl Netlink {
             .with_context(|| format!("deleting link {index}"))
     }
 
+    /// Deletes the link with index `index`; a link already gone is not an error.
+    pub async fn delete_link_if_present(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Err(e) if errno(&e) != Some(libc::ENODEV) => {
+                Err(e).with_context(|| format!("deleting link {index}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn port_index(&self, port: &str) -> Result<u32> {
         Ok(self
             .link(port)
@@ -582,6 +739,19 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("setting isolation {on} on bridge port {port}"))
+    }
+
+    /// Turns hairpin mode (`IFLA_BRPORT_MODE`) on or off for the bridge port `port`: with it
+    /// on, the bridge may send a frame back out of the port it came in on (a pod reaching
+    /// itself through a service address).
+    pub async fn set_port_hairpin(&self, port: &str, on: bool) -> Result<()> {
+        let index = self.port_index(port).await?;
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(on).build())
+            .execute()
+            .await
+            .with_context(|| format!("setting hairpin mode {on} on bridge port {port}"))
     }
 
     /// Removes every entry the bridge learned on `port` (dynamic entries; static and local ones

@@ -106,6 +106,11 @@ impl Cluster {
         args
     }
 
+    /// The process id of `host`'s router, while it runs.
+    pub fn router_pid(&self, host: &Host) -> Option<u32> {
+        self.lab.pid(self.routers.get(&host.name)?.id)
+    }
+
     fn spawn_router(&mut self, host: &Host, args: Vec<String>, state_dir: PathBuf) -> Result<()> {
         self.spawn_router_nowait(host, args, state_dir)?;
         self.wait_api(host)

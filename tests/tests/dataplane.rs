@@ -410,3 +410,44 @@ fn udp_with_partial_checksums_crosses_intact() {
         "no intact UDP datagram arrived"
     );
 }
+
+/// The names of a process's threads (`/proc/<pid>/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn busy_polling_routers_carry_traffic_on_one_data_plane_thread_each() {
+    // Out of range: refused before anything starts, naming the flag.
+    let out = std::process::Command::new(weft_bin().unwrap())
+        .args(["router", "--busy-poll-us", "20000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--busy-poll-us"), "{err}");
+
+    assert!(weft::lab::require_root(), "this test needs root");
+    let mut c = Cluster::new("wbusy", weft_bin().unwrap()).unwrap();
+    let args: Vec<&[&str]> = vec![&["--no-fastpath", "--busy-poll-us", "300"]; 2];
+    let hosts = c.full_mesh(2, &args).unwrap();
+    let pods: Vec<Pod> = hosts
+        .iter()
+        .map(|h| c.add_pod(h, "p1", pod_ip(h.index, 1)).unwrap())
+        .collect();
+    assert!(wait_ping(&c, &pods[0], pods[1].ip, Duration::from_secs(10)));
+    let p = ping(&c.lab, &pods[1].ns, pods[0].ip, 20).unwrap();
+    assert_eq!(p.received, 20, "{p:?}");
+    let t = tcp_transfer(&pods[0], &pods[1], 32 << 20, Duration::from_secs(60)).unwrap();
+    assert!(t.intact(), "{t:?}");
+    // Both directions of each router run on its one data plane thread.
+    for h in &hosts {
+        let names = thread_names(c.router_pid(h).unwrap());
+        let dataplane = names.iter().filter(|n| *n == "weft-dataplane").count();
+        assert_eq!(dataplane, 1, "{}: threads {names:?}", h.name);
+    }
+}

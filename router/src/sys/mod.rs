@@ -30,6 +30,30 @@ pub fn wait_ready(fd: BorrowedFd<'_>, write: bool, timeout: Duration) -> io::Res
     Ok(r > 0)
 }
 
+/// Waits until one of `fds` is readable, at most `timeout` (zero: just look). Returns which are
+/// (an error or hang-up on a descriptor counts as readable, so that its read reports it).
+pub fn wait_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout: Duration,
+) -> io::Result<[bool; N]> {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `pfds` is an initialised array of exactly `N` pollfds that lives for the whole call.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok([false; N]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.map(|p| p.revents != 0))
+}
+
 /// Sets a socket's receive and send buffer sizes, bypassing `net.core.rmem_max`/`wmem_max`
 /// (`SO_RCVBUFFORCE`, needs CAP_NET_ADMIN). Falls back to the capped options without it.
 pub fn force_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {

@@ -1,10 +1,10 @@
 //! Regression guard: the per-packet path does not allocate.
 //!
-//! Runs the router's data plane threads in this process (TAP port on a bridge with a pod, in a
-//! host namespace), with a counting global allocator that counts what the data plane threads
-//! allocate once their buffers exist (`weft::dataplane::on_packet_path`). A fake peer in a second
+//! Runs the router's data plane thread in this process (TAP port on a bridge with a pod, in a
+//! host namespace), with a counting global allocator that counts what the data plane thread
+//! allocates once its buffers exist (`weft::dataplane::on_packet_path`). A fake peer in a second
 //! namespace sends sleeve datagrams carrying ICMP echo requests to the pod; the pod's replies come
-//! back through the TAP thread. After a warm-up (first datagram buffers per peer, MAC learning),
+//! back through its TAP side. After a warm-up (first datagram buffers per peer, MAC learning),
 //! a thousand round trips must allocate nothing. Then bursts of in-order TCP segments go to the
 //! pod, which the receive side joins into super-frames (GRO) before the TAP write, and the pod's
 //! resets come back: that path must allocate nothing either. Not timed.

@@ -910,6 +910,8 @@ struct TapSide<'a> {
     decisions: [Decision; TAP_BATCH],
     segment: Vec<u8>,
     out: TapOut<'a>,
+    /// When a TAP read error was last logged.
+    last_error_log: Option<Instant>,
 }
 
 impl<'a> TapSide<'a> {
@@ -927,6 +929,7 @@ impl<'a> TapSide<'a> {
             hdrs: [VnetHdr::NONE; TAP_BATCH],
             decisions: [Decision::Flood; TAP_BATCH],
             segment: vec![0u8; FRAME_BUF],
+            last_error_log: None,
             out: TapOut {
                 shared,
                 tap,
@@ -956,6 +959,7 @@ impl<'a> TapSide<'a> {
             decisions,
             segment,
             out,
+            last_error_log,
             ..
         } = self;
         let c = &shared.counters;
@@ -973,7 +977,16 @@ impl<'a> TapSide<'a> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::warn!("reading the TAP port: {e}");
+                    // A broken TAP port stays readable to `poll`: pause briefly so the socket
+                    // side keeps being served without a busy loop, and say so once a second.
+                    let now = Instant::now();
+                    if last_error_log
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+                    {
+                        tracing::warn!("reading the TAP port: {e}");
+                        *last_error_log = Some(now);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
                     break;
                 }
             }

@@ -451,3 +451,47 @@ fn busy_polling_routers_carry_traffic_on_one_data_plane_thread_each() {
         assert_eq!(dataplane, 1, "{}: threads {names:?}", h.name);
     }
 }
+
+/// User plus system CPU time of a process so far, in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_broken_tap_port_neither_spins_nor_stops_the_socket_side() {
+    let (c, hosts, pods) = mesh("wbrk", 2);
+    assert!(wait_ping(&c, &pods[0], pods[1].ip, Duration::from_secs(10)));
+    // Someone deletes h1's TAP device under the running router: reads now fail for good.
+    c.lab
+        .exec_ok(&hosts[0].ns, &["ip", "link", "del", "weft-tap"])
+        .unwrap();
+    let pid = c.router_pid(&hosts[0]).unwrap();
+    let answered = counter(&c, &hosts[0], "heartbeats_answered");
+    // The socket side still answers h2's heartbeats (every 200 ms)...
+    assert!(
+        poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            (counter(&c, &hosts[0], "heartbeats_answered") >= answered + 5).then_some(())
+        })
+        .is_some(),
+        "h1 stopped answering heartbeats"
+    );
+    // ...and the thread does not spin on the broken port: well under half a core over 2 s
+    // (a busy loop takes all of one).
+    // USER_HZ: 100 on every Linux architecture this runs on.
+    let ticks_per_s = 100;
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < ticks_per_s,
+        "h1's router used {used} ticks in 2 s ({ticks_per_s} per second)"
+    );
+    // It says what is wrong, once a second rather than once per poll.
+    let log = c.lab.log("router-h1");
+    let warnings = log.matches("reading the TAP port").count();
+    assert!((1..=10).contains(&warnings), "{warnings} warnings:\n{log}");
+}

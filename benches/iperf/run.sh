@@ -329,9 +329,10 @@ measure() {
         log "$ROW: iperf3, $streams stream(s), $TIME s"
         path_before=$(path_bytes)
         before=$(cpu_ticks)
+        # shellcheck disable=SC2086 # IPERF_ARGS: extra iperf3 client arguments, split on spaces
         ip netns exec "$SRC_NS" timeout $((TIME + 30)) \
             iperf3 --client "$DST_IP" --time "$TIME" --parallel "$streams" --json \
-            --connect-timeout 5000 >"$ROW_DIR/iperf-$streams.json" 2>"$ROW_DIR/iperf-$streams.err"
+            --connect-timeout 5000 ${IPERF_ARGS:-} >"$ROW_DIR/iperf-$streams.json" 2>"$ROW_DIR/iperf-$streams.err"
         after=$(cpu_ticks)
         echo "$before $after $(getconf CLK_TCK)" >"$ROW_DIR/cpu-$streams.txt"
         if [[ -n $path_before ]]; then

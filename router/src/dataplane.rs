@@ -914,13 +914,18 @@ struct TapSide<'a> {
     last_error_log: Option<Instant>,
 }
 
+/// What both sides of the data plane thread work with.
+#[derive(Clone, Copy)]
+struct Ports<'a> {
+    shared: &'a Shared,
+    tap: &'a Tap,
+    socket: &'a UdpSocket,
+    state: &'a UdpSocketState,
+}
+
 impl<'a> TapSide<'a> {
-    fn new(
-        shared: &'a Shared,
-        tap: &'a Tap,
-        socket: &'a UdpSocket,
-        state: &'a UdpSocketState,
-    ) -> Self {
+    fn new(ports: Ports<'a>) -> Self {
+        let Ports { shared, tap, .. } = ports;
         TapSide {
             shared,
             tap,
@@ -939,8 +944,8 @@ impl<'a> TapSide<'a> {
                     shared,
                     io: Io {
                         tap: None,
-                        socket,
-                        state,
+                        socket: ports.socket,
+                        state: ports.state,
                     },
                     pending: HashMap::new(),
                 },
@@ -1210,33 +1215,22 @@ impl TapOut<'_> {
 /// The UDP side of the data plane thread, with its buffers: receives datagrams and delivers,
 /// relays or answers them.
 struct UdpSide<'a> {
-    shared: &'a Shared,
-    tap: &'a Tap,
-    socket: &'a UdpSocket,
-    state: &'a UdpSocketState,
+    ports: Ports<'a>,
     storage: Vec<u8>,
     metas: [RecvMeta; UDP_BATCH],
     rx: Rx,
 }
 
 impl<'a> UdpSide<'a> {
-    fn new(
-        shared: &'a Shared,
-        tap: &'a Tap,
-        socket: &'a UdpSocket,
-        state: &'a UdpSocketState,
-    ) -> Self {
+    fn new(ports: Ports<'a>) -> Self {
         UdpSide {
-            shared,
-            tap,
-            socket,
-            state,
+            ports,
             storage: vec![0u8; UDP_BATCH * UDP_BUF],
             metas: [RecvMeta::default(); UDP_BATCH],
             rx: Rx {
                 deliver: Vec::with_capacity(UDP_BUF / 16),
                 scratch: vec![0u8; HEADROOM + UDP_BUF + session::TAG_LEN].into_boxed_slice(),
-                gro: (tap.vnet_hdr() && !disabled("gro")).then(Coalescer::new),
+                gro: (ports.tap.vnet_hdr() && !disabled("gro")).then(Coalescer::new),
             },
         }
     }
@@ -1244,7 +1238,12 @@ impl<'a> UdpSide<'a> {
     /// Receives one batch of datagrams (`recvmmsg`) and handles each. False if there was
     /// nothing to receive.
     fn batch(&mut self) -> bool {
-        let (shared, tap, socket, state) = (self.shared, self.tap, self.socket, self.state);
+        let Ports {
+            shared,
+            tap,
+            socket,
+            state,
+        } = self.ports;
         let UdpSide {
             storage, metas, rx, ..
         } = self;
@@ -1288,8 +1287,14 @@ impl<'a> UdpSide<'a> {
 /// sleeps, which saves the wake-up for an answer from another host at the price of a spinning
 /// core.
 fn worker(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
-    let mut tap_side = TapSide::new(shared, tap, socket, state);
-    let mut udp_side = UdpSide::new(shared, tap, socket, state);
+    let ports = Ports {
+        shared,
+        tap,
+        socket,
+        state,
+    };
+    let mut tap_side = TapSide::new(ports);
+    let mut udp_side = UdpSide::new(ports);
     PACKET_PATH.with(|c| c.set(true));
     let mut ready = [true, true];
     let mut last_work = Instant::now();

@@ -732,38 +732,52 @@ impl Netlink {
     /// ports of a bridge never forward frames to one another (they still reach, and are reached
     /// from, every port that is not isolated).
     pub async fn set_port_isolated(&self, port: &str, on: bool) -> Result<()> {
-        let index = self.port_index(port).await?;
-        self.handle
-            .link()
-            .set_port(LinkBridgePort::new(index).isolated(on).build())
-            .execute()
-            .await
-            .with_context(|| format!("setting isolation {on} on bridge port {port}"))
+        self.set_bridge_port(
+            port,
+            |b| b.isolated(on),
+            || format!("setting isolation {on}"),
+        )
+        .await
     }
 
     /// Turns hairpin mode (`IFLA_BRPORT_MODE`) on or off for the bridge port `port`: with it
     /// on, the bridge may send a frame back out of the port it came in on (a pod reaching
     /// itself through a service address).
     pub async fn set_port_hairpin(&self, port: &str, on: bool) -> Result<()> {
-        let index = self.port_index(port).await?;
-        self.handle
-            .link()
-            .set_port(LinkBridgePort::new(index).hairpin(on).build())
-            .execute()
-            .await
-            .with_context(|| format!("setting hairpin mode {on} on bridge port {port}"))
+        self.set_bridge_port(
+            port,
+            |b| b.hairpin(on),
+            || format!("setting hairpin mode {on}"),
+        )
+        .await
     }
 
     /// Removes every entry the bridge learned on `port` (dynamic entries; static and local ones
     /// stay), so that frames to those MACs are flooded until the bridge learns them again.
     pub async fn flush_port_fdb(&self, port: &str) -> Result<()> {
+        self.set_bridge_port(
+            port,
+            |b| b.fdb_flush(),
+            || "flushing the learned addresses".to_string(),
+        )
+        .await
+    }
+
+    /// Sets bridge port attributes of `port` (`set` adds them to the message); `what` names the
+    /// change in the error.
+    async fn set_bridge_port(
+        &self,
+        port: &str,
+        set: impl FnOnce(LinkMessageBuilder<LinkBridgePort>) -> LinkMessageBuilder<LinkBridgePort>,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
         let index = self.port_index(port).await?;
         self.handle
             .link()
-            .set_port(LinkBridgePort::new(index).fdb_flush().build())
+            .set_port(set(LinkBridgePort::new(index)).build())
             .execute()
             .await
-            .with_context(|| format!("flushing the learned addresses of bridge port {port}"))
+            .with_context(|| format!("{} on bridge port {port}", what()))
     }
 
     /// The counters of the link with index `index`.

@@ -891,7 +891,7 @@ fn send_segments(
     for _ in 0..50 {
         match state.try_send(socket.into(), &t) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                sys::wait_ready(socket.as_fd(), true, Duration::from_millis(20))?;
+                sys::wait_writable(socket.as_fd(), Duration::from_millis(20))?;
             }
             other => return other,
         }

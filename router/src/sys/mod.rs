@@ -8,26 +8,9 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
-/// Waits until `fd` is readable (or writable when `write` is set), at most `timeout`. Returns
-/// whether it is ready.
-pub fn wait_ready(fd: BorrowedFd<'_>, write: bool, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: if write { libc::POLLOUT } else { libc::POLLIN },
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: `pfd` is a valid, initialised pollfd that lives for the whole call, and we pass a
-    // count of exactly one.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(e);
-    }
-    Ok(r > 0)
+/// Waits until `fd` is writable, at most `timeout`. Returns whether it is.
+pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    wait([fd], libc::POLLOUT, timeout).map(|[ready]| ready)
 }
 
 /// Waits until one of `fds` is readable, at most `timeout` (zero: just look). Returns which are
@@ -36,9 +19,18 @@ pub fn wait_readable<const N: usize>(
     fds: [BorrowedFd<'_>; N],
     timeout: Duration,
 ) -> io::Result<[bool; N]> {
+    wait(fds, libc::POLLIN, timeout)
+}
+
+/// `poll` for `events` on every one of `fds`; an interrupted wait reports nothing ready.
+fn wait<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    events: libc::c_short,
+    timeout: Duration,
+) -> io::Result<[bool; N]> {
     let mut pfds = fds.map(|fd| libc::pollfd {
         fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
+        events,
         revents: 0,
     });
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;

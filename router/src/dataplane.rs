@@ -1060,7 +1060,7 @@ impl<'a> TapSide<'a> {
             // the TCP checksum left partial (the peer completes it, or its kernel does).
             let need = segments.max_segment_len();
             if need <= shared.max_frame() {
-                if let Some((hop, addr, dst)) = out.sleeve_route(&fabric, decision) {
+                if let Some((hop, addr, dst)) = TapOut::sleeve_route(&fabric, decision) {
                     // Only to a direct neighbour that said it takes the flag: a relay or an
                     // older build would drop the datagram.
                     let partial = elide
@@ -1139,19 +1139,33 @@ struct TapOut<'a> {
 }
 
 impl TapOut<'_> {
-    /// Where `decision` sends a frame when that is one sleeve peer (not the kernel VXLAN fast
-    /// path, not the flood tree): the neighbour, its address and the destination peer.
-    fn sleeve_route<'f>(
-        &self,
-        fabric: &'f Fabric,
+    /// Where `decision` sends a frame when that is one peer: the neighbour it goes to, its
+    /// address and the destination peer. `None` for the flood tree (broadcast, multicast,
+    /// unknown unicast, or a peer we can no longer reach).
+    fn unicast_route(
+        fabric: &Fabric,
         decision: Decision,
-    ) -> Option<(&'f PeerEntry, SocketAddr, &'f PeerEntry)> {
+    ) -> Option<(&PeerEntry, SocketAddr, &PeerEntry)> {
         let Decision::Unicast(p) = decision else {
             return None;
         };
         let (hop, addr) = fabric.next_hop(p)?;
-        let dst = fabric.get(p)?;
-        (!(hop.fast && hop.name == dst.name)).then_some((hop, addr, dst))
+        Some((hop, addr, fabric.get(p)?))
+    }
+
+    /// True if a frame on `route` goes to the destination's kernel VXLAN device (a direct
+    /// neighbour on the fast path) rather than through the sleeve.
+    fn is_fast((hop, _, dst): (&PeerEntry, SocketAddr, &PeerEntry)) -> bool {
+        hop.fast && hop.name == dst.name
+    }
+
+    /// Where `decision` sends a frame when that is one sleeve peer (not the kernel VXLAN fast
+    /// path, not the flood tree): the neighbour, its address and the destination peer.
+    fn sleeve_route(
+        fabric: &Fabric,
+        decision: Decision,
+    ) -> Option<(&PeerEntry, SocketAddr, &PeerEntry)> {
+        Self::unicast_route(fabric, decision).filter(|&r| !Self::is_fast(r))
     }
 
     /// Sends one frame (no larger than a segment) from a local pod as `decision` says: ICMP
@@ -1170,14 +1184,8 @@ impl TapOut<'_> {
             }
             return;
         }
-        let route = match decision {
-            Decision::Unicast(p) => fabric
-                .next_hop(p)
-                .and_then(|(hop, addr)| Some((hop, addr, fabric.get(p)?))),
-            _ => None,
-        };
-        match route {
-            Some((hop, addr, dst)) if hop.fast && hop.name == dst.name => {
+        match Self::unicast_route(fabric, decision) {
+            Some(r @ (_, addr, dst)) if Self::is_fast(r) => {
                 // The peer is on the fast path: hand the frame to its kernel VXLAN device,
                 // so that its bridge learns our pod's MAC on the VXLAN port and answers
                 // there; our own bridge then learns the peer's MAC there too.

@@ -719,23 +719,17 @@ impl Encap<'_> {
         }
         if p.frames == 0 {
             p.partial = partial;
-            p.buf[p.start + 3] = if partial {
-                sleeve::FLAG_CSUM_PARTIAL
-            } else {
-                0
-            };
+            sleeve::set_csum_partial(&mut p.buf[p.start..], partial);
         }
-        let at = p.start + p.len;
-        let out = &mut p.buf[at + sleeve::FRAME_PREFIX_LEN..p.start + max];
-        match fill(out) {
-            Some(n) if n > 0 && n <= need => {
-                p.buf[at..at + sleeve::FRAME_PREFIX_LEN].copy_from_slice(&(n as u16).to_be_bytes());
-                p.len += sleeve::FRAME_PREFIX_LEN + n;
+        let datagram = &mut p.buf[p.start..p.start + max];
+        match sleeve::push_frame_with(datagram, p.len, |out| fill(out).filter(|&n| n <= need)) {
+            Ok(len) => {
+                p.bytes += (len - p.len - sleeve::FRAME_PREFIX_LEN) as u64;
+                p.len = len;
                 p.frames += 1;
-                p.bytes += n as u64;
                 true
             }
-            _ => false,
+            Err(_) => false,
         }
     }
 

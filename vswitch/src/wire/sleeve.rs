@@ -268,15 +268,59 @@ impl<'a> Iterator for Frames<'a> {
 /// already written (header and earlier records). Returns the new length, or
 /// [`Error::BufferTooSmall`] (and writes nothing) when the record does not fit in `buf`.
 pub fn push_frame(buf: &mut [u8], len: usize, frame: &[u8]) -> Result<usize> {
-    let flen = u16::try_from(frame.len()).map_err(|_| Error::BufferTooSmall)?;
-    if flen == 0 {
+    u16::try_from(frame.len()).map_err(|_| Error::BufferTooSmall)?;
+    if frame.is_empty() {
         return Err(Error::Malformed);
     }
-    let end = len + FRAME_PREFIX_LEN + frame.len();
-    let out = buf.get_mut(len..end).ok_or(Error::BufferTooSmall)?;
-    out[..FRAME_PREFIX_LEN].copy_from_slice(&flen.to_be_bytes());
-    out[FRAME_PREFIX_LEN..].copy_from_slice(frame);
-    Ok(end)
+    if buf.len() < len + FRAME_PREFIX_LEN + frame.len() {
+        return Err(Error::BufferTooSmall);
+    }
+    push_frame_with(buf, len, |out| {
+        out[..frame.len()].copy_from_slice(frame);
+        Some(frame.len())
+    })
+}
+
+/// Appends one frame record whose frame `fill` writes in place: it gets all the room after the
+/// record's length prefix and returns the frame's length, or `None` to append nothing. Returns
+/// the datagram's new length; [`Error::Malformed`] for no frame or an empty one, and
+/// [`Error::BufferTooSmall`] when there is no room for a prefix or `fill` claims more than it
+/// was given (or more than a record can say). On an error the prefix is not written and `len`
+/// stays the datagram's length.
+pub fn push_frame_with(
+    buf: &mut [u8],
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> Result<usize> {
+    let room = buf
+        .get_mut(len..)
+        .filter(|r| r.len() >= FRAME_PREFIX_LEN)
+        .ok_or(Error::BufferTooSmall)?;
+    let (prefix, out) = room.split_at_mut(FRAME_PREFIX_LEN);
+    let max = out.len();
+    let n = fill(out).ok_or(Error::Malformed)?;
+    if n == 0 {
+        return Err(Error::Malformed);
+    }
+    let flen = u16::try_from(n)
+        .ok()
+        .filter(|_| n <= max)
+        .ok_or(Error::BufferTooSmall)?;
+    prefix.copy_from_slice(&flen.to_be_bytes());
+    Ok(len + FRAME_PREFIX_LEN + n)
+}
+
+/// Sets or clears [`FLAG_CSUM_PARTIAL`] in the header at the start of `datagram` (the writing
+/// side of [`SleeveDatagram::csum_partial`]). Does nothing to a buffer shorter than a header.
+pub fn set_csum_partial(datagram: &mut [u8], on: bool) {
+    if datagram.len() < HEADER_LEN {
+        return;
+    }
+    if on {
+        datagram[3] |= FLAG_CSUM_PARTIAL;
+    } else {
+        datagram[3] &= !FLAG_CSUM_PARTIAL;
+    }
 }
 
 #[cfg(test)]
@@ -390,6 +434,54 @@ mod tests {
             frames,
             vec![Ok(&[0xaa, 0xbb, 0xcc][..]), Err(Error::Truncated)]
         );
+    }
+
+    #[test]
+    fn push_frame_with_writes_in_place_and_refuses_bad_lengths() {
+        let mut buf = [0u8; HEADER_LEN + 8];
+        let len = HEADER_LEN;
+        // The frame written by `fill`, behind its 2-byte length.
+        let end = push_frame_with(&mut buf, len, |out| {
+            assert_eq!(out.len(), 6);
+            out[..3].copy_from_slice(&[7, 8, 9]);
+            Some(3)
+        });
+        assert_eq!(end, Ok(HEADER_LEN + 5));
+        assert_eq!(&buf[HEADER_LEN..HEADER_LEN + 5], &[0, 3, 7, 8, 9]);
+        // Nothing, an empty frame, or more than the room: refused, the prefix left alone.
+        let mut buf = [0u8; HEADER_LEN + 8];
+        assert_eq!(
+            push_frame_with(&mut buf, len, |_| None),
+            Err(Error::Malformed)
+        );
+        assert_eq!(
+            push_frame_with(&mut buf, len, |_| Some(0)),
+            Err(Error::Malformed)
+        );
+        assert_eq!(
+            push_frame_with(&mut buf, len, |_| Some(7)),
+            Err(Error::BufferTooSmall)
+        );
+        assert_eq!(&buf[HEADER_LEN..HEADER_LEN + 2], &[0, 0]);
+        // No room for a prefix at all.
+        assert_eq!(
+            push_frame_with(&mut buf, HEADER_LEN + 7, |_| Some(1)),
+            Err(Error::BufferTooSmall)
+        );
+    }
+
+    #[test]
+    fn set_csum_partial_is_what_csum_partial_reads() {
+        let mut b = SAMPLE;
+        set_csum_partial(&mut b, true);
+        assert_eq!(b[3], FLAG_CSUM_PARTIAL);
+        assert!(SleeveDatagram::new_checked(&b[..]).unwrap().csum_partial());
+        set_csum_partial(&mut b, false);
+        assert_eq!(b, SAMPLE);
+        // Too short for a header: untouched.
+        let mut short = [0u8; 4];
+        set_csum_partial(&mut short, true);
+        assert_eq!(short, [0; 4]);
     }
 
     #[test]

@@ -237,6 +237,24 @@ fn gc_without_a_router_is_code_11() {
 // With namespaces.
 // ---------------------------------------------------------------------------------------------
 
+/// ADD of container `c1` as `eth0` in the namespace `pod`, run in `host_ns` with `conf`: it
+/// must answer 11 (try again later) and leave no `eth0` in the pod.
+fn add_answers_11_and_leaves_nothing(lab: &Lab, host_ns: &str, pod: &str, conf: &str) {
+    let out = run(
+        Some(host_ns),
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", &format!("/run/netns/{pod}")),
+        ],
+        conf,
+    );
+    assert_eq!(out.error_code(), 11, "{out:?}");
+    let links = lab.exec_ok(pod, &["ip", "-o", "link"]).unwrap();
+    assert!(!links.contains("eth0"), "{links}");
+}
+
 #[test]
 fn add_and_del_without_a_router_are_code_11() {
     if !root() {
@@ -246,19 +264,7 @@ fn add_and_del_without_a_router_are_code_11() {
     let host = lab.add_host("h1").unwrap();
     let pod = lab.add_netns("p1").unwrap();
     let dir = empty_dir("norouter");
-    let out = run(
-        Some(&host.ns),
-        &[
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_NETNS", &format!("/run/netns/{pod}")),
-        ],
-        &conf("1.0.0", &dir),
-    );
-    assert_eq!(out.error_code(), 11, "{out:?}");
-    let links = lab.exec_ok(&pod, &["ip", "-o", "link"]).unwrap();
-    assert!(!links.contains("eth0"), "{links}");
+    add_answers_11_and_leaves_nothing(&lab, &host.ns, &pod, &conf("1.0.0", &dir));
     // DEL removes what it can, then the release fails: code 11, so that the runtime retries.
     let out = run(
         Some(&host.ns),
@@ -682,20 +688,5 @@ fn a_router_that_is_not_ready_says_so() {
     assert_eq!(out.error_code(), 50, "{out:?}");
     assert!(out.msg().contains(&report.reason), "{out:?} vs {report:?}");
     let pod = c.lab.add_netns("p1").unwrap();
-    let out = run(
-        Some(&host.ns),
-        &[
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_NETNS", &format!("/run/netns/{pod}")),
-        ],
-        &conf("1.0.0", &state_dir),
-    );
-    assert_eq!(out.error_code(), 11, "{out:?}");
-    assert!(!c
-        .lab
-        .exec_ok(&pod, &["ip", "-o", "link"])
-        .unwrap()
-        .contains("eth0"));
+    add_answers_11_and_leaves_nothing(&c.lab, &host.ns, &pod, &conf("1.0.0", &state_dir));
 }

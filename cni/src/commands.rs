@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use weft::ipam_api::{AllocateRequest, Allocation, Attachment};
-use weft::netlink::{BridgePortState, InfoKind, Netlink};
+use weft_api::ipam::{AllocateRequest, Allocation, Attachment};
+use weft_netlink::{BridgePortState, InfoKind, Netlink};
 
 /// How long ADD waits for the host end to forward before announcing the pod (the kernel turns a
 /// new bridge port on asynchronously; an announcement sent earlier is dropped by the bridge).

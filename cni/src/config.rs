@@ -8,7 +8,7 @@ use crate::error::{Failure, DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG
 use crate::result::CniResult;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
-use weft::ipam_api::Attachment;
+use weft_api::ipam::Attachment;
 
 /// The CNI versions the plugin speaks, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];

@@ -8,7 +8,7 @@
 //!
 //! * [`env`] and [`config`]: the inputs, checked (error codes 4, 6, 7, 1);
 //! * [`commands`]: ADD, DEL, CHECK, STATUS and GC;
-//! * [`netns`]: entering the pod's namespace with a [`weft::netlink::Netlink`] connection;
+//! * [`netns`]: entering the pod's namespace with a [`weft_netlink::Netlink`] connection;
 //! * [`router`]: the router's IPAM endpoints;
 //! * [`result`]: CNI results per version; [`names`]: the host end's name; [`error`]: CNI errors;
 //!   [`log`]: the optional log.

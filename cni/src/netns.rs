@@ -1,6 +1,6 @@
 //! Network namespaces: entering `CNI_NETNS` (and staying in the host's) with a netlink
 //! connection there, and turning netlink errors into CNI errors. The netlink operations
-//! themselves are the router's ([`weft::netlink::Netlink`]).
+//! themselves are in `weft-netlink` ([`weft_netlink::Netlink`]).
 //!
 //! A netlink socket belongs to the namespace of the thread that opens it, so work inside the
 //! pod's namespace runs on a dedicated OS thread ([`Netns::run`]) that enters the namespace with
@@ -14,10 +14,9 @@ use nix::sched::{setns, CloneFlags};
 use std::error::Error;
 use std::fs::File;
 use std::future::Future;
-use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::thread;
-use weft::netlink::Netlink;
+use weft_netlink::Netlink;
 
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
@@ -43,10 +42,10 @@ pub trait OrFailure<T> {
 
 impl<T, E> OrFailure<T> for Result<T, E>
 where
-    E: Deref<Target = dyn Error + Send + Sync + 'static>,
+    E: Error + 'static,
 {
     fn or_link_failure<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T, Failure> {
-        self.map_err(|e| Failure::new(LINK_FAILURE, what()).details(root_cause(&*e)))
+        self.map_err(|e| Failure::new(LINK_FAILURE, what()).details(root_cause(&e)))
     }
 }
 
@@ -60,7 +59,7 @@ pub fn set_if_sysctl(ifname: &str, key: &str, value: &str) -> Result<(), Failure
 }
 
 /// Runs `f` with a netlink connection opened in the calling thread's namespace, on a new
-/// current-thread tokio runtime ([`weft::netlink::block_on`]).
+/// current-thread tokio runtime ([`weft_netlink::block_on`]).
 fn block_on<T, F, Fut>(f: F) -> Result<T, Failure>
 where
     F: FnOnce(Netlink) -> Fut,
@@ -68,8 +67,8 @@ where
 {
     // The runtime and the socket fail with "starting a tokio runtime" or "opening a netlink
     // socket" as their outermost context.
-    weft::netlink::block_on(|nl| async move { Ok(f(nl).await) })
-        .map_err(|e| Failure::new(IO_FAILURE, e.to_string()).details(root_cause(&*e)))?
+    weft_netlink::block_on(|nl| async move { Ok::<_, weft_netlink::Error>(f(nl).await) })
+        .map_err(|e| Failure::new(IO_FAILURE, e.to_string()).details(root_cause(&e)))?
 }
 
 /// Runs `f` with a netlink connection in the calling thread's (the host's) namespace.
@@ -166,13 +165,12 @@ mod tests {
 
     #[test]
     fn netlink_errors_become_link_failures_with_the_root_cause() {
-        let r: Result<(), Box<dyn Error + Send + Sync>> =
-            Err(Box::new(Wrapped(std::io::Error::other("No such device"))));
+        let r: Result<(), Wrapped> = Err(Wrapped(std::io::Error::other("No such device")));
         let f = r.or_link_failure(|| "deleting veth1").unwrap_err();
         assert_eq!(f.code, LINK_FAILURE);
         assert_eq!(f.msg, "deleting veth1");
         assert_eq!(f.details, "No such device");
-        let ok: Result<u32, Box<dyn Error + Send + Sync>> = Ok(3);
+        let ok: Result<u32, Wrapped> = Ok(3);
         assert_eq!(ok.or_link_failure(|| "unused"), Ok(3));
     }
 }

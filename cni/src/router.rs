@@ -1,4 +1,4 @@
-//! Calls to the local router's IPAM endpoints (`weft::ipam_api`) through `weft::api::call`, with
+//! Calls to the local router's IPAM endpoints (`weft_api::ipam`) through `weft_api::call`, with
 //! the router's failures turned into CNI errors: no answer, or an answer that says "retry", is
 //! code 11 (the runtime tries again later); any other refusal is code 100 with the router's words.
 
@@ -7,10 +7,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
-use weft::api::{self, Error};
-use weft::ipam_api::{
+use weft_api::ipam::{
     AllocateRequest, Allocation, Attachment, GcAnswer, GcRequest, IpamReport, ReleaseAnswer,
 };
+use weft_api::{self as api, Error};
 
 /// How long to wait for an allocation: the router may have to agree on a new block with its
 /// peers first.

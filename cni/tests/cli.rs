@@ -12,9 +12,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use weft::ipam_api::IpamReport;
-use weft::lab::{poll_until, Host, Lab, ProcId};
-use weft::testbed::{weft_bin, Cluster};
+use weft_api::ipam::IpamReport;
+use weft_lab::testbed::{weft_bin, Cluster};
+use weft_lab::{poll_until, Host, Lab, ProcId};
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_weft-cni");
 const POD_CIDR: &str = "10.32.0.0/12";
@@ -100,7 +100,7 @@ fn conf(version: &str, state_dir: &Path) -> String {
 }
 
 fn root() -> bool {
-    let ok = weft::lab::require_root();
+    let ok = weft_lab::require_root();
     if !ok {
         eprintln!("note: not root (or no iproute2): skipping a network-namespace test");
     }
@@ -309,7 +309,7 @@ fn setup(tag: &str) -> Setup {
 }
 
 fn ipam(state_dir: &Path) -> Option<IpamReport> {
-    weft::api::get(state_dir, "/v1/ipam").ok()
+    weft_api::get(state_dir, "/v1/ipam").ok()
 }
 
 impl Setup {

@@ -5,11 +5,8 @@
 use crate::dataplane::{Dataplane, Fabric, PeerCounters, PeerEntry, Reason, Shared};
 use crate::fastpath::{FastPath, FastPathConfig, PathMode, PeerPath, ProbePolicy, SetupOutcome};
 use crate::ipam::{self, Ipam};
-use crate::ipam_api::{AllocateRequest, Attachment, GcRequest, IpamReport};
-use crate::netlink::{LinkCounters, Netlink};
-use crate::status::{MacReport, PeerReport, Report};
 use crate::sys::tap::Tap;
-use crate::{api, metrics, state};
+use crate::{metrics, report, state};
 use anyhow::{bail, Context, Result};
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -17,7 +14,6 @@ use axum::Json;
 use gossip::driver::{self, Event, Gossip, PeerInfo, RoutesSnapshot};
 use gossip::proto::Message;
 use gossip::secure::Secret;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
@@ -26,6 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use vswitch::{Fdb, Key, Location, PeerName, RekeyPolicy, Session, Switch};
+use weft_api as api;
+use weft_api::control::{LeaveAnswer, LeaveRequest, SeedAnswer, SeedRequest};
+use weft_api::ipam::{AllocateRequest, Attachment, GcRequest, IpamReport};
+use weft_api::status::{MacReport, PeerReport, Report};
+use weft_netlink::{LinkCounters, Netlink};
 
 /// The default control (TCP) and data (UDP) port.
 pub const DEFAULT_PORT: u16 = 6783;
@@ -862,19 +863,28 @@ impl Daemon {
             pod_mtu: self.shared.pod_mtu,
             uptime_secs: self.started.elapsed().as_secs(),
             peers: self.peer_reports(),
-            targets: self.gossip.targets(),
-            connections: self.gossip.connections(),
+            targets: self
+                .gossip
+                .targets()
+                .into_iter()
+                .map(report::target)
+                .collect(),
+            connections: (self.gossip.connections().into_iter())
+                .map(report::connection)
+                .collect(),
             refused_connections: self.gossip.refused_connections(),
-            refused: self.gossip.refused_peers(),
+            refused: (self.gossip.refused_peers().into_iter())
+                .map(report::refused)
+                .collect(),
             encrypted: self.cfg.secret.is_some(),
             fastpath: match &self.fast_off {
-                Some(off) => crate::status::FastPathReport {
+                Some(off) => weft_api::status::FastPathReport {
                     state: off.clone(),
                     ..Default::default()
                 },
                 None => {
                     let st = lock(&self.fast_stats).unwrap_or_default();
-                    crate::status::FastPathReport {
+                    weft_api::status::FastPathReport {
                         state: "on".into(),
                         device: fastpath_device(&self.cfg.bridge),
                         vni: self.cfg.vni,
@@ -892,7 +902,7 @@ impl Daemon {
             fdb,
             ipam: self.ipam.as_ref().map(|i| {
                 let (ready, reason) = i.readiness();
-                crate::status::IpamSection {
+                weft_api::status::IpamSection {
                     cidr: i.cidr().to_string(),
                     block_prefix: i.block_prefix(),
                     masquerade: i.masquerade(),
@@ -907,7 +917,7 @@ impl Daemon {
                         .collect(),
                     ready,
                     reason,
-                    cluster: self.gossip.ipam_status(),
+                    cluster: self.gossip.ipam_status().map(report::cluster_ipam),
                 }
             }),
         }
@@ -971,41 +981,6 @@ impl Daemon {
         out.sort_by(|a, b| a.mac.cmp(&b.mac));
         out
     }
-}
-
-/// Body of `POST /v1/connect` and `/v1/forget`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeedRequest {
-    /// `ADDR[:PORT]`.
-    pub addr: String,
-}
-
-/// Answer to `POST /v1/connect` and `/v1/forget`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeedAnswer {
-    /// The address, normalised.
-    pub addr: String,
-    /// Whether the seed list (or the dial targets) changed.
-    pub changed: bool,
-    /// The seed list now.
-    pub seeds: Vec<String>,
-}
-
-/// Body of `POST /v1/leave`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LeaveRequest {
-    /// Leave even though pods still hold addresses (they lose them).
-    #[serde(default)]
-    pub force: bool,
-}
-
-/// Answer to `POST /v1/leave`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LeaveAnswer {
-    /// The blocks handed back.
-    pub blocks: Vec<String>,
-    /// Reservations dropped (with `--force`).
-    pub reservations_dropped: usize,
 }
 
 /// Refuses to start when another router answers on this state directory's socket, and removes
@@ -1388,7 +1363,7 @@ async fn serve_api(
 }
 
 /// A failed API request: answered with the error's HTTP status and an
-/// [`crate::ipam_api::ApiError`] body.
+/// [`weft_api::ipam::ApiError`] body.
 #[derive(Debug)]
 struct ApiFailure(ipam::Error);
 
@@ -1437,7 +1412,7 @@ async fn ipam_report(State(d): State<Arc<Daemon>>) -> Json<IpamReport> {
 async fn ipam_allocate(
     State(d): State<Arc<Daemon>>,
     b: axum::body::Bytes,
-) -> ApiResult<crate::ipam_api::Allocation> {
+) -> ApiResult<weft_api::ipam::Allocation> {
     let req: AllocateRequest = body(&b)?;
     let i = ipam_of(&d)?;
     Ok(Json(i.allocate(req.attachment, req.netns).await?))
@@ -1446,7 +1421,7 @@ async fn ipam_allocate(
 async fn ipam_release(
     State(d): State<Arc<Daemon>>,
     b: axum::body::Bytes,
-) -> ApiResult<crate::ipam_api::ReleaseAnswer> {
+) -> ApiResult<weft_api::ipam::ReleaseAnswer> {
     let a: Attachment = body(&b)?;
     let i = ipam_of(&d)?;
     Ok(Json(i.release(&a).await?))
@@ -1455,7 +1430,7 @@ async fn ipam_release(
 async fn ipam_gc(
     State(d): State<Arc<Daemon>>,
     b: axum::body::Bytes,
-) -> ApiResult<crate::ipam_api::GcAnswer> {
+) -> ApiResult<weft_api::ipam::GcAnswer> {
     let req: GcRequest = body(&b)?;
     let i = ipam_of(&d)?;
     Ok(Json(i.gc(&req.keep).await?))

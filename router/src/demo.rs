@@ -8,13 +8,13 @@
 //! secret the routers put each pair on the kernel VXLAN fast path once its probes pass; the demo
 //! waits for that before measuring.
 
-use crate::lab::{self, Host, Pod};
-use crate::status::Report;
-use crate::testbed::{ping, tcp_transfer, weft_bin, Cluster, PingStats, Transfer};
 use anyhow::{bail, Result};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+use weft_api::status::Report;
+use weft_lab::testbed::{ping, tcp_transfer, weft_bin, Cluster, PingStats, Transfer};
+use weft_lab::{self as lab, Host, Pod};
 
 /// Options of `weft demo`.
 #[derive(Debug, Clone)]

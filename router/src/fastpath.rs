@@ -26,11 +26,11 @@
 //! Everything here is async over [`Netlink`] (rtnetlink), with no `unsafe` and no external
 //! commands; the probe datagram is built by a pure function ([`probe_datagram`]).
 
-use crate::netlink::{FdbTable, LinkCounters, Netlink, VxlanParams};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+use weft_netlink::{FdbTable, LinkCounters, Netlink, VxlanParams};
 
 /// Default name of the VXLAN device.
 pub const DEFAULT_DEVICE: &str = "weft-vxlan";
@@ -252,7 +252,10 @@ impl FastPath {
     /// that peer's MACs to the TAP port until they age out; see docs/fastpath.md.
     pub async fn add_peer(&self, peer: IpAddr) -> Result<()> {
         self.check_peer(peer)?;
-        self.nl.vxlan_fdb_append(self.index, FLOOD_MAC, peer).await
+        Ok(self
+            .nl
+            .vxlan_fdb_append(self.index, FLOOD_MAC, peer)
+            .await?)
     }
 
     /// Stops using the fast path to `peer`: removes it from the flood list, removes every
@@ -301,9 +304,10 @@ impl FastPath {
     pub async fn set_mac(&self, mac: [u8; 6], peer: IpAddr) -> Result<()> {
         self.check_peer(peer)?;
         check_unicast(mac)?;
-        self.nl
+        Ok(self
+            .nl
             .vxlan_fdb_replace(self.index, mac, peer, false)
-            .await
+            .await?)
     }
 
     /// Removes the entry for `mac`, if any: its frames are flooded to the fast-path peers until
@@ -397,7 +401,7 @@ impl FastPath {
     /// peers; rx: frames decapsulated from peers, probes included; tx_dropped: frames with no
     /// destination, e.g. a flood while no peer is on the fast path).
     pub async fn stats(&self) -> Result<LinkCounters> {
-        self.nl.link_counters(self.index).await
+        Ok(self.nl.link_counters(self.index).await?)
     }
 
     /// The probe this host sends: see [`probe_datagram`].

@@ -18,8 +18,6 @@
 //! was away) are "lost": kept, reported in the status and logged, never handed out again unless
 //! the block comes back.
 
-use crate::ipam_api::{Allocation, Attachment, GcAnswer, IpamReport, ReleaseAnswer, Reservation};
-use crate::netlink::Netlink;
 pub use crate::Error;
 use anyhow::{bail, Context, Result};
 use gossip::driver::Gossip;
@@ -31,6 +29,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
+use weft_api::ipam::{Allocation, Attachment, GcAnswer, IpamReport, ReleaseAnswer, Reservation};
+use weft_netlink::Netlink;
 
 /// The reservations file inside the state directory.
 pub const RESERVATIONS_FILE: &str = "reservations.json";

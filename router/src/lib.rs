@@ -1,29 +1,26 @@
 //! The Weft host daemon as a library: the `weft` binary is a thin CLI over these modules.
 //!
 //! * [`daemon`]: `weft router`, wiring everything below together.
-//! * [`dataplane`]: the per-packet threads between the TAP port and the UDP socket.
-//! * [`netlink`]: bridge and TAP configuration through rtnetlink.
-//! * [`ipam`] and [`ipam_api`]: pod addresses (reservations, gateways, masquerading) and the
-//!   JSON the CNI plugin speaks.
+//! * [`dataplane`]: the per-packet thread between the TAP port and the UDP socket.
+//! * [`fastpath`]: the kernel VXLAN fast path (device, probes, forwarding entries).
+//! * [`ipam`]: pod addresses (reservations, gateways, masquerading) behind `weft-cni`.
+//! * [`report`] and [`metrics`]: what `weft status` and Prometheus see.
 //! * [`sys`]: the few system calls that need `unsafe` (TAP, poll, socket buffers).
-//! * [`api`] and [`status`]: the local API socket and what `weft status` shows.
 //! * [`state`]: the state directory.
-//! * [`lab`] and [`demo`]: throwaway clusters of network namespaces for tests and `weft demo`.
+//! * [`demo`]: `weft demo`, on a lab of network namespaces (`weft-lab`).
+//!
+//! The API contract is the `weft-api` crate and netlink the `weft-netlink` crate, shared with
+//! `weft-cni`; docs/architecture.md draws the crates and their allowed dependencies.
 
-pub mod api;
 pub mod daemon;
 pub mod dataplane;
 pub mod demo;
 pub mod error;
 pub mod fastpath;
 pub mod ipam;
-pub mod ipam_api;
-pub mod lab;
 pub mod metrics;
-pub mod netlink;
+pub mod report;
 pub mod state;
-pub mod status;
 pub mod sys;
-pub mod testbed;
 
 pub use error::Error;

@@ -5,7 +5,9 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
-use weft::{api, daemon, demo, status};
+use weft::{daemon, demo};
+use weft_api as api;
+use weft_api::status;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -253,7 +255,8 @@ fn router(a: RouterArgs) -> Result<()> {
 }
 
 fn seed(state_dir: &std::path::Path, path: &str, addr: String) -> Result<()> {
-    let a: daemon::SeedAnswer = api::post(state_dir, path, &daemon::SeedRequest { addr })?;
+    let a: api::control::SeedAnswer =
+        api::post(state_dir, path, &api::control::SeedRequest { addr })?;
     let verb = if path.ends_with("connect") {
         "added"
     } else {
@@ -333,11 +336,11 @@ fn main() -> Result<()> {
         Command::Forget { addr, state_dir } => seed(&state_dir, "/v1/forget", addr),
         Command::Leave { force, state_dir } => {
             // Handing the blocks back waits up to 10 s for a peer to hear it.
-            let a: daemon::LeaveAnswer = api::call(
+            let a: api::control::LeaveAnswer = api::call(
                 &state_dir,
                 "POST",
                 "/v1/leave",
-                Some(&daemon::LeaveRequest { force }),
+                Some(&api::control::LeaveRequest { force }),
                 Duration::from_secs(30),
             )?;
             println!(

@@ -5,9 +5,8 @@
 //! format is a few lines of text per figure; a metrics library would add a registry that
 //! duplicates the counters the data plane already keeps.
 
-use crate::status::Report;
-use gossip::driver::TargetState;
 use std::fmt::Write;
+use weft_api::status::{Report, TargetState};
 
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -66,7 +65,7 @@ pub fn render(r: &Report) -> String {
         o.val("weft_peers", &[("state", s)], n);
     }
 
-    type Field = fn(&crate::status::PeerReport) -> u64;
+    type Field = fn(&weft_api::status::PeerReport) -> u64;
     let per_peer: [(&str, &str, Field); 7] = [
         (
             "weft_peer_tx_frames_total",

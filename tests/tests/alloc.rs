@@ -19,8 +19,8 @@ use std::time::Duration;
 use vswitch::wire::sleeve::{push_frame, SleeveDatagram, SleeveHeader};
 use vswitch::{Fdb, PeerName, Switch};
 use weft::dataplane::{Dataplane, Fabric, PeerCounters, PeerEntry, Shared};
-use weft::lab::{in_netns, Lab, PodSpec};
 use weft::sys::tap::Tap;
+use weft_lab::{in_netns, Lab, PodSpec};
 
 struct Counting;
 
@@ -135,7 +135,7 @@ fn ipv4_frame(
 #[test]
 fn the_per_packet_path_does_not_allocate() {
     assert!(
-        weft::lab::require_root(),
+        weft_lab::require_root(),
         "this test needs root and iproute2"
     );
     let mut lab = Lab::new("wal").unwrap();
@@ -149,11 +149,11 @@ fn the_per_packet_path_does_not_allocate() {
     // The data plane of "h1", started on a thread inside h1's namespace (its threads inherit it).
     let pod_mtu = 1436u32;
     let dp = in_netns(&h1.ns, move || {
-        let tap = weft::netlink::block_on(|nl| async move {
+        let tap = weft_netlink::block_on(|nl| async move {
             let bridge = nl.ensure_bridge("weft", pod_mtu).await?;
             let tap = Tap::open("weft-tap")?;
             nl.attach("weft-tap", bridge, 65_000).await?;
-            Ok(tap)
+            Ok::<_, anyhow::Error>(tap)
         })
         .unwrap();
         let socket = UdpSocket::bind(h1_addr).unwrap();

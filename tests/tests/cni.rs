@@ -2,7 +2,7 @@
 //! upstream `cnitool` (ADD, CHECK, DEL through libcni) and, where the exact CNI error code
 //! matters or cnitool has no verb (STATUS, GC), the `weft-cni` binary run directly with the `CNI_*`
 //! environment and a config on stdin. Hosts and pods are network namespaces of a
-//! [`weft::lab::Lab`]; every host runs a real `weft router` with `--pod-cidr`.
+//! [`weft_lab::Lab`]; every host runs a real `weft router` with `--pod-cidr`.
 //!
 //! Needs root, `cnitool`, Debian's `containernetworking-plugins`, iperf3 and the release `weft`
 //! and `weft-cni` binaries: `sudo bash scripts/test.sh -p weft-tests --test cni` sets all of that
@@ -13,15 +13,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-use weft::ipam_api::IpamReport;
-use weft::lab::{in_netns, poll_until, Host, Signal};
-use weft::testbed::{ping, weft_bin, Cluster, Cni, CniOutput, CniPod};
+use weft_api::ipam::IpamReport;
+use weft_lab::testbed::{ping, weft_bin, Cluster};
+use weft_lab::{in_netns, poll_until, Host, Signal};
+use weft_tests::cni::{Cni, CniOutput, CniPod};
 
 const POD_CIDR: &str = "10.32.0.0/12";
 
 fn cluster(tag: &str) -> Cluster {
     assert!(
-        weft::lab::require_root(),
+        weft_lab::require_root(),
         "these tests need root and iproute2"
     );
     Cluster::new(tag, weft_bin().unwrap()).unwrap()

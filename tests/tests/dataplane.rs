@@ -6,9 +6,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-use weft::lab::{in_netns, poll_until, Host, Pod, Signal};
-use weft::status::{MacReport, Report};
-use weft::testbed::{ping, tcp_transfer, weft_bin, Cluster};
+use weft_api::status::{MacReport, Report};
+use weft_lab::testbed::{ping, tcp_transfer, weft_bin, Cluster};
+use weft_lab::{in_netns, poll_until, Host, Pod, Signal};
 
 fn pod_ip(host: u8, pod: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 32, host, pod)
@@ -17,7 +17,7 @@ fn pod_ip(host: u8, pod: u8) -> Ipv4Addr {
 /// `n` hosts in a full mesh (each seeded with every earlier one), one pod each.
 fn mesh(tag: &str, n: u8) -> (Cluster, Vec<Host>, Vec<Pod>) {
     assert!(
-        weft::lab::require_root(),
+        weft_lab::require_root(),
         "these tests need root and iproute2"
     );
     let mut c = Cluster::new(tag, weft_bin().unwrap()).unwrap();
@@ -31,7 +31,7 @@ fn mesh(tag: &str, n: u8) -> (Cluster, Vec<Host>, Vec<Pod>) {
     (c, hosts, pods)
 }
 
-fn peer<'a>(r: &'a Report, nickname: &str) -> &'a weft::status::PeerReport {
+fn peer<'a>(r: &'a Report, nickname: &str) -> &'a weft_api::status::PeerReport {
     r.peers
         .iter()
         .find(|p| p.nickname == nickname)
@@ -39,7 +39,7 @@ fn peer<'a>(r: &'a Report, nickname: &str) -> &'a weft::status::PeerReport {
 }
 
 fn wait_ping(c: &Cluster, from: &Pod, to: Ipv4Addr, timeout: Duration) -> bool {
-    weft::testbed::wait_ping(&c.lab, from, to, timeout)
+    weft_lab::testbed::wait_ping(&c.lab, from, to, timeout)
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn arp_resolves_across_hosts() {
             &["ip", "neigh", "show", &pods[1].ip.to_string()],
         )
         .unwrap();
-    let mac = weft::lab::format_mac(&pods[1].mac);
+    let mac = weft_lab::format_mac(&pods[1].mac);
     assert!(
         neigh.contains(&mac),
         "ARP entry {neigh:?} does not name {mac}"
@@ -126,15 +126,15 @@ fn a_mac_that_moves_to_another_host_is_followed_within_a_second() {
     let (mut c, hosts, pods) = mesh("wdm", 3);
     let mac = [0x02, 0x77, 0, 0, 0, 0x42];
     let ip = pod_ip(9, 9);
-    let spec = weft::lab::PodSpec::new(ip, 12, c.status(&hosts[1]).unwrap().pod_mtu).with_mac(mac);
+    let spec = weft_lab::PodSpec::new(ip, 12, c.status(&hosts[1]).unwrap().pod_mtu).with_mac(mac);
     let mover = c.lab.add_pod(&hosts[1], "mv", spec.clone()).unwrap();
     assert!(wait_ping(&c, &pods[0], ip, Duration::from_secs(5)));
     let h2 = c.status(&hosts[1]).unwrap().name;
     let h3 = c.status(&hosts[2]).unwrap().name;
     let location = |c: &Cluster| -> Option<String> {
-        let macs: Vec<MacReport> = weft::api::get(&c.state_dir(&hosts[0]), "/v1/macs").ok()?;
+        let macs: Vec<MacReport> = weft_api::get(&c.state_dir(&hosts[0]), "/v1/macs").ok()?;
         macs.into_iter()
-            .find(|m| m.mac == weft::lab::format_mac(&mac))
+            .find(|m| m.mac == weft_lab::format_mac(&mac))
             .map(|m| m.location)
     };
     assert_eq!(location(&c).as_deref(), Some(h2.as_str()));
@@ -269,7 +269,7 @@ fn a_frame_too_big_for_the_overlay_gets_icmp_frag_needed() {
         .add_pod(
             &hosts[0],
             "big",
-            weft::lab::PodSpec::new(pod_ip(1, 50), 12, 9000),
+            weft_lab::PodSpec::new(pod_ip(1, 50), 12, 9000),
         )
         .unwrap();
     assert!(wait_ping(&c, &big, pods[1].ip, Duration::from_secs(5)));
@@ -431,7 +431,7 @@ fn busy_polling_routers_carry_traffic_on_one_data_plane_thread_each() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--busy-poll-us"), "{err}");
 
-    assert!(weft::lab::require_root(), "this test needs root");
+    assert!(weft_lab::require_root(), "this test needs root");
     let mut c = Cluster::new("wbusy", weft_bin().unwrap()).unwrap();
     let args: Vec<&[&str]> = vec![&["--no-fastpath", "--busy-poll-us", "300"]; 2];
     let hosts = c.full_mesh(2, &args).unwrap();

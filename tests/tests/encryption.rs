@@ -6,15 +6,15 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
-use weft::lab::{in_netns, poll_until, Host, Pod, Signal};
-use weft::status::Report;
-use weft::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
+use weft_api::status::Report;
+use weft_lab::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
+use weft_lab::{in_netns, poll_until, Host, Pod, Signal};
 
 const SECRET: &str = "the weft test secret, long enough\n";
 
 fn cluster(tag: &str) -> Cluster {
     assert!(
-        weft::lab::require_root(),
+        weft_lab::require_root(),
         "these tests need root and iproute2"
     );
     Cluster::new(tag, weft_bin().unwrap()).unwrap()
@@ -165,8 +165,8 @@ fn the_underlay_sees_neither_payload_nor_pod_addresses() {
 
 fn target_error(r: &Report) -> Option<String> {
     r.targets.iter().find_map(|t| match &t.state {
-        gossip::driver::TargetState::Retrying { last_error, .. } => Some(last_error.clone()),
-        gossip::driver::TargetState::Failed { reason } => Some(reason.clone()),
+        weft_api::status::TargetState::Retrying { last_error, .. } => Some(last_error.clone()),
+        weft_api::status::TargetState::Failed { reason } => Some(reason.clone()),
         _ => None,
     })
 }
@@ -334,8 +334,8 @@ fn a_64_mib_transfer_crosses_encrypted_as_super_frames_intact() {
     let s = secret_file(&c, "secret", SECRET);
     let args: &[&str] = &["--secret-file", &s];
     let (hs, pods) = pair_in(&mut c, args);
-    let t =
-        weft::testbed::tcp_transfer(&pods[0], &pods[1], 64 << 20, Duration::from_secs(60)).unwrap();
+    let t = weft_lab::testbed::tcp_transfer(&pods[0], &pods[1], 64 << 20, Duration::from_secs(60))
+        .unwrap();
     assert!(t.intact(), "{t:?}");
     let r1 = c.status(&hs[0]).unwrap();
     let r2 = c.status(&hs[1]).unwrap();

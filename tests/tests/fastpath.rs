@@ -19,15 +19,15 @@ use weft::fastpath::{
     probe_mac, FastPath, FastPathConfig, PathMode, PeerPath, ProbePolicy, Reconciled, SetupOutcome,
     DEFAULT_DEVICE, FLOOD_MAC,
 };
-use weft::lab::{in_netns, poll_until, Host, Lab, Pod, PodSpec};
-use weft::netlink::{block_on, FdbTable, LinkCounters, Netlink};
+use weft_lab::{in_netns, poll_until, Host, Lab, Pod, PodSpec};
+use weft_netlink::{block_on, FdbTable, LinkCounters, Netlink};
 
 /// The pod MTU the router would compute for a 1500-byte IPv4 underlay.
 const POD_MTU: u32 = 1436;
 
 fn lab(tag: &str) -> Lab {
     assert!(
-        weft::lab::require_root(),
+        weft_lab::require_root(),
         "these tests need root and iproute2"
     );
     Lab::new(tag).unwrap()
@@ -101,7 +101,7 @@ fn fdb(h: &Host) -> Vec<([u8; 6], IpAddr)> {
 }
 
 fn ping(lab: &Lab, from: &Pod, to: Ipv4Addr, count: u32) -> u32 {
-    weft::testbed::ping(lab, &from.ns, to, count)
+    weft_lab::testbed::ping(lab, &from.ns, to, count)
         .unwrap()
         .received
 }
@@ -324,7 +324,7 @@ fn a_broadcast_reaches_each_remote_host_exactly_once() {
             lab.exec_ok(&h.ns, &args).unwrap();
         }
         on_host(h, |nl| async move {
-            nl.set_port_isolated("weft-tap", true).await
+            Ok(nl.set_port_isolated("weft-tap", true).await?)
         });
         assert!(isolated(&lab, &h.ns, "weft-tap"));
     }
@@ -356,7 +356,7 @@ fn a_broadcast_reaches_each_remote_host_exactly_once() {
     // Control: without isolation on h2's TAP port, the frame from the VXLAN port reaches it
     // (and a router would send it on: the duplicate that isolation prevents).
     on_host(&hosts[1], |nl| async move {
-        nl.set_port_isolated("weft-tap", false).await
+        Ok(nl.set_port_isolated("weft-tap", false).await?)
     });
     arp_broadcast(&lab, &pods[0], t2);
     std::thread::sleep(Duration::from_millis(300));
@@ -519,7 +519,7 @@ impl Prober {
                         fp.send_probe(&socket, peer)?;
                         std::thread::sleep(Duration::from_millis(100));
                     }
-                    Ok(())
+                    Ok::<_, anyhow::Error>(())
                 })
                 .unwrap()
             })

@@ -7,13 +7,13 @@
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
-use weft::lab::{poll_until, Host, Pod, Signal};
-use weft::status::Report;
-use weft::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
+use weft_api::status::Report;
+use weft_lab::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
+use weft_lab::{poll_until, Host, Pod, Signal};
 
 fn cluster(tag: &str) -> Cluster {
     assert!(
-        weft::lab::require_root(),
+        weft_lab::require_root(),
         "these tests need root and iproute2"
     );
     Cluster::new(tag, weft_bin().unwrap()).unwrap()
@@ -194,7 +194,7 @@ fn a_host_without_the_fast_path_mixes_with_hosts_that_use_it() {
 }
 
 fn arp_count(c: &Cluster, pod: &Pod) -> u64 {
-    weft::testbed::arp_requests(&c.lab, pod).unwrap()
+    weft_lab::testbed::arp_requests(&c.lab, pod).unwrap()
 }
 
 #[test]
@@ -218,7 +218,7 @@ fn an_arp_broadcast_reaches_each_remote_pod_exactly_once_on_the_fast_path() {
         }
     }
     for p in &pods {
-        weft::testbed::count_arp_requests(&c.lab, p, Ipv4Addr::new(10, 32, 200, 200)).unwrap();
+        weft_lab::testbed::count_arp_requests(&c.lab, p, Ipv4Addr::new(10, 32, 200, 200)).unwrap();
     }
     let _ = c.lab.exec(
         &sender.ns,

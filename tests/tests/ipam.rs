@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use weft::api::{self, Error};
-use weft::ipam_api::{
+use weft_api::ipam::{
     AllocateRequest, Allocation, Attachment, GcAnswer, GcRequest, IpamReport, ReleaseAnswer,
 };
-use weft::lab::{poll_until, Host, PodSpec, Signal};
-use weft::status::Report;
-use weft::testbed::{http_get, weft_bin, Cluster};
+use weft_api::status::Report;
+use weft_api::{self as api, Error};
+use weft_lab::testbed::{http_get, weft_bin, Cluster};
+use weft_lab::{poll_until, Host, PodSpec, Signal};
 
 const CIDR: &str = "10.32.0.0/12";
 
@@ -26,7 +26,7 @@ fn cidr() -> gossip::ipam::Block {
 
 fn cluster(tag: &str) -> Cluster {
     assert!(
-        weft::lab::require_root(),
+        weft_lab::require_root(),
         "these tests need root and iproute2"
     );
     Cluster::new(tag, weft_bin().unwrap()).unwrap()
@@ -345,7 +345,7 @@ fn pods_leaving_the_pod_cidr_are_masqueraded_and_pod_traffic_is_not() {
     // Pod to pod across hosts: the pod's own source address arrives.
     count_echo_from(&c, &p2.ns, &[a1.address, h1.underlay_ip]);
     assert!(
-        weft::testbed::wait_ping(&c.lab, p1, a2.address, Duration::from_secs(15)),
+        weft_lab::testbed::wait_ping(&c.lab, p1, a2.address, Duration::from_secs(15)),
         "pod on h1 cannot reach the pod on h2"
     );
     assert!(echo_count(&c, &p2.ns, "from_0") >= 1, "pod source not kept");
@@ -366,7 +366,7 @@ fn pods_leaving_the_pod_cidr_are_masqueraded_and_pod_traffic_is_not() {
     // Pod to outside the pod CIDR (h2's underlay address): translated to h1's address.
     count_echo_from(&c, &h2.ns, &[h1.underlay_ip, a1.address]);
     assert!(
-        weft::testbed::wait_ping(&c.lab, p1, h2.underlay_ip, Duration::from_secs(10)),
+        weft_lab::testbed::wait_ping(&c.lab, p1, h2.underlay_ip, Duration::from_secs(10)),
         "pod on h1 cannot reach h2's underlay address: {}",
         c.router_log(h1)
     );
@@ -517,7 +517,7 @@ fn reservations_in_a_block_reclaimed_while_away_are_reported_lost() {
         .unwrap();
     let reclaimed = poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
         let st = c.status(&hosts[0]).ok()?.ipam?.cluster?;
-        let still = st.hosts.iter().any(|h| h.held.contains(&block));
+        let still = st.hosts.iter().any(|h| h.held.contains(&block.to_string()));
         (!still).then_some(st)
     });
     assert!(

@@ -1,4 +1,4 @@
-//! Tests of the network-namespace lab itself (`weft::lab`).
+//! Tests of the network-namespace lab itself (`weft_lab`).
 //!
 //! They need root and iproute2; without them each test prints a note and passes. Every lab they
 //! build is torn down on drop, and each test checks that nothing with its prefix is left behind.
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use weft::lab::{self, Lab, PodSpec, Signal};
+use weft_lab::{self as lab, Lab, PodSpec, Signal};
 
 /// True if the lab can run here; otherwise prints why the test is skipped.
 fn root(test: &str) -> bool {

@@ -5,9 +5,9 @@
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
-use weft::lab::{poll_until, Host, Pod, Signal};
-use weft::status::Report;
-use weft::testbed::{http_get, tcp_transfer_paced, weft_bin, Cluster};
+use weft_api::status::Report;
+use weft_lab::testbed::{http_get, tcp_transfer_paced, weft_bin, Cluster};
+use weft_lab::{poll_until, Host, Pod, Signal};
 
 /// These tests are about the mesh and the sleeve: the kernel fast path stays off.
 const SLEEVE: &[&str] = &["--no-fastpath"];
@@ -18,14 +18,14 @@ fn pod_ip(host: u8) -> Ipv4Addr {
 
 fn cluster(tag: &str) -> Cluster {
     assert!(
-        weft::lab::require_root(),
+        weft_lab::require_root(),
         "these tests need root and iproute2"
     );
     Cluster::new(tag, weft_bin().unwrap()).unwrap()
 }
 
 fn wait_ping(c: &Cluster, from: &Pod, to: Ipv4Addr, timeout: Duration) -> bool {
-    weft::testbed::wait_ping(&c.lab, from, to, timeout)
+    weft_lab::testbed::wait_ping(&c.lab, from, to, timeout)
 }
 
 /// Waits until `host` sees `peer` (by nickname) with the given path, e.g. "direct" or "via h2".
@@ -232,7 +232,7 @@ fn metrics_endpoint_serves_the_status_figures() {
 }
 
 fn arp_count(c: &Cluster, pod: &Pod) -> u64 {
-    weft::testbed::arp_requests(&c.lab, pod).unwrap()
+    weft_lab::testbed::arp_requests(&c.lab, pod).unwrap()
 }
 
 #[test]
@@ -250,7 +250,7 @@ fn every_pod_gets_each_broadcast_exactly_once() {
         pods.push(c.add_pod(h, "p1", pod_ip(h.index)).unwrap());
     }
     for p in &pods {
-        weft::testbed::count_arp_requests(&c.lab, p, Ipv4Addr::new(10, 32, 200, 200)).unwrap();
+        weft_lab::testbed::count_arp_requests(&c.lab, p, Ipv4Addr::new(10, 32, 200, 200)).unwrap();
     }
     // ARP for an address nobody has: the kernel broadcasts a request once a second, 3 times.
     let _ = c.lab.exec(

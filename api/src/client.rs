@@ -2,17 +2,15 @@
 //!
 //! `GET /v1/status` returns a [`crate::status::Report`]; `GET /v1/macs` the MAC table;
 //! `POST /v1/connect` and `POST /v1/forget` with `{"addr": "ADDR[:PORT]"}` change the seed
-//! list; the `/v1/ipam/*` endpoints serve `weft-cni` ([`crate::ipam_api`]). Anything
+//! list; the `/v1/ipam/*` endpoints serve `weft-cni` ([`crate::ipam`]). Anything
 //! that can open the socket (root, by its mode) can read them, e.g.
 //! `curl --unix-socket /run/weft/weft.sock http://weft/v1/status`.
 //!
-//! This module is also the client: the CLI uses [`get`] and [`post`] (errors as text), `weft-cni`
-//! uses [`call`], whose [`Error`] tells "the router does not answer" from "the router said
-//! no" (with the router's [`ApiError`]), which the plugin turns into different CNI error codes.
+//! This module is the client: the CLI uses [`get`] and [`post`], `weft-cni` uses [`call`] with its
+//! own timeout. Their [`Error`] tells "the router does not answer" from "the router said no"
+//! (with the router's [`ApiError`]), which the plugin turns into different CNI error codes.
 
-use crate::ipam_api::ApiError;
-pub use crate::Error;
-use anyhow::Result;
+use crate::error::{ApiError, Error};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::{self, Read, Write};
@@ -32,8 +30,8 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Performs `GET path` against the daemon that owns `state_dir` and decodes the JSON answer.
-pub fn get<T: DeserializeOwned>(state_dir: &Path, path: &str) -> Result<T> {
-    Ok(call(state_dir, "GET", path, None::<&()>, CLI_TIMEOUT)?)
+pub fn get<T: DeserializeOwned>(state_dir: &Path, path: &str) -> Result<T, Error> {
+    call(state_dir, "GET", path, None::<&()>, CLI_TIMEOUT)
 }
 
 /// Performs `POST path` with a JSON body and decodes the JSON answer.
@@ -41,8 +39,8 @@ pub fn post<B: Serialize, T: DeserializeOwned>(
     state_dir: &Path,
     path: &str,
     body: &B,
-) -> Result<T> {
-    Ok(call(state_dir, "POST", path, Some(body), CLI_TIMEOUT)?)
+) -> Result<T, Error> {
+    call(state_dir, "POST", path, Some(body), CLI_TIMEOUT)
 }
 
 /// Performs `method path` (with a JSON body if given) against the daemon that owns `state_dir`,

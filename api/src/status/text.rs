@@ -1,169 +1,7 @@
-//! What `weft status` shows: the report the daemon serves on its API socket, and its rendering
-//! as text tables.
+//! The text tables of `weft status`: [`Report`]'s rendering for people.
 
-use gossip::driver::{ConnectionStatus, TargetState, TargetStatus};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use super::*;
 use std::fmt::Write;
-
-/// The whole status of one router.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    /// Weft version.
-    pub version: String,
-    /// Our peer name.
-    pub name: String,
-    /// Our nickname.
-    pub nickname: String,
-    /// Our run id.
-    pub uid: String,
-    /// Control and data address.
-    pub listen: String,
-    /// The host bridge.
-    pub bridge: String,
-    /// The router's TAP port on it.
-    pub tap: String,
-    /// MTU of the underlay interface.
-    pub underlay_mtu: u32,
-    /// MTU pods must use.
-    pub pod_mtu: u32,
-    /// Seconds since the router started.
-    pub uptime_secs: u64,
-    /// Connected peers with their counters.
-    pub peers: Vec<PeerReport>,
-    /// Dial targets.
-    pub targets: Vec<TargetStatus>,
-    /// Control connections.
-    pub connections: Vec<ConnectionStatus>,
-    /// Inbound control connections refused by the connection or accept-rate limits.
-    pub refused_connections: u64,
-    /// Addresses whose connections were refused after they spoke (wrong secret, no secret,
-    /// incompatible version, ...).
-    pub refused: Vec<gossip::driver::RefusedStatus>,
-    /// The cluster has a secret.
-    pub encrypted: bool,
-    /// The kernel VXLAN fast path.
-    #[serde(default)]
-    pub fastpath: FastPathReport,
-    /// Host-wide data plane counters.
-    pub counters: BTreeMap<String, u64>,
-    /// Drops by reason.
-    pub drops: BTreeMap<String, u64>,
-    /// MAC table counters.
-    pub fdb: BTreeMap<String, u64>,
-    /// Pod IPAM (`None` when the router runs without `--pod-cidr`).
-    #[serde(default)]
-    pub ipam: Option<IpamSection>,
-}
-
-/// Pod IPAM on one router: its blocks, its reservations, the cluster's view.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct IpamSection {
-    /// The pod CIDR.
-    pub cidr: String,
-    /// The block size.
-    pub block_prefix: u8,
-    /// Whether traffic from pods to outside the pod CIDR is masqueraded.
-    pub masquerade: bool,
-    /// Blocks this host holds.
-    pub held: Vec<String>,
-    /// This host's reservations.
-    pub reservations: Vec<crate::ipam_api::Reservation>,
-    /// Reservations whose address lies in no block this host holds (reclaimed while the router
-    /// was away): those pods may clash with another host's.
-    pub lost: Vec<crate::ipam_api::Reservation>,
-    /// Blocks the cluster took back from this host while it was unreachable for longer than the
-    /// grace period.
-    #[serde(default)]
-    pub lost_blocks: Vec<String>,
-    /// Whether an ADD can be served now.
-    pub ready: bool,
-    /// Why not, when not.
-    #[serde(default)]
-    pub reason: String,
-    /// The cluster's view from the gossip layer (blocks per host, members, quorum).
-    pub cluster: Option<gossip::ipam::IpamStatus>,
-}
-
-/// One peer: a direct neighbour or a peer reached through relays.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerReport {
-    /// Its name.
-    pub name: String,
-    /// Its nickname.
-    pub nickname: String,
-    /// Where its datagrams go (the neighbour's address; empty when reached through a relay).
-    pub addr: String,
-    /// `established` (direct, data path confirmed), `connected, data path down` (control
-    /// connection up, UDP heartbeats unanswered), or `reachable` (through relays only).
-    pub state: String,
-    /// `direct`, or `via <relay nickname>` (the next hop of the shortest path).
-    pub path: String,
-    /// Its pod MTU (0 when unknown: not a direct neighbour).
-    pub mtu: u32,
-    /// Round-trip time of the last UDP heartbeat, in milliseconds (direct neighbours).
-    pub rtt_ms: Option<f64>,
-    /// Frames sent.
-    pub tx_frames: u64,
-    /// Frame bytes sent.
-    pub tx_bytes: u64,
-    /// Datagrams sent.
-    pub tx_datagrams: u64,
-    /// Frames received.
-    pub rx_frames: u64,
-    /// Frame bytes received.
-    pub rx_bytes: u64,
-    /// Datagrams received.
-    pub rx_datagrams: u64,
-    /// Datagrams from this peer that we relayed on.
-    pub relayed_datagrams: u64,
-    /// Drops of this peer's traffic, by reason (zero counts left out).
-    pub drops: BTreeMap<String, u64>,
-    /// Data encryption with this neighbour: `chacha20-poly1305`, `trusted` (in clear by
-    /// `--trusted-subnets`), or `none` (no secret, or not a neighbour).
-    pub encryption: String,
-    /// Why this neighbour uses the fast path or the sleeve (empty for peers reached by relay).
-    #[serde(default)]
-    pub fastpath: String,
-    /// The key generation this router sends with (encrypted neighbours).
-    pub key_epoch: Option<u8>,
-    /// Rekeys completed with this neighbour.
-    pub rekeys: u64,
-}
-
-/// The kernel VXLAN fast path of a router.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct FastPathReport {
-    /// `on`, or `off: <why>`.
-    pub state: String,
-    /// The VXLAN device.
-    pub device: String,
-    /// Its VNI.
-    pub vni: u32,
-    /// Its UDP port.
-    pub port: u16,
-    /// Neighbours on the fast path now.
-    pub peers: usize,
-    /// Packets the device received (from fast-path peers).
-    pub rx_packets: u64,
-    /// Packets the device sent.
-    pub tx_packets: u64,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-}
-
-/// One MAC table entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MacReport {
-    /// The address.
-    pub mac: String,
-    /// "local" or the peer's name.
-    pub location: String,
-    /// Milliseconds since it was last seen.
-    pub age_ms: u64,
-}
 
 fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -479,7 +317,7 @@ impl Report {
                 .hosts
                 .iter()
                 .map(|h| {
-                    let list = |v: &[gossip::ipam::Block]| {
+                    let list = |v: &[String]| {
                         if v.is_empty() {
                             "-".to_string()
                         } else {
@@ -510,8 +348,7 @@ impl Report {
         }
         let _ = writeln!(out, "\nReservations: {}", i.reservations.len());
         if !i.reservations.is_empty() {
-            let mut by_address: Vec<&crate::ipam_api::Reservation> =
-                i.reservations.iter().collect();
+            let mut by_address: Vec<&crate::ipam::Reservation> = i.reservations.iter().collect();
             by_address.sort_by_key(|r| r.address);
             let rows: Vec<Vec<String>> = by_address
                 .into_iter()

@@ -1,5 +1,5 @@
 //! The pod-address API between `weft-cni` and the router: the JSON bodies of the `/v1/ipam/*`
-//! endpoints on the router's socket (`<state-dir>/weft.sock`, see [`crate::api`]).
+//! endpoints on the router's socket (`<state-dir>/weft.sock`, see [`crate::client`]).
 //!
 //! * `POST /v1/ipam/allocate` [`AllocateRequest`] -> [`Allocation`]. Idempotent: the same
 //!   attachment (container id + interface name) gets the same address again.
@@ -9,7 +9,7 @@
 //! * `GET /v1/ipam` -> [`IpamReport`]: readiness (for CNI STATUS) and every reservation (for
 //!   CHECK).
 //!
-//! Failures answer with an HTTP error status and an [`ApiError`] body.
+//! Failures answer with an HTTP error status and an [`ApiError`](crate::ApiError) body.
 
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -102,13 +102,4 @@ pub struct IpamReport {
     pub mtu: u32,
     /// This host's reservations.
     pub reservations: Vec<Reservation>,
-}
-
-/// The body of every failed `/v1/ipam/*` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiError {
-    /// What went wrong, for a person.
-    pub error: String,
-    /// Whether trying again later can succeed (CNI error 11).
-    pub retry: bool,
 }

@@ -1,0 +1,286 @@
+//! What `weft status` shows: the report the router serves at `GET /v1/status` (and `GET
+//! /v1/macs`), with the control plane's parts in their own types here, so that the contract does
+//! not depend on the gossip crate: the router converts at the boundary and the JSON is the same.
+//! Their rendering as text tables is in [`text`].
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+mod text;
+
+/// The whole status of one router.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Weft version.
+    pub version: String,
+    /// Our peer name.
+    pub name: String,
+    /// Our nickname.
+    pub nickname: String,
+    /// Our run id.
+    pub uid: String,
+    /// Control and data address.
+    pub listen: String,
+    /// The host bridge.
+    pub bridge: String,
+    /// The router's TAP port on it.
+    pub tap: String,
+    /// MTU of the underlay interface.
+    pub underlay_mtu: u32,
+    /// MTU pods must use.
+    pub pod_mtu: u32,
+    /// Seconds since the router started.
+    pub uptime_secs: u64,
+    /// Connected peers with their counters.
+    pub peers: Vec<PeerReport>,
+    /// Dial targets.
+    pub targets: Vec<TargetStatus>,
+    /// Control connections.
+    pub connections: Vec<ConnectionStatus>,
+    /// Inbound control connections refused by the connection or accept-rate limits.
+    pub refused_connections: u64,
+    /// Addresses whose connections were refused after they spoke (wrong secret, no secret,
+    /// incompatible version, ...).
+    pub refused: Vec<RefusedStatus>,
+    /// The cluster has a secret.
+    pub encrypted: bool,
+    /// The kernel VXLAN fast path.
+    #[serde(default)]
+    pub fastpath: FastPathReport,
+    /// Host-wide data plane counters.
+    pub counters: BTreeMap<String, u64>,
+    /// Drops by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// MAC table counters.
+    pub fdb: BTreeMap<String, u64>,
+    /// Pod IPAM (`None` when the router runs without `--pod-cidr`).
+    #[serde(default)]
+    pub ipam: Option<IpamSection>,
+}
+
+/// Pod IPAM on one router: its blocks, its reservations, the cluster's view.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IpamSection {
+    /// The pod CIDR.
+    pub cidr: String,
+    /// The block size.
+    pub block_prefix: u8,
+    /// Whether traffic from pods to outside the pod CIDR is masqueraded.
+    pub masquerade: bool,
+    /// Blocks this host holds.
+    pub held: Vec<String>,
+    /// This host's reservations.
+    pub reservations: Vec<crate::ipam::Reservation>,
+    /// Reservations whose address lies in no block this host holds (reclaimed while the router
+    /// was away): those pods may clash with another host's.
+    pub lost: Vec<crate::ipam::Reservation>,
+    /// Blocks the cluster took back from this host while it was unreachable for longer than the
+    /// grace period.
+    #[serde(default)]
+    pub lost_blocks: Vec<String>,
+    /// Whether an ADD can be served now.
+    pub ready: bool,
+    /// Why not, when not.
+    #[serde(default)]
+    pub reason: String,
+    /// The cluster's view from the gossip layer (blocks per host, members, quorum).
+    pub cluster: Option<ClusterIpam>,
+}
+
+/// One peer: a direct neighbour or a peer reached through relays.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Its name.
+    pub name: String,
+    /// Its nickname.
+    pub nickname: String,
+    /// Where its datagrams go (the neighbour's address; empty when reached through a relay).
+    pub addr: String,
+    /// `established` (direct, data path confirmed), `connected, data path down` (control
+    /// connection up, UDP heartbeats unanswered), or `reachable` (through relays only).
+    pub state: String,
+    /// `direct`, or `via <relay nickname>` (the next hop of the shortest path).
+    pub path: String,
+    /// Its pod MTU (0 when unknown: not a direct neighbour).
+    pub mtu: u32,
+    /// Round-trip time of the last UDP heartbeat, in milliseconds (direct neighbours).
+    pub rtt_ms: Option<f64>,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Frame bytes sent.
+    pub tx_bytes: u64,
+    /// Datagrams sent.
+    pub tx_datagrams: u64,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Frame bytes received.
+    pub rx_bytes: u64,
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+    /// Datagrams from this peer that we relayed on.
+    pub relayed_datagrams: u64,
+    /// Drops of this peer's traffic, by reason (zero counts left out).
+    pub drops: BTreeMap<String, u64>,
+    /// Data encryption with this neighbour: `chacha20-poly1305`, `trusted` (in clear by
+    /// `--trusted-subnets`), or `none` (no secret, or not a neighbour).
+    pub encryption: String,
+    /// Why this neighbour uses the fast path or the sleeve (empty for peers reached by relay).
+    #[serde(default)]
+    pub fastpath: String,
+    /// The key generation this router sends with (encrypted neighbours).
+    pub key_epoch: Option<u8>,
+    /// Rekeys completed with this neighbour.
+    pub rekeys: u64,
+}
+
+/// The kernel VXLAN fast path of a router.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FastPathReport {
+    /// `on`, or `off: <why>`.
+    pub state: String,
+    /// The VXLAN device.
+    pub device: String,
+    /// Its VNI.
+    pub vni: u32,
+    /// Its UDP port.
+    pub port: u16,
+    /// Neighbours on the fast path now.
+    pub peers: usize,
+    /// Packets the device received (from fast-path peers).
+    pub rx_packets: u64,
+    /// Packets the device sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+}
+
+/// One MAC table entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MacReport {
+    /// The address.
+    pub mac: String,
+    /// "local" or the peer's name.
+    pub location: String,
+    /// Milliseconds since it was last seen.
+    pub age_ms: u64,
+}
+
+/// The state of one address we dial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TargetState {
+    /// A dial or handshake is under way.
+    Connecting,
+    /// Connected to this peer (possibly through the connection it dialled to us).
+    Established {
+        /// The peer's name.
+        peer: String,
+    },
+    /// The last attempt failed; the next one is scheduled.
+    Retrying {
+        /// Milliseconds until the next attempt.
+        next_attempt_in_ms: u64,
+        /// Why the last attempt failed.
+        last_error: String,
+    },
+    /// Not retried until the configuration changes.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Status of one dial target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// The address dialled.
+    pub addr: String,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: TargetState,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// Learnt from gossip (not in the seed list).
+    #[serde(default)]
+    pub discovered: bool,
+}
+
+/// Status of one live connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    /// The peer's name.
+    pub peer: String,
+    /// Its nickname.
+    pub nickname: String,
+    /// The remote address of the TCP connection.
+    pub addr: String,
+    /// True when we dialled.
+    pub outbound: bool,
+    /// The negotiated protocol version.
+    pub version: u16,
+    /// Seconds since the handshake completed.
+    pub established_secs: u64,
+}
+
+/// An address whose inbound connections we refused, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedStatus {
+    /// The remote IP.
+    pub addr: String,
+    /// Why, the last time.
+    pub reason: String,
+    /// How many connections were refused.
+    pub count: u64,
+    /// Seconds since the last one.
+    pub last_secs: u64,
+}
+
+/// One host's blocks, as we know them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostBlocks {
+    /// The host's peer name (as `weft status` shows names).
+    pub peer: String,
+    /// Its nickname, if known.
+    pub nickname: String,
+    /// Blocks it holds.
+    pub held: Vec<String>,
+    /// Blocks it is claiming (not yet agreed).
+    pub pending: Vec<String>,
+    /// Whether it is reachable now.
+    pub reachable: bool,
+    /// Seconds since it was last reachable (0 when reachable).
+    pub unreachable_secs: u64,
+}
+
+/// The cluster's IPAM view from the mesh, as `weft status ipam` shows it (the gossip layer's
+/// `IpamStatus`, blocks written `A.B.C.D/N`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIpam {
+    /// The pod CIDR.
+    pub cidr: String,
+    /// The block size.
+    pub block_prefix: u8,
+    /// Blocks this host holds.
+    pub held: Vec<String>,
+    /// Every known host's blocks (this one included).
+    pub hosts: Vec<HostBlocks>,
+    /// Peers counted for majorities.
+    pub members: usize,
+    /// Agreeing peers a claim or reclaim needs.
+    pub quorum: usize,
+    /// Members reachable now (this host included).
+    pub reachable: usize,
+    /// Free blocks left in the CIDR.
+    pub free_blocks: u64,
+    /// Grace period before an unreachable host's blocks are reclaimed, seconds.
+    pub grace_secs: u64,
+    /// Blocks this host held until the cluster reclaimed them while it was unreachable (it then
+    /// started a new incarnation): addresses in them must no longer be used.
+    #[serde(default)]
+    pub lost: Vec<String>,
+    /// This host's incarnation (bumped when it finds itself reclaimed, or after a clean leave).
+    #[serde(default)]
+    pub incarnation: u64,
+}

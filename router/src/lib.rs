@@ -4,7 +4,7 @@
 //! * [`dataplane`]: the per-packet thread between the TAP port and the UDP socket.
 //! * [`fastpath`]: the kernel VXLAN fast path (device, probes, forwarding entries).
 //! * [`ipam`]: pod addresses (reservations, gateways, masquerading) behind `weft-cni`.
-//! * [`report`] and [`metrics`]: what `weft status` and Prometheus see.
+//! * [`metrics`]: the Prometheus exposition of the status report.
 //! * [`sys`]: the few system calls that need `unsafe` (TAP, poll, socket buffers).
 //! * [`state`]: the state directory.
 //! * [`demo`]: `weft demo`, on a lab of network namespaces (`weft-lab`).
@@ -19,7 +19,6 @@ pub mod error;
 pub mod fastpath;
 pub mod ipam;
 pub mod metrics;
-pub mod report;
 pub mod state;
 pub mod sys;
 

@@ -26,6 +26,8 @@
 //! Everything here is async over [`Netlink`] (rtnetlink), with no `unsafe` and no external
 //! commands; the probe datagram is built by a pure function ([`probe_datagram`]).
 
+pub(crate) mod round;
+
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -1,0 +1,378 @@
+//! `weft router`: the host daemon. Sets up the bridge and the TAP port, starts the data plane
+//! thread and the control plane (and pod IPAM, [`crate::ipam`], with `--pod-cidr`), serves the
+//! local API, and tears down what it owns on exit.
+//!
+//! * [`config`]: the configuration and its parsers.
+//! * `start`: [`run`], the start and the main loop.
+//! * this module: the [`Daemon`] state and what the control plane's events do to the data plane
+//!   (neighbours, sessions, the fabric, heartbeats, seeds).
+//! * `rekey`, `report`, `server`: rekeying, status reports, the API server.
+//! * the fast path's round is beside the fast path ([`crate::fastpath::round`]).
+
+pub mod config;
+mod rekey;
+mod report;
+mod server;
+mod start;
+
+pub use config::*;
+pub use start::run;
+
+use crate::dataplane::{Dataplane, Fabric, PeerCounters, PeerEntry, Shared};
+use crate::fastpath::{FastPath, PathMode, PeerPath};
+use crate::ipam::{self, Ipam};
+use crate::state;
+use anyhow::Result;
+use gossip::driver::{Event, Gossip, PeerInfo, RoutesSnapshot};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vswitch::{Key, Location, PeerName, Session};
+use weft_api::control::{LeaveAnswer, SeedAnswer};
+use weft_netlink::{LinkCounters, Netlink};
+
+/// A peer we have a control connection with.
+pub(crate) struct Neighbor {
+    pub(crate) info: PeerInfo,
+    /// The UDP path answers heartbeats.
+    pub(crate) usable: bool,
+    /// The data encryption session (encrypted clusters, unless the path is trusted).
+    pub(crate) session: Option<Arc<Mutex<Session>>>,
+    /// A rekey we proposed and await the answer to: epoch, key material, when sent.
+    pub(crate) rekey: Option<(u8, [u8; 32], Instant)>,
+    /// Rekeys completed with this neighbour.
+    pub(crate) rekeys: u64,
+}
+
+/// The running daemon, as the API handlers see it.
+pub(crate) struct Daemon {
+    pub(crate) cfg: Config,
+    pub(crate) name: PeerName,
+    pub(crate) uid: u64,
+    pub(crate) underlay_mtu: u32,
+    pub(crate) started: Instant,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) dataplane: Dataplane,
+    pub(crate) gossip: Gossip,
+    pub(crate) neighbors: Mutex<HashMap<PeerName, Neighbor>>,
+    /// Counters of every peer ever seen, so a reconnection keeps counting.
+    pub(crate) counters: Mutex<HashMap<PeerName, Arc<PeerCounters>>>,
+    /// The seed list, as persisted in the state directory.
+    pub(crate) seeds: Mutex<Vec<SocketAddr>>,
+    pub(crate) nl: Netlink,
+    /// The kernel VXLAN fast path, when on.
+    pub(crate) fast: tokio::sync::Mutex<Option<FastPath>>,
+    /// Why the fast path is off, when it is.
+    pub(crate) fast_off: Option<String>,
+    /// The path choice per neighbour.
+    pub(crate) fast_peers: Mutex<HashMap<PeerName, FastPeer>>,
+    /// The VXLAN device's counters, refreshed every second.
+    pub(crate) fast_stats: Mutex<Option<LinkCounters>>,
+    pub(crate) heartbeat_seq: std::sync::atomic::AtomicU64,
+    /// Pod IPAM, when on.
+    pub(crate) ipam: Option<Arc<Ipam>>,
+    /// Set by `weft leave`: the main loop exits.
+    pub(crate) leave: tokio::sync::Notify,
+    /// `weft leave` is under way or done: no more IPAM reconciling.
+    pub(crate) leaving: std::sync::atomic::AtomicBool,
+}
+
+/// The fast-path state of one neighbour.
+pub(crate) struct FastPeer {
+    pub(crate) ip: IpAddr,
+    pub(crate) uid: u64,
+    pub(crate) path: PeerPath,
+    /// The neighbour's last report of how old our last probe at it was, and when it came.
+    pub(crate) report: Option<(Duration, Instant)>,
+    /// Why the neighbour is where it is, for status.
+    pub(crate) reason: String,
+}
+
+impl FastPeer {
+    pub(crate) fn new(ip: IpAddr, uid: u64) -> FastPeer {
+        FastPeer {
+            ip,
+            uid,
+            path: PeerPath::new(),
+            report: None,
+            reason: "probing".into(),
+        }
+    }
+
+    pub(crate) fn fast(&self) -> bool {
+        self.path.mode() == PathMode::Fast
+    }
+}
+
+/// A UDP path whose heartbeats have not been answered for this long is unusable.
+pub(crate) const UDP_DEAD_AFTER_MS: u64 = 3500;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Daemon {
+    fn counters_for(&self, name: PeerName) -> Arc<PeerCounters> {
+        lock(&self.counters).entry(name).or_default().clone()
+    }
+
+    /// Where a neighbour's datagrams go: the address its heartbeats come from when known (a
+    /// peer behind NAT), else the address it announced.
+    fn udp_addr(&self, n: &Neighbor) -> SocketAddr {
+        let observed = *lock(&self.counters_for(n.info.name).observed_addr);
+        observed.unwrap_or(n.info.udp_addr)
+    }
+
+    /// Routes over the gossiped topology (only usable connections carry traffic).
+    pub(crate) fn routes_view(&self) -> RoutesSnapshot {
+        self.gossip.routes()
+    }
+
+    /// Rebuilds the data plane's fabric from the current routes and neighbours.
+    pub(crate) fn publish_fabric(&self) {
+        let view = self.routes_view();
+        // Every neighbour is known to the data plane (its heartbeats must be answered before
+        // its path is confirmed), but only usable ones get an address to send frames to.
+        let fast: std::collections::HashSet<PeerName> = lock(&self.fast_peers)
+            .iter()
+            .filter(|(_, p)| p.fast())
+            .map(|(n, _)| *n)
+            .collect();
+        let mut entries: Vec<PeerEntry> = {
+            let neighbors = lock(&self.neighbors);
+            neighbors
+                .values()
+                .map(|n| PeerEntry {
+                    name: n.info.name,
+                    udp_addr: n.usable.then(|| self.udp_addr(n)),
+                    counters: self.counters_for(n.info.name),
+                    session: n.session.clone(),
+                    fast: fast.contains(&n.info.name),
+                })
+                .collect()
+        };
+        // Peers reached through relays: no address, no session. (Fabric::new keeps the first
+        // entry of a name, so neighbours come first.)
+        for (name, _) in &view.peers {
+            entries.push(PeerEntry {
+                name: *name,
+                udp_addr: None,
+                counters: self.counters_for(*name),
+                session: None,
+                fast: false,
+            });
+        }
+        let fabric = Fabric::new(entries, &view.next_hops, &view.children);
+        self.shared.fabric.store(Arc::new(fabric));
+    }
+
+    fn on_event(&self, ev: Event) {
+        match ev {
+            Event::Up(info) => {
+                if info.pod_mtu != self.shared.pod_mtu {
+                    tracing::warn!(
+                        peer = %info.name,
+                        "peer {} uses pod MTU {}, we use {}: frames above the smaller one are dropped",
+                        info.nickname, info.pod_mtu, self.shared.pod_mtu
+                    );
+                }
+                let name = info.name;
+                let addr = info.udp_addr;
+                let session = match &info.keys {
+                    Some(k) if !self.trusted(addr.ip()) => {
+                        Some(Arc::new(Mutex::new(Session::new(
+                            Instant::now(),
+                            0,
+                            Key::new(k.send),
+                            Key::new(k.recv),
+                            self.cfg.rekey,
+                        ))))
+                    }
+                    _ => None,
+                };
+                // A new connection starts unconfirmed: traffic flows once a UDP heartbeat is
+                // answered (within milliseconds on a working path).
+                lock(&self.neighbors).insert(
+                    name,
+                    Neighbor {
+                        info,
+                        usable: false,
+                        session,
+                        rekey: None,
+                        rekeys: 0,
+                    },
+                );
+                *lock(&self.counters_for(name).observed_addr) = None;
+                self.send_heartbeat(name, addr);
+                self.publish_fabric();
+            }
+            Event::Down { name, .. } => {
+                lock(&self.neighbors).remove(&name);
+                self.publish_fabric();
+            }
+            Event::Control { from, msg } => self.on_rekey(from, msg),
+            Event::Topology => {
+                self.publish_fabric();
+                // MACs behind peers that are no longer reachable at all are forgotten.
+                let reachable: std::collections::HashSet<PeerName> = self
+                    .shared
+                    .fabric
+                    .load()
+                    .entries()
+                    .iter()
+                    .map(|e| e.name)
+                    .collect();
+                let mut sw = self.shared.switch();
+                let gone: Vec<PeerName> = sw
+                    .fdb()
+                    .entries()
+                    .into_iter()
+                    .filter_map(|(_, loc, _)| match loc {
+                        Location::Peer(p) if !reachable.contains(&p) => Some(p),
+                        _ => None,
+                    })
+                    .collect();
+                for p in gone {
+                    let forgotten = sw.fdb_mut().forget_peer(p);
+                    tracing::debug!(peer = %p, forgotten, "forgot the MACs of an unreachable peer");
+                }
+            }
+        }
+    }
+
+    fn send_heartbeat(&self, name: PeerName, addr: SocketAddr) {
+        let seq = self.heartbeat_seq.fetch_add(1, Relaxed);
+        let session = lock(&self.neighbors)
+            .get(&name)
+            .and_then(|n| n.session.clone());
+        if let Err(e) = self
+            .dataplane
+            .send_heartbeat(name, addr, seq, session.as_deref())
+        {
+            tracing::debug!(peer = %name, "UDP heartbeat not sent: {e}");
+        }
+    }
+
+    /// Whether data to `peer_ip` may go unencrypted: both ends are inside a trusted subnet.
+    fn trusted(&self, peer_ip: IpAddr) -> bool {
+        let t = &self.cfg.trusted_subnets;
+        t.iter().any(|c| c.contains(self.cfg.listen.ip())) && t.iter().any(|c| c.contains(peer_ip))
+    }
+
+    /// Sends heartbeats to every neighbour (when `send`) and re-evaluates which UDP paths work.
+    fn heartbeat_round(&self, send: bool) {
+        let now = self.shared.now_ms();
+        let mut changed = false;
+        let mut flips = Vec::new();
+        let targets: Vec<(PeerName, SocketAddr)> = {
+            let mut neighbors = lock(&self.neighbors);
+            for n in neighbors.values_mut() {
+                let last = self.counters_for(n.info.name).last_ack_ms.load(Relaxed);
+                let usable = last > 0 && now.saturating_sub(last) < UDP_DEAD_AFTER_MS;
+                if usable != n.usable {
+                    n.usable = usable;
+                    changed = true;
+                    flips.push((n.info.name, usable));
+                    if usable {
+                        tracing::info!(peer = %n.info.name, nickname = %n.info.nickname, "UDP path confirmed");
+                    } else {
+                        tracing::warn!(peer = %n.info.name, nickname = %n.info.nickname, "UDP path lost: no heartbeat answer for {UDP_DEAD_AFTER_MS} ms");
+                    }
+                }
+            }
+            neighbors
+                .values()
+                .map(|n| (n.info.name, self.udp_addr(n)))
+                .collect()
+        };
+        for (peer, usable) in flips {
+            self.gossip.set_usable(peer, usable);
+        }
+        if changed {
+            self.publish_fabric();
+        }
+        if send {
+            for (name, addr) in targets {
+                self.send_heartbeat(name, addr);
+            }
+        }
+    }
+
+    fn save_seeds(&self, seeds: &[SocketAddr]) {
+        if let Err(e) = state::save_seeds(&self.cfg.state_dir, seeds) {
+            tracing::warn!("could not persist the seed list: {e:#}");
+        }
+    }
+
+    fn connect(&self, addr: SocketAddr) -> SeedAnswer {
+        let mut seeds = lock(&self.seeds);
+        let added = !seeds.contains(&addr);
+        if added {
+            seeds.push(addr);
+            self.save_seeds(&seeds);
+        }
+        self.gossip.connect(addr);
+        SeedAnswer {
+            addr: addr.to_string(),
+            changed: added,
+            seeds: seeds.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn forget(&self, addr: SocketAddr) -> SeedAnswer {
+        let mut seeds = lock(&self.seeds);
+        let before = seeds.len();
+        seeds.retain(|s| *s != addr);
+        let removed = seeds.len() != before;
+        if removed {
+            self.save_seeds(&seeds);
+        }
+        let stopped = self.gossip.forget(addr);
+        SeedAnswer {
+            addr: addr.to_string(),
+            changed: removed || stopped,
+            seeds: seeds.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Every 2 s: the bridge's gateways follow the held blocks (checked against the kernel even
+    /// without a change when `full`); lost reservations are logged.
+    async fn ipam_round(&self, full: bool) {
+        let Some(i) = &self.ipam else {
+            return;
+        };
+        if self.leaving.load(Relaxed) {
+            return;
+        }
+        if let Err(e) = i.reconcile_bridge(full).await {
+            tracing::warn!("updating the bridge's gateway addresses: {e:#}");
+        }
+        i.check_lost();
+    }
+
+    /// `weft leave`: hands the blocks back, removes the gateways and the masquerade table, and
+    /// stops the router.
+    async fn leave(&self, force: bool) -> Result<LeaveAnswer, ipam::Error> {
+        let mut answer = LeaveAnswer::default();
+        if let Some(i) = &self.ipam {
+            let n = i.begin_leave(force).await?;
+            self.leaving.store(true, Relaxed);
+            answer.blocks = i.held().iter().map(|b| b.to_string()).collect();
+            answer.reservations_dropped = n;
+            self.gossip.ipam_leave(Duration::from_secs(10)).await;
+            let internal = |e: anyhow::Error| ipam::Error::Internal(format!("{e:#}"));
+            i.clear_bridge().await.map_err(internal)?;
+            i.remove_masquerade().await.map_err(internal)?;
+            i.clear().await.map_err(internal)?;
+        }
+        self.leaving.store(true, Relaxed);
+        tracing::info!(
+            blocks = answer.blocks.len(),
+            "left the cluster: blocks handed back, gateways and masquerade removed; stopping"
+        );
+        self.leave.notify_one();
+        Ok(answer)
+    }
+}

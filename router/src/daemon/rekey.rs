@@ -1,0 +1,136 @@
+//! Rekeying the data sessions: proposing new key material to each encrypted neighbour on the
+//! control channel when a session is old or has carried enough packets, and answering proposals.
+
+use super::*;
+use gossip::proto::Message;
+use std::time::{Duration, Instant};
+use vswitch::{Key, PeerName};
+
+impl Daemon {
+    /// Handles the rekey messages of the control channel (see docs/encryption.md).
+    pub(super) fn on_rekey(&self, from: PeerName, msg: Message) {
+        if let Message::Probe { age_ms } = msg {
+            if let Some(p) = lock(&self.fast_peers).get_mut(&from) {
+                p.report = age_ms.map(|a| (Duration::from_millis(a), Instant::now()));
+            }
+            return;
+        }
+        let Some(secret) = &self.cfg.secret else {
+            return;
+        };
+        let now = Instant::now();
+        let mut neighbors = lock(&self.neighbors);
+        let Some(n) = neighbors.get_mut(&from) else {
+            return;
+        };
+        let Some(session) = n.session.clone() else {
+            return;
+        };
+        match msg {
+            Message::Rekey { epoch, material } => {
+                let Some(material) = unhex32(&material) else {
+                    tracing::warn!(peer = %from, "malformed rekey material");
+                    return;
+                };
+                let keys = gossip::secure::derive_data_keys(&material, secret, false);
+                let installed = lock(&session).install_as_responder(
+                    now,
+                    epoch,
+                    Key::new(keys.send),
+                    Key::new(keys.recv),
+                );
+                match installed {
+                    Ok(()) => {
+                        n.rekeys += 1;
+                        self.gossip.send_to(from, Message::RekeyAck { epoch });
+                    }
+                    Err(e) => tracing::warn!(peer = %from, epoch, "rekey refused: {e:?}"),
+                }
+            }
+            Message::RekeyAck { epoch } => {
+                let Some((e, material, _)) = n.rekey else {
+                    return;
+                };
+                if e != epoch {
+                    return;
+                }
+                n.rekey = None;
+                let keys = gossip::secure::derive_data_keys(&material, secret, true);
+                match lock(&session).install_as_initiator(
+                    now,
+                    epoch,
+                    Key::new(keys.send),
+                    Key::new(keys.recv),
+                ) {
+                    Ok(()) => {
+                        n.rekeys += 1;
+                        tracing::debug!(peer = %from, epoch, "rekeyed");
+                    }
+                    Err(e) => tracing::warn!(peer = %from, epoch, "rekey not installed: {e:?}"),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Proposes new data keys to neighbours whose keys are due (we are the initiator towards the
+    /// peers we dialled), and retires old receive keys.
+    pub(super) fn rekey_round(&self) {
+        let now = Instant::now();
+        let mut neighbors = lock(&self.neighbors);
+        for n in neighbors.values_mut() {
+            let Some(session) = n.session.clone() else {
+                continue;
+            };
+            let mut s = lock(&session);
+            s.retire_expired(now);
+            if !n.info.outbound || !s.rekey_due(now) {
+                continue;
+            }
+            if n.rekey
+                .is_some_and(|(_, _, sent)| now.duration_since(sent) < Duration::from_secs(5))
+            {
+                continue;
+            }
+            let epoch = s.next_epoch();
+            drop(s);
+            let material: [u8; 32] = rand::random();
+            if self.gossip.send_to(
+                n.info.name,
+                Message::Rekey {
+                    epoch,
+                    material: hex(&material),
+                },
+            ) {
+                n.rekey = Some((epoch, material, now));
+            }
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let b = [7u8; 32];
+        assert_eq!(unhex32(&hex(&b)), Some(b));
+        assert_eq!(unhex32("zz"), None);
+    }
+}

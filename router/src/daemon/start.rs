@@ -1,0 +1,326 @@
+//! `weft router`'s start and main loop: the bridge and TAP port, the data plane thread, the
+//! gossip mesh, IPAM, the API server, the periodic rounds, and tearing down on exit.
+
+use super::server::{claim_socket, serve_api};
+use super::*;
+use crate::dataplane::{Dataplane, Shared};
+use crate::fastpath::{FastPath, FastPathConfig, SetupOutcome};
+use crate::ipam::{self, Ipam};
+use crate::sys::tap::Tap;
+use crate::{metrics, state};
+use anyhow::{bail, Context, Result};
+use axum::routing::get;
+use gossip::driver::{self, Gossip};
+use std::collections::HashMap;
+use std::net::{IpAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use vswitch::{Fdb, Switch};
+use weft_netlink::Netlink;
+
+/// MTU given to the TAP port: large, so that a frame too big for the overlay still reaches the
+/// router, which counts it and answers with ICMP, instead of being dropped by the bridge unseen.
+const TAP_MTU: u32 = 65_000;
+
+/// Runs the router until SIGINT or SIGTERM.
+pub async fn run(cfg: Config) -> Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
+    let sock_path = claim_socket(&cfg.state_dir)?;
+    let name = state::load_or_create_peer_name(&cfg.state_dir)?;
+    let uid = rand::random::<u64>();
+
+    let nl = Netlink::connect()?;
+    let ipv6 = cfg.listen.is_ipv6();
+    let underlay_mtu = nl
+        .underlay_mtu(cfg.listen.ip())
+        .await
+        .context("finding the underlay MTU (is --listen an address of this host?)")?;
+    // With a secret, each datagram also carries the encryption overhead.
+    let crypto = if cfg.secret.is_some() {
+        vswitch::session::OVERHEAD as u32
+    } else {
+        0
+    };
+    let computed = vswitch::sleeve::pod_mtu(underlay_mtu, ipv6)
+        .and_then(|m| m.checked_sub(crypto))
+        .filter(|m| *m >= 1280)
+        .with_context(|| {
+            format!("the underlay MTU {underlay_mtu} is too small to carry 1280-byte pod packets")
+        })?;
+    let pod_mtu = match cfg.mtu {
+        Some(m) if m > computed => {
+            tracing::warn!(
+                "--mtu {m} exceeds the {computed} the underlay MTU {underlay_mtu} allows: \
+                 sleeve datagrams may not fit the underlay"
+            );
+            m
+        }
+        Some(m) if m < 576 => bail!("--mtu {m} is below the 576 bytes IPv4 requires"),
+        Some(m) => m,
+        None => computed,
+    };
+    let max_datagram = pod_mtu as usize + vswitch::sleeve::overhead(ipv6) + crypto as usize
+        - if ipv6 {
+            vswitch::sleeve::IPV6_UDP_LEN
+        } else {
+            vswitch::sleeve::IPV4_UDP_LEN
+        };
+
+    let bridge_index = nl
+        .ensure_bridge(&cfg.bridge, pod_mtu)
+        .await
+        .with_context(|| format!("setting up bridge {}", cfg.bridge))?;
+    let tap = Tap::open(&cfg.tap).with_context(|| format!("creating TAP device {}", cfg.tap))?;
+    if let Err(e) = nl.attach(&cfg.tap, bridge_index, TAP_MTU).await {
+        tracing::debug!("TAP MTU {TAP_MTU} refused ({e:#}); using the pod MTU");
+        nl.attach(&cfg.tap, bridge_index, pod_mtu).await?;
+    }
+    let socket =
+        UdpSocket::bind(cfg.listen).with_context(|| format!("binding UDP {}", cfg.listen))?;
+
+    // The kernel fast path: only without a secret (VXLAN does not encrypt), and with a concrete
+    // underlay address for the VXLAN device to use.
+    let device = fastpath_device(&cfg.bridge);
+    let (fast, fast_off) = if cfg.secret.is_some() {
+        if let Ok(Some((link, _))) = nl.vxlan(&device).await {
+            let _ = nl.delete_link(link.index).await;
+            tracing::info!("removed the VXLAN device {device} left from a run without a secret");
+        }
+        (None, Some("off: the cluster is encrypted".to_string()))
+    } else if !cfg.fastpath {
+        if let Ok(Some((link, _))) = nl.vxlan(&device).await {
+            let _ = nl.delete_link(link.index).await;
+        }
+        (None, Some("off: --no-fastpath".to_string()))
+    } else if cfg.listen.ip().is_unspecified() {
+        (None, Some("off: --listen names no address".to_string()))
+    } else {
+        let mut fcfg = FastPathConfig::new(cfg.listen.ip(), pod_mtu);
+        fcfg.device = device.clone();
+        fcfg.vni = cfg.vni;
+        fcfg.port = cfg.vxlan_port;
+        fcfg.bridge = cfg.bridge.clone();
+        // Frames must never pass between the TAP port and the VXLAN port inside the host.
+        nl.set_port_isolated(&cfg.tap, true)
+            .await
+            .context("isolating the TAP port")?;
+        match FastPath::setup(&nl, fcfg).await {
+            Ok(fp) => {
+                if fp.outcome() != SetupOutcome::Created {
+                    // After a crash: every peer starts on the sleeve again.
+                    let _ = fp.reconcile(&[], &[]).await;
+                }
+                tracing::info!(device = %device, outcome = ?fp.outcome(), "fast path ready");
+                (Some(fp), None)
+            }
+            Err(e) => {
+                tracing::warn!("fast path unavailable: {e:#}");
+                (None, Some(format!("off: {e:#}")))
+            }
+        }
+    };
+
+    let switch = Switch::new(Fdb::new(cfg.fdb_capacity, cfg.mac_max_age));
+    let mut shared = Shared::new(name, pod_mtu, max_datagram, cfg.secret.is_some(), switch);
+    if fast.is_some() {
+        shared.vxlan = Some((cfg.vni, cfg.vxlan_port));
+    }
+    shared.busy_poll = cfg.busy_poll;
+    let shared = Arc::new(shared);
+    let dataplane =
+        Dataplane::start(shared.clone(), tap, socket).context("starting the data plane")?;
+
+    // The seed list: --peer flags plus what `weft connect` added earlier (kept in the state
+    // directory; `weft forget` removes entries).
+    let mut seeds = state::load_seeds(&cfg.state_dir).unwrap_or_else(|e| {
+        tracing::warn!("ignoring the saved seed list: {e:#}");
+        Vec::new()
+    });
+    for p in &cfg.peers {
+        if !seeds.contains(p) {
+            seeds.push(*p);
+        }
+    }
+    state::save_seeds(&cfg.state_dir, &seeds)?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut gcfg = driver::Config::new(name, uid, cfg.nickname.clone(), cfg.listen);
+    gcfg.pod_mtu = pod_mtu;
+    gcfg.seeds = seeds.clone();
+    gcfg.secret = cfg.secret.clone();
+    if let Some(o) = &cfg.ipam {
+        ipam::validate(o.cidr, o.block_prefix)?;
+        let init_peers = match o.init_peers {
+            Some(n) => n.max(1),
+            None => {
+                let own = nl.local_addresses().await.unwrap_or_default();
+                let mut others: Vec<IpAddr> = seeds
+                    .iter()
+                    .map(|s| s.ip())
+                    .filter(|ip| !own.contains(ip) && *ip != cfg.listen.ip())
+                    .collect();
+                others.sort();
+                others.dedup();
+                1 + others.len()
+            }
+        };
+        tracing::info!(
+            cidr = %o.cidr,
+            block_prefix = o.block_prefix,
+            init_peers,
+            grace_secs = o.grace.as_secs(),
+            "pod IPAM on"
+        );
+        gcfg.ipam = Some(gossip::ipam::IpamConfig {
+            cidr: o.cidr,
+            block_prefix: o.block_prefix,
+            grace: o.grace,
+            init_peers,
+            state_file: Some(cfg.state_dir.join(ipam::IPAM_STATE_FILE)),
+        });
+    }
+    let gossip = Gossip::start(gcfg, tx)
+        .await
+        .with_context(|| format!("listening on TCP {}", cfg.listen))?;
+
+    let ipam = match &cfg.ipam {
+        Some(o) => {
+            let i = Ipam::open(
+                ipam::Settings {
+                    cidr: o.cidr,
+                    block_prefix: o.block_prefix,
+                    masquerade: o.masquerade,
+                    state_dir: cfg.state_dir.clone(),
+                    bridge: cfg.bridge.clone(),
+                    pod_mtu,
+                },
+                gossip.clone(),
+                nl.clone(),
+            )?;
+            i.setup_host().await?;
+            i.reconcile_bridge(true)
+                .await
+                .context("giving the bridge its gateway addresses")?;
+            Some(Arc::new(i))
+        }
+        None => None,
+    };
+
+    let daemon = Arc::new(Daemon {
+        cfg: cfg.clone(),
+        name,
+        uid,
+        underlay_mtu,
+        started: Instant::now(),
+        shared: shared.clone(),
+        dataplane,
+        gossip: gossip.clone(),
+        neighbors: Mutex::new(HashMap::new()),
+        counters: Mutex::new(HashMap::new()),
+        seeds: Mutex::new(seeds),
+        heartbeat_seq: std::sync::atomic::AtomicU64::new(1),
+        nl: nl.clone(),
+        fast: tokio::sync::Mutex::new(fast),
+        fast_off,
+        fast_peers: Mutex::new(HashMap::new()),
+        fast_stats: Mutex::new(None),
+        ipam,
+        leave: tokio::sync::Notify::new(),
+        leaving: std::sync::atomic::AtomicBool::new(false),
+    });
+
+    let listener = tokio::net::UnixListener::bind(&sock_path)
+        .with_context(|| format!("binding the API socket {}", sock_path.display()))?;
+    let (api_stop, api_stopped) = tokio::sync::watch::channel(false);
+    let api_task = tokio::spawn(serve_api(listener, daemon.clone(), api_stopped));
+    if let Some(addr) = cfg.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        let d = daemon.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            get(move || {
+                let d = d.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        metrics::render(&d.report()),
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("metrics server stopped: {e}");
+            }
+        });
+    }
+
+    tracing::info!(
+        name = %name,
+        nickname = %cfg.nickname,
+        listen = %cfg.listen,
+        pod_mtu,
+        underlay_mtu,
+        "weft router started"
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut ageing = tokio::time::interval(Duration::from_secs(5));
+    let mut liveness = tokio::time::interval(Duration::from_millis(200));
+    let mut probes = tokio::time::interval(Duration::from_secs(1));
+    let mut ipam_ticks = tokio::time::interval(Duration::from_secs(2));
+    let mut ticks = 0u64;
+    let mut ipam_rounds = 0u64;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => daemon.on_event(ev),
+                None => break,
+            },
+            _ = liveness.tick() => {
+                ticks += 1;
+                daemon.heartbeat_round(ticks.is_multiple_of(5));
+                daemon.rekey_round();
+            }
+            _ = ageing.tick() => {
+                shared.switch().fdb_mut().expire(Instant::now());
+            }
+            _ = probes.tick() => daemon.fastpath_round().await,
+            _ = ipam_ticks.tick() => {
+                ipam_rounds += 1;
+                daemon.ipam_round(ipam_rounds.is_multiple_of(15)).await;
+            }
+            _ = daemon.leave.notified() => break,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    // The API stops taking requests and finishes those under way (the answer to `weft leave`
+    // among them), for at most 5 s.
+    let _ = api_stop.send(true);
+    if tokio::time::timeout(Duration::from_secs(5), api_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("API requests still running after 5 s; stopping anyway");
+    }
+    // Bridge addresses, reservations and the masquerade table stay (pods keep working, outbound
+    // too, across a restart; the next start replaces the table atomically). `weft leave` removes
+    // them.
+    gossip.shutdown().await;
+    if let Some(fp) = daemon.fast.lock().await.take() {
+        if let Err(e) = fp.teardown(&nl).await {
+            tracing::warn!("removing the VXLAN device: {e:#}");
+        }
+    }
+    let d = daemon.clone();
+    tokio::task::spawn_blocking(move || d.dataplane.stop()).await?;
+    let _ = std::fs::remove_file(&sock_path);
+    Ok(())
+}

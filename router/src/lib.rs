@@ -10,6 +10,8 @@
 //! * [`state`]: the state directory.
 //! * [`lab`] and [`demo`]: throwaway clusters of network namespaces for tests and `weft demo`.
 
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod daemon;
 pub mod dataplane;
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod state;
 pub mod status;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod testbed;
 

@@ -41,7 +41,7 @@ pub enum Reason {
     /// A datagram in clear from a peer whose traffic must be encrypted.
     Unencrypted,
     /// A frame from the TAP port whose virtio-net header or super-frame could not be handled
-    /// (see [`OffloadError`]).
+    /// (see [`OffloadError`](vswitch::offload::OffloadError)).
     Offload,
 }
 

@@ -2,11 +2,11 @@
 //!
 //! The thread `poll`s the TAP port and the UDP socket together and works on whichever is ready:
 //!
-//! * **TAP side** ([`tap_side`]): reads a batch of frames from the TAP port, takes the forwarding
+//! * **TAP side** (`tap_side.rs`): reads a batch of frames from the TAP port, takes the forwarding
 //!   decisions for the whole batch under one lock of the switch, cuts TCP super-frames into
 //!   segments ([`vswitch::offload::Segmenter`]), packs the frames into one sleeve datagram per
 //!   (next hop, destination) and sends them.
-//! * **UDP side** ([`udp_side`]): receives a batch of datagrams (`recvmmsg`, with UDP GRO when the
+//! * **UDP side** (`udp_side.rs`): receives a batch of datagrams (`recvmmsg`, with UDP GRO when the
 //!   kernel merges), checks each one, learns source MACs, joins in-order TCP segments of one flow
 //!   into super-frames ([`vswitch::offload::Coalescer`]) and writes the frames to the TAP port.
 //!
@@ -17,10 +17,10 @@
 //!
 //! * this file: [`Shared`] (the state the control plane shares with the thread), [`Dataplane`]
 //!   (start, stop, heartbeats) and the thread's loop;
-//! * [`counters`]: [`Reason`], [`Counters`], [`PeerCounters`];
-//! * [`fabric`]: [`PeerEntry`] and [`Fabric`] (the engine's fabric over the router's entries);
-//! * [`encap`]: datagrams being filled per (next hop, destination), sealing, the sends;
-//! * [`tap_side`] and [`udp_side`]: the two sides of the loop.
+//! * `counters.rs`: [`Reason`], [`Counters`], [`PeerCounters`];
+//! * `fabric.rs`: [`PeerEntry`] and [`Fabric`] (the engine's fabric over the router's entries);
+//! * `encap.rs`: datagrams being filled per (next hop, destination), sealing, the sends;
+//! * `tap_side.rs` and `udp_side.rs`: the two sides of the loop.
 //!
 //! One thread rather than one per side: a frame written to the TAP port is often answered
 //! before the write returns (the pod's reply goes through the bridge in the writer's context),

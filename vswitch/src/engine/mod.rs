@@ -7,7 +7,9 @@
 //!
 //! * [`fabric`]: who the peers are, the next hop to each, the broadcast trees, who sent a
 //!   datagram, and where a frame from a local pod goes ([`Fabric::unicast_route`],
-//!   [`Fabric::children`]).
+//!   [`Fabric::children`]). Generic over the router's peer entry (`P: `[`Peer`]), so the
+//!   engine's answers hand back the caller's own entry, counters and session included, with no
+//!   second lookup and no parallel table to keep in step.
 //! * [`receive`]: what to do with a received datagram. In two steps, because opening an
 //!   encrypted datagram needs the caller's session: [`Engine::inspect`] checks the header and
 //!   the encryption rules and says whose session opens it, then [`Engine::decide`] takes the

@@ -12,6 +12,8 @@
 //! The API contract is the `weft-api` crate and netlink the `weft-netlink` crate, shared with
 //! `weft-cni`; docs/architecture.md draws the crates and their allowed dependencies.
 
+#![deny(unsafe_code)]
+
 pub mod daemon;
 pub mod dataplane;
 pub mod demo;
@@ -20,6 +22,7 @@ pub mod fastpath;
 pub mod ipam;
 pub mod metrics;
 pub mod state;
+#[allow(unsafe_code)]
 pub mod sys;
 
 pub use error::Error;

@@ -1,5 +1,7 @@
 //! `weft`: the Weft host daemon and its command-line tools.
 
+#![deny(unsafe_code)]
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;

@@ -72,7 +72,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         .ensure_bridge(&cfg.bridge, pod_mtu)
         .await
         .with_context(|| format!("setting up bridge {}", cfg.bridge))?;
-    let tap = Tap::open(&cfg.tap).with_context(|| format!("creating TAP device {}", cfg.tap))?;
+    let tap = Tap::open_with_offloads(&cfg.tap, !crate::dataplane::disabled("tso"))
+        .with_context(|| format!("creating TAP device {}", cfg.tap))?;
     if let Err(e) = nl.attach(&cfg.tap, bridge_index, TAP_MTU).await {
         tracing::debug!("TAP MTU {TAP_MTU} refused ({e:#}); using the pod MTU");
         nl.attach(&cfg.tap, bridge_index, pod_mtu).await?;

@@ -32,6 +32,7 @@ use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+use vswitch::wire::vxlan::{self, VxlanRepr};
 use weft_netlink::{FdbTable, LinkCounters, Netlink, VxlanParams};
 
 /// Default name of the VXLAN device.
@@ -59,7 +60,7 @@ pub const FLOOD_MAC: [u8; 6] = [0; 6];
 /// EtherType of the probe's inner frame: IEEE 802 "local experimental" 1.
 pub const PROBE_ETHERTYPE: u16 = 0x88b5;
 /// Length of a probe datagram: VXLAN header (8) + a minimal Ethernet frame (60).
-pub const PROBE_LEN: usize = 8 + 60;
+pub const PROBE_LEN: usize = vxlan::HEADER_LEN + 60;
 /// The text in a probe's inner frame (for whoever looks at it with tcpdump).
 const PROBE_TEXT: &[u8] = b"weft fast path probe";
 
@@ -495,9 +496,13 @@ pub fn probe_mac(ip: IpAddr) -> [u8; 6] {
 /// each probe, is the evidence ([`FastPath::probe_age`]).
 pub fn probe_datagram(vni: u32, mac: [u8; 6]) -> [u8; PROBE_LEN] {
     let mut d = [0u8; PROBE_LEN];
-    d[0] = 0x08; // I flag: the VNI is valid.
-    d[4..7].copy_from_slice(&vni.to_be_bytes()[1..4]);
-    let frame = &mut d[8..];
+    // The VXLAN header: I flag, 24-bit VNI (`FastPathConfig::check` refuses wider ones; the mask
+    // keeps the low 24 bits, as this always did). Cannot fail: `d` has room for the header.
+    let _ = VxlanRepr {
+        vni: vni & vxlan::VNI_MAX,
+    }
+    .emit(&mut d);
+    let frame = &mut d[vxlan::HEADER_LEN..];
     frame[0..6].copy_from_slice(&mac);
     frame[6..12].copy_from_slice(&mac);
     frame[12..14].copy_from_slice(&PROBE_ETHERTYPE.to_be_bytes());

@@ -46,10 +46,16 @@ impl Tap {
     /// with the virtio-net header and the checksum and TCP segmentation offloads (without both
     /// when the kernel refuses the offloads).
     pub fn open(name: &str) -> io::Result<Tap> {
-        if crate::dataplane::disabled("tso") {
+        Tap::open_with_offloads(name, true)
+    }
+
+    /// [`Tap::open`] when `offloads` is true, [`Tap::open_plain`] when it is false (the caller's
+    /// choice: `weft router` turns them off when `WEFT_BENCH_DISABLE` lists `tso`).
+    pub fn open_with_offloads(name: &str, offloads: bool) -> io::Result<Tap> {
+        if !offloads {
             return Tap::open_plain(name);
         }
-        let tap = Tap::open_with(name, true)?;
+        let tap = Tap::create(name, true)?;
         // The header's fields are little-endian (already so on little-endian hosts; kernels
         // without the ioctl use the host's order, which is then little-endian too on x86/arm).
         let _ = tap.ioctl_int(TUNSETVNETLE, 1);
@@ -65,7 +71,7 @@ impl Tap {
     /// Creates (or attaches to) the TAP device `name` without the virtio-net header: one plain
     /// Ethernet frame per read and write, no offloads.
     pub fn open_plain(name: &str) -> io::Result<Tap> {
-        Tap::open_with(name, false)
+        Tap::create(name, false)
     }
 
     fn ioctl_int(&self, request: libc::c_ulong, value: libc::c_uint) -> io::Result<()> {
@@ -89,7 +95,7 @@ impl Tap {
         Ok(())
     }
 
-    fn open_with(name: &str, vnet_hdr: bool) -> io::Result<Tap> {
+    fn create(name: &str, vnet_hdr: bool) -> io::Result<Tap> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

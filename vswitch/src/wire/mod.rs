@@ -2,21 +2,27 @@
 //! `new_checked`; once checked, no accessor panics. Formats with fields to write also have a
 //! `Repr` with `parse` and `emit`.
 //!
-//! [`ethernet`] and [`sleeve`] are on every frame's path; [`ipv4`], [`ipv6`], [`icmp`] and
-//! [`checksum`] exist to answer frames too big for the overlay with ICMP.
+//! [`ethernet`] and [`sleeve`] are on every frame's path; [`heartbeat`] is the body of the
+//! sleeve's liveness probes; [`vxlan`] is the header of frames handed to a peer's kernel VXLAN
+//! device; [`ipv4`], [`ipv6`], [`icmp`] and [`checksum`] exist to answer frames too big for the
+//! overlay with ICMP.
 
 pub mod checksum;
 pub mod ethernet;
+pub mod heartbeat;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod sleeve;
+pub mod vxlan;
 
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr};
+pub use heartbeat::{Caps, HeartbeatPacket, HeartbeatRepr};
 pub use icmp::{too_big_reply, TooBig};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use sleeve::{PeerName, SleeveDatagram, SleeveHeader, SleeveKind};
+pub use vxlan::{VxlanPacket, VxlanRepr};
 
 /// Why bytes could not be parsed. Cheap and `Copy`: used on the per-packet path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]

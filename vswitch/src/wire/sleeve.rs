@@ -224,10 +224,21 @@ impl<T: AsRef<[u8]>> SleeveDatagram<T> {
     }
 }
 
+impl<'a> SleeveDatagram<&'a [u8]> {
+    /// The frame records, borrowing the buffer rather than the view (see
+    /// [`SleeveDatagram::frames`]).
+    pub fn into_frames(self) -> Frames<'a> {
+        Frames {
+            rest: &self.buffer[HEADER_LEN..],
+            failed: false,
+        }
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> SleeveDatagram<T> {
     /// Rewrites the hop budget in place (relays decrement it).
     pub fn set_ttl(&mut self, ttl: u8) {
-        self.buffer.as_mut()[2] = ttl;
+        set_ttl(self.buffer.as_mut(), ttl);
         self.header.ttl = ttl;
     }
 }
@@ -308,6 +319,16 @@ pub fn push_frame_with(
         .ok_or(Error::BufferTooSmall)?;
     prefix.copy_from_slice(&flen.to_be_bytes());
     Ok(len + FRAME_PREFIX_LEN + n)
+}
+
+/// Rewrites the hop budget in the header at the start of `datagram` (the writing side of
+/// [`SleeveHeader::ttl`], for a datagram whose header was parsed before, e.g. from its encrypted
+/// form). Does nothing to a buffer shorter than a header.
+pub fn set_ttl(datagram: &mut [u8], ttl: u8) {
+    if datagram.len() < HEADER_LEN {
+        return;
+    }
+    datagram[2] = ttl;
 }
 
 /// Sets or clears [`FLAG_CSUM_PARTIAL`] in the header at the start of `datagram` (the writing
@@ -481,6 +502,22 @@ mod tests {
         // Too short for a header: untouched.
         let mut short = [0u8; 4];
         set_csum_partial(&mut short, true);
+        assert_eq!(short, [0; 4]);
+    }
+
+    #[test]
+    fn set_ttl_rewrites_the_third_byte_only() {
+        let mut b = SAMPLE;
+        set_ttl(&mut b, 3);
+        assert_eq!(b[2], 3);
+        b[2] = SAMPLE[2];
+        assert_eq!(b, SAMPLE);
+        let mut d = SleeveDatagram::new_checked(&mut b[..]).unwrap();
+        d.set_ttl(7);
+        assert_eq!(d.header().ttl, 7);
+        assert_eq!(b[2], 7);
+        let mut short = [0u8; 4];
+        set_ttl(&mut short, 1);
         assert_eq!(short, [0; 4]);
     }
 

@@ -1227,6 +1227,100 @@ mod tests {
         assert_eq!(serde_json::from_str::<IpamMsg>(&json).unwrap(), msg);
     }
 
+    /// The text form of blocks, records and states is what routers of other versions read and
+    /// what state files hold: it must stay byte for byte what it is.
+    #[test]
+    fn serialized_forms_are_stable() {
+        let b: Block = "10.32.0.0/27".parse().unwrap();
+        assert_eq!(serde_json::to_string(&b).unwrap(), r#""10.32.0.0/27""#);
+        assert_eq!(
+            serde_json::from_str::<Block>(r#""10.32.0.0/27""#).unwrap(),
+            b
+        );
+        let mut r = IpamRecord::new(PeerName(7), "h".into());
+        r.incarnation = 2;
+        r.version = 9;
+        // Keys in map order: address first, then prefix length.
+        for (i, s) in ["10.32.1.0/24", "10.32.0.0/25", "10.32.0.0/24", "9.0.0.0/8"]
+            .iter()
+            .enumerate()
+        {
+            let b: Block = s.parse().unwrap();
+            r.claims.insert(
+                b,
+                Claim {
+                    seq: i as u64,
+                    held: i % 2 == 0,
+                },
+            );
+            r.votes.insert(b, (PeerName(7), i as u64));
+        }
+        r.reclaim_votes.insert(PeerName(3), 1);
+        r.reclaimed.insert(PeerName(4), 0);
+        let want = concat!(
+            r#"{"name":7,"nick":"h","inc":2,"ver":9,"#,
+            r#""claims":[["9.0.0.0/8",3,false],["10.32.0.0/24",2,true],["10.32.0.0/25",1,false],["10.32.1.0/24",0,true]],"#,
+            r#""votes":[["9.0.0.0/8",7,3],["10.32.0.0/24",7,2],["10.32.0.0/25",7,1],["10.32.1.0/24",7,0]],"#,
+            r#""reclaim":[[3,1]],"reclaimed":[[4,0]],"left":false}"#
+        );
+        assert_eq!(serde_json::to_string(&r).unwrap(), want);
+        assert_eq!(serde_json::from_str::<IpamRecord>(want).unwrap(), r);
+        let st = IpamState {
+            cidr: "10.32.0.0/12".parse().unwrap(),
+            block_prefix: 27,
+            records: vec![],
+            lost: vec![
+                b,
+                "0.0.0.0/0".parse().unwrap(),
+                "10.32.0.5/32".parse().unwrap(),
+            ],
+        };
+        let want = r#"{"cidr":"10.32.0.0/12","block_prefix":27,"records":[],"lost":["10.32.0.0/27","0.0.0.0/0","10.32.0.5/32"]}"#;
+        assert_eq!(serde_json::to_string(&st).unwrap(), want);
+        assert_eq!(serde_json::from_str::<IpamState>(want).unwrap(), st);
+    }
+
+    #[test]
+    fn parsing_refuses_host_bits_bad_prefixes_and_other_forms() {
+        for bad in [
+            "10.32.0.1/27",
+            "10.32.0.0/33",
+            "10.32.0.0/",
+            "10.32.0.0",
+            "/27",
+            "10.32.0/27",
+            "10.32.0.0/-1",
+            "10.32.0.0/27/1",
+            " 10.32.0.0/27",
+            "fd00::/64",
+            "",
+        ] {
+            let e = bad.parse::<Block>().unwrap_err();
+            assert_eq!(e, BadBlock(bad.to_string()));
+            assert_eq!(
+                e.to_string(),
+                format!("{bad:?} is not an IPv4 prefix A.B.C.D/N")
+            );
+            let json = serde_json::to_string(bad).unwrap();
+            let e = serde_json::from_str::<Block>(&json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is not an IPv4 prefix"), "{e}");
+        }
+        let b = Block::new("10.32.0.9".parse().unwrap(), 27).unwrap();
+        assert_eq!(b.to_string(), "10.32.0.0/27");
+        assert_eq!(Block::new("10.32.0.9".parse().unwrap(), 33), None);
+        assert_eq!(b.size(), 32);
+        assert!(b.contains("10.32.0.31".parse().unwrap()));
+        assert!(!b.contains("10.32.0.32".parse().unwrap()));
+        assert!(!b.contains("10.31.255.255".parse().unwrap()));
+        assert_eq!(b.nth(31), Some("10.32.0.31".parse().unwrap()));
+        assert_eq!(b.nth(32), None);
+        let all: Block = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(all.size(), 1 << 32);
+        assert!(all.contains("255.255.255.255".parse().unwrap()));
+    }
+
     fn rec(name: u64, votes_against: &[u64]) -> IpamRecord {
         let mut r = IpamRecord::new(PeerName(name), String::new());
         for v in votes_against {

@@ -25,14 +25,17 @@ pub struct IpamConfig {
 impl IpamConfig {
     /// Checks the configuration: the block size must lie inside the CIDR, and the CIDR may hold
     /// at most 2^20 blocks.
+    ///
+    /// IPv4 only today, like [`Block`]: the `32` below and the arithmetic of [`Self::block`]
+    /// assume it.
     pub fn validate(&self) -> Result<(), String> {
-        if self.block_prefix > 32 || self.block_prefix < self.cidr.prefix {
+        if self.block_prefix > 32 || self.block_prefix < self.cidr.prefix() {
             return Err(format!(
                 "block size /{} does not fit in the pod CIDR {}",
                 self.block_prefix, self.cidr
             ));
         }
-        if self.block_prefix - self.cidr.prefix > 20 {
+        if self.block_prefix - self.cidr.prefix() > 20 {
             return Err(format!(
                 "the pod CIDR {} holds more than 2^20 blocks of /{}: choose larger blocks",
                 self.cidr, self.block_prefix
@@ -46,22 +49,21 @@ impl IpamConfig {
 
     /// How many blocks the CIDR holds.
     pub fn block_count(&self) -> u64 {
-        1u64 << (self.block_prefix - self.cidr.prefix)
+        1u64 << (self.block_prefix - self.cidr.prefix())
     }
 
-    /// The `i`th block of the CIDR.
+    /// The `i`th block of the CIDR. IPv4 arithmetic: IPAM is IPv4 only today (see [`Block`]).
     pub fn block(&self, i: u64) -> Option<Block> {
-        (i < self.block_count()).then(|| Block {
-            base: Ipv4Addr::from(
-                u32::from(self.cidr.base) + (i << (32 - self.block_prefix)) as u32,
-            ),
-            prefix: self.block_prefix,
-        })
+        if i >= self.block_count() {
+            return None;
+        }
+        let base = u32::from(self.cidr.base()) + (i << (32 - self.block_prefix)) as u32;
+        Block::new(Ipv4Addr::from(base), self.block_prefix)
     }
 
     /// Whether `b` is one of the CIDR's blocks.
     pub fn is_block(&self, b: Block) -> bool {
-        b.prefix == self.block_prefix && self.cidr.contains(b.base)
+        b.prefix() == self.block_prefix && self.cidr.contains(b.base())
     }
 }
 

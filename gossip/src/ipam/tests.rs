@@ -247,3 +247,98 @@ fn state_for_another_cidr_is_ignored_and_a_left_record_restarts_as_a_new_incarna
     let c = Ipam::new(PeerName(1), "a".into(), other, Some(st), now).unwrap();
     assert_eq!(c.own().incarnation, 0);
 }
+
+#[test]
+fn blocks_convert_to_and_from_ipnet() {
+    use ipnet::IpNet;
+    let b: Block = "10.32.0.0/27".parse().unwrap();
+    let net: IpNet = b.into();
+    assert_eq!(net, "10.32.0.0/27".parse::<IpNet>().unwrap());
+    assert_eq!(b.net(), net);
+    assert_eq!(Block::try_from(net), Ok(b));
+    assert_eq!(
+        b.network(),
+        "10.32.0.0".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!((b.base(), b.prefix()), ("10.32.0.0".parse().unwrap(), 27));
+    // Host bits set, or IPv6 (IPAM is IPv4 only today): refused.
+    for s in ["10.32.0.1/27", "fd00::/64"] {
+        let net: IpNet = s.parse().unwrap();
+        assert_eq!(Block::try_from(net), Err(BadBlock(s.to_string())));
+    }
+    // The debug form is the one of the former struct.
+    assert_eq!(format!("{b:?}"), "Block { base: 10.32.0.0, prefix: 27 }");
+}
+
+/// The IPv4 block type as it was before it wrapped `IpNet`, as the reference for the one now.
+mod before_ipnet {
+    use std::net::Ipv4Addr;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub struct Block {
+        pub base: Ipv4Addr,
+        pub prefix: u8,
+    }
+
+    impl Block {
+        pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Block> {
+            if prefix > 32 {
+                return None;
+            }
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
+            Some(Block {
+                base: Ipv4Addr::from(u32::from(addr) & mask),
+                prefix,
+            })
+        }
+
+        pub fn parse(s: &str) -> Option<Block> {
+            let (a, n) = s.split_once('/')?;
+            let addr: Ipv4Addr = a.parse().ok()?;
+            let b = Block::new(addr, n.parse().ok()?)?;
+            (b.base == addr).then_some(b)
+        }
+
+        pub fn contains(&self, ip: Ipv4Addr) -> bool {
+            let size = 1u64 << (32 - self.prefix);
+            let off = u32::from(ip).wrapping_sub(u32::from(self.base)) as u64;
+            u32::from(ip) >= u32::from(self.base) && off < size
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn blocks_behave_as_before_ipnet(
+        a in proptest::prelude::any::<u32>(),
+        p in 0u8..40,
+        b in proptest::prelude::any::<u32>(),
+        q in 0u8..33,
+        ip in proptest::prelude::any::<u32>(),
+        junk in "[0-9./+ a-f:-]{0,20}",
+    ) {
+        let (a, b, ip) = (std::net::Ipv4Addr::from(a), std::net::Ipv4Addr::from(b), std::net::Ipv4Addr::from(ip));
+        let old = before_ipnet::Block::new(a, p);
+        let new = Block::new(a, p);
+        proptest::prop_assert_eq!(old.is_some(), new.is_some());
+        if let (Some(old), Some(new)) = (old, new) {
+            proptest::prop_assert_eq!((old.base, old.prefix), (new.base(), new.prefix()));
+            let text = format!("{}/{}", old.base, old.prefix);
+            proptest::prop_assert_eq!(new.to_string(), text.clone());
+            proptest::prop_assert_eq!(serde_json::to_string(&new).unwrap(), format!("{text:?}"));
+            proptest::prop_assert_eq!(old.contains(ip), new.contains(ip));
+            let other_old = before_ipnet::Block::new(b, q).unwrap();
+            let other = Block::new(b, q).unwrap();
+            proptest::prop_assert_eq!(old.cmp(&other_old), new.cmp(&other));
+        }
+        for s in [format!("{a}/{p}"), format!("{a}/{q}"), junk] {
+            let old = before_ipnet::Block::parse(&s);
+            let new = s.parse::<Block>().ok();
+            proptest::prop_assert_eq!(old.map(|o| (o.base, o.prefix)), new.map(|n| (n.base(), n.prefix())));
+        }
+    }
+}

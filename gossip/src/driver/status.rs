@@ -1,0 +1,137 @@
+//! What the driver reports to the router ([`Event`], with [`PeerInfo`] for a peer that came up)
+//! and what it shows in status pages: dial targets, connections, refused addresses, routes.
+
+use crate::proto::Message;
+use crate::secure::DataKeys;
+use crate::PeerName;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// A connected peer, as the data plane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its stable name.
+    pub name: PeerName,
+    /// Its run id.
+    pub uid: u64,
+    /// Its nickname.
+    pub nickname: String,
+    /// The remote end of the control connection.
+    pub tcp_addr: SocketAddr,
+    /// Where to send its sleeve datagrams.
+    pub udp_addr: SocketAddr,
+    /// Its pod MTU.
+    pub pod_mtu: u32,
+    /// The negotiated protocol version.
+    pub version: u16,
+    /// True when we dialled.
+    pub outbound: bool,
+    /// Data keys from the handshake (encrypted clusters only).
+    pub keys: Option<DataKeys>,
+}
+
+/// What the driver reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer connected (or reconnected: the info may have changed).
+    Up(PeerInfo),
+    /// A peer's last connection closed.
+    Down {
+        /// The peer.
+        name: PeerName,
+        /// Why.
+        reason: String,
+    },
+    /// The topology (and so the routes) changed.
+    Topology,
+    /// A rekey or fast-path probe message from a connected peer, for the data plane.
+    Control {
+        /// The peer.
+        from: PeerName,
+        /// [`Message::Rekey`], [`Message::RekeyAck`] or [`Message::Probe`].
+        msg: Message,
+    },
+}
+
+/// An address whose inbound connections we refused, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedStatus {
+    /// The remote IP.
+    pub addr: String,
+    /// Why, the last time.
+    pub reason: String,
+    /// How many connections were refused.
+    pub count: u64,
+    /// Seconds since the last one.
+    pub last_secs: u64,
+}
+
+/// The routes of the data plane, as computed from the gossiped topology.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutesSnapshot {
+    /// Peers reachable over usable connections, other than us, with their nicknames.
+    pub peers: Vec<(PeerName, String)>,
+    /// Next hop (a neighbour) for each reachable peer.
+    pub next_hops: Vec<(PeerName, PeerName)>,
+    /// For each broadcast source (us included), the neighbours its broadcasts go to from here.
+    pub children: Vec<(PeerName, Vec<PeerName>)>,
+    /// Every peer in the topology (reachable over control connections), with its nickname.
+    pub known: Vec<(PeerName, String)>,
+}
+
+/// The state of one address we dial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TargetState {
+    /// A dial or handshake is under way.
+    Connecting,
+    /// Connected to this peer (possibly through the connection it dialled to us).
+    Established {
+        /// The peer's name.
+        peer: String,
+    },
+    /// The last attempt failed; the next one is scheduled.
+    Retrying {
+        /// Milliseconds until the next attempt.
+        next_attempt_in_ms: u64,
+        /// Why the last attempt failed.
+        last_error: String,
+    },
+    /// Not retried until the configuration changes.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Status of one dial target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// The address dialled.
+    pub addr: String,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: TargetState,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// Learnt from gossip (not in the seed list).
+    #[serde(default)]
+    pub discovered: bool,
+}
+
+/// Status of one live connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    /// The peer's name.
+    pub peer: String,
+    /// Its nickname.
+    pub nickname: String,
+    /// The remote address of the TCP connection.
+    pub addr: String,
+    /// True when we dialled.
+    pub outbound: bool,
+    /// The negotiated protocol version.
+    pub version: u16,
+    /// Seconds since the handshake completed.
+    pub established_secs: u64,
+}

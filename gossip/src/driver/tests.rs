@@ -1,0 +1,294 @@
+//! Tests of the driver with real TCP on loopback (IPAM through the driver: `tests/ipam_driver.rs`).
+
+use super::*;
+use crate::proto::Message;
+use crate::secure::Secret;
+use crate::PeerName;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+fn cfg(name: u64) -> Config {
+    let mut c = Config::new(
+        PeerName(name),
+        name * 100,
+        format!("h{name}"),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    c.heartbeat = Duration::from_millis(100);
+    c.dead_after = Duration::from_millis(600);
+    c
+}
+
+/// The next peer event (up or down), skipping topology notifications.
+async fn next_event(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("event within 5 s")
+            .expect("channel open");
+        if e != Event::Topology {
+            return e;
+        }
+    }
+}
+
+fn no_peer_went_down(rx: &mut mpsc::UnboundedReceiver<Event>) {
+    while let Ok(e) = rx.try_recv() {
+        assert!(!matches!(e, Event::Down { .. }), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn two_peers_connect_and_see_each_other_leave() {
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let g1 = Gossip::start(cfg(1), tx1).await.unwrap();
+    let mut c2 = cfg(2);
+    c2.seeds = vec![g1.local_addr()];
+    let g2 = Gossip::start(c2, tx2).await.unwrap();
+    let Event::Up(p) = next_event(&mut rx1).await else {
+        panic!()
+    };
+    assert_eq!(p.name, PeerName(2));
+    assert!(!p.outbound);
+    let Event::Up(p) = next_event(&mut rx2).await else {
+        panic!()
+    };
+    assert_eq!(p.name, PeerName(1));
+    assert_eq!(
+        g2.targets()[0].state,
+        TargetState::Established {
+            peer: PeerName(1).to_string()
+        }
+    );
+    assert_eq!(g1.connections().len(), 1);
+    g2.shutdown().await;
+    let Event::Down { name, reason } = next_event(&mut rx1).await else {
+        panic!()
+    };
+    assert_eq!(name, PeerName(2));
+    assert!(reason.contains("closing"), "{reason}");
+}
+
+#[tokio::test]
+async fn self_connection_fails_once_and_is_not_retried() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let g = Gossip::start(cfg(1), tx).await.unwrap();
+    g.connect(g.local_addr());
+    let mut state = None;
+    for _ in 0..100 {
+        let t = g.targets();
+        if matches!(t[0].state, TargetState::Failed { .. }) {
+            state = Some(t[0].clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let state = state.expect("target fails");
+    assert!(format!("{:?}", state.state).contains("self"));
+    assert!(g.connections().is_empty());
+}
+
+#[tokio::test]
+async fn garbage_on_the_control_port_closes_only_that_connection() {
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let (tx2, _rx2) = mpsc::unbounded_channel();
+    let g1 = Gossip::start(cfg(1), tx1).await.unwrap();
+    let mut c2 = cfg(2);
+    c2.seeds = vec![g1.local_addr()];
+    let _g2 = Gossip::start(c2, tx2).await.unwrap();
+    assert!(matches!(next_event(&mut rx1).await, Event::Up(_)));
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xff, 0xff, 0xff, 0xff, 1, 2][..],
+    ] {
+        let mut s = TcpStream::connect(g1.local_addr()).await.unwrap();
+        s.write_all(junk).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+    }
+    // The real peer is still connected after its heartbeats kept flowing.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(g1.connections().len(), 1);
+    no_peer_went_down(&mut rx1);
+}
+
+#[tokio::test]
+async fn a_chain_of_seeds_becomes_a_full_mesh_through_gossip() {
+    let mut gs = Vec::new();
+    let mut rxs = Vec::new();
+    for i in 1..=4u64 {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut c = cfg(i);
+        if let Some(prev) = gs.last() {
+            c.seeds = vec![Gossip::local_addr(prev)];
+        }
+        gs.push(Gossip::start(c, tx).await.unwrap());
+        rxs.push(rx);
+    }
+    let mut ok = false;
+    for _ in 0..200 {
+        if gs.iter().all(|g| g.connections().len() == 3) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        ok,
+        "{:?}",
+        gs.iter().map(|g| g.connections().len()).collect::<Vec<_>>()
+    );
+    // Every peer knows every other one, and the discovered targets are marked as such.
+    for g in &gs {
+        assert_eq!(g.routes().known.len(), 3);
+    }
+    assert!(gs.iter().any(|g| g.targets().iter().any(|t| t.discovered)));
+}
+
+fn with_secret(mut c: Config, s: &str) -> Config {
+    c.secret = Some(Arc::new(Secret::from_bytes(s.as_bytes()).unwrap()));
+    c
+}
+
+async fn target_error(g: &Gossip) -> String {
+    for _ in 0..200 {
+        if let Some(t) = g.targets().first() {
+            match &t.state {
+                TargetState::Retrying { last_error, .. } => return last_error.clone(),
+                TargetState::Failed { reason } => return reason.clone(),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no failure: {:?}", g.targets());
+}
+
+#[tokio::test]
+async fn peers_with_the_same_secret_connect_and_share_data_keys() {
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let g1 = Gossip::start(with_secret(cfg(1), "a cluster secret of some length"), tx1)
+        .await
+        .unwrap();
+    let mut c2 = with_secret(cfg(2), "a cluster secret of some length");
+    c2.seeds = vec![g1.local_addr()];
+    let _g2 = Gossip::start(c2, tx2).await.unwrap();
+    let Event::Up(p1) = next_event(&mut rx1).await else {
+        panic!()
+    };
+    let Event::Up(p2) = next_event(&mut rx2).await else {
+        panic!()
+    };
+    let (k1, k2) = (p1.keys.unwrap(), p2.keys.unwrap());
+    assert_eq!(k1.send, k2.recv);
+    assert_eq!(k1.recv, k2.send);
+    // Control messages flow (gossip, rekey) through the encrypted channel.
+    assert!(g1.send_to(PeerName(2), Message::RekeyAck { epoch: 3 }));
+    loop {
+        match next_any(&mut rx2).await {
+            Event::Control { from, msg } => {
+                assert_eq!(from, PeerName(1));
+                assert_eq!(msg, Message::RekeyAck { epoch: 3 });
+                break;
+            }
+            _ => continue,
+        }
+    }
+}
+
+async fn next_any(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("event within 5 s")
+        .expect("channel open")
+}
+
+#[tokio::test]
+async fn a_wrong_secret_or_no_secret_is_refused_with_a_clear_reason() {
+    let (tx1, _rx1) = mpsc::unbounded_channel();
+    let g1 = Gossip::start(with_secret(cfg(1), "a cluster secret of some length"), tx1)
+        .await
+        .unwrap();
+    for (c2, want) in [
+        (
+            with_secret(cfg(2), "another secret, also long"),
+            "authentication failed",
+        ),
+        (cfg(3), "encryption mismatch"),
+    ] {
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        let mut c2 = c2;
+        c2.seeds = vec![g1.local_addr()];
+        let g2 = Gossip::start(c2, tx2).await.unwrap();
+        let err = target_error(&g2).await;
+        assert!(err.contains(want), "{err}");
+        assert!(g1.connections().is_empty());
+        // The refusing side records it too, once per address.
+        let mut seen = false;
+        for _ in 0..100 {
+            if g1.refused_peers().iter().any(|r| r.reason.contains(want)) {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(seen, "{:?}", g1.refused_peers());
+        g2.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn connection_limit_refuses_extra_connections() {
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let (tx2, _rx2) = mpsc::unbounded_channel();
+    let mut c1 = cfg(1);
+    c1.max_connections = 1;
+    let g1 = Gossip::start(c1, tx1).await.unwrap();
+    let mut c2 = cfg(2);
+    c2.seeds = vec![g1.local_addr()];
+    let _g2 = Gossip::start(c2, tx2).await.unwrap();
+    assert!(matches!(next_event(&mut rx1).await, Event::Up(_)));
+    // A third party gets closed at once, without even a hello.
+    let mut s = TcpStream::connect(g1.local_addr()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
+        .await
+        .expect("closed promptly")
+        .ok();
+    assert!(buf.is_empty(), "no hello for a refused connection");
+    assert_eq!(g1.refused_connections(), 1);
+    assert_eq!(g1.connections().len(), 1);
+}
+
+#[tokio::test]
+async fn simultaneous_dials_leave_one_connection() {
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let g1 = Gossip::start(cfg(1), tx1).await.unwrap();
+    let g2 = Gossip::start(cfg(2), tx2).await.unwrap();
+    g1.connect(g2.local_addr());
+    g2.connect(g1.local_addr());
+    assert!(matches!(next_event(&mut rx1).await, Event::Up(_)));
+    assert!(matches!(next_event(&mut rx2).await, Event::Up(_)));
+    let mut ok = false;
+    for _ in 0..100 {
+        let est = |g: &Gossip| {
+            g.targets()
+                .iter()
+                .all(|t| matches!(t.state, TargetState::Established { .. }))
+        };
+        if g1.connections().len() == 1 && g2.connections().len() == 1 && est(&g1) && est(&g2) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "{:?} {:?}", g1.targets(), g2.targets());
+    // No flapping: nobody went down.
+    no_peer_went_down(&mut rx1);
+}

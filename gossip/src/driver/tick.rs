@@ -1,0 +1,48 @@
+//! The driver's timer: ticks the gossip core (anti-entropy, hold-downs) and the IPAM state
+//! machine, whose reachability it refreshes from the topology.
+
+use super::ipam::dispatch_ipam;
+use super::{dispatch, Shared};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Drives the gossip core's timers (anti-entropy, hold-downs).
+pub(super) async fn tick_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.notified() => return,
+            _ = tick.tick() => {
+                let mut inner = shared.lock();
+                let now = Instant::now();
+                let out = inner.core.tick(now);
+                dispatch(&shared, &mut inner, out);
+                if inner.ipam.is_some() {
+                    let refresh = inner
+                        .ipam_reach_at
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500));
+                    let out = if refresh {
+                        inner.ipam_reach_at = Some(now);
+                        let reachable = crate::routes::Routes::compute_connections(
+                            inner.core.topology(),
+                        )
+                        .reachable()
+                        .into_iter()
+                        .collect();
+                        inner.ipam.as_mut().map(|i| i.set_reachable(now, reachable))
+                    } else {
+                        inner.ipam.as_mut().map(|i| i.tick(now))
+                    };
+                    if let Some(mut out) = out {
+                        if refresh {
+                            if let Some(i) = inner.ipam.as_mut() {
+                                out.extend(i.tick(now));
+                            }
+                        }
+                        dispatch_ipam(&shared, &mut inner, out);
+                    }
+                }
+            }
+        }
+    }
+}

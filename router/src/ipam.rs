@@ -44,8 +44,8 @@ pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default block size for a pod CIDR: /24, or the CIDR's prefix + 2 (four blocks) when the
 /// CIDR is a /23 or smaller.
 pub fn default_block_prefix(cidr: Block) -> u8 {
-    if cidr.prefix >= 23 {
-        cidr.prefix + 2
+    if cidr.prefix() >= 23 {
+        cidr.prefix() + 2
     } else {
         24
     }
@@ -53,10 +53,10 @@ pub fn default_block_prefix(cidr: Block) -> u8 {
 
 /// Checks that blocks of `/block_prefix` fit inside `cidr` and hold at least 4 addresses.
 pub fn validate(cidr: Block, block_prefix: u8) -> Result<()> {
-    if block_prefix < cidr.prefix {
+    if block_prefix < cidr.prefix() {
         bail!(
             "--pod-block-prefix {block_prefix} makes blocks larger than the pod CIDR {cidr}: it must be {} or more",
-            cidr.prefix
+            cidr.prefix()
         );
     }
     if block_prefix > 30 {
@@ -107,21 +107,21 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 
 /// The gateway of a block: its second address.
 pub fn gateway(block: Block) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(block.base).wrapping_add(1))
+    Ipv4Addr::from(u32::from(block.base()).wrapping_add(1))
 }
 
 /// The last address of a block.
 fn last(block: Block) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(block.base).wrapping_add((block.size() - 1) as u32))
+    Ipv4Addr::from(u32::from(block.base()).wrapping_add((block.size() - 1) as u32))
 }
 
 /// Whether `ip` may be given to a pod: not a block's network or gateway address, not the pod
 /// CIDR's first or last address.
 pub fn assignable(cidr: Block, block: Block, ip: Ipv4Addr) -> bool {
     block.contains(ip)
-        && ip != block.base
+        && ip != block.base()
         && ip != gateway(block)
-        && ip != cidr.base
+        && ip != cidr.base()
         && ip != last(cidr)
 }
 
@@ -439,7 +439,7 @@ impl Ipam {
             .unwrap_or(self.cidr);
         Allocation {
             address: ip,
-            prefix_len: self.cidr.prefix,
+            prefix_len: self.cidr.prefix(),
             gateway: gateway(block),
             cidr: self.cidr.to_string(),
             mtu: self.pod_mtu,
@@ -685,17 +685,17 @@ impl Ipam {
         let want: BTreeSet<Ipv4Addr> = held.iter().map(|b| gateway(*b)).collect();
         let have = self.nl.ipv4_addresses(link.index).await?;
         for (ip, len) in &have {
-            if self.cidr.contains(*ip) && !(want.contains(ip) && *len == self.cidr.prefix) {
+            if self.cidr.contains(*ip) && !(want.contains(ip) && *len == self.cidr.prefix()) {
                 self.nl.del_ipv4_address(link.index, *ip, *len).await?;
                 tracing::info!(bridge = %self.bridge, "removed {ip}/{len}: its block is not held");
             }
         }
         for ip in &want {
-            if !have.contains(&(*ip, self.cidr.prefix)) {
+            if !have.contains(&(*ip, self.cidr.prefix())) {
                 self.nl
-                    .add_ipv4_address(link.index, *ip, self.cidr.prefix)
+                    .add_ipv4_address(link.index, *ip, self.cidr.prefix())
                     .await?;
-                tracing::info!(bridge = %self.bridge, "gateway {ip}/{} added", self.cidr.prefix);
+                tracing::info!(bridge = %self.bridge, "gateway {ip}/{} added", self.cidr.prefix());
             }
         }
         *last = Some(held);

@@ -189,8 +189,11 @@ fn router(a: RouterArgs) -> Result<()> {
     let trusted_subnets = a
         .trusted_subnets
         .iter()
-        .map(|c| c.parse())
-        .collect::<Result<Vec<daemon::Cidr>>>()?;
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .with_context(|| format!("--trusted-subnets {c:?}: not a prefix ADDR/LEN"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let rekey = vswitch::RekeyPolicy {
         max_age: Duration::from_secs(a.rekey_after.max(1)),
         max_packets: a.rekey_after_packets.max(1),

@@ -188,7 +188,7 @@ fn concurrent_allocations_on_three_hosts_are_distinct_and_survive_a_restart() {
                 .find(|b| b.contains(a.address))
                 .unwrap_or_else(|| panic!("{a:?} is in none of {}'s blocks {blocks:?}", h.name));
             assert_eq!(a.gateway, weft::ipam::gateway(*b));
-            assert!(a.address != b.base && a.address != a.gateway);
+            assert!(a.address != b.base() && a.address != a.gateway);
             assert!(a.mtu >= 1280 && a.bridge == "weft", "{a:?}");
         }
         assert_gateways(&c, h);
@@ -428,7 +428,7 @@ fn leave_refuses_with_reservations_then_hands_everything_back() {
     assert_eq!(st.held.len(), 2, "{:?}", st.held);
     let blocks: Vec<gossip::ipam::Block> = st.held.iter().map(|b| b.parse().unwrap()).collect();
     for b in &blocks {
-        assert!(!got.contains(&b.base) && !got.contains(&weft::ipam::gateway(*b)));
+        assert!(!got.contains(&b.base()) && !got.contains(&weft::ipam::gateway(*b)));
     }
     // The first block filled completely: 62 addresses, its last one included (unless it is the
     // pod CIDR's last address).

@@ -258,7 +258,8 @@ impl Daemon {
     /// Whether data to `peer_ip` may go unencrypted: both ends are inside a trusted subnet.
     fn trusted(&self, peer_ip: IpAddr) -> bool {
         let t = &self.cfg.trusted_subnets;
-        t.iter().any(|c| c.contains(self.cfg.listen.ip())) && t.iter().any(|c| c.contains(peer_ip))
+        t.iter().any(|c| c.contains(&self.cfg.listen.ip()))
+            && t.iter().any(|c| c.contains(&peer_ip))
     }
 
     /// Sends heartbeats to every neighbour (when `send`) and re-evaluates which UDP paths work.

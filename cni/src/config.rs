@@ -6,48 +6,13 @@
 
 use crate::error::{Failure, DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG};
 use crate::result::CniResult;
+use crate::version::{Version, SUPPORTED_VERSIONS};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use weft_api::ipam::Attachment;
 
-/// The CNI versions the plugin speaks, oldest first.
-pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
-/// The newest, used for output that has no configuration to follow (VERSION, early errors).
-pub const LATEST: &str = "1.1.0";
 /// The state directory of the router when the configuration does not name one.
 pub const DEFAULT_STATE_DIR: &str = "/run/weft";
-
-/// A CNI version the plugin speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Version {
-    /// 0.4.0: results carry `ips[].version`.
-    V0_4_0,
-    /// 1.0.0.
-    V1_0_0,
-    /// 1.1.0: interfaces may carry `mtu`; STATUS and GC.
-    V1_1_0,
-}
-
-impl Version {
-    /// Parses one of [`SUPPORTED_VERSIONS`].
-    pub fn parse(s: &str) -> Option<Version> {
-        match s {
-            "0.4.0" => Some(Version::V0_4_0),
-            "1.0.0" => Some(Version::V1_0_0),
-            "1.1.0" => Some(Version::V1_1_0),
-            _ => None,
-        }
-    }
-
-    /// The version as the spec writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::V0_4_0 => "0.4.0",
-            Version::V1_0_0 => "1.0.0",
-            Version::V1_1_0 => "1.1.0",
-        }
-    }
-}
 
 /// What weft-cni reads from the network configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,13 +131,6 @@ pub fn parse(stdin: &[u8]) -> Result<Config, Failure> {
         prev_result,
         valid_attachments,
     })
-}
-
-/// The `cniVersion` of a configuration, if it is one weft-cni speaks: errors about a
-/// configuration that does not parse still answer in its version when possible.
-pub fn version_hint(stdin: &[u8]) -> Option<Version> {
-    let v: Value = serde_json::from_slice(stdin).ok()?;
-    Version::parse(v.get("cniVersion")?.as_str()?)
 }
 
 fn string_field(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Failure> {
@@ -310,15 +268,5 @@ mod tests {
         let e = parse_str(r#"{"cniVersion":"0.3.1","name":"n"}"#).unwrap_err();
         assert!(e.msg.contains("0.3.1"), "{e}");
         assert!(e.details.contains("0.4.0, 1.0.0, 1.1.0"), "{e}");
-    }
-
-    #[test]
-    fn version_hint_reads_what_it_can() {
-        assert_eq!(
-            version_hint(br#"{"cniVersion":"0.4.0"}"#),
-            Some(Version::V0_4_0)
-        );
-        assert_eq!(version_hint(br#"{"cniVersion":"9.9.9"}"#), None);
-        assert_eq!(version_hint(b"nonsense"), None);
     }
 }

@@ -6,7 +6,8 @@
 //! on stdin; results and errors go to stdout as JSON, and nothing else does (the optional
 //! `logFile` gets the log). Modules:
 //!
-//! * [`env`] and [`config`]: the inputs, checked (error codes 4, 6, 7, 1);
+//! * [`env`] and [`config`]: the inputs, checked (error codes 4, 6, 7, 1); [`version`]: the CNI
+//!   versions spoken;
 //! * [`commands`]: ADD, DEL, CHECK, STATUS and GC;
 //! * [`netns`]: entering the pod's namespace with a [`weft_netlink::Netlink`] connection;
 //! * [`router`]: the router's IPAM endpoints;
@@ -26,13 +27,14 @@ mod names;
 mod netns;
 mod result;
 mod router;
+mod version;
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::process::ExitCode;
 
-use config::{Version, LATEST, SUPPORTED_VERSIONS};
 use env::Env;
 use error::{Failure, INVALID_ENV, IO_FAILURE};
+use version::{Version, LATEST, SUPPORTED_VERSIONS};
 
 /// What the plugin prints on stdout (nothing: `None`) and its exit status.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,7 +62,7 @@ impl Reply {
 /// The answer to VERSION.
 fn version_answer(stdin: &[u8]) -> String {
     // The answer follows the version the runtime asked in, when it is one we speak.
-    let asked = config::version_hint(stdin).map_or(LATEST, Version::as_str);
+    let asked = version::version_hint(stdin).map_or(LATEST, Version::as_str);
     serde_json::json!({"cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS}).to_string()
 }
 
@@ -71,7 +73,7 @@ fn dispatch(env: &Env, stdin: &[u8]) -> Reply {
         return Reply::ok(Some(version_answer(stdin)));
     }
     let known = matches!(command, Some("ADD" | "DEL" | "CHECK" | "STATUS" | "GC"));
-    let hint = config::version_hint(stdin).map_or(LATEST, Version::as_str);
+    let hint = version::version_hint(stdin).map_or(LATEST, Version::as_str);
     if !known {
         let f = match command {
             None => Failure::new(INVALID_ENV, "CNI_COMMAND is not set").details(

@@ -3,7 +3,7 @@
 //! from 1.1.0 on. Fields weft-cni does not know (in a `prevResult` from another plugin) are kept
 //! and passed through.
 
-use crate::config::Version;
+use crate::version::Version;
 use serde_json::{json, Map, Value};
 
 /// One interface of a result.

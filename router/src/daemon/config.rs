@@ -70,7 +70,7 @@ pub struct IpamOptions {
     pub masquerade: bool,
 }
 
-/// Parses `ADDR[:PORT]` (an IP, `IP:PORT`, `[IPv6]:PORT` or `host[:port]`), with
+/// Parses `ADDR[:PORT]` (an IP, `IP:PORT`, `[IPv6]`, `[IPv6]:PORT` or `host[:port]`), with
 /// [`DEFAULT_PORT`] when no port is given.
 pub fn parse_addr(s: &str) -> Result<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -78,6 +78,14 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr> {
     }
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    // `[fd00::1]`: an IPv6 address in brackets without a port, as operators write it.
+    if let Some(ip) = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse::<std::net::Ipv6Addr>().ok())
+    {
+        return Ok(SocketAddr::new(IpAddr::V6(ip), DEFAULT_PORT));
     }
     let with_port = if s.contains(':') {
         s.to_string()
@@ -138,6 +146,16 @@ mod tests {
             parse_addr("fd00::1").unwrap(),
             "[fd00::1]:6783".parse().unwrap()
         );
+        // Every spelling an operator types for IPv6 (issue 14): bare, bracketed, with a port.
+        for spelling in ["fd00::1", "[fd00::1]", "[fd00::1]:6783"] {
+            assert_eq!(
+                parse_addr(spelling).unwrap(),
+                "[fd00::1]:6783".parse().unwrap(),
+                "{spelling}"
+            );
+        }
+        assert!(parse_addr("[fd00::1").is_err());
+        assert!(parse_addr("[10.0.0.1]").is_err());
         assert!(parse_addr("no-such-host.invalid").is_err());
     }
 

@@ -62,6 +62,9 @@ pub struct Reservation {
     /// The netns path given at ADD.
     #[serde(default)]
     pub netns: String,
+    /// The guarded bridge port of the pod (`POST /v1/ports/guard`), once ADD has registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<crate::guard::Port>,
 }
 
 /// `POST /v1/ipam/release` answer.

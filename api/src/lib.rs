@@ -13,6 +13,7 @@
 //! | `POST /v1/ipam/release` | [`ipam::Attachment`] | [`ipam::ReleaseAnswer`] |
 //! | `POST /v1/ipam/gc` | [`ipam::GcRequest`] | [`ipam::GcAnswer`] |
 //! | `GET /v1/ipam` | | [`ipam::IpamReport`] |
+//! | `POST /v1/ports/guard` | [`guard::GuardRequest`] | [`guard::GuardAnswer`] |
 //!
 //! A failed request answers with an HTTP error status and an [`ApiError`] body. Fields are added
 //! with `#[serde(default)]` so that a CLI or plugin of one version reads a router of the next.
@@ -21,6 +22,7 @@
 pub mod client;
 pub mod control;
 mod error;
+pub mod guard;
 pub mod ipam;
 pub mod status;
 

@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use weft_api::guard::{GuardRequest, Port};
 use weft_api::ipam::{AllocateRequest, Allocation, Attachment};
 use weft_netlink::{BridgePortState, InfoKind, Netlink};
 
@@ -61,7 +62,22 @@ pub fn add(env: &Env, cfg: &Config) -> Result<String, Failure> {
     ));
     let mtu = cfg.mtu.unwrap_or(alloc.mtu);
     let host_if = names::host_ifname(container_id, &ifname);
-    let wired = wire(&netns, &ifname, &host_if, &alloc, mtu);
+    // The port guard goes in after the pair exists (the pod's MAC is known) and before the host
+    // end joins the bridge, so nothing the pod sends passes unchecked.
+    let guard = |pod_mac: &str| {
+        router::guard(
+            &cfg.state_dir,
+            &GuardRequest {
+                attachment: attachment.clone(),
+                port: Port {
+                    name: host_if.clone(),
+                    mac: pod_mac.to_owned(),
+                },
+            },
+        )
+        .map(|_| ())
+    };
+    let wired = wire(&netns, &ifname, &host_if, &alloc, mtu, guard);
     let (host_mac, pod_mac) = match wired {
         Ok(macs) => macs,
         Err(e) => {
@@ -118,13 +134,15 @@ pub fn add(env: &Env, cfg: &Config) -> Result<String, Failure> {
     Ok(result.to_value(cfg.version).to_string())
 }
 
-/// Creates and configures the veth pair; returns the MACs of the host and pod ends.
+/// Creates and configures the veth pair; returns the MACs of the host and pod ends. `guard` is
+/// called with the pod's MAC once the pair exists, before the host end joins the bridge.
 fn wire(
     netns: &Netns,
     ifname: &str,
     host_if: &str,
     alloc: &Allocation,
     mtu: u32,
+    guard: impl FnOnce(&str) -> Result<(), Failure>,
 ) -> Result<(String, String), Failure> {
     // Host: the bridge must exist (the router made it); a host end with our name is a leftover
     // of this same attachment (a DEL that never came), and goes.
@@ -148,8 +166,9 @@ fn wire(
         Ok(br.index)
     })?;
 
-    // Pod: the pair (its host end created straight in the host namespace), the address, and the
-    // kernel's gratuitous ARP on address changes (arp_notify), all before the link goes up.
+    // Pod: the pair (its host end created straight in the host namespace), the address, the
+    // kernel's gratuitous ARP on address changes (arp_notify), and the IPv6 link-local address
+    // derived from the MAC (the one the port guard allows), all before the link goes up.
     let host_ns_file = host_ns()?;
     let (name, peer, addr, plen) = (
         ifname.to_owned(),
@@ -157,7 +176,7 @@ fn wire(
         alloc.address,
         alloc.prefix_len,
     );
-    let pod_index = netns.run(move |nl| async move {
+    let (pod_index, pod_mac) = netns.run(move |nl| async move {
         nl.create_veth(&name, &peer, mtu, &host_ns_file)
             .await
             .or_link_failure(|| format!("creating the veth pair {name}/{peer}"))?;
@@ -169,11 +188,17 @@ fn wire(
                 Failure::new(LINK_FAILURE, format!("{name} vanished after its creation"))
             })?;
         set_if_sysctl(&name, "arp_notify", "1")?;
+        // Without IPv6 in the pod there is no such file, and nothing to derive.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode"), "0");
         nl.add_ipv4_address(link.index, addr, plen)
             .await
             .or_link_failure(|| format!("adding {addr}/{plen} to {name}"))?;
-        Ok(link.index)
+        let mac = link
+            .mac
+            .ok_or_else(|| Failure::new(LINK_FAILURE, format!("{name} has no MAC address")))?;
+        Ok((link.index, format_mac(&mac)))
     })?;
+    guard(&pod_mac)?;
 
     // Host: the host end joins the bridge, goes up, and gets hairpin mode.
     let peer = host_if.to_owned();

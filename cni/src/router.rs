@@ -1,12 +1,14 @@
-//! Calls to the local router's IPAM endpoints (`weft_api::ipam`) through `weft_api::call`, with
-//! the router's failures turned into CNI errors: no answer, or an answer that says "retry", is
-//! code 11 (the runtime tries again later); any other refusal is code 100 with the router's words.
+//! Calls to the local router's IPAM and port guard endpoints (`weft_api::ipam`,
+//! `weft_api::guard`) through `weft_api::call`, with the router's failures turned into CNI
+//! errors: no answer, or an answer that says "retry", is code 11 (the runtime tries again later);
+//! any other refusal is code 100 with the router's words.
 
 use crate::error::{Failure, ROUTER_PROTOCOL, ROUTER_REFUSED, TRY_AGAIN_LATER};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
+use weft_api::guard::{GuardAnswer, GuardRequest};
 use weft_api::ipam::{
     AllocateRequest, Allocation, Attachment, GcAnswer, GcRequest, IpamReport, ReleaseAnswer,
 };
@@ -60,6 +62,17 @@ pub fn allocate(state_dir: &Path, req: &AllocateRequest) -> Result<Allocation, F
         req,
         ALLOCATE_TIMEOUT,
         "allocating an address",
+    )
+}
+
+/// `POST /v1/ports/guard`.
+pub fn guard(state_dir: &Path, req: &GuardRequest) -> Result<GuardAnswer, Failure> {
+    post(
+        state_dir,
+        "/v1/ports/guard",
+        req,
+        TIMEOUT,
+        "guarding the pod's port",
     )
 }
 

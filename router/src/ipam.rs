@@ -12,12 +12,15 @@
 //!   first or last address; when every held block is full, one more block is claimed;
 //! * the bridge's gateway addresses: block base + 1 with the pod CIDR's prefix length, one per
 //!   held block ([`Ipam::reconcile_bridge`]);
-//! * the masquerade table (`table ip weft`, loaded with `nft -f -`) and `ip_forward`.
+//! * the masquerade table (`table ip weft`, loaded with `nft -f -`) and `ip_forward`;
+//! * the port guard of each reservation's bridge port ([`crate::guard`]): registered by
+//!   [`Ipam::guard_port`], removed with the reservation, reconciled at start.
 //!
 //! Reservations whose address lies in no held block (the blocks were reclaimed while the router
 //! was away) are "lost": kept, reported in the status and logged, never handed out again unless
 //! the block comes back.
 
+use crate::guard::{self, rules, Guard};
 pub use crate::Error;
 use anyhow::{bail, Context, Result};
 use gossip::driver::Gossip;
@@ -29,6 +32,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
+use weft_api::guard::{GuardAnswer, GuardRequest};
 use weft_api::ipam::{Allocation, Attachment, GcAnswer, IpamReport, ReleaseAnswer, Reservation};
 use weft_netlink::Netlink;
 
@@ -128,7 +132,7 @@ pub fn assignable(cidr: Block, block: Block, ip: Ipv4Addr) -> bool {
 /// The reservations, as held in memory and on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Table {
-    map: BTreeMap<Attachment, (Ipv4Addr, String)>,
+    map: BTreeMap<Attachment, Reservation>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,14 +145,7 @@ struct TableFile {
 impl Table {
     /// Every reservation, by attachment.
     pub fn list(&self) -> Vec<Reservation> {
-        self.map
-            .iter()
-            .map(|(a, (ip, ns))| Reservation {
-                attachment: a.clone(),
-                address: *ip,
-                netns: ns.clone(),
-            })
-            .collect()
+        self.map.values().cloned().collect()
     }
 
     /// How many there are.
@@ -163,26 +160,37 @@ impl Table {
 
     /// The address of `a`, if it holds one.
     pub fn get(&self, a: &Attachment) -> Option<Ipv4Addr> {
-        self.map.get(a).map(|(ip, _)| *ip)
+        self.map.get(a).map(|r| r.address)
     }
 
-    /// Records a reservation.
+    /// The whole reservation of `a`.
+    pub fn reservation(&self, a: &Attachment) -> Option<&Reservation> {
+        self.map.get(a)
+    }
+
+    /// Records a reservation (with no guarded port yet).
     pub fn insert(&mut self, a: Attachment, ip: Ipv4Addr, netns: String) {
-        self.map.insert(a, (ip, netns));
+        self.restore(Reservation {
+            attachment: a,
+            address: ip,
+            netns,
+            port: None,
+        });
+    }
+
+    /// Records `r` as it is (port included).
+    pub fn restore(&mut self, r: Reservation) {
+        self.map.insert(r.attachment.clone(), r);
     }
 
     /// Drops a reservation; returns it if it existed.
     pub fn remove(&mut self, a: &Attachment) -> Option<Reservation> {
-        self.map.remove(a).map(|(ip, ns)| Reservation {
-            attachment: a.clone(),
-            address: ip,
-            netns: ns,
-        })
+        self.map.remove(a)
     }
 
     /// The lowest assignable address of `blocks` (lowest block first) that nobody holds.
     pub fn pick(&self, cidr: Block, blocks: &[Block]) -> Option<Ipv4Addr> {
-        let used: BTreeSet<Ipv4Addr> = self.map.values().map(|(ip, _)| *ip).collect();
+        let used: BTreeSet<Ipv4Addr> = self.map.values().map(|r| r.address).collect();
         let mut blocks = blocks.to_vec();
         blocks.sort();
         for b in blocks {
@@ -226,7 +234,7 @@ impl Table {
                 );
                 continue;
             }
-            t.insert(r.attachment, r.address, r.netns);
+            t.restore(r);
         }
         Ok(t)
     }
@@ -291,6 +299,8 @@ pub struct Ipam {
     bridge_blocks: tokio::sync::Mutex<Option<Vec<Block>>>,
     /// `weft leave` is under way: no more allocations.
     closed: std::sync::atomic::AtomicBool,
+    /// The port guard of the reservations' bridge ports.
+    guard: Guard,
 }
 
 impl std::fmt::Debug for Ipam {
@@ -354,6 +364,7 @@ impl Ipam {
             lost_blocks_logged: Mutex::new(Vec::new()),
             bridge_blocks: tokio::sync::Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
+            guard: Guard::new(),
         };
         ipam.check_lost();
         Ok(ipam)
@@ -548,7 +559,7 @@ impl Ipam {
         };
         if let Some(r) = &gone {
             if let Err(e) = self.persist(&snapshot) {
-                lock(&self.table).insert(r.attachment.clone(), r.address, r.netns.clone());
+                lock(&self.table).restore(r.clone());
                 return Err(e);
             }
             tracing::info!(
@@ -557,6 +568,7 @@ impl Ipam {
                 "released {}",
                 r.address
             );
+            self.unguard(std::slice::from_ref(r)).await;
         }
         Ok(ReleaseAnswer {
             released: gone.is_some(),
@@ -589,6 +601,7 @@ impl Ipam {
                 "garbage collection released {} reservation(s)",
                 released.len()
             );
+            self.unguard(&released).await;
         }
         Ok(GcAnswer { released })
     }
@@ -717,8 +730,8 @@ impl Ipam {
         Ok(())
     }
 
-    /// Turns on IPv4 forwarding and loads (or, with masquerading off, removes) the masquerade
-    /// table.
+    /// Turns on IPv4 forwarding, loads (or, with masquerading off, removes) the masquerade
+    /// table, and reconciles the port guard with the reservations.
     pub async fn setup_host(&self) -> Result<()> {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
             .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
@@ -734,7 +747,8 @@ impl Ipam {
         };
         tokio::task::spawn_blocking(move || nft(&ruleset))
             .await?
-            .with_context(|| format!("{what} the nftables table ip {NFT_TABLE}"))
+            .with_context(|| format!("{what} the nftables table ip {NFT_TABLE}"))?;
+        self.reconcile_guard().await
     }
 
     /// Removes the masquerade table.
@@ -742,6 +756,113 @@ impl Ipam {
         tokio::task::spawn_blocking(|| nft(&remove_ruleset()))
             .await?
             .with_context(|| format!("removing the nftables table ip {NFT_TABLE}"))
+    }
+
+    /// The guard entries of every reservation whose port was registered.
+    fn guarded(&self) -> Vec<rules::PortRules> {
+        self.reservations()
+            .iter()
+            .filter_map(guard::port_rules)
+            .collect()
+    }
+
+    /// Makes the port guard's table match the reservations (at start, and after a failed
+    /// change).
+    pub async fn reconcile_guard(&self) -> Result<()> {
+        self.guard.reconcile(&self.guarded()).await
+    }
+
+    /// `POST /v1/ports/guard`: records `req.port` with the attachment's reservation and guards
+    /// it with the reservation's addresses, replacing the attachment's previous port.
+    pub async fn guard_port(&self, req: GuardRequest) -> std::result::Result<GuardAnswer, Error> {
+        let port = req.port;
+        if !rules::valid_port_name(&port.name) {
+            return Err(Error::BadRequest(format!(
+                "{:?} is not a port name (1 to 15 of A-Z a-z 0-9 _ . -)",
+                port.name
+            )));
+        }
+        let mac = rules::parse_mac(&port.mac)
+            .filter(|m| rules::usable_mac(*m))
+            .ok_or_else(|| {
+                Error::BadRequest(format!("{:?} is not a unicast MAC address", port.mac))
+            })?;
+        let port = weft_api::guard::Port {
+            name: port.name,
+            mac: rules::format_mac(&mac),
+        };
+        let a = &req.attachment;
+        let _g = self.alloc.lock().await;
+        let (old, new, snapshot) = {
+            let mut t = lock(&self.table);
+            let r = t.reservation(a).cloned().ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "{}/{} holds no address here: allocate one first",
+                    a.container_id, a.ifname
+                ))
+            })?;
+            let mut new = r.clone();
+            new.port = Some(port.clone());
+            t.restore(new.clone());
+            (r, new, t.clone())
+        };
+        if let Err(e) = self.persist(&snapshot) {
+            lock(&self.table).restore(old);
+            return Err(e);
+        }
+        let rules = guard::port_rules(&new).expect("a checked port");
+        let before = guard::port_rules(&old);
+        if let Err(e) = self.guard.add(&rules, before.as_ref()).await {
+            tracing::warn!("{e:#}; reconciling the whole port guard");
+            self.reconcile_guard()
+                .await
+                .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        }
+        tracing::info!(
+            container = %a.container_id,
+            ifname = %a.ifname,
+            port = %port.name,
+            mac = %port.mac,
+            "guarding the port: {} and {}",
+            new.address,
+            rules.ipv6[0]
+        );
+        Ok(GuardAnswer {
+            port,
+            ipv4: rules.ipv4,
+            ipv6: rules.ipv6,
+        })
+    }
+
+    /// Removes the guard of released reservations (reconciling the table if that fails).
+    async fn unguard(&self, released: &[Reservation]) {
+        let mut failed = false;
+        for p in released.iter().filter_map(guard::port_rules) {
+            if let Err(e) = self.guard.remove(&p).await {
+                tracing::warn!("{e:#}");
+                failed = true;
+            }
+        }
+        if failed {
+            if let Err(e) = self.reconcile_guard().await {
+                tracing::warn!("{e:#}");
+            }
+        }
+    }
+
+    /// Removes the port guard's table (`weft leave`).
+    pub async fn remove_guard(&self) -> Result<()> {
+        self.guard.remove_table().await
+    }
+
+    /// Reads the guard's counters again.
+    pub async fn refresh_guard(&self) {
+        self.guard.refresh().await;
+    }
+
+    /// The guard section of the status report (counters as last refreshed).
+    pub fn guard_report(&self) -> weft_api::guard::GuardReport {
+        self.guard.report(&self.reservations())
     }
 }
 
@@ -766,7 +887,7 @@ pub fn remove_ruleset() -> String {
 }
 
 /// Runs `nft -f -` with `script` on stdin.
-fn nft(script: &str) -> Result<()> {
+pub(crate) fn nft(script: &str) -> Result<()> {
     use std::process::{Command, Stdio};
     let mut child = Command::new("nft")
         .args(["-f", "-"])

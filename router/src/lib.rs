@@ -4,6 +4,7 @@
 //! * [`dataplane`]: the per-packet thread between the TAP port and the UDP socket.
 //! * [`fastpath`]: the kernel VXLAN fast path (device, probes, forwarding entries).
 //! * [`ipam`]: pod addresses (reservations, gateways, masquerading) behind `weft-cni`.
+//! * [`guard`]: anti-spoofing on the pods' bridge ports (nftables, bridge family).
 //! * [`metrics`]: the Prometheus exposition of the status report.
 //! * [`sys`]: the few system calls that need `unsafe` (TAP, poll, socket buffers).
 //! * [`state`]: the state directory.
@@ -19,6 +20,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod error;
 pub mod fastpath;
+pub mod guard;
 pub mod ipam;
 pub mod metrics;
 pub mod state;

@@ -272,6 +272,51 @@ pub fn render(r: &Report) -> String {
         );
         o.val("weft_ipam_ready", &[], u8::from(i.ready));
     }
+    if let Some(g) = &r.guard {
+        o.head(
+            "weft_guard_ports",
+            "gauge",
+            "Pod bridge ports under the port guard.",
+        );
+        o.val("weft_guard_ports", &[], g.ports.len());
+        o.head(
+            "weft_guard_ok",
+            "gauge",
+            "1 when the last change of the port guard's nftables table worked.",
+        );
+        o.val("weft_guard_ok", &[], u8::from(g.state == "on"));
+        o.head(
+            "weft_guard_dropped_total",
+            "counter",
+            "Frames the port guard dropped, by reason.",
+        );
+        for (reason, v) in &g.drops {
+            o.val("weft_guard_dropped_total", &[("reason", reason)], v);
+        }
+        for (name, what) in [
+            ("weft_guard_port_dropped_packets_total", "Frames"),
+            ("weft_guard_port_dropped_bytes_total", "Bytes of frames"),
+        ] {
+            o.head(
+                name,
+                "counter",
+                &format!("{what} the port guard dropped from one pod."),
+            );
+            for p in &g.ports {
+                let v = if name.ends_with("packets_total") {
+                    p.dropped_packets
+                } else {
+                    p.dropped_bytes
+                };
+                let labels = [
+                    ("container", p.attachment.container_id.as_str()),
+                    ("ifname", p.attachment.ifname.as_str()),
+                    ("port", p.port.name.as_str()),
+                ];
+                o.val(name, &labels, v);
+            }
+        }
+    }
     o.0
 }
 

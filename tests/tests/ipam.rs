@@ -499,6 +499,12 @@ fn leave_refuses_with_reservations_then_hands_everything_back() {
         .collect();
     assert!(left.is_empty(), "gateways left on the bridge: {left:?}");
     assert!(!nft_table_exists(&c, &h.ns));
+    let guard = (c
+        .lab
+        .exec(&h.ns, &["nft", "list", "table", "bridge", "weft_guard"]))
+    .unwrap()
+    .status;
+    assert!(!guard.success(), "weft leave left the port guard's table");
     assert!(!dir.join("reservations.json").exists());
 }
 

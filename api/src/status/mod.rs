@@ -56,6 +56,9 @@ pub struct Report {
     /// Pod IPAM (`None` when the router runs without `--pod-cidr`).
     #[serde(default)]
     pub ipam: Option<IpamSection>,
+    /// The port guard (anti-spoofing on the pods' bridge ports; `None` without IPAM).
+    #[serde(default)]
+    pub guard: Option<crate::guard::GuardReport>,
 }
 
 /// Pod IPAM on one router: its blocks, its reservations, the cluster's view.

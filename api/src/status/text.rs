@@ -288,6 +288,25 @@ impl Report {
                 let _ = writeln!(out, "  cluster: no IPAM state from the mesh yet");
             }
         }
+        if let Some(g) = &self.guard {
+            let dropped: u64 = g.drops.values().sum();
+            let _ = writeln!(
+                out,
+                "  port guard: {}, {} port(s), {} frame(s) dropped{}",
+                g.state,
+                g.ports.len(),
+                dropped,
+                if dropped == 0 {
+                    String::new()
+                } else {
+                    let by_reason: Vec<String> = (g.drops.iter())
+                        .filter(|(_, v)| **v > 0)
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    format!(" ({})", by_reason.join(" "))
+                }
+            );
+        }
         if !i.lost.is_empty() {
             let _ = writeln!(
                 out,
@@ -354,6 +373,11 @@ impl Report {
                 .into_iter()
                 .map(|r| {
                     let lost = i.lost.iter().any(|l| l.attachment == r.attachment);
+                    let guarded = self
+                        .guard
+                        .iter()
+                        .flat_map(|g| &g.ports)
+                        .find(|p| p.attachment == r.attachment);
                     vec![
                         r.address.to_string(),
                         r.attachment.container_id.clone(),
@@ -363,13 +387,23 @@ impl Report {
                         } else {
                             r.netns.clone()
                         },
+                        r.port.as_ref().map_or("-".into(), |p| p.name.clone()),
+                        guarded.map_or("-".into(), |p| p.dropped_packets.to_string()),
                         if lost { "LOST" } else { "ok" }.into(),
                     ]
                 })
                 .collect();
             table(
                 &mut out,
-                &["ADDRESS", "CONTAINER", "IFNAME", "NETNS", "STATE"],
+                &[
+                    "ADDRESS",
+                    "CONTAINER",
+                    "IFNAME",
+                    "NETNS",
+                    "PORT",
+                    "DROPPED",
+                    "STATE",
+                ],
                 &rows,
             );
         }

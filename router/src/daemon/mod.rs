@@ -353,8 +353,15 @@ impl Daemon {
         i.check_lost();
     }
 
-    /// `weft leave`: hands the blocks back, removes the gateways and the masquerade table, and
-    /// stops the router.
+    /// Reads the port guard's counters again, for a status report.
+    pub(crate) async fn refresh_guard(&self) {
+        if let Some(i) = &self.ipam {
+            i.refresh_guard().await;
+        }
+    }
+
+    /// `weft leave`: hands the blocks back, removes the gateways, the masquerade table and the
+    /// port guard, and stops the router.
     async fn leave(&self, force: bool) -> Result<LeaveAnswer, ipam::Error> {
         let mut answer = LeaveAnswer::default();
         if let Some(i) = &self.ipam {
@@ -366,12 +373,13 @@ impl Daemon {
             let internal = |e: anyhow::Error| ipam::Error::Internal(format!("{e:#}"));
             i.clear_bridge().await.map_err(internal)?;
             i.remove_masquerade().await.map_err(internal)?;
+            i.remove_guard().await.map_err(internal)?;
             i.clear().await.map_err(internal)?;
         }
         self.leaving.store(true, Relaxed);
         tracing::info!(
             blocks = answer.blocks.len(),
-            "left the cluster: blocks handed back, gateways and masquerade removed; stopping"
+            "left the cluster: blocks handed back, gateways, masquerade and port guard removed; stopping"
         );
         self.leave.notify_one();
         Ok(answer)

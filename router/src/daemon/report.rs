@@ -206,6 +206,7 @@ impl Daemon {
                     cluster: self.gossip.ipam_status().map(cluster_ipam),
                 }
             }),
+            guard: self.ipam.as_ref().map(|i| i.guard_report()),
         }
     }
 

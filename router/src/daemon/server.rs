@@ -52,7 +52,10 @@ pub(super) async fn serve_api(
     let app = axum::Router::new()
         .route(
             "/v1/status",
-            get(|State(d): State<Arc<Daemon>>| async move { Json(d.report()) }),
+            get(|State(d): State<Arc<Daemon>>| async move {
+                d.refresh_guard().await;
+                Json(d.report())
+            }),
         )
         .route(
             "/v1/macs",
@@ -78,6 +81,7 @@ pub(super) async fn serve_api(
         .route("/v1/ipam/allocate", post(ipam_allocate))
         .route("/v1/ipam/release", post(ipam_release))
         .route("/v1/ipam/gc", post(ipam_gc))
+        .route("/v1/ports/guard", post(guard_port))
         .route("/v1/leave", post(leave))
         .with_state(daemon);
     let stopped = async move {
@@ -163,6 +167,15 @@ async fn ipam_gc(
     let req: GcRequest = body(&b)?;
     let i = ipam_of(&d)?;
     Ok(Json(i.gc(&req.keep).await?))
+}
+
+async fn guard_port(
+    State(d): State<Arc<Daemon>>,
+    b: axum::body::Bytes,
+) -> ApiResult<weft_api::guard::GuardAnswer> {
+    let req: weft_api::guard::GuardRequest = body(&b)?;
+    let i = ipam_of(&d)?;
+    Ok(Json(i.guard_port(req).await?))
 }
 
 async fn leave(State(d): State<Arc<Daemon>>, b: axum::body::Bytes) -> ApiResult<LeaveAnswer> {

@@ -246,6 +246,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             get(move || {
                 let d = d.clone();
                 async move {
+                    d.refresh_guard().await;
                     (
                         [("content-type", "text/plain; version=0.0.4")],
                         metrics::render(&d.report()),
@@ -311,9 +312,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     {
         tracing::warn!("API requests still running after 5 s; stopping anyway");
     }
-    // Bridge addresses, reservations and the masquerade table stay (pods keep working, outbound
-    // too, across a restart; the next start replaces the table atomically). `weft leave` removes
-    // them.
+    // Bridge addresses, reservations, the masquerade table and the port guard stay (pods keep
+    // working, outbound too, and stay guarded across a restart; the next start replaces the
+    // masquerade table atomically and reconciles the guard). `weft leave` removes them.
     gossip.shutdown().await;
     if let Some(fp) = daemon.fast.lock().await.take() {
         if let Err(e) = fp.teardown(&nl).await {

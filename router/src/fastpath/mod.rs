@@ -167,7 +167,8 @@ pub enum SetupOutcome {
     Recreated,
 }
 
-/// What [`FastPath::reconcile`] changed (all zero when the FDB already matched).
+/// What [`FastPath::reconcile`] changed (all counts but `entries` zero when the FDB already
+/// matched), and how big the device's table was.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reconciled {
     /// Peers added to the flood list.

@@ -1,12 +1,18 @@
 //! Forwarding databases (`bridge fdb`): the bridges' learned tables and the VXLAN device's own
 //! "MAC -> remote" table, read and written with raw neighbour requests.
+//!
+//! Reading a whole table costs in proportion to everything every bridge learned; the router's
+//! periodic work uses the narrow reads instead: one port's entries ([`Netlink::fdb_port_entries`],
+//! filtered by the kernel on a [`Netlink::connect_strict`] connection), one MAC
+//! ([`Netlink::bridge_fdb_get`]), and one request for every dynamic entry of a VXLAN device
+//! pointing at a remote ([`Netlink::vxlan_fdb_flush_dst`]).
 
 use crate::error::{Context, Result};
 use crate::Netlink;
 use futures_util::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -43,6 +49,13 @@ pub struct FdbEntry {
     /// How long ago the entry was last refreshed (learned again or updated), if the kernel says.
     pub updated: Option<Duration>,
 }
+
+/// `NLM_F_BULK` (linux/netlink.h): a delete request that removes every matching entry.
+const NLM_F_BULK: u16 = 0x200;
+/// `NDA_NDM_STATE_MASK` (linux/neighbour.h): which `ndm_state` bits a bulk delete compares.
+const NDA_NDM_STATE_MASK: u16 = 16;
+/// `NUD_NOARP | NUD_PERMANENT`: the states of entries added as static or permanent.
+const NUD_STATIC: u16 = 0x40 | 0x80;
 
 fn fdb_entry(msg: &NeighbourMessage) -> Option<FdbEntry> {
     let mut mac = None;
@@ -151,6 +164,113 @@ impl Netlink {
             .await
             .context("reading the forwarding database")?;
         Ok(msgs.iter().filter_map(fdb_entry).collect())
+    }
+
+    /// Sends one request that answers with neighbour messages (a dump, or a get) and collects
+    /// them; a refusal is an [`io::Error`] with the kernel's errno.
+    async fn request_neighbours(
+        &self,
+        msg: NeighbourMessage,
+        flags: u16,
+    ) -> io::Result<Vec<NeighbourMessage>> {
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
+        req.header.flags = NLM_F_REQUEST | flags;
+        let mut responses = self
+            .handle
+            .clone()
+            .request(req)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut out = Vec::new();
+        while let Some(m) = responses.next().await {
+            match m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => out.push(n),
+                NetlinkPayload::Error(e) => {
+                    if let Some(code) = e.code {
+                        return Err(io::Error::from_raw_os_error(-code.get()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of one port or device `ifindex`: what its bridge learned or was told about
+    /// that port, and the device's own table (for a VXLAN device: its forwarding entries).
+    ///
+    /// On a [`Netlink::connect_strict`] connection the kernel sends only those (it still walks
+    /// the bridge's table, but nothing else crosses the socket); on another connection it ignores
+    /// the filter and sends everything, and the entries are filtered here.
+    pub async fn fdb_port_entries(&self, ifindex: u32) -> Result<Vec<FdbEntry>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = ifindex;
+        let msgs = self
+            .request_neighbours(msg, NLM_F_DUMP)
+            .await
+            .with_context(|| format!("reading the forwarding entries of link {ifindex}"))?;
+        Ok(msgs
+            .iter()
+            .filter_map(fdb_entry)
+            .filter(|e| e.ifindex == ifindex)
+            .collect())
+    }
+
+    /// The entry for `mac` in the table of the bridge that `port` belongs to (`bridge fdb get
+    /// MAC dev PORT`), wherever it points (its `ifindex` says which port), or `None`. One hash
+    /// lookup in the kernel, whatever the size of the table.
+    pub async fn bridge_fdb_get(&self, port: u32, mac: [u8; 6]) -> Result<Option<FdbEntry>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = port;
+        msg.header.flags = NeighbourFlags::Controller;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        match self.request_neighbours(msg, 0).await {
+            Ok(msgs) => Ok(msgs.iter().find_map(fdb_entry)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e).context("looking up a bridge forwarding entry"),
+        }
+    }
+
+    /// Makes the bridge's entry for `mac` a static one on `port` (`bridge fdb replace MAC dev
+    /// PORT master static`), creating it if needed. A static entry never ages out, survives a
+    /// flush of the port and does not count against the bridge's cap on learned entries; the
+    /// bridge still refreshes its age (`updated`) when frames from `mac` arrive on `port`.
+    /// Creating or converting it resets that age.
+    pub async fn bridge_fdb_pin(&self, port: u32, mac: [u8; 6]) -> Result<()> {
+        let msg = fdb_message(port, mac, None, FdbTable::Bridge, NeighbourState::Noarp);
+        self.request_ack(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .context("pinning a bridge forwarding entry")
+    }
+
+    /// Deletes, in one request, every dynamic (learned or set as not permanent) entry of the
+    /// VXLAN device `ifindex` that points at `dst` (`bridge fdb flush dev DEV self dst DST
+    /// nopermanent`, Linux 6.5+). Permanent entries and the flood entry stay. Fails with
+    /// `EOPNOTSUPP` or `EINVAL` on kernels without bulk deletion for VXLAN.
+    pub async fn vxlan_fdb_flush_dst(&self, ifindex: u32, dst: IpAddr) -> Result<()> {
+        let mut msg = fdb_message(
+            ifindex,
+            [0; 6],
+            Some(dst),
+            FdbTable::Device,
+            NeighbourState::None,
+        );
+        // No MAC: every entry matching the rest.
+        msg.attributes
+            .retain(|a| !matches!(a, NeighbourAttribute::LinkLayerAddress(_)));
+        msg.attributes
+            .push(NeighbourAttribute::Other(DefaultNla::new(
+                NDA_NDM_STATE_MASK,
+                NUD_STATIC.to_ne_bytes().to_vec(),
+            )));
+        self.request_ack(RouteNetlinkMessage::DelNeighbour(msg), NLM_F_BULK)
+            .await
+            .with_context(|| format!("deleting the VXLAN forwarding entries to {dst}"))
     }
 
     /// Adds `dst` to the remotes of `mac` in the own table of the VXLAN device `ifindex`

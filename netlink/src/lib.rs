@@ -49,6 +49,18 @@ impl Netlink {
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
+
+    /// Like [`Netlink::connect`], with strict checking of requests (`NETLINK_GET_STRICT_CHK`):
+    /// the kernel then honours the filters of dump requests (a forwarding database dump for one
+    /// port, [`Netlink::fdb_port_entries`]) instead of ignoring them, and refuses what it does
+    /// not understand. A connection of its own also keeps one user's long dumps from queueing
+    /// behind another's.
+    pub fn connect_strict() -> Result<Netlink> {
+        let (conn, handle, _) = rtnetlink::new_connection_with_strict_check()
+            .context("opening a strict netlink socket")?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
 }
 
 /// Runs `f` with a new netlink connection on a new single-threaded tokio runtime, blocking the

@@ -36,6 +36,10 @@ pub struct VxlanParams {
     pub l3miss: bool,
     /// Metadata (external, flow-based) mode.
     pub collect_metadata: bool,
+    /// Most forwarding entries the device holds (`IFLA_VXLAN_LIMIT`, `maxaddress`; 0: no
+    /// limit). Permanent ones count too: at the limit the device learns nothing new, and adding
+    /// an entry fails with `ENOSPC`.
+    pub limit: u32,
 }
 
 impl VxlanParams {
@@ -51,6 +55,7 @@ impl VxlanParams {
             l2miss: false,
             l3miss: false,
             collect_metadata: false,
+            limit: 0,
         };
         for i in infos {
             match i {
@@ -66,6 +71,7 @@ impl VxlanParams {
                 InfoVxlan::L2Miss(v) => p.l2miss = *v,
                 InfoVxlan::L3Miss(v) => p.l3miss = *v,
                 InfoVxlan::CollectMetadata(v) => p.collect_metadata = *v,
+                InfoVxlan::Limit(v) => p.limit = *v,
                 _ => {}
             }
         }
@@ -113,6 +119,7 @@ impl Netlink {
             .l2miss(params.l2miss)
             .l3miss(params.l3miss)
             .collect_metadata(params.collect_metadata)
+            .limit(params.limit)
             .mtu(mtu);
         match params.local {
             Some(IpAddr::V4(a)) => b = b.local(a),
@@ -159,7 +166,9 @@ mod tests {
             InfoVxlan::Ageing(300),
             InfoVxlan::UDPCsum(true),
             InfoVxlan::Ttl(0),
+            InfoVxlan::Limit(4096),
         ]);
+        assert_eq!(p.limit, 4096);
         assert_eq!(p.vni, 0x7765);
         assert_eq!(p.port, 6784);
         assert_eq!(p.local, Some(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 11))));

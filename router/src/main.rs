@@ -101,6 +101,10 @@ struct RouterArgs {
     /// Most MAC addresses remembered at once.
     #[arg(long, default_value_t = 8192)]
     max_macs: usize,
+    /// Most MAC addresses the kernel learns: the bridge's learned entries and the fast path's
+    /// VXLAN device's table each (0: no cap; needs Linux 6.8 for the bridge).
+    #[arg(long, default_value_t = weft::fastpath::DEFAULT_MAX_LEARNED)]
+    kernel_max_macs: u32,
     /// Seconds a MAC address is remembered without traffic.
     #[arg(long, default_value_t = 300)]
     mac_age: u64,
@@ -242,6 +246,7 @@ fn router(a: RouterArgs) -> Result<()> {
         mtu: a.mtu,
         fdb_capacity: a.max_macs,
         mac_max_age: Duration::from_secs(a.mac_age),
+        kernel_max_macs: a.kernel_max_macs,
         metrics: a.metrics,
         secret,
         trusted_subnets,

@@ -230,6 +230,16 @@ pub fn render(r: &Report) -> String {
     for (reason, v) in &r.drops {
         o.val("weft_drops_total", &[("reason", reason)], v);
     }
+    for (k, v) in &r.kernel_fdb {
+        let (name, kind) = match k.as_str() {
+            "bridge_full_rounds" | "rounds_late" => {
+                (format!("weft_kernel_fdb_{k}_total"), "counter")
+            }
+            _ => (format!("weft_kernel_fdb_{k}"), "gauge"),
+        };
+        o.head(&name, kind, &format!("Kernel forwarding tables: {k}."));
+        o.val(&name, &[], v);
+    }
     for (k, v) in &r.fdb {
         let (name, kind) = match k.as_str() {
             "entries" | "capacity" => (format!("weft_mac_table_{k}"), "gauge"),

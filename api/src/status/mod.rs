@@ -53,6 +53,13 @@ pub struct Report {
     pub drops: BTreeMap<String, u64>,
     /// MAC table counters.
     pub fdb: BTreeMap<String, u64>,
+    /// The kernel's forwarding tables, bounded by `--kernel-max-macs`: `bridge_learned` and
+    /// `bridge_max_learned` (what the bridge learned and its cap, when the kernel reports them),
+    /// `bridge_full_rounds` (seconds in which the bridge was seen at its cap: a flood of MACs, or
+    /// a cap too small), `vxlan_entries` and `vxlan_max` (the VXLAN device's table and its
+    /// limit), `rounds_late` (fast path rounds cut off by their deadline).
+    #[serde(default)]
+    pub kernel_fdb: BTreeMap<String, u64>,
     /// Pod IPAM (`None` when the router runs without `--pod-cidr`).
     #[serde(default)]
     pub ipam: Option<IpamSection>,

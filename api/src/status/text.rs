@@ -236,6 +236,9 @@ impl Report {
             }
         );
         let _ = writeln!(out, "  mac table: {}", kv(&self.fdb, false));
+        if !self.kernel_fdb.is_empty() {
+            let _ = writeln!(out, "  kernel fdb: {}", kv(&self.kernel_fdb, false));
+        }
         out.push_str(&self.render_ipam_summary());
         out
     }

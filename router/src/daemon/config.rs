@@ -34,6 +34,9 @@ pub struct Config {
     pub fdb_capacity: usize,
     /// MAC entry lifetime.
     pub mac_max_age: Duration,
+    /// Cap on the MACs the kernel learns: the bridge's learned entries and the VXLAN device's
+    /// table (0: no cap).
+    pub kernel_max_macs: u32,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
     /// The cluster secret: encryption on.

@@ -70,6 +70,10 @@ pub(crate) struct Daemon {
     pub(crate) fast_peers: Mutex<HashMap<PeerName, FastPeer>>,
     /// The VXLAN device's counters, refreshed every second.
     pub(crate) fast_stats: Mutex<Option<LinkCounters>>,
+    /// The bridge's index, for reading its learned-entry count.
+    pub(crate) bridge_index: u32,
+    /// The kernel's forwarding tables, as the status shows them (`kernel_fdb`).
+    pub(crate) kernel_fdb: Mutex<KernelFdb>,
     pub(crate) heartbeat_seq: std::sync::atomic::AtomicU64,
     /// Pod IPAM, when on.
     pub(crate) ipam: Option<Arc<Ipam>>,
@@ -104,6 +108,19 @@ impl FastPeer {
     pub(crate) fn fast(&self) -> bool {
         self.path.mode() == PathMode::Fast
     }
+}
+
+/// What the router last saw of the kernel's forwarding tables.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KernelFdb {
+    /// The bridge's learned entries and cap, when the kernel reports them.
+    pub(crate) bridge: Option<(u32, u32)>,
+    /// Rounds in which the bridge was at its cap.
+    pub(crate) bridge_full_rounds: u64,
+    /// Entries in the VXLAN device's table, when the fast path is on.
+    pub(crate) vxlan_entries: Option<usize>,
+    /// Fast path rounds cut off by their deadline.
+    pub(crate) rounds_late: u64,
 }
 
 /// A UDP path whose heartbeats have not been answered for this long is unusable.

@@ -142,6 +142,22 @@ impl Daemon {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        let k = *lock(&self.kernel_fdb);
+        let mut kernel_fdb: std::collections::BTreeMap<String, u64> = [
+            ("bridge_full_rounds", k.bridge_full_rounds),
+            ("rounds_late", k.rounds_late),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+        if let Some((n, max)) = k.bridge {
+            kernel_fdb.insert("bridge_learned".into(), n.into());
+            kernel_fdb.insert("bridge_max_learned".into(), max.into());
+        }
+        if let Some(n) = k.vxlan_entries {
+            kernel_fdb.insert("vxlan_entries".into(), n as u64);
+            kernel_fdb.insert("vxlan_max".into(), self.cfg.kernel_max_macs.into());
+        }
         Report {
             version: env!("CARGO_PKG_VERSION").into(),
             name: self.name.to_string(),
@@ -186,6 +202,7 @@ impl Daemon {
             counters,
             drops,
             fdb,
+            kernel_fdb,
             ipam: self.ipam.as_ref().map(|i| {
                 let (ready, reason) = i.readiness();
                 weft_api::status::IpamSection {

@@ -72,6 +72,13 @@ pub async fn run(cfg: Config) -> Result<()> {
         .ensure_bridge(&cfg.bridge, pod_mtu)
         .await
         .with_context(|| format!("setting up bridge {}", cfg.bridge))?;
+    // A pod sending from many MACs must not make the kernel hold them all (docs/fastpath.md).
+    if let Err(e) = nl
+        .set_bridge_max_learned(bridge_index, cfg.kernel_max_macs)
+        .await
+    {
+        tracing::warn!("cannot cap what bridge {} learns: {e:#}", cfg.bridge);
+    }
     let tap = Tap::open_with_offloads(&cfg.tap, !crate::dataplane::disabled("tso"))
         .with_context(|| format!("creating TAP device {}", cfg.tap))?;
     if let Err(e) = nl.attach(&cfg.tap, bridge_index, TAP_MTU).await {
@@ -103,11 +110,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         fcfg.vni = cfg.vni;
         fcfg.port = cfg.vxlan_port;
         fcfg.bridge = cfg.bridge.clone();
+        fcfg.max_learned = cfg.kernel_max_macs;
         // Frames must never pass between the TAP port and the VXLAN port inside the host.
         nl.set_port_isolated(&cfg.tap, true)
             .await
             .context("isolating the TAP port")?;
-        match FastPath::setup(&nl, fcfg).await {
+        // The fast path's periodic reads filter by port, which needs a strict connection; one
+        // of its own also keeps them from queueing behind the daemon's other requests.
+        let fast_nl = Netlink::connect_strict().context("opening the fast path's netlink")?;
+        match FastPath::setup(&fast_nl, fcfg).await {
             Ok(fp) => {
                 if fp.outcome() != SetupOutcome::Created {
                     // After a crash: every peer starts on the sleeve again.
@@ -227,6 +238,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         fast_off,
         fast_peers: Mutex::new(HashMap::new()),
         fast_stats: Mutex::new(None),
+        bridge_index,
+        kernel_fdb: Mutex::new(Default::default()),
         ipam,
         leave: tokio::sync::Notify::new(),
         leaving: std::sync::atomic::AtomicBool::new(false),
@@ -274,9 +287,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut ageing = tokio::time::interval(Duration::from_secs(5));
     let mut liveness = tokio::time::interval(Duration::from_millis(200));
-    let mut probes = tokio::time::interval(Duration::from_secs(1));
     let mut ipam_ticks = tokio::time::interval(Duration::from_secs(2));
     let mut ticks = 0u64;
+    // The kernel's tables (bridge, fast path) are read and written in a task of their own, so
+    // that netlink never delays heartbeats, gossip or the API.
+    let kernel_task = tokio::spawn(daemon.clone().kernel_task());
     let mut ipam_rounds = 0u64;
     loop {
         tokio::select! {
@@ -292,7 +307,6 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = ageing.tick() => {
                 shared.switch().fdb_mut().expire(Instant::now());
             }
-            _ = probes.tick() => daemon.fastpath_round().await,
             _ = ipam_ticks.tick() => {
                 ipam_rounds += 1;
                 daemon.ipam_round(ipam_rounds.is_multiple_of(15)).await;
@@ -315,6 +329,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     // Bridge addresses, reservations, the masquerade table and the port guard stay (pods keep
     // working, outbound too, and stay guarded across a restart; the next start replaces the
     // masquerade table atomically and reconciles the guard). `weft leave` removes them.
+    kernel_task.abort();
+    let _ = kernel_task.await;
     gossip.shutdown().await;
     if let Some(fp) = daemon.fast.lock().await.take() {
         if let Err(e) = fp.teardown(&nl).await {

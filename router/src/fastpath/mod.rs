@@ -13,6 +13,10 @@
 //!   per-MAC entries that the device learns from received packets or that the router sets
 //!   ([`FastPath::set_mac`]); [`FastPath::reconcile`] makes it match a wanted set;
 //! * the counters that show the traffic took the kernel path ([`FastPath::stats`]);
+//! * bounds: the device holds at most [`FastPathConfig::max_learned`] entries, and the periodic
+//!   reads look at the device's own port only ([`FastPath::fdb`], [`FastPath::probe_ages`]: one
+//!   lookup per peer), so their cost does not grow with what a flood of MACs made the bridge
+//!   learn;
 //! * the probe that tells whether the VXLAN path to a peer works ([`FastPath::send_probe`],
 //!   [`FastPath::probe_age`]) and the pure rule that turns probe results into a per-peer choice
 //!   between fast path and sleeve ([`PeerPath`]).
@@ -50,6 +54,13 @@ pub const DEFAULT_VNI: u32 = 0x7765;
 pub const DEFAULT_PORT: u16 = 6784;
 /// Lifetime of learned FDB entries, in seconds (the bridge's default ageing time as well).
 pub const DEFAULT_AGEING_SECS: u32 = 300;
+/// Default cap on the entries the kernel learns: the bridge's learned entries and the VXLAN
+/// device's forwarding entries (`weft router --kernel-max-macs`), the same as the router's own
+/// MAC table (`--max-macs`).
+pub const DEFAULT_MAX_LEARNED: u32 = 8192;
+/// Stale per-MAC entries [`FastPath::reconcile`] deletes one by one in a round; beyond that it
+/// deletes them per peer in one request each and flushes the port.
+pub const RECONCILE_BUDGET: usize = 64;
 /// Bytes VXLAN adds to a frame over an IPv4 underlay: outer IPv4 20 + UDP 8 + VXLAN 8 + the inner
 /// Ethernet header 14. The sleeve's pod MTU (underlay − 64) leaves room for it.
 pub const VXLAN_OVERHEAD_V4: u32 = 50;
@@ -61,6 +72,8 @@ pub const FLOOD_MAC: [u8; 6] = [0; 6];
 pub const PROBE_ETHERTYPE: u16 = 0x88b5;
 /// Length of a probe datagram: VXLAN header (8) + a minimal Ethernet frame (60).
 pub const PROBE_LEN: usize = vxlan::HEADER_LEN + 60;
+/// A learned probe entry is pinned only when this fresh: pinning resets its age.
+const PIN_PROBE_WITHIN: Duration = Duration::from_millis(1500);
 /// The text in a probe's inner frame (for whoever looks at it with tcpdump).
 const PROBE_TEXT: &[u8] = b"weft fast path probe";
 
@@ -79,6 +92,10 @@ pub struct FastPathConfig {
     pub mtu: u32,
     /// The bridge the device joins (it must exist).
     pub bridge: String,
+    /// Most forwarding entries the device holds (its `maxaddress`; 0: no limit), flood entry
+    /// included. At the limit it learns no new MAC: frames to MACs it does not know go to every
+    /// fast-path peer, which still works.
+    pub max_learned: u32,
 }
 
 impl FastPathConfig {
@@ -92,6 +109,7 @@ impl FastPathConfig {
             local,
             mtu,
             bridge: DEFAULT_BRIDGE.to_owned(),
+            max_learned: DEFAULT_MAX_LEARNED,
         }
     }
 
@@ -108,6 +126,7 @@ impl FastPathConfig {
             l2miss: false,
             l3miss: false,
             collect_metadata: false,
+            limit: self.max_learned,
         }
     }
 
@@ -149,7 +168,8 @@ pub enum SetupOutcome {
     Recreated,
 }
 
-/// What [`FastPath::reconcile`] changed (all zero when the FDB already matched).
+/// What [`FastPath::reconcile`] changed (all counts but `entries` zero when the FDB already
+/// matched), and how big the device's table was.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reconciled {
     /// Peers added to the flood list.
@@ -158,8 +178,12 @@ pub struct Reconciled {
     pub peers_removed: usize,
     /// Per-MAC entries set from `macs`.
     pub macs_set: usize,
-    /// Per-MAC entries (set or learned) removed because they pointed at an unwanted address.
+    /// Per-MAC entries (set or learned) removed because they pointed at an unwanted address
+    /// (counted one by one, or as found before a per-peer deletion).
     pub macs_removed: usize,
+    /// Entries the device holds, as the kernel counts them against its limit (one per MAC: the
+    /// flood entry is one whatever its number of peers), as read in this round.
+    pub entries: usize,
 }
 
 /// The kernel VXLAN device of the fast path, in the current network namespace; see the
@@ -253,12 +277,48 @@ impl FastPath {
     /// After a peer moves from the sleeve to the fast path, the router should also flush what the
     /// bridge learned on its TAP port (`Netlink::flush_port_fdb`), or the bridge keeps sending
     /// that peer's MACs to the TAP port until they age out; see docs/fastpath.md.
+    ///
+    /// The first flood entry is a new entry, which a device at its [`FastPathConfig::max_learned`]
+    /// refuses (`ENOSPC`, a flood of MACs from a peer filled it): its dynamic entries are then
+    /// deleted (they are learned again from traffic) and the entry added again.
     pub async fn add_peer(&self, peer: IpAddr) -> Result<()> {
         self.check_peer(peer)?;
-        Ok(self
-            .nl
-            .vxlan_fdb_append(self.index, FLOOD_MAC, peer)
-            .await?)
+        match self.nl.vxlan_fdb_append(self.index, FLOOD_MAC, peer).await {
+            Err(e) if e.errno() == Some(libc::ENOSPC) => {
+                self.evict_dynamic().await?;
+                Ok(self
+                    .nl
+                    .vxlan_fdb_append(self.index, FLOOD_MAC, peer)
+                    .await?)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// Deletes the device's dynamic entries (learned or set), one request per remote they point
+    /// at when the kernel can (Linux 6.5+), else one by one.
+    async fn evict_dynamic(&self) -> Result<()> {
+        let entries = self.fdb_entries().await?;
+        let mut dsts: Vec<IpAddr> = entries
+            .iter()
+            .filter(|e| !e.permanent)
+            .filter_map(|e| e.dst)
+            .collect();
+        dsts.sort();
+        dsts.dedup();
+        for dst in dsts {
+            if self.nl.vxlan_fdb_flush_dst(self.index, dst).await.is_err() {
+                for e in entries
+                    .iter()
+                    .filter(|e| !e.permanent && e.dst == Some(dst))
+                {
+                    self.nl
+                        .fdb_delete(self.index, e.mac, None, FdbTable::Device)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops using the fast path to `peer`: removes it from the flood list, removes every
@@ -270,13 +330,13 @@ impl FastPath {
             .nl
             .fdb_delete(self.index, FLOOD_MAC, Some(peer), FdbTable::Device)
             .await?;
-        for (mac, dst) in self.fdb().await? {
-            if dst == peer && mac != FLOOD_MAC {
-                removed |= self
-                    .nl
-                    .fdb_delete(self.index, mac, None, FdbTable::Device)
-                    .await?;
-            }
+        let macs: Vec<[u8; 6]> = (self.fdb().await?.into_iter())
+            .filter(|&(mac, dst)| dst == peer && mac != FLOOD_MAC)
+            .map(|(mac, _)| mac)
+            .collect();
+        if !macs.is_empty() {
+            removed = true;
+            self.delete_macs_to(peer, &macs).await?;
         }
         if removed {
             self.nl.flush_port_fdb(&self.cfg.device).await?;
@@ -323,15 +383,38 @@ impl FastPath {
         Ok(())
     }
 
+    /// Deletes the device's entries for `macs`, all pointing at `peer`: one by one when they are
+    /// few, else with one request for every dynamic entry to `peer` (falling back to the first
+    /// [`RECONCILE_BUDGET`] one by one on a kernel without it; the rest go in later rounds).
+    async fn delete_macs_to(&self, peer: IpAddr, macs: &[[u8; 6]]) -> Result<()> {
+        if macs.len() > RECONCILE_BUDGET
+            && self.nl.vxlan_fdb_flush_dst(self.index, peer).await.is_ok()
+        {
+            return Ok(());
+        }
+        for mac in macs.iter().take(RECONCILE_BUDGET) {
+            self.nl
+                .fdb_delete(self.index, *mac, None, FdbTable::Device)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The device's own entries (one read of its port, not of every bridge's table).
+    async fn fdb_entries(&self) -> Result<Vec<weft_netlink::FdbEntry>> {
+        Ok(self
+            .nl
+            .fdb_port_entries(self.index)
+            .await?
+            .into_iter()
+            .filter(|e| e.table == FdbTable::Device)
+            .collect())
+    }
+
     /// The device's FDB as (MAC, peer) pairs, sorted: one pair per flood-list peer (with
     /// [`FLOOD_MAC`]) and one per known MAC, set or learned (probe MACs included).
     pub async fn fdb(&self) -> Result<Vec<([u8; 6], IpAddr)>> {
-        let mut out: Vec<([u8; 6], IpAddr)> = self
-            .nl
-            .fdb_entries()
-            .await?
-            .into_iter()
-            .filter(|e| e.ifindex == self.index && e.table == FdbTable::Device)
+        let mut out: Vec<([u8; 6], IpAddr)> = (self.fdb_entries().await?.into_iter())
             .filter_map(|e| Some((e.mac, e.dst?)))
             .collect();
         out.sort();
@@ -343,7 +426,12 @@ impl FastPath {
     /// `peers` (others are ignored). Entries the device learned for wanted peers stay, and so do
     /// learned probe MACs (see [`probe_mac`]), which carry no traffic.
     ///
-    /// Cheap when nothing changed (one FDB read), so the router can run it on every probe round.
+    /// Cheap when nothing changed (one read of the device's port, bounded by
+    /// [`FastPathConfig::max_learned`] and the bridge's cap), so the router can run it on every
+    /// probe round. The work per round is bounded too: up to [`RECONCILE_BUDGET`] stale entries
+    /// are deleted one by one (with the bridge's entry for each); beyond that, one request per
+    /// unwanted peer deletes its dynamic entries and the bridge's learned entries on the VXLAN
+    /// port are flushed at once.
     /// Besides repairing drift it removes what learning re-created after a peer left the fast
     /// path: that peer may still send over VXLAN until it, too, decides to leave, and the device
     /// and the bridge learn its MACs from those packets. For each such MAC the bridge's entry on
@@ -361,7 +449,10 @@ impl FastPath {
         let mut done = Reconciled::default();
         let wanted: HashSet<IpAddr> = peers.iter().copied().collect();
         let have = self.fdb().await?;
+        done.entries = 1 + have.windows(2).filter(|w| w[0].0 != w[1].0).count();
+        done.entries = done.entries.min(have.len());
         let mut flood: HashSet<IpAddr> = HashSet::new();
+        let mut stale: Vec<([u8; 6], IpAddr)> = Vec::new();
         for &(mac, dst) in &have {
             if mac == FLOOD_MAC {
                 if wanted.contains(&dst) {
@@ -373,15 +464,31 @@ impl FastPath {
                     done.peers_removed += 1;
                 }
             } else if !wanted.contains(&dst) && mac != probe_mac(dst) {
+                stale.push((mac, dst));
+            }
+        }
+        let mut flush_port = false;
+        if stale.len() <= RECONCILE_BUDGET {
+            for &(mac, _) in &stale {
                 self.nl
                     .fdb_delete(self.index, mac, None, FdbTable::Device)
                     .await?;
                 self.nl
                     .fdb_delete(self.index, mac, None, FdbTable::Bridge)
                     .await?;
-                done.macs_removed += 1;
             }
+        } else {
+            let mut dsts: Vec<IpAddr> = stale.iter().map(|s| s.1).collect();
+            dsts.sort();
+            dsts.dedup();
+            for dst in dsts {
+                let macs: Vec<[u8; 6]> =
+                    (stale.iter()).filter(|s| s.1 == dst).map(|s| s.0).collect();
+                self.delete_macs_to(dst, &macs).await?;
+            }
+            flush_port = true;
         }
+        done.macs_removed = stale.len();
         for p in &wanted {
             if !flood.contains(p) {
                 self.nl.vxlan_fdb_append(self.index, FLOOD_MAC, *p).await?;
@@ -394,7 +501,7 @@ impl FastPath {
                 done.macs_set += 1;
             }
         }
-        if done.peers_removed > 0 {
+        if done.peers_removed > 0 || flush_port {
             self.nl.flush_port_fdb(&self.cfg.device).await?;
         }
         Ok(done)
@@ -433,22 +540,42 @@ impl FastPath {
         Ok(self.probe_ages(&[peer]).await?[0])
     }
 
-    /// [`FastPath::probe_age`] for each of `peers` (same order), from one read of the FDB.
+    /// [`FastPath::probe_age`] for each of `peers` (same order): one lookup of the bridge's
+    /// entry for each peer's probe MAC, whatever the size of the bridge's table.
+    ///
+    /// An entry the bridge learned from a recent probe is then *pinned*: made static on the
+    /// VXLAN port. The bridge still refreshes its age with every probe, but it no longer ages
+    /// out, a flush of the port ([`FastPath::remove_peer`]) leaves it, and it does not count
+    /// against the bridge's cap on learned entries: a flood of MACs that fills the bridge
+    /// cannot keep the probe from being seen. [`FastPath::unpin_probe`] removes it when the
+    /// peer leaves.
     pub async fn probe_ages(&self, peers: &[IpAddr]) -> Result<Vec<Option<Duration>>> {
-        let entries = self.nl.fdb_entries().await?;
-        let ours: Vec<_> = entries
-            .iter()
-            .filter(|e| e.ifindex == self.index && e.table == FdbTable::Bridge && !e.local)
-            .collect();
-        Ok(peers
-            .iter()
-            .map(|p| {
-                let mac = probe_mac(*p);
-                ours.iter()
-                    .find(|e| e.mac == mac)
-                    .map(|e| e.updated.unwrap_or(Duration::MAX))
-            })
-            .collect())
+        let mut ages = Vec::with_capacity(peers.len());
+        for p in peers {
+            let mac = probe_mac(*p);
+            let entry = self.nl.bridge_fdb_get(self.index, mac).await?;
+            let age = match entry {
+                Some(e) if e.ifindex == self.index && !e.local => {
+                    let age = e.updated.unwrap_or(Duration::MAX);
+                    if !e.permanent && age <= PIN_PROBE_WITHIN {
+                        self.nl.bridge_fdb_pin(self.index, mac).await?;
+                    }
+                    Some(age)
+                }
+                _ => None,
+            };
+            ages.push(age);
+        }
+        Ok(ages)
+    }
+
+    /// Removes the pinned bridge entry of `peer`'s probe MAC (the peer left); see
+    /// [`FastPath::probe_ages`].
+    pub async fn unpin_probe(&self, peer: IpAddr) -> Result<()> {
+        self.nl
+            .fdb_delete(self.index, probe_mac(peer), None, FdbTable::Bridge)
+            .await?;
+        Ok(())
     }
 
     /// Deletes the device (a clean shutdown): its FDB goes with it, and the bridge forgets what it

@@ -1,15 +1,66 @@
 //! The kernel VXLAN fast path's per-second round of the daemon: probes, path choices per
-//! neighbour, and reconciling the VXLAN device's forwarding entries with them. The device and
-//! probe mechanics are [`crate::fastpath`]'s; this is where the daemon drives them.
+//! neighbour, and reconciling the VXLAN device's forwarding entries with them; and a look at the
+//! bridge's learned-entry count. The device and probe mechanics are [`crate::fastpath`]'s; this
+//! is where the daemon drives them.
+//!
+//! The rounds run in a task of their own ([`Daemon::kernel_task`]), never in the main loop: its
+//! netlink requests wait for the kernel, and heartbeats, gossip and the API must not wait with
+//! them. Each netlink step has a deadline ([`READ_DEADLINE`], [`WRITE_DEADLINE`]); a round that
+//! misses one is counted (`rounds_late`) and the next starts on time.
 
 use crate::daemon::*;
-use crate::fastpath::{PathMode, ProbePolicy};
+use crate::fastpath::{FastPath, PathMode, ProbePolicy};
 use gossip::proto::Message;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::time::timeout;
 use vswitch::{Location, PeerName};
 
+/// Longest a round waits for the probe ages. Past it the round observes nothing: no path changes
+/// and no reports to the neighbours (whose view of our probes then ages, as if lost).
+pub(crate) const READ_DEADLINE: Duration = Duration::from_millis(500);
+/// Longest a round spends on the clean-up of the VXLAN device's table and on counters; what is
+/// left is done in the next round.
+pub(crate) const WRITE_DEADLINE: Duration = Duration::from_millis(300);
+
 impl Daemon {
+    /// The task of the kernel rounds: once a second, the bridge's learned-entry count, then the
+    /// fast path's round when the fast path is on. Runs until aborted.
+    pub(crate) async fn kernel_task(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(ProbePolicy::default().interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.bridge_round().await;
+            self.fastpath_round().await;
+        }
+    }
+
+    /// Reads how many entries the bridge learned and its cap; counts rounds at the cap.
+    async fn bridge_round(&self) {
+        let read = timeout(READ_DEADLINE, self.nl.bridge_fdb_learned(self.bridge_index)).await;
+        let mut k = lock(&self.kernel_fdb);
+        match read {
+            Ok(Ok(Some((n, max)))) => {
+                if max > 0 && n >= max {
+                    if k.bridge_full_rounds == 0 {
+                        tracing::warn!(
+                            learned = n,
+                            cap = max,
+                            "the bridge learned as many MACs as --kernel-max-macs allows: \
+                             frames to new MACs are flooded until entries age out"
+                        );
+                    }
+                    k.bridge_full_rounds += 1;
+                }
+                k.bridge = Some((n, max));
+            }
+            Ok(_) => {}
+            Err(_) => k.rounds_late += 1,
+        }
+    }
+
     /// Once a second: probes the VXLAN path to every neighbour, tells each how old its last
     /// probe here is, and moves neighbours between the sleeve and the fast path.
     pub(crate) async fn fastpath_round(&self) {
@@ -42,22 +93,32 @@ impl Daemon {
             let _ = fp.send_probe(self.dataplane.socket(), n.2);
         }
         let ips: Vec<IpAddr> = neigh.iter().map(|n| n.2).collect();
-        let ages = fp
-            .probe_ages(&ips)
-            .await
-            .unwrap_or_else(|_| vec![None; ips.len()]);
+        let ages = match timeout(READ_DEADLINE, fp.probe_ages(&ips)).await {
+            Ok(Ok(ages)) => ages,
+            Ok(Err(e)) => {
+                tracing::debug!("reading the probe ages: {e:#}");
+                vec![None; ips.len()]
+            }
+            Err(_) => {
+                lock(&self.kernel_fdb).rounds_late += 1;
+                return;
+            }
+        };
         for (n, age) in neigh.iter().zip(&ages) {
             let age_ms = age.map(|a| a.as_millis().min(u128::from(u64::MAX)) as u64);
             self.gossip.send_to(n.0, Message::Probe { age_ms });
         }
         let policy = ProbePolicy::default();
-        let (mut to_fast, mut to_sleeve) = (Vec::new(), Vec::new());
+        let (mut to_fast, mut to_sleeve, mut gone) = (Vec::new(), Vec::new(), Vec::new());
         {
             let mut fps = lock(&self.fast_peers);
             fps.retain(|name, p| {
                 let keep = neigh.iter().any(|n| n.0 == *name);
-                if !keep && p.fast() {
-                    to_sleeve.push((*name, "gone".to_string(), p.ip));
+                if !keep {
+                    if p.fast() {
+                        to_sleeve.push((*name, "gone".to_string(), p.ip));
+                    }
+                    gone.push(p.ip);
                 }
                 keep
             });
@@ -112,6 +173,9 @@ impl Daemon {
             }
             tracing::warn!(peer = %name, nickname = %nick, "back on the sleeve: the VXLAN path stopped answering");
         }
+        for ip in gone {
+            let _ = fp.unpin_probe(ip).await;
+        }
         // A fast-path peer whose frames still came over the sleeve (it switched later than we
         // did, or briefly fell back) taught the bridge its MACs on the TAP port, which pulls our
         // unicast back through user space. Forget those and let the bridge relearn them on the
@@ -150,8 +214,20 @@ impl Daemon {
             .filter(|p| p.fast())
             .map(|p| p.ip)
             .collect();
-        if let Err(e) = fp.reconcile(&fast_ips, &[]).await {
-            tracing::debug!("fast path reconcile: {e:#}");
+        // Idempotent and bounded per round: cut off at the deadline, it carries on next time.
+        if timeout(WRITE_DEADLINE, self.fastpath_cleanup(fp, &fast_ips))
+            .await
+            .is_err()
+        {
+            lock(&self.kernel_fdb).rounds_late += 1;
+        }
+    }
+
+    /// Reconciles the VXLAN device's table with the fast-path peers, and reads its counters.
+    async fn fastpath_cleanup(&self, fp: &FastPath, fast_ips: &[IpAddr]) {
+        match fp.reconcile(fast_ips, &[]).await {
+            Ok(done) => lock(&self.kernel_fdb).vxlan_entries = Some(done.entries),
+            Err(e) => tracing::debug!("fast path reconcile: {e:#}"),
         }
         if let Ok(st) = fp.stats().await {
             *lock(&self.fast_stats) = Some(st);

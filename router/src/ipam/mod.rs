@@ -20,16 +20,23 @@
 //! was away) are "lost": kept, reported in the status and logged, never handed out again unless
 //! the block comes back.
 
+mod addr;
+mod nft;
+mod table;
+
+pub use addr::*;
+pub(crate) use nft::nft;
+pub use nft::{masquerade_ruleset, remove_ruleset};
+pub use table::Table;
+
 use crate::guard::{self, rules, Guard};
 pub use crate::Error;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use gossip::driver::Gossip;
 use gossip::ipam::{Block, IpamError};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use weft_api::guard::{GuardAnswer, GuardRequest};
@@ -38,232 +45,15 @@ use weft_netlink::Netlink;
 
 /// The reservations file inside the state directory.
 pub const RESERVATIONS_FILE: &str = "reservations.json";
+
 /// The gossip IPAM state file (own claims and votes) inside the state directory.
 pub const IPAM_STATE_FILE: &str = "ipam.json";
+
 /// The nftables table (family `ip`) holding the masquerade rule.
 pub const NFT_TABLE: &str = "weft";
+
 /// How long an allocation waits for a new block to be agreed.
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The default block size for a pod CIDR: /24, or the CIDR's prefix + 2 (four blocks) when the
-/// CIDR is a /23 or smaller.
-pub fn default_block_prefix(cidr: Block) -> u8 {
-    if cidr.prefix() >= 23 {
-        cidr.prefix() + 2
-    } else {
-        24
-    }
-}
-
-/// Checks that blocks of `/block_prefix` fit inside `cidr` and hold at least 4 addresses.
-pub fn validate(cidr: Block, block_prefix: u8) -> Result<()> {
-    if block_prefix < cidr.prefix() {
-        bail!(
-            "--pod-block-prefix {block_prefix} makes blocks larger than the pod CIDR {cidr}: it must be {} or more",
-            cidr.prefix()
-        );
-    }
-    if block_prefix > 30 {
-        bail!(
-            "--pod-block-prefix {block_prefix} makes blocks of fewer than 4 addresses: it must be 30 or less"
-        );
-    }
-    Ok(())
-}
-
-/// Parses a duration such as `90s`, `15m`, `1h`, `1h30m` or `2d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration> {
-    let t = s.trim();
-    if t.is_empty() {
-        bail!("an empty duration: write e.g. 90s, 15m or 1h");
-    }
-    if let Ok(n) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(n));
-    }
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => bail!("{s:?} is not a duration: use s, m, h or d, e.g. 90s, 15m, 1h"),
-        };
-        let n: u64 = num
-            .parse()
-            .with_context(|| format!("{s:?} is not a duration: a unit needs a number before it"))?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .with_context(|| format!("{s:?} is too long"))?;
-        num.clear();
-    }
-    if !num.is_empty() {
-        bail!("{s:?} is not a duration: {num} has no unit (s, m, h or d)");
-    }
-    Ok(Duration::from_secs(total))
-}
-
-/// The gateway of a block: its second address.
-pub fn gateway(block: Block) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(block.base()).wrapping_add(1))
-}
-
-/// The last address of a block.
-fn last(block: Block) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(block.base()).wrapping_add((block.size() - 1) as u32))
-}
-
-/// Whether `ip` may be given to a pod: not a block's network or gateway address, not the pod
-/// CIDR's first or last address.
-pub fn assignable(cidr: Block, block: Block, ip: Ipv4Addr) -> bool {
-    block.contains(ip)
-        && ip != block.base()
-        && ip != gateway(block)
-        && ip != cidr.base()
-        && ip != last(cidr)
-}
-
-/// The reservations, as held in memory and on disk.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Table {
-    map: BTreeMap<Attachment, Reservation>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct TableFile {
-    /// The pod CIDR the reservations belong to.
-    cidr: String,
-    reservations: Vec<Reservation>,
-}
-
-impl Table {
-    /// Every reservation, by attachment.
-    pub fn list(&self) -> Vec<Reservation> {
-        self.map.values().cloned().collect()
-    }
-
-    /// How many there are.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// The address of `a`, if it holds one.
-    pub fn get(&self, a: &Attachment) -> Option<Ipv4Addr> {
-        self.map.get(a).map(|r| r.address)
-    }
-
-    /// The whole reservation of `a`.
-    pub fn reservation(&self, a: &Attachment) -> Option<&Reservation> {
-        self.map.get(a)
-    }
-
-    /// Records a reservation (with no guarded port yet).
-    pub fn insert(&mut self, a: Attachment, ip: Ipv4Addr, netns: String) {
-        self.restore(Reservation {
-            attachment: a,
-            address: ip,
-            netns,
-            port: None,
-        });
-    }
-
-    /// Records `r` as it is (port included).
-    pub fn restore(&mut self, r: Reservation) {
-        self.map.insert(r.attachment.clone(), r);
-    }
-
-    /// Drops a reservation; returns it if it existed.
-    pub fn remove(&mut self, a: &Attachment) -> Option<Reservation> {
-        self.map.remove(a)
-    }
-
-    /// The lowest assignable address of `blocks` (lowest block first) that nobody holds.
-    pub fn pick(&self, cidr: Block, blocks: &[Block]) -> Option<Ipv4Addr> {
-        let used: BTreeSet<Ipv4Addr> = self.map.values().map(|r| r.address).collect();
-        let mut blocks = blocks.to_vec();
-        blocks.sort();
-        for b in blocks {
-            for i in 2..b.size() {
-                let ip = b.nth(i)?;
-                if assignable(cidr, b, ip) && !used.contains(&ip) {
-                    return Some(ip);
-                }
-            }
-        }
-        None
-    }
-
-    /// Reservations whose address is in none of `blocks`.
-    pub fn lost(&self, blocks: &[Block]) -> Vec<Reservation> {
-        self.list()
-            .into_iter()
-            .filter(|r| !blocks.iter().any(|b| b.contains(r.address)))
-            .collect()
-    }
-
-    /// Reads the table from `path` (empty if the file does not exist). Reservations outside
-    /// `cidr` are dropped with a warning (the pod CIDR changed).
-    pub fn load(path: &Path, cidr: Block) -> Result<Table> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Table::default()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let f: TableFile = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a reservations file", path.display()))?;
-        let mut t = Table::default();
-        for r in f.reservations {
-            if !cidr.contains(r.address) {
-                tracing::warn!(
-                    "dropping the reservation of {} for {}/{}: it is outside the pod CIDR {cidr} (was {})",
-                    r.address,
-                    r.attachment.container_id,
-                    r.attachment.ifname,
-                    f.cidr
-                );
-                continue;
-            }
-            t.restore(r);
-        }
-        Ok(t)
-    }
-
-    /// Writes the table to `path` atomically: a temporary file, synced, renamed over it, and
-    /// the directory synced.
-    pub fn save(&self, path: &Path, cidr: Block) -> Result<()> {
-        let f = TableFile {
-            cidr: cidr.to_string(),
-            reservations: self.list(),
-        };
-        let text = serde_json::to_string_pretty(&f)?;
-        let tmp = path.with_extension("json.tmp");
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.write_all(b"\n"))
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        drop(file);
-        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The outcome of the last claim, for the allocations that waited on it.
 #[derive(Debug, Default)]
@@ -864,52 +654,6 @@ impl Ipam {
     pub fn guard_report(&self) -> weft_api::guard::GuardReport {
         self.guard.report(&self.reservations())
     }
-}
-
-/// The nftables script that replaces `table ip weft` with the masquerade rule, atomically (the
-/// whole script is one transaction).
-pub fn masquerade_ruleset(cidr: Block) -> String {
-    format!(
-        "table ip {NFT_TABLE}\n\
-         delete table ip {NFT_TABLE}\n\
-         table ip {NFT_TABLE} {{\n\
-         \x20 chain postrouting {{\n\
-         \x20   type nat hook postrouting priority srcnat; policy accept;\n\
-         \x20   ip saddr {cidr} ip daddr != {cidr} counter masquerade comment \"weft: pods to outside the pod CIDR\"\n\
-         \x20 }}\n\
-         }}\n"
-    )
-}
-
-/// The nftables script that removes `table ip weft` (and succeeds when there is none).
-pub fn remove_ruleset() -> String {
-    format!("table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n")
-}
-
-/// Runs `nft -f -` with `script` on stdin.
-pub(crate) fn nft(script: &str) -> Result<()> {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running nft (is nftables installed?)")?;
-    let written = child
-        .stdin
-        .take()
-        .context("nft has no stdin")?
-        .write_all(script.as_bytes());
-    let out = child.wait_with_output().context("waiting for nft")?;
-    if !out.status.success() {
-        bail!(
-            "nft failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    written.context("writing to nft")
 }
 
 #[cfg(test)]

@@ -1,0 +1,148 @@
+//! The reservations file `<state-dir>/reservations.json`: which address each pod interface
+//! holds, loaded at start and written atomically (temporary file, sync, rename).
+
+use super::*;
+use anyhow::{Context, Result};
+use gossip::ipam::Block;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use weft_api::ipam::{Attachment, Reservation};
+
+/// The reservations, as held in memory and on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    map: BTreeMap<Attachment, Reservation>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TableFile {
+    /// The pod CIDR the reservations belong to.
+    cidr: String,
+    reservations: Vec<Reservation>,
+}
+
+impl Table {
+    /// Every reservation, by attachment.
+    pub fn list(&self) -> Vec<Reservation> {
+        self.map.values().cloned().collect()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The address of `a`, if it holds one.
+    pub fn get(&self, a: &Attachment) -> Option<Ipv4Addr> {
+        self.map.get(a).map(|r| r.address)
+    }
+
+    /// The whole reservation of `a`.
+    pub fn reservation(&self, a: &Attachment) -> Option<&Reservation> {
+        self.map.get(a)
+    }
+
+    /// Records a reservation (with no guarded port yet).
+    pub fn insert(&mut self, a: Attachment, ip: Ipv4Addr, netns: String) {
+        self.restore(Reservation {
+            attachment: a,
+            address: ip,
+            netns,
+            port: None,
+        });
+    }
+
+    /// Records `r` as it is (port included).
+    pub fn restore(&mut self, r: Reservation) {
+        self.map.insert(r.attachment.clone(), r);
+    }
+
+    /// Drops a reservation; returns it if it existed.
+    pub fn remove(&mut self, a: &Attachment) -> Option<Reservation> {
+        self.map.remove(a)
+    }
+
+    /// The lowest assignable address of `blocks` (lowest block first) that nobody holds.
+    pub fn pick(&self, cidr: Block, blocks: &[Block]) -> Option<Ipv4Addr> {
+        let used: BTreeSet<Ipv4Addr> = self.map.values().map(|r| r.address).collect();
+        let mut blocks = blocks.to_vec();
+        blocks.sort();
+        for b in blocks {
+            for i in 2..b.size() {
+                let ip = b.nth(i)?;
+                if assignable(cidr, b, ip) && !used.contains(&ip) {
+                    return Some(ip);
+                }
+            }
+        }
+        None
+    }
+
+    /// Reservations whose address is in none of `blocks`.
+    pub fn lost(&self, blocks: &[Block]) -> Vec<Reservation> {
+        self.list()
+            .into_iter()
+            .filter(|r| !blocks.iter().any(|b| b.contains(r.address)))
+            .collect()
+    }
+
+    /// Reads the table from `path` (empty if the file does not exist). Reservations outside
+    /// `cidr` are dropped with a warning (the pod CIDR changed).
+    pub fn load(path: &Path, cidr: Block) -> Result<Table> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Table::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let f: TableFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a reservations file", path.display()))?;
+        let mut t = Table::default();
+        for r in f.reservations {
+            if !cidr.contains(r.address) {
+                tracing::warn!(
+                    "dropping the reservation of {} for {}/{}: it is outside the pod CIDR {cidr} (was {})",
+                    r.address,
+                    r.attachment.container_id,
+                    r.attachment.ifname,
+                    f.cidr
+                );
+                continue;
+            }
+            t.restore(r);
+        }
+        Ok(t)
+    }
+
+    /// Writes the table to `path` atomically: a temporary file, synced, renamed over it, and
+    /// the directory synced.
+    pub fn save(&self, path: &Path, cidr: Block) -> Result<()> {
+        let f = TableFile {
+            cidr: cidr.to_string(),
+            reservations: self.list(),
+        };
+        let text = serde_json::to_string_pretty(&f)?;
+        let tmp = path.with_extension("json.tmp");
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        drop(file);
+        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}

@@ -195,6 +195,11 @@ mod tests {
     fn fingerprints_are_stable_distinct_and_not_the_key() {
         // Pinned: a change here changes what operators compare across hosts.
         assert_eq!(fp(A).to_string().len(), 8);
+        // The same as `printf 'weft secret fingerprint v1\0%s' ... | sha256sum` (operations.md).
+        assert_eq!(
+            fp("the new weft test secret, long enough").to_string(),
+            "ba980436"
+        );
         assert_eq!(fp(A), fp(A));
         assert_ne!(fp(A), fp(B));
         let s = Secret::from_bytes(A.as_bytes()).unwrap();

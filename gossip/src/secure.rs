@@ -9,8 +9,15 @@
 //! the encrypted control channel.
 //!
 //! Every connection, encrypted or not, opens with an 8-byte preamble in clear, `WEFT`, a preamble
-//! version and the mode, so that a peer with a secret and one without refuse each other with a
-//! clear message instead of a decoding error.
+//! version, the mode and flags, so that a peer with a secret and one without refuse each other
+//! with a clear message instead of a decoding error. A host may hold several secrets
+//! ([`keyring`]); the flag [`FLAG_FINGERPRINT`] says a router names the secret it dials with (its
+//! [`Fingerprint`], 4 bytes after the preambles, before the first handshake message), and a
+//! responder facing a router that names none tries each accepted secret on the first message.
+
+pub mod keyring;
+
+pub use keyring::{Fingerprint, Keyring};
 
 use crate::Error;
 use ring::{digest, hkdf};
@@ -43,8 +50,13 @@ impl Mode {
     }
 }
 
-/// The preamble each side sends first.
-pub fn preamble(mode: Mode) -> [u8; 8] {
+/// Preamble flag (byte 6, bit 0): this router understands fingerprints. When both preambles
+/// carry it and the mode is Noise, the initiator sends its secret's 4-byte fingerprint after the
+/// preambles. Routers before multi-secret files send 0 and ignore byte 6.
+pub const FLAG_FINGERPRINT: u8 = 0x01;
+
+/// The preamble each side sends first: `WEFT`, version 1, the mode, the flags, a zero byte.
+pub fn preamble(mode: Mode, flags: u8) -> [u8; 8] {
     [
         b'W',
         b'E',
@@ -55,13 +67,14 @@ pub fn preamble(mode: Mode) -> [u8; 8] {
             Mode::Plain => 0,
             Mode::Noise => 1,
         },
-        0,
+        flags,
         0,
     ]
 }
 
-/// Reads the peer's preamble.
-pub fn parse_preamble(b: [u8; 8]) -> Result<Mode, Error> {
+/// Reads the peer's preamble: its mode and flags (unknown flag bits are ignored, as byte 6 was
+/// before it held flags).
+pub fn parse_preamble(b: [u8; 8]) -> Result<(Mode, u8), Error> {
     if &b[..4] != b"WEFT" {
         return Err(Error::NotWeft(
             String::from_utf8_lossy(&b[..4]).into_owned(),
@@ -71,18 +84,28 @@ pub fn parse_preamble(b: [u8; 8]) -> Result<Mode, Error> {
         return Err(Error::Malformed(format!("preamble version {}", b[4])));
     }
     match b[5] {
-        0 => Ok(Mode::Plain),
-        1 => Ok(Mode::Noise),
+        0 => Ok((Mode::Plain, b[6])),
+        1 => Ok((Mode::Noise, b[6])),
         m => Err(Error::Malformed(format!("unknown connection mode {m}"))),
     }
 }
 
-/// The cluster secret, reduced to the 32-byte pre-shared key. Zeroed on drop.
-pub struct Secret([u8; 32]);
+/// A cluster secret, reduced to the 32-byte pre-shared key, and its public fingerprint. The key
+/// is zeroed on drop.
+pub struct Secret([u8; 32], Fingerprint);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        // Not secret-dependent timing that matters: both keys are ours.
+        self.0 == other.0
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
-    /// Derives the key from a secret file's contents (surrounding whitespace ignored). Refuses
-    /// secrets shorter than 16 bytes.
+    /// Derives the key from one secret (surrounding whitespace ignored). Refuses secrets shorter
+    /// than 16 bytes. A file of several secrets goes through [`Keyring::parse`].
     pub fn from_bytes(contents: &[u8]) -> Result<Secret, String> {
         let trimmed = contents.trim_ascii();
         if trimmed.len() < 16 {
@@ -97,7 +120,12 @@ impl Secret {
         let d = ctx.finish();
         let mut k = [0u8; 32];
         k.copy_from_slice(d.as_ref());
-        Ok(Secret(k))
+        Ok(Secret(k, Fingerprint::of(trimmed)))
+    }
+
+    /// The public name of this secret.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.1
     }
 
     /// The pre-shared key.
@@ -114,7 +142,7 @@ impl Drop for Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
+        write!(f, "Secret({})", self.1)
     }
 }
 
@@ -233,6 +261,26 @@ impl Handshake {
             })
     }
 
+    /// Starts a responder's handshake from the initiator's first message, trying each candidate
+    /// secret in turn (a first message only verifies under the secret its initiator used; reading
+    /// it costs hashes, no Diffie-Hellman). Returns the handshake, ready to write the answer, and
+    /// the secret that verified.
+    pub fn respond(
+        candidates: &[std::sync::Arc<Secret>],
+        m1: &[u8],
+    ) -> Result<(Handshake, std::sync::Arc<Secret>), Error> {
+        for s in candidates {
+            let mut hs = Handshake::new(s, false)?;
+            if hs.read(m1).is_ok() {
+                return Ok((hs, s.clone()));
+            }
+        }
+        Err(Error::AuthFailed(format!(
+            "the handshake did not verify under any accepted secret ({}): the peer has a different secret",
+            keyring::list(candidates.iter().map(|s| s.fingerprint()))
+        )))
+    }
+
     /// Finishes: the transport for control messages, and the data keys.
     pub fn finish(self, secret: &Secret) -> Result<(Transport, DataKeys), Error> {
         let hash = self.state.get_handshake_hash().to_vec();
@@ -331,9 +379,58 @@ mod tests {
     }
 
     #[test]
+    fn a_responder_finds_the_secret_the_initiator_used() {
+        let (a, b) = (
+            "correct horse battery staple",
+            "another secret of 16+ bytes",
+        );
+        let k = Keyring::parse(format!("{b}\n{a}\n").as_bytes()).unwrap();
+        let mut i = Handshake::new(&secret(a), true).unwrap();
+        let m1 = i.write().unwrap();
+        // Every accepted secret is tried; the second one verifies.
+        let (mut r, used) = Handshake::respond(&k.candidates(None), &m1).unwrap();
+        assert_eq!(used.fingerprint(), secret(a).fingerprint());
+        i.read(&r.write().unwrap()).unwrap();
+        let (_, ki) = i.finish(&secret(a)).unwrap();
+        let (_, kr) = r.finish(&used).unwrap();
+        assert_eq!(ki.send, kr.recv);
+        // A secret that is not accepted fails on every candidate, and the error names them.
+        let mut x = Handshake::new(&secret("a retired secret of 16+ bytes"), true).unwrap();
+        let e = Handshake::respond(&k.candidates(None), &x.write().unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains(&k.fingerprints()[0].to_string()),
+            "{e}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn preamble_parses_what_it_emits(noise: bool, flags: u8) {
+            let mode = if noise { Mode::Noise } else { Mode::Plain };
+            proptest::prop_assert_eq!(parse_preamble(preamble(mode, flags)).unwrap(), (mode, flags));
+        }
+    }
+
+    #[test]
     fn preamble_round_trips_and_refuses_garbage() {
-        assert_eq!(parse_preamble(preamble(Mode::Noise)).unwrap(), Mode::Noise);
-        assert_eq!(parse_preamble(preamble(Mode::Plain)).unwrap(), Mode::Plain);
+        assert_eq!(
+            parse_preamble(preamble(Mode::Noise, FLAG_FINGERPRINT)).unwrap(),
+            (Mode::Noise, FLAG_FINGERPRINT)
+        );
+        assert_eq!(
+            parse_preamble(preamble(Mode::Plain, 0)).unwrap(),
+            (Mode::Plain, 0)
+        );
+        // The bytes, as an old router sends and reads them (it ignores byte 6).
+        assert_eq!(preamble(Mode::Noise, 0), *b"WEFT\x01\x01\0\0");
+        assert_eq!(
+            preamble(Mode::Noise, FLAG_FINGERPRINT),
+            *b"WEFT\x01\x01\x01\0"
+        );
+        assert_eq!(
+            parse_preamble(*b"WEFT\x01\x01\0\0").unwrap(),
+            (Mode::Noise, 0)
+        );
         assert!(matches!(
             parse_preamble(*b"GET / HT"),
             Err(Error::NotWeft(_))
@@ -345,7 +442,7 @@ mod tests {
     fn short_secrets_are_refused_and_debug_hides_keys() {
         assert!(Secret::from_bytes(b"  short \n").is_err());
         let s = secret("correct horse battery staple");
-        assert_eq!(format!("{s:?}"), "Secret(..)");
+        assert_eq!(format!("{s:?}"), format!("Secret({})", s.fingerprint()));
         let k = derive_data_keys(b"x", &s, true);
         assert_eq!(format!("{k:?}"), "DataKeys(..)");
     }

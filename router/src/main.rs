@@ -108,7 +108,9 @@ struct RouterArgs {
     /// Seconds a MAC address is remembered without traffic.
     #[arg(long, default_value_t = 300)]
     mac_age: u64,
-    /// File holding the cluster secret: turns encryption on (every peer needs the same one).
+    /// File holding the cluster secrets, one per line (the first is used to dial, all are
+    /// accepted; `#` starts a comment line): turns encryption on. Reread when it changes and on
+    /// SIGHUP.
     #[arg(long, env = "WEFT_SECRET_FILE")]
     secret_file: Option<PathBuf>,
     /// Networks (CIDR, comma-separated) whose hosts exchange data unencrypted; the control
@@ -180,13 +182,13 @@ fn router(a: RouterArgs) -> Result<()> {
         t.truncate(15);
         t
     });
-    let secret = match &a.secret_file {
+    let secrets = match &a.secret_file {
         Some(path) => {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("reading the secret file {}", path.display()))?;
-            let s = gossip::secure::Secret::from_bytes(&bytes)
+            let k = gossip::secure::Keyring::parse(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            Some(std::sync::Arc::new(s))
+            Some(k)
         }
         None => None,
     };
@@ -248,7 +250,8 @@ fn router(a: RouterArgs) -> Result<()> {
         mac_max_age: Duration::from_secs(a.mac_age),
         kernel_max_macs: a.kernel_max_macs,
         metrics: a.metrics,
-        secret,
+        secrets,
+        secret_file: a.secret_file.clone(),
         trusted_subnets,
         rekey,
         fastpath: !a.no_fastpath,

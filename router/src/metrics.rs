@@ -282,6 +282,9 @@ pub fn render(r: &Report) -> String {
         );
         o.val("weft_ipam_ready", &[], u8::from(i.ready));
     }
+    if let Some(s) = &r.secrets {
+        secrets(&mut o, r, s);
+    }
     if let Some(g) = &r.guard {
         o.head(
             "weft_guard_ports",
@@ -328,6 +331,57 @@ pub fn render(r: &Report) -> String {
         }
     }
     o.0
+}
+
+/// The cluster secrets: which are accepted (by fingerprint), the secret file's rereads, and per
+/// neighbour the secret in use and the data keys' age.
+fn secrets(o: &mut Out, r: &Report, s: &weft_api::status::SecretsReport) {
+    o.head(
+        "weft_secret_accepted",
+        "gauge",
+        "Accepted cluster secrets by fingerprint (preferred=1 for the one used to dial).",
+    );
+    for (i, f) in s.accepted.iter().enumerate() {
+        let pref = if i == 0 { "1" } else { "0" };
+        o.val(
+            "weft_secret_accepted",
+            &[("fingerprint", f), ("preferred", pref)],
+            1,
+        );
+    }
+    o.head(
+        "weft_secret_file_ok",
+        "gauge",
+        "1 when the secret file last read and parsed; 0 while it does not (the last good secrets stay).",
+    );
+    o.val("weft_secret_file_ok", &[], u8::from(s.file_error.is_none()));
+    o.head(
+        "weft_secret_reloads_total",
+        "counter",
+        "Rereads of the secret file that replaced the secrets.",
+    );
+    o.val("weft_secret_reloads_total", &[], s.reloads);
+    o.head(
+        "weft_secret_reload_errors_total",
+        "counter",
+        "Rereads of the secret file that failed.",
+    );
+    o.val("weft_secret_reload_errors_total", &[], s.reload_errors);
+    o.head(
+        "weft_peer_data_key_age_seconds",
+        "gauge",
+        "Age of the data key sent with to a neighbour, labelled with the secret of its connection.",
+    );
+    for p in &r.peers {
+        if let (Some(age), Some(f)) = (p.key_age_secs, &p.secret) {
+            let labels = [
+                ("peer", p.name.as_str()),
+                ("nickname", p.nickname.as_str()),
+                ("secret", f.as_str()),
+            ];
+            o.val("weft_peer_data_key_age_seconds", &labels, age);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub struct Report {
     pub refused: Vec<RefusedStatus>,
     /// The cluster has a secret.
     pub encrypted: bool,
+    /// The secrets in force and the secret file's state (`None` without a secret).
+    #[serde(default)]
+    pub secrets: Option<SecretsReport>,
     /// The kernel VXLAN fast path.
     #[serde(default)]
     pub fastpath: FastPathReport,
@@ -141,6 +144,33 @@ pub struct PeerReport {
     pub key_epoch: Option<u8>,
     /// Rekeys completed with this neighbour.
     pub rekeys: u64,
+    /// Fingerprint of the secret of the connection to this neighbour (encrypted clusters).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Seconds since the data key this router sends with was installed (the handshake's, or the
+    /// last rekey's).
+    #[serde(default)]
+    pub key_age_secs: Option<u64>,
+}
+
+/// The cluster secrets of a router: fingerprints only, never a secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretsReport {
+    /// Fingerprints of the accepted secrets, the preferred (used to dial) first.
+    pub accepted: Vec<String>,
+    /// Fingerprints of secrets removed from the file during this run: peers offering them are
+    /// refused as retired.
+    #[serde(default)]
+    pub retired: Vec<String>,
+    /// Why the secret file last failed to read or parse (the last good secrets stay in force).
+    #[serde(default)]
+    pub file_error: Option<String>,
+    /// Rereads of the file that replaced the secrets.
+    #[serde(default)]
+    pub reloads: u64,
+    /// Rereads of the file that failed.
+    #[serde(default)]
+    pub reload_errors: u64,
 }
 
 /// The kernel VXLAN fast path of a router.
@@ -232,6 +262,9 @@ pub struct ConnectionStatus {
     pub version: u16,
     /// Seconds since the handshake completed.
     pub established_secs: u64,
+    /// Fingerprint of the secret the connection was established with (encrypted clusters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// An address whose inbound connections we refused, for status.

@@ -73,9 +73,17 @@ impl Report {
                     format!("{} / {}", p.rx_frames, human_bytes(p.rx_bytes)),
                     p.relayed_datagrams.to_string(),
                     drops.to_string(),
-                    match p.key_epoch {
-                        Some(e) => format!("{} (key {e}, {} rekeys)", p.encryption, p.rekeys),
-                        None => p.encryption.clone(),
+                    match (p.key_epoch, &p.secret) {
+                        (Some(e), Some(s)) => format!(
+                            "{} (secret {s}, key {e}, {} s old, {} rekeys)",
+                            p.encryption,
+                            p.key_age_secs.unwrap_or(0),
+                            p.rekeys
+                        ),
+                        (Some(e), None) => {
+                            format!("{} (key {e}, {} rekeys)", p.encryption, p.rekeys)
+                        }
+                        _ => p.encryption.clone(),
                     },
                     p.fastpath.clone(),
                 ]
@@ -153,12 +161,21 @@ impl Report {
                     if c.outbound { "outbound" } else { "inbound" }.into(),
                     c.version.to_string(),
                     format!("{} s", c.established_secs),
+                    c.secret.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect();
         table(
             &mut out,
-            &["PEER", "NAME", "ADDRESS", "DIRECTION", "VERSION", "UP"],
+            &[
+                "PEER",
+                "NAME",
+                "ADDRESS",
+                "DIRECTION",
+                "VERSION",
+                "UP",
+                "SECRET",
+            ],
             &rows,
         );
         out
@@ -197,6 +214,25 @@ impl Report {
             self.underlay_mtu,
             if self.encrypted { "on" } else { "off" }
         );
+        if let Some(s) = &self.secrets {
+            let _ = writeln!(
+                out,
+                "secrets: dialling with {}, accepting {}{}",
+                s.accepted.first().map(String::as_str).unwrap_or("-"),
+                s.accepted.join(", "),
+                if s.retired.is_empty() {
+                    String::new()
+                } else {
+                    format!("; retired {}", s.retired.join(", "))
+                }
+            );
+            if let Some(e) = &s.file_error {
+                let _ = writeln!(
+                    out,
+                    "secret file NOT applied (the secrets above stay in force): {e}"
+                );
+            }
+        }
         out.push_str(&self.render_peers());
         out.push_str(&self.render_targets());
         out.push_str(&self.render_connections());

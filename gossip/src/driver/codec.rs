@@ -3,7 +3,7 @@
 
 use super::Shared;
 use crate::proto::{self, Message};
-use crate::secure::{self, DataKeys, Handshake, Mode, Transport};
+use crate::secure::{self, keyring, DataKeys, Fingerprint, Handshake, Mode, Secret, Transport};
 use crate::Error;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,47 +63,85 @@ pub(super) async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Vec
     Ok(body)
 }
 
-/// The preamble and, with a secret, the Noise handshake: returns the message codec and the data
-/// keys.
+/// The preamble and, with a secret, the Noise handshake: returns the message codec, and the data
+/// keys with the secret the handshake used. The dialer uses our preferred secret and names its
+/// fingerprint when the peer understands fingerprints; the listener picks the accepted secret of
+/// that fingerprint, or tries every accepted one for a peer that names none.
 pub(super) async fn secure_channel(
     shared: &Shared,
     rd: &mut OwnedReadHalf,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
     outbound: bool,
-) -> Result<(Codec, Option<DataKeys>), Error> {
-    let mode = if shared.cfg.secret.is_some() {
-        Mode::Noise
-    } else {
-        Mode::Plain
+) -> Result<(Codec, Option<(DataKeys, Arc<Secret>)>), Error> {
+    let keyring = shared.keyring();
+    let (mode, flags) = match keyring {
+        Some(_) => (Mode::Noise, secure::FLAG_FINGERPRINT),
+        None => (Mode::Plain, 0),
     };
-    wr.write_all(&secure::preamble(mode)).await?;
+    wr.write_all(&secure::preamble(mode, flags)).await?;
     let mut pre = [0u8; 8];
     rd.read_exact(&mut pre).await?;
-    let theirs = secure::parse_preamble(pre)?;
+    let (theirs, their_flags) = secure::parse_preamble(pre)?;
     if theirs != mode {
         return Err(Error::EncryptionMismatch {
             ours: mode.describe(),
             theirs: theirs.describe(),
         });
     }
-    let Some(secret) = &shared.cfg.secret else {
+    let Some(keyring) = keyring else {
         return Ok((Codec::Plain, None));
     };
-    let mut hs = Handshake::new(secret, outbound)?;
-    let closed = |_| {
-        Error::AuthFailed(
-            "the peer closed the connection during the handshake: it has a different secret".into(),
-        )
-    };
-    if outbound {
-        wr.write_all(&frame(&hs.write()?)).await?;
-        let m2 = read_frame(rd, 1024).await.map_err(closed)?;
+    let named = their_flags & secure::FLAG_FINGERPRINT != 0;
+    let (hs, secret) = if outbound {
+        let secret = keyring.preferred().clone();
+        let fp = secret.fingerprint();
+        let mut hs = Handshake::new(&secret, true)?;
+        let mut first = Vec::new();
+        if named {
+            first.extend_from_slice(&fp.0);
+        }
+        first.extend_from_slice(&frame(&hs.write()?));
+        wr.write_all(&first).await?;
+        let m2 = read_frame(rd, 1024).await.map_err(|_| {
+            Error::AuthFailed(format!(
+                "the peer closed the connection during the handshake: it does not accept our secret (fingerprint {fp})"
+            ))
+        })?;
         hs.read(&m2)?;
+        (hs, secret)
     } else {
+        let offered = if named {
+            let mut fp = [0u8; 4];
+            rd.read_exact(&mut fp).await?;
+            Some(Fingerprint(fp))
+        } else {
+            None
+        };
         let m1 = read_frame(rd, 1024).await?;
-        hs.read(&m1)?;
+        let candidates = keyring.candidates(offered);
+        if let (Some(fp), true) = (offered, candidates.is_empty()) {
+            return Err(refused_secret(shared, &keyring, fp));
+        }
+        let (mut hs, secret) = Handshake::respond(&candidates, &m1)?;
         wr.write_all(&frame(&hs.write()?)).await?;
-    }
-    let (t, keys) = hs.finish(secret)?;
-    Ok((Codec::Noise(Arc::new(Mutex::new(t))), Some(keys)))
+        (hs, secret)
+    };
+    let (t, keys) = hs.finish(&secret)?;
+    Ok((Codec::Noise(Arc::new(Mutex::new(t))), Some((keys, secret))))
+}
+
+/// Why a peer that named a secret we do not accept is refused: retired from our file during this
+/// run, or never ours.
+fn refused_secret(shared: &Shared, keyring: &secure::Keyring, fp: Fingerprint) -> Error {
+    let accepted = keyring::list(keyring.fingerprints());
+    let retired = shared
+        .retired
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&fp);
+    Error::AuthFailed(if retired {
+        format!("the peer offered a retired secret (fingerprint {fp}), removed from this host's secret file; accepted: {accepted}")
+    } else {
+        format!("the peer offered a secret this host does not accept (fingerprint {fp}); accepted: {accepted}")
+    })
 }

@@ -77,13 +77,16 @@ pub(super) enum Outcome {
     Refused(Error),
     /// It was established, then ended for this reason.
     Ended(Error),
+    /// It was established, then replaced by a newer connection to the same peer (a re-handshake
+    /// on the preferred secret, a redial).
+    Replaced(crate::PeerName),
 }
 
 impl Outcome {
     fn into_result(self) -> Result<(), Error> {
         match self {
             Outcome::Refused(e) => Err(e),
-            Outcome::Ended(_) => Ok(()),
+            Outcome::Ended(_) | Outcome::Replaced(_) => Ok(()),
         }
     }
 }
@@ -109,16 +112,16 @@ pub(super) async fn run_conn(
     let (mut rd, mut wr) = stream.into_split();
     let ours = shared.cfg.hello();
     let handshake = async {
-        let (codec, keys) = secure_channel(shared, &mut rd, &mut wr, outbound).await?;
+        let (codec, keyed) = secure_channel(shared, &mut rd, &mut wr, outbound).await?;
         wr.write_all(&codec.encode(&Message::Hello(ours.clone()))?)
             .await?;
         match codec.read(&mut rd).await? {
-            Message::Hello(h) => Ok((h, codec, keys)),
+            Message::Hello(h) => Ok((h, codec, keyed)),
             Message::Goodbye { reason } => Err(Error::Goodbye(reason)),
             _ => Err(Error::Protocol("expected hello")),
         }
     };
-    let (theirs, codec, keys) =
+    let (theirs, codec, keyed) =
         match tokio::time::timeout(shared.cfg.handshake_timeout, handshake).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => return Outcome::Refused(e),
@@ -132,6 +135,10 @@ pub(super) async fn run_conn(
         return refuse(&mut wr, &codec, e).await;
     }
     let name = theirs.peer_name();
+    let (keys, secret) = match keyed {
+        Some((k, s)) => (Some(k), Some(s)),
+        None => (None, None),
+    };
     let info = PeerInfo {
         name,
         uid: theirs.uid,
@@ -142,6 +149,7 @@ pub(super) async fn run_conn(
         version,
         outbound,
         keys,
+        secret,
     };
     let close = Arc::new(Notify::new());
     let (tx, mut rx) = mpsc::channel::<Message>(1024);
@@ -156,11 +164,17 @@ pub(super) async fn run_conn(
         let mut inner = shared.lock();
         let id = inner.next_id;
         inner.next_id += 1;
+        // A connection that replaces a live one to the same run of the peer (a re-handshake, a
+        // redial) keeps the data path's state: it was usable a moment ago.
+        let mut usable = false;
         match inner.mesh.admit(id, &theirs, outbound) {
             Ok(Admitted::New) => {}
             Ok(Admitted::Replaces { old }) => {
                 if let Some(c) = inner.conns.get(&old) {
                     c.close.notify_one();
+                    if c.peer.as_ref().is_some_and(|p| p.uid == info.uid) {
+                        usable = inner.core.connections().any(|e| e.peer == name && e.usable);
+                    }
                 }
             }
             Err(e) => return Err(e),
@@ -172,6 +186,7 @@ pub(super) async fn run_conn(
                 close: close.clone(),
                 since: Instant::now(),
                 tx: tx.clone(),
+                rehandshake_at: None,
             },
         );
         if outbound {
@@ -187,7 +202,7 @@ pub(super) async fn run_conn(
         let entry = ConnEntry {
             peer: name,
             addr: dial_addr,
-            usable: false,
+            usable,
         };
         let out = inner.core.connected(Instant::now(), name, entry);
         dispatch(shared, &mut inner, out);
@@ -204,7 +219,9 @@ pub(super) async fn run_conn(
         Ok(id) => id,
         Err(e) => return refuse(&mut wr, &codec, e).await,
     };
-    tracing::info!(peer = %name, nickname = %info.nickname, %addr, outbound, "connected");
+    let secret = info.secret.as_ref().map(|s| s.fingerprint().to_string());
+    tracing::info!(peer = %name, nickname = %info.nickname, %addr, outbound, secret, "connected");
+    let conn_secret = info.secret.clone();
 
     // Writes go through a task of their own so that a heartbeat never interrupts a read.
     let heartbeat = shared.cfg.heartbeat;
@@ -273,7 +290,11 @@ pub(super) async fn run_conn(
             Ok(Ok(
                 msg @ (Message::Rekey { .. } | Message::RekeyAck { .. } | Message::Probe { .. }),
             )) => {
-                let _ = shared.events.send(Event::Control { from: name, msg });
+                let _ = shared.events.send(Event::Control {
+                    from: name,
+                    msg,
+                    secret: conn_secret.clone(),
+                });
             }
             Ok(Ok(Message::Hello(_))) => {
                 let e = Error::Protocol("second hello");
@@ -287,11 +308,12 @@ pub(super) async fn run_conn(
         }
     };
     drop(tx);
-    {
+    let replaced = {
         let mut inner = shared.lock();
         // Dropping the record drops the last sender: the writer flushes and ends.
         inner.conns.remove(&id);
-        if inner.mesh.remove(name, id) {
+        let current = inner.mesh.remove(name, id);
+        if current {
             tracing::info!(peer = %name, "disconnected: {reason}");
             let _ = shared.events.send(Event::Down {
                 name,
@@ -307,8 +329,13 @@ pub(super) async fn run_conn(
                 dispatch_ipam(shared, &mut inner, out);
             }
         }
-    }
+        !current
+    };
     let _ = tokio::time::timeout(Duration::from_millis(500), writer).await;
+    if replaced {
+        tracing::debug!(peer = %name, "connection replaced by a newer one");
+        return Outcome::Replaced(name);
+    }
     Outcome::Ended(reason)
 }
 

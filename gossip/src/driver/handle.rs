@@ -46,6 +46,7 @@ impl Gossip {
         let listener = TcpListener::bind(cfg.listen).await?;
         let local_addr = listener.local_addr()?;
         let seeds = cfg.seeds.clone();
+        let cfg_secrets = cfg.secrets.clone();
         let version = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -96,6 +97,8 @@ impl Gossip {
             shutdown: Notify::new(),
             ipam_changed: Notify::new(),
             ipam_claim_lock: tokio::sync::Mutex::new(()),
+            keyring: Mutex::new(cfg_secrets),
+            retired: Mutex::new(Vec::new()),
         });
         {
             // Persist the loaded state at once (its version moved on).
@@ -180,6 +183,7 @@ impl Gossip {
                     outbound: p.outbound,
                     version: p.version,
                     established_secs: c.since.elapsed().as_secs(),
+                    secret: p.secret.as_ref().map(|s| s.fingerprint().to_string()),
                 })
             })
             .collect();
@@ -271,6 +275,43 @@ impl Gossip {
     /// Inbound connections refused by the connection limit or the accept rate limit.
     pub fn refused_connections(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the cluster secrets (the first preferred, all accepted): connections on a secret
+    /// no longer accepted close, the ones we dialled on a secret no longer preferred are
+    /// re-handshaken ([`super::rotate`]). Refused without secrets at start (encryption cannot be
+    /// turned on at run time). Returns the fingerprints this change retired.
+    pub fn set_secrets(
+        &self,
+        keys: crate::secure::Keyring,
+    ) -> Result<Vec<crate::secure::Fingerprint>, Error> {
+        if self.shared.cfg.secrets.is_none() {
+            return Err(Error::Malformed(
+                "this router started without a secret; restart it to turn encryption on".into(),
+            ));
+        }
+        Ok(super::rotate::set_keyring(&self.shared, keys))
+    }
+
+    /// The secrets in force, preferred first, and the ones retired during this run.
+    pub fn secret_fingerprints(
+        &self,
+    ) -> (
+        Vec<crate::secure::Fingerprint>,
+        Vec<crate::secure::Fingerprint>,
+    ) {
+        let accepted = self
+            .shared
+            .keyring()
+            .map(|k| k.fingerprints())
+            .unwrap_or_default();
+        let retired = self
+            .shared
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (accepted, retired)
     }
 
     /// Says goodbye on every connection and stops dialling.

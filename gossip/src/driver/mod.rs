@@ -12,6 +12,8 @@
 //! - [`conn`]: accepting connections and the task that runs each one (handshake, heartbeats,
 //!   reading and writing messages);
 //! - [`codec`]: the preamble, the Noise handshake and the framing of messages;
+//! - [`rotate`]: a new set of secrets: closing connections on a removed secret, re-handshaking
+//!   the ones we dialled on a secret that is no longer preferred;
 //! - [`tick`]: the timers of the gossip core and of IPAM;
 //! - [`ipam`]: the IPAM calls of [`Gossip`] and carrying out what the IPAM state machine asks;
 //! - [`ipam_store`]: the IPAM state file.
@@ -23,6 +25,7 @@ mod conn;
 mod handle;
 mod ipam;
 mod ipam_store;
+mod rotate;
 pub mod status;
 mod targets;
 #[cfg(test)]
@@ -38,7 +41,7 @@ use crate::core::{GossipCore, Output};
 use crate::ipam::Ipam;
 use crate::mesh::{ConnId, Mesh};
 use crate::proto::{self, Hello, Message};
-use crate::secure::Secret;
+use crate::secure::{Fingerprint, Keyring};
 use crate::PeerName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -77,9 +80,10 @@ pub struct Config {
     pub accept_rate: f64,
     /// Inbound connections accepted in a burst above the rate.
     pub accept_burst: f64,
-    /// The cluster secret: with it every connection is authenticated and encrypted (Noise), and
-    /// each peer gets data keys.
-    pub secret: Option<Arc<Secret>>,
+    /// The cluster secrets (the first preferred, all accepted): with them every connection is
+    /// authenticated and encrypted (Noise), and each peer gets data keys. Replaced at run time by
+    /// [`Gossip::set_secrets`]; whether there are secrets at all cannot change.
+    pub secrets: Option<Keyring>,
     /// Cluster IPAM (`--pod-cidr`): off when `None`.
     pub ipam: Option<crate::ipam::IpamConfig>,
 }
@@ -102,7 +106,7 @@ impl Config {
             max_connections: 1024,
             accept_rate: 50.0,
             accept_burst: 100.0,
-            secret: None,
+            secrets: None,
             ipam: None,
         }
     }
@@ -128,6 +132,8 @@ struct ConnRecord {
     close: Arc<Notify>,
     since: Instant,
     tx: mpsc::Sender<Message>,
+    /// When we last dialled to replace this connection with one on the preferred secret.
+    rehandshake_at: Option<Instant>,
 }
 
 struct TargetRecord {
@@ -168,11 +174,40 @@ struct Shared {
     ipam_changed: Notify,
     /// Serializes `ipam_claim` callers: one claim at a time per host.
     ipam_claim_lock: tokio::sync::Mutex<()>,
+    /// The secrets in force (`cfg.secrets` until [`Gossip::set_secrets`]).
+    keyring: Mutex<Option<Keyring>>,
+    /// Fingerprints of secrets removed from the keyring during this run, to say so when a peer
+    /// still offers one.
+    retired: Mutex<Vec<Fingerprint>>,
+}
+
+impl Inner {
+    /// The ids of the connections the mesh holds as current.
+    fn mesh_ids(&self) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(id, c)| {
+                c.peer
+                    .as_ref()
+                    .and_then(|p| self.mesh.get(p.name))
+                    .is_some_and(|m| m.id == **id)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The secrets in force now.
+    fn keyring(&self) -> Option<Keyring> {
+        self.keyring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_target(

@@ -2,10 +2,11 @@
 //! and what it shows in status pages: dial targets, connections, refused addresses, routes.
 
 use crate::proto::Message;
-use crate::secure::DataKeys;
+use crate::secure::{DataKeys, Secret};
 use crate::PeerName;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// A connected peer, as the data plane needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub struct PeerInfo {
     pub outbound: bool,
     /// Data keys from the handshake (encrypted clusters only).
     pub keys: Option<DataKeys>,
+    /// The secret the handshake used (encrypted clusters only): rekeys on this connection derive
+    /// their keys with it.
+    pub secret: Option<Arc<Secret>>,
 }
 
 /// What the driver reports.
@@ -50,6 +54,8 @@ pub enum Event {
         from: PeerName,
         /// [`Message::Rekey`], [`Message::RekeyAck`] or [`Message::Probe`].
         msg: Message,
+        /// The secret of the connection it came on (a rekey's keys derive with it).
+        secret: Option<Arc<Secret>>,
     },
 }
 
@@ -134,4 +140,7 @@ pub struct ConnectionStatus {
     pub version: u16,
     /// Seconds since the handshake completed.
     pub established_secs: u64,
+    /// Fingerprint of the secret the connection was established with (encrypted clusters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }

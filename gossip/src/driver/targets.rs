@@ -122,8 +122,9 @@ pub(super) async fn connector(shared: Arc<Shared>, addr: SocketAddr, stop: Arc<N
                 failures = 0;
                 e
             }
-            Outcome::Refused(Error::Duplicate(peer)) => {
-                // The peer's own connection to us won the tie-break: that is our link to it.
+            Outcome::Refused(Error::Duplicate(peer)) | Outcome::Replaced(peer) => {
+                // The peer's own connection to us won the tie-break, or a newer connection
+                // (a re-handshake) replaced ours: that is our link to it.
                 shared.set_target(
                     addr,
                     TargetState::Established {

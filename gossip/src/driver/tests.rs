@@ -2,9 +2,8 @@
 
 use super::*;
 use crate::proto::Message;
-use crate::secure::Secret;
+use crate::secure::Keyring;
 use crate::PeerName;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -150,7 +149,7 @@ async fn a_chain_of_seeds_becomes_a_full_mesh_through_gossip() {
 }
 
 fn with_secret(mut c: Config, s: &str) -> Config {
-    c.secret = Some(Arc::new(Secret::from_bytes(s.as_bytes()).unwrap()));
+    c.secrets = Some(Keyring::parse(s.as_bytes()).unwrap());
     c
 }
 
@@ -191,7 +190,7 @@ async fn peers_with_the_same_secret_connect_and_share_data_keys() {
     assert!(g1.send_to(PeerName(2), Message::RekeyAck { epoch: 3 }));
     loop {
         match next_any(&mut rx2).await {
-            Event::Control { from, msg } => {
+            Event::Control { from, msg, .. } => {
                 assert_eq!(from, PeerName(1));
                 assert_eq!(msg, Message::RekeyAck { epoch: 3 });
                 break;
@@ -291,4 +290,116 @@ async fn simultaneous_dials_leave_one_connection() {
     assert!(ok, "{:?} {:?}", g1.targets(), g2.targets());
     // No flapping: nobody went down.
     no_peer_went_down(&mut rx1);
+}
+
+fn keys(lines: &[&str]) -> Keyring {
+    Keyring::parse(lines.join("\n").as_bytes()).unwrap()
+}
+
+/// Polls `f` every 20 ms for up to 5 s.
+async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn rotating_the_secret_re_handshakes_without_a_disconnection() {
+    const OLD: &str = "the old cluster secret, long";
+    const NEW: &str = "the new cluster secret, long";
+    let fp = |s: &str| crate::secure::Fingerprint::of(s.as_bytes()).to_string();
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let g1 = Gossip::start(with_secret(cfg(1), OLD), tx1).await.unwrap();
+    let mut c2 = with_secret(cfg(2), OLD);
+    c2.seeds = vec![g1.local_addr()];
+    let g2 = Gossip::start(c2, tx2).await.unwrap();
+    assert!(matches!(next_event(&mut rx1).await, Event::Up(_)));
+    assert!(matches!(next_event(&mut rx2).await, Event::Up(_)));
+    let on = |g: &Gossip, s: &str| {
+        let c = g.connections();
+        c.len() == 1 && c[0].secret.as_deref() == Some(&fp(s))
+    };
+    assert!(on(&g1, OLD) && on(&g2, OLD));
+
+    // Step 1: the new secret second everywhere: nothing changes.
+    g1.set_secrets(keys(&[OLD, NEW])).unwrap();
+    g2.set_secrets(keys(&[OLD, NEW])).unwrap();
+    // Step 2: first on the listener: the pair stays on the dialler's choice (no flapping) ...
+    g1.set_secrets(keys(&[NEW, OLD])).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(on(&g1, OLD) && on(&g2, OLD));
+    // ... then on the dialler, which re-handshakes; the peer never goes down.
+    g2.set_secrets(keys(&[NEW, OLD])).unwrap();
+    assert!(
+        eventually(|| on(&g1, NEW) && on(&g2, NEW)).await,
+        "{:?} {:?}",
+        g1.connections(),
+        g2.connections()
+    );
+    let Event::Up(p) = next_event(&mut rx1).await else {
+        panic!("the new connection comes up on the listener")
+    };
+    assert_eq!(p.secret.unwrap().fingerprint().to_string(), fp(NEW));
+    // Step 3: the old secret goes; the connection, on the new one, stays.
+    g1.set_secrets(keys(&[NEW])).unwrap();
+    g2.set_secrets(keys(&[NEW])).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(on(&g1, NEW) && on(&g2, NEW));
+    no_peer_went_down(&mut rx1);
+    no_peer_went_down(&mut rx2);
+    assert_eq!(
+        g1.secret_fingerprints().1.len(),
+        1,
+        "the old one is retired"
+    );
+
+    // A host that kept only the old secret is refused, and both sides say why.
+    let (tx3, _rx3) = mpsc::unbounded_channel();
+    let mut c3 = with_secret(cfg(3), OLD);
+    c3.seeds = vec![g1.local_addr()];
+    let g3 = Gossip::start(c3, tx3).await.unwrap();
+    let err = target_error(&g3).await;
+    assert!(
+        err.contains("does not accept our secret") && err.contains(&fp(OLD)),
+        "{err}"
+    );
+    assert!(
+        eventually(|| g1
+            .refused_peers()
+            .iter()
+            .any(|r| r.reason.contains("retired secret") && r.reason.contains(&fp(OLD))))
+        .await,
+        "{:?}",
+        g1.refused_peers()
+    );
+    g3.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_removed_secret_closes_its_connections() {
+    const A: &str = "secret a, long enough here";
+    const B: &str = "secret b, long enough here";
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let (tx2, _rx2) = mpsc::unbounded_channel();
+    let g1 = Gossip::start(with_secret(cfg(1), &format!("{B}\n{A}")), tx1)
+        .await
+        .unwrap();
+    let mut c2 = with_secret(cfg(2), A);
+    c2.seeds = vec![g1.local_addr()];
+    let _g2 = Gossip::start(c2, tx2).await.unwrap();
+    assert!(matches!(next_event(&mut rx1).await, Event::Up(_)));
+    g1.set_secrets(keys(&[B])).unwrap();
+    let Event::Down { reason, .. } = next_event(&mut rx1).await else {
+        panic!("the connection on the removed secret closes")
+    };
+    assert!(reason.contains("closed locally"), "{reason}");
+    // Without secrets at start, none can be set later.
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let plain = Gossip::start(cfg(4), tx).await.unwrap();
+    assert!(plain.set_secrets(keys(&[A])).is_err());
 }

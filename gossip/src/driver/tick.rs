@@ -1,5 +1,6 @@
 //! The driver's timer: ticks the gossip core (anti-entropy, hold-downs) and the IPAM state
-//! machine, whose reachability it refreshes from the topology.
+//! machine, whose reachability it refreshes from the topology; every 2 s, re-handshakes that
+//! are due ([`super::rotate`]).
 
 use super::ipam::dispatch_ipam;
 use super::{dispatch, Shared};
@@ -9,10 +10,15 @@ use std::time::{Duration, Instant};
 /// Drives the gossip core's timers (anti-entropy, hold-downs).
 pub(super) async fn tick_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut secrets_at = Instant::now();
     loop {
         tokio::select! {
             _ = shared.shutdown.notified() => return,
             _ = tick.tick() => {
+                if secrets_at.elapsed() >= Duration::from_secs(2) {
+                    secrets_at = Instant::now();
+                    super::rotate::reconcile(&shared, false);
+                }
                 let mut inner = shared.lock();
                 let now = Instant::now();
                 let out = inner.core.tick(now);

@@ -2,11 +2,10 @@
 //! it needs: peer addresses, the node name, the fast path's device name.
 
 use anyhow::{Context, Result};
-use gossip::secure::Secret;
+use gossip::secure::Keyring;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use vswitch::RekeyPolicy;
 
@@ -39,8 +38,11 @@ pub struct Config {
     pub kernel_max_macs: u32,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
-    /// The cluster secret: encryption on.
-    pub secret: Option<Arc<Secret>>,
+    /// The cluster secrets, as the secret file held them at start (the first preferred, all
+    /// accepted): encryption on.
+    pub secrets: Option<Keyring>,
+    /// The secret file, reread when it changes and on SIGHUP.
+    pub secret_file: Option<std::path::PathBuf>,
     /// Networks whose hosts exchange data unencrypted (both ends must be inside).
     pub trusted_subnets: Vec<IpNet>,
     /// When data keys are replaced.

@@ -6,12 +6,14 @@
 //! * `start`: [`run`], the start and the main loop.
 //! * this module: the [`Daemon`] state and what the control plane's events do to the data plane
 //!   (neighbours, sessions, the fabric, heartbeats, seeds).
-//! * `rekey`, `report`, `server`: rekeying, status reports, the API server.
+//! * `rekey`, `report`, `server`, `secrets`: rekeying, status reports, the API server, rereading
+//!   the secret file.
 //! * the fast path's round is beside the fast path ([`crate::fastpath::round`]).
 
 pub mod config;
 mod rekey;
 mod report;
+mod secrets;
 mod server;
 mod start;
 
@@ -40,10 +42,13 @@ pub(crate) struct Neighbor {
     pub(crate) usable: bool,
     /// The data encryption session (encrypted clusters, unless the path is trusted).
     pub(crate) session: Option<Arc<Mutex<Session>>>,
-    /// A rekey we proposed and await the answer to: epoch, key material, when sent.
-    pub(crate) rekey: Option<(u8, [u8; 32], Instant)>,
+    /// A rekey we proposed and await the answer to: epoch, key material, when sent, and the
+    /// secret of the connection it went on.
+    pub(crate) rekey: Option<(u8, [u8; 32], Instant, Arc<gossip::secure::Secret>)>,
     /// Rekeys completed with this neighbour.
     pub(crate) rekeys: u64,
+    /// Propose a rekey at the next round, due or not (a re-handshake replaced the connection).
+    pub(crate) rekey_now: bool,
 }
 
 /// The running daemon, as the API handlers see it.
@@ -81,6 +86,8 @@ pub(crate) struct Daemon {
     pub(crate) leave: tokio::sync::Notify,
     /// `weft leave` is under way or done: no more IPAM reconciling.
     pub(crate) leaving: std::sync::atomic::AtomicBool,
+    /// The secret file as last reread.
+    pub(crate) secret_file: Mutex<secrets::SecretFile>,
 }
 
 /// The fast-path state of one neighbour.
@@ -197,6 +204,9 @@ impl Daemon {
                 }
                 let name = info.name;
                 let addr = info.udp_addr;
+                if self.replaced_connection(&info) {
+                    return;
+                }
                 let session = match &info.keys {
                     Some(k) if !self.trusted(addr.ip()) => {
                         Some(Arc::new(Mutex::new(Session::new(
@@ -219,6 +229,7 @@ impl Daemon {
                         session,
                         rekey: None,
                         rekeys: 0,
+                        rekey_now: false,
                     },
                 );
                 *lock(&self.counters_for(name).observed_addr) = None;
@@ -229,7 +240,7 @@ impl Daemon {
                 lock(&self.neighbors).remove(&name);
                 self.publish_fabric();
             }
-            Event::Control { from, msg } => self.on_rekey(from, msg),
+            Event::Control { from, msg, secret } => self.on_rekey(from, msg, secret),
             Event::Topology => {
                 self.publish_fabric();
                 // MACs behind peers that are no longer reachable at all are forgotten.
@@ -257,6 +268,35 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// A new connection to a neighbour of the same run, with a session, replaced the old one (a
+    /// re-handshake with another secret, a redial): the session and the confirmed path stay, so
+    /// no datagram is lost, and the dialler proposes fresh data keys over the new connection at
+    /// once (derived with its secret), with the rekey's lossless hand-off. Returns false when the
+    /// connection is a new one.
+    fn replaced_connection(&self, info: &PeerInfo) -> bool {
+        let mut neighbors = lock(&self.neighbors);
+        let Some(n) = neighbors.get_mut(&info.name) else {
+            return false;
+        };
+        let same = n.info.uid == info.uid
+            && n.info.udp_addr == info.udp_addr
+            && n.session.is_some()
+            && info.keys.is_some();
+        if !same {
+            return false;
+        }
+        tracing::info!(
+            peer = %info.name,
+            nickname = %info.nickname,
+            secret = %info.secret.as_ref().map(|s| s.fingerprint().to_string()).unwrap_or_default(),
+            "connection replaced; data keys follow with a rekey"
+        );
+        n.info = info.clone();
+        n.rekey = None;
+        n.rekey_now = info.outbound;
+        true
     }
 
     fn send_heartbeat(&self, name: PeerName, addr: SocketAddr) {

@@ -8,14 +8,21 @@ use vswitch::{Key, PeerName};
 
 impl Daemon {
     /// Handles the rekey messages of the control channel (see docs/encryption.md).
-    pub(super) fn on_rekey(&self, from: PeerName, msg: Message) {
+    pub(super) fn on_rekey(
+        &self,
+        from: PeerName,
+        msg: Message,
+        conn_secret: Option<Arc<gossip::secure::Secret>>,
+    ) {
         if let Message::Probe { age_ms } = msg {
             if let Some(p) = lock(&self.fast_peers).get_mut(&from) {
                 p.report = age_ms.map(|a| (Duration::from_millis(a), Instant::now()));
             }
             return;
         }
-        let Some(secret) = &self.cfg.secret else {
+        // Keys derive with the secret of the connection the proposal came on (the rekey's
+        // initiator used the same one: its proposal went on that connection).
+        let Some(secret) = conn_secret else {
             return;
         };
         let now = Instant::now();
@@ -32,7 +39,7 @@ impl Daemon {
                     tracing::warn!(peer = %from, "malformed rekey material");
                     return;
                 };
-                let keys = gossip::secure::derive_data_keys(&material, secret, false);
+                let keys = gossip::secure::derive_data_keys(&material, &secret, false);
                 let installed = lock(&session).install_as_responder(
                     now,
                     epoch,
@@ -48,14 +55,14 @@ impl Daemon {
                 }
             }
             Message::RekeyAck { epoch } => {
-                let Some((e, material, _)) = n.rekey else {
+                let Some((e, material, _, ref ours)) = n.rekey else {
                     return;
                 };
                 if e != epoch {
                     return;
                 }
+                let keys = gossip::secure::derive_data_keys(&material, ours, true);
                 n.rekey = None;
-                let keys = gossip::secure::derive_data_keys(&material, secret, true);
                 match lock(&session).install_as_initiator(
                     now,
                     epoch,
@@ -84,17 +91,21 @@ impl Daemon {
             };
             let mut s = lock(&session);
             s.retire_expired(now);
-            if !n.info.outbound || !s.rekey_due(now) {
+            if !n.info.outbound || !(n.rekey_now || s.rekey_due(now)) {
                 continue;
             }
             if n.rekey
-                .is_some_and(|(_, _, sent)| now.duration_since(sent) < Duration::from_secs(5))
+                .as_ref()
+                .is_some_and(|(_, _, sent, _)| now.duration_since(*sent) < Duration::from_secs(5))
             {
                 continue;
             }
             let epoch = s.next_epoch();
             drop(s);
             let material: [u8; 32] = rand::random();
+            let Some(secret) = n.info.secret.clone() else {
+                continue;
+            };
             if self.gossip.send_to(
                 n.info.name,
                 Message::Rekey {
@@ -102,7 +113,8 @@ impl Daemon {
                     material: hex(&material),
                 },
             ) {
-                n.rekey = Some((epoch, material, now));
+                n.rekey = Some((epoch, material, now, secret));
+                n.rekey_now = false;
             }
         }
     }

@@ -59,7 +59,7 @@ impl Daemon {
                 let session = n.and_then(|n| n.session.as_ref());
                 let encryption = match (n, session) {
                     (Some(_), Some(_)) => "chacha20-poly1305",
-                    (Some(_), None) if self.cfg.secret.is_some() => "trusted",
+                    (Some(_), None) if self.cfg.secrets.is_some() => "trusted",
                     _ => "none",
                 };
                 PeerReport {
@@ -95,6 +95,11 @@ impl Daemon {
                     },
                     key_epoch: session.map(|s| lock(s).send_epoch()),
                     rekeys: n.map(|n| n.rekeys).unwrap_or(0),
+                    secret: n
+                        .and_then(|n| n.info.secret.as_ref())
+                        .map(|s| s.fingerprint().to_string()),
+                    key_age_secs: session
+                        .map(|s| lock(s).sealer().age(std::time::Instant::now()).as_secs()),
                 }
             })
             .collect();
@@ -178,7 +183,18 @@ impl Daemon {
             refused: (self.gossip.refused_peers().into_iter())
                 .map(refused)
                 .collect(),
-            encrypted: self.cfg.secret.is_some(),
+            encrypted: self.cfg.secrets.is_some(),
+            secrets: self.cfg.secrets.is_some().then(|| {
+                let (accepted, retired) = self.gossip.secret_fingerprints();
+                let f = lock(&self.secret_file);
+                weft_api::status::SecretsReport {
+                    accepted: accepted.iter().map(|f| f.to_string()).collect(),
+                    retired: retired.iter().map(|f| f.to_string()).collect(),
+                    file_error: f.error.clone(),
+                    reloads: f.reloads,
+                    reload_errors: f.errors,
+                }
+            }),
             fastpath: match &self.fast_off {
                 Some(off) => weft_api::status::FastPathReport {
                     state: off.clone(),
@@ -278,6 +294,7 @@ pub fn connection(c: ConnectionStatus) -> api_status::ConnectionStatus {
         outbound: c.outbound,
         version: c.version,
         established_secs: c.established_secs,
+        secret: c.secret,
     }
 }
 
@@ -349,6 +366,7 @@ mod tests {
             outbound: true,
             version: 2,
             established_secs: 9,
+            secret: Some("ab12cd34".into()),
         };
         assert_eq!(
             serde_json::to_value(&c).unwrap(),

@@ -38,7 +38,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         .await
         .context("finding the underlay MTU (is --listen an address of this host?)")?;
     // With a secret, each datagram also carries the encryption overhead.
-    let crypto = if cfg.secret.is_some() {
+    let crypto = if cfg.secrets.is_some() {
         vswitch::session::OVERHEAD as u32
     } else {
         0
@@ -91,7 +91,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     // The kernel fast path: only without a secret (VXLAN does not encrypt), and with a concrete
     // underlay address for the VXLAN device to use.
     let device = fastpath_device(&cfg.bridge);
-    let (fast, fast_off) = if cfg.secret.is_some() {
+    let (fast, fast_off) = if cfg.secrets.is_some() {
         if let Ok(Some((link, _))) = nl.vxlan(&device).await {
             let _ = nl.delete_link(link.index).await;
             tracing::info!("removed the VXLAN device {device} left from a run without a secret");
@@ -135,7 +135,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
 
     let switch = Switch::new(Fdb::new(cfg.fdb_capacity, cfg.mac_max_age));
-    let mut shared = Shared::new(name, pod_mtu, max_datagram, cfg.secret.is_some(), switch);
+    let mut shared = Shared::new(name, pod_mtu, max_datagram, cfg.secrets.is_some(), switch);
     if fast.is_some() {
         shared.vxlan = Some((cfg.vni, cfg.vxlan_port));
     }
@@ -161,7 +161,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut gcfg = driver::Config::new(name, uid, cfg.nickname.clone(), cfg.listen);
     gcfg.pod_mtu = pod_mtu;
     gcfg.seeds = seeds.clone();
-    gcfg.secret = cfg.secret.clone();
+    gcfg.secrets = cfg.secrets.clone();
     if let Some(o) = &cfg.ipam {
         ipam::validate(o.cidr, o.block_prefix)?;
         let init_peers = match o.init_peers {
@@ -243,6 +243,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         ipam,
         leave: tokio::sync::Notify::new(),
         leaving: std::sync::atomic::AtomicBool::new(false),
+        secret_file: Mutex::new(Default::default()),
     });
 
     let listener = tokio::net::UnixListener::bind(&sock_path)
@@ -285,6 +286,8 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut secret_ticks = tokio::time::interval(Duration::from_secs(1));
     let mut ageing = tokio::time::interval(Duration::from_secs(5));
     let mut liveness = tokio::time::interval(Duration::from_millis(200));
     let mut ipam_ticks = tokio::time::interval(Duration::from_secs(2));
@@ -310,6 +313,11 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = ipam_ticks.tick() => {
                 ipam_rounds += 1;
                 daemon.ipam_round(ipam_rounds.is_multiple_of(15)).await;
+            }
+            _ = secret_ticks.tick() => daemon.reload_secrets(false),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: rereading the secret file");
+                daemon.reload_secrets(true);
             }
             _ = daemon.leave.notified() => break,
             _ = term.recv() => break,

@@ -178,6 +178,7 @@ impl Daemon {
             refused: (self.gossip.refused_peers().into_iter())
                 .map(refused)
                 .collect(),
+            rejected_records: self.gossip.rejected_records(),
             encrypted: self.cfg.secret.is_some(),
             fastpath: match &self.fast_off {
                 Some(off) => weft_api::status::FastPathReport {

@@ -72,6 +72,13 @@ pub struct GuardReport {
     pub ports: Vec<GuardedPort>,
     /// Drops by reason, on every guarded port (see docs/security.md for the reasons).
     pub drops: BTreeMap<String, u64>,
+    /// The flood limit of every guarded port, frames a second to broadcast and multicast
+    /// destinations (0: no limit; `flood_limit` in `drops` counts what it dropped).
+    #[serde(default)]
+    pub flood_limit_pps: u32,
+    /// Its burst.
+    #[serde(default)]
+    pub flood_limit_burst: u32,
 }
 
 #[cfg(test)]

@@ -154,6 +154,15 @@ struct RouterArgs {
     /// Do not masquerade traffic from pods to addresses outside the pod CIDR.
     #[arg(long)]
     no_masquerade: bool,
+    /// Frames a second each pod port (attached by weft-cni) may send to broadcast and multicast
+    /// destinations (ARP requests, neighbour solicitations, ...); the rest is dropped in the
+    /// kernel and counted (`flood_limit`). 0: no limit.
+    #[arg(long, default_value_t = weft::guard::rules::FloodLimit::DEFAULT.pps)]
+    flood_limit: u32,
+    /// Frames over the flood limit let through at once after a quiet period (0: as many as
+    /// --flood-limit).
+    #[arg(long, default_value_t = weft::guard::rules::FloodLimit::DEFAULT.burst)]
+    flood_burst: u32,
     /// Keep the data plane thread polling for this many microseconds after its last packet
     /// before it sleeps (0 to 10000): lower sleeve latency for request/response traffic, paid
     /// for with up to one spinning core while packets come. Off (0) by default.
@@ -232,6 +241,10 @@ fn router(a: RouterArgs) -> Result<()> {
                 grace,
                 init_peers: a.ipam_init_peers,
                 masquerade: !a.no_masquerade,
+                flood_limit: weft::guard::rules::FloodLimit::from_flags(
+                    a.flood_limit,
+                    a.flood_burst,
+                ),
             })
         }
     };

@@ -220,6 +220,18 @@ pub fn render(r: &Report) -> String {
         "Inbound control connections refused by limits.",
     );
     o.val("weft_refused_connections_total", &[], r.refused_connections);
+    o.head(
+        "weft_gossip_rejected_records_total",
+        "counter",
+        "Gossiped topology and IPAM records refused or found suspicious, by reason.",
+    );
+    for (reason, v) in &r.rejected_records {
+        o.val(
+            "weft_gossip_rejected_records_total",
+            &[("reason", reason)],
+            v,
+        );
+    }
 
     for (k, v) in &r.counters {
         let name = format!("weft_{k}_total");
@@ -298,6 +310,13 @@ pub fn render(r: &Report) -> String {
             "1 when the last change of the port guard's nftables table worked.",
         );
         o.val("weft_guard_ok", &[], u8::from(g.state == "on"));
+        o.head(
+            "weft_guard_flood_limit_pps",
+            "gauge",
+            "Frames a second each guarded port may send to broadcast and multicast destinations \
+             (0: no limit); drops beyond it are weft_guard_dropped_total{reason=\"flood_limit\"}.",
+        );
+        o.val("weft_guard_flood_limit_pps", &[], g.flood_limit_pps);
         o.head(
             "weft_guard_dropped_total",
             "counter",

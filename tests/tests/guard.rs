@@ -6,93 +6,27 @@
 //! elements; a port attached by hand passes; the guard survives a router restart with its
 //! counters.
 //!
+//! The frames and the packet sockets are in `weft_tests::frames` (tests/src/frames.rs).
+//!
 //! Needs root, `cnitool`, `nft` and the release `weft` and `weft-cni` binaries, like
 //! tests/tests/cni.rs.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::net::Ipv4Addr;
 use std::thread;
 use std::time::Duration;
-use weft_api::guard::GuardReport;
-use weft_lab::testbed::{ping, weft_bin, Cluster};
-use weft_lab::{in_netns, poll_until, Host, PodSpec};
-use weft_tests::cni::{Cni, CniPod};
-
-const POD_CIDR: &str = "10.32.0.0/12";
-/// Marks a test frame, followed by the frame's kind: inside the UDP or ICMPv6 payload (the
-/// kernel trims what follows an IP packet), after the ARP message.
-const MARK: &[u8; 8] = b"WEFTMARK";
-const BROADCAST: [u8; 6] = [0xff; 6];
+use weft_lab::testbed::{ping, Cluster};
+use weft_lab::{poll_until, Host, PodSpec};
+use weft_tests::cni::CniPod;
+use weft_tests::frames::{
+    arp, eth, icmp6, link_local, mark, send_frames, udp4, Sniffer, BROADCAST,
+};
+use weft_tests::guarded::{add_pod as add, cni_cluster, guard, port_drops, Guarded};
 
 // ---------------------------------------------------------------------------------------------
 // The cluster and the pods.
 // ---------------------------------------------------------------------------------------------
-
-/// `n` routers with IPAM, a CNI harness and each host's `weft` network.
-fn cni_cluster(tag: &str, n: u8) -> (Cluster, Vec<Host>, Cni, Vec<String>) {
-    assert!(weft_lab::require_root(), "these tests need root");
-    let mut c = Cluster::new(tag, weft_bin().unwrap()).unwrap();
-    let peers = n.to_string();
-    let args = ["--pod-cidr", POD_CIDR, "--ipam-init-peers", &peers];
-    let hosts = c.full_mesh(n, &vec![&args[..]; n as usize]).unwrap();
-    let cni = Cni::new(&c.lab).unwrap();
-    let nets = hosts
-        .iter()
-        .map(|h| {
-            let plugins = vec![Cni::weft_plugin(&c.state_dir(h))];
-            cni.write_conflist(h, "weft", plugins).unwrap()
-        })
-        .collect();
-    for h in &hosts {
-        let ready = poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
-            c.ipam(h).ok().filter(|r| r.ready)
-        });
-        assert!(ready.is_some(), "{}:\n{}", h.name, c.router_log(h));
-    }
-    (c, hosts, cni, nets)
-}
-
-/// The container id cnitool gives an attachment (tests/tests/cni.rs explains it).
-fn cnitool_container_id(netns_path: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA512, netns_path.as_bytes());
-    let hex: String = d.as_ref()[..10]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("cnitool-{hex}")
-}
-
-/// A pod attached by `cnitool add`, with its MAC.
-struct Guarded {
-    pod: CniPod,
-    mac: [u8; 6],
-}
-
-fn add(c: &mut Cluster, cni: &Cni, host: &Host, net: &str, name: &str) -> Guarded {
-    let ns = c.lab.add_netns(&format!("{}-{name}", host.name)).unwrap();
-    let out = cni.cnitool(&c.lab, host, "add", net, &ns, &[]).unwrap();
-    assert!(out.success(), "{out}\n{}", c.router_log(host));
-    let id = cnitool_container_id(&format!("/run/netns/{ns}"));
-    let pod = CniPod::from_result(host, &ns, &id, "eth0", out.json().unwrap()).unwrap();
-    let mac = c.lab.mac(&ns, "eth0").unwrap();
-    Guarded { pod, mac }
-}
-
-fn guard(c: &Cluster, host: &Host) -> GuardReport {
-    c.status(host).unwrap().guard.expect("a guard section")
-}
-
-/// `(dropped packets, port name)` of `pod`'s port, if guarded.
-fn port_drops(c: &Cluster, pod: &CniPod) -> Option<(u64, String)> {
-    guard(c, &pod.host)
-        .ports
-        .into_iter()
-        .find(|p| p.attachment.container_id == pod.container_id)
-        .map(|p| (p.dropped_packets, p.port.name))
-}
 
 fn assert_pings(c: &Cluster, from: &CniPod, to: Ipv4Addr) {
     let ok = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
@@ -108,198 +42,6 @@ fn nft_list(c: &Cluster, host: &Host, what: &[&str]) -> String {
     args.extend_from_slice(what);
     let out = c.lab.exec(&host.ns, &args).unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Frames.
-// ---------------------------------------------------------------------------------------------
-
-/// The IPv6 link-local address the kernel derives from `mac` (EUI-64).
-fn link_local(m: [u8; 6]) -> Ipv6Addr {
-    let w = |a: u8, b: u8| u16::from_be_bytes([a, b]);
-    Ipv6Addr::new(
-        0xfe80,
-        0,
-        0,
-        0,
-        w(m[0] ^ 2, m[1]),
-        w(m[2], 0xff),
-        w(0xfe, m[3]),
-        w(m[4], m[5]),
-    )
-}
-
-/// The mark of `kind`.
-fn mark(kind: u8) -> Vec<u8> {
-    let mut m = MARK.to_vec();
-    m.push(kind);
-    m
-}
-
-/// An Ethernet frame.
-fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// IPv4 + UDP (no UDP checksum).
-fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
-    let total = (20 + 8 + data.len()) as u16;
-    let mut h = vec![0x45, 0];
-    h.extend_from_slice(&total.to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&dst.octets());
-    let sum = h
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    h.extend_from_slice(&sport.to_be_bytes());
-    h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 0]);
-    h.extend_from_slice(data);
-    h
-}
-
-/// Ethernet/IPv4 ARP (the mark goes after it).
-fn arp(op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
-    let mut a = vec![0, 1, 8, 0, 6, 4];
-    a.extend_from_slice(&op.to_be_bytes());
-    a.extend_from_slice(&sha);
-    a.extend_from_slice(&spa.octets());
-    a.extend_from_slice(&tha);
-    a.extend_from_slice(&tpa.octets());
-    a
-}
-
-/// IPv6 + ICMPv6 (hop limit 255, checksum left 0: only the bridge looks at these).
-fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x60, 0, 0, 0];
-    p.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    p.extend_from_slice(&[58, 255]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(body);
-    p
-}
-
-/// Sends `frames` from `ns`'s `eth0` with a packet socket.
-fn send_frames(ns: &str, frames: Vec<Vec<u8>>) {
-    in_netns(ns, move || {
-        // SAFETY: plain socket calls on a descriptor this closure owns; the address and frame
-        // buffers outlive the calls that read them.
-        unsafe {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
-            sll.sll_halen = 6;
-            for f in &frames {
-                let sent = libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&raw const sll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                );
-                assert_eq!(
-                    sent,
-                    f.len() as isize,
-                    "{}",
-                    std::io::Error::last_os_error()
-                );
-            }
-            libc::close(fd);
-        }
-    })
-    .unwrap();
-}
-
-/// A capture of the marked frames arriving at `ns`'s `eth0`, until [`Sniffer::stop`].
-struct Sniffer {
-    stop: Arc<AtomicBool>,
-    handle: thread::JoinHandle<Vec<u8>>,
-}
-
-impl Sniffer {
-    fn start(ns: &str) -> Sniffer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready, bound) = mpsc::channel();
-        let (ns, flag) = (ns.to_owned(), stop.clone());
-        let handle = thread::spawn(move || in_netns(&ns, move || capture(&flag, ready)).unwrap());
-        bound.recv_timeout(Duration::from_secs(5)).unwrap();
-        Sniffer { stop, handle }
-    }
-
-    /// The kinds of the marked frames seen.
-    fn stop(self) -> Vec<u8> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
-}
-
-fn capture(stop: &AtomicBool, ready: mpsc::Sender<()>) -> Vec<u8> {
-    let mut seen = Vec::new();
-    // SAFETY: as in `send_frames`; `buf` and `from` outlive every `recvfrom` into them.
-    unsafe {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
-        let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-        assert_eq!(libc::bind(fd, (&raw const sll).cast(), len), 0);
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        let tvlen = std::mem::size_of::<libc::timeval>() as u32;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            tvlen,
-        );
-        let _ = ready.send(());
-        let mut buf = vec![0u8; 65536];
-        while !stop.load(Ordering::Relaxed) {
-            let mut from: libc::sockaddr_ll = std::mem::zeroed();
-            let mut from_len = len;
-            let n = libc::recvfrom(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                0,
-                (&raw mut from).cast(),
-                &mut from_len,
-            );
-            // Only what arrives (the pod's own replies quote the marks too).
-            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            let f = &buf[..n as usize];
-            if let Some(i) = f.windows(MARK.len()).position(|w| w == MARK) {
-                if let Some(kind) = f.get(i + MARK.len()) {
-                    seen.push(*kind);
-                }
-            }
-        }
-        libc::close(fd);
-    }
-    seen
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,7 +124,7 @@ fn forged_frames(me: &Guarded, victims: &[(&Guarded, &Guarded)]) -> Vec<(u8, Vec
 /// arrives, while honest frames from the same pod do and honest pods keep pinging.
 #[test]
 fn forged_frames_are_dropped_on_the_own_host_and_across_hosts() {
-    let (mut c, hosts, cni, nets) = cni_cluster("wgf", 2);
+    let (mut c, hosts, cni, nets) = cni_cluster("wgf", 2, &[]);
     let forger = add(&mut c, &cni, &hosts[0], &nets[0], "forger");
     let near = add(&mut c, &cni, &hosts[0], &nets[0], "near");
     let far = add(&mut c, &cni, &hosts[1], &nets[1], "far");
@@ -486,7 +228,7 @@ fn forged_frames_are_dropped_on_the_own_host_and_across_hosts() {
 /// guard and its counters survive a router restart.
 #[test]
 fn hand_attached_ports_pass_and_the_guard_survives_a_restart() {
-    let (mut c, hosts, cni, nets) = cni_cluster("wgh", 1);
+    let (mut c, hosts, cni, nets) = cni_cluster("wgh", 1, &[]);
     let h = &hosts[0];
     let pod = add(&mut c, &cni, h, &nets[0], "p1");
     let hand_ip = Ipv4Addr::new(10, 47, 255, 10);

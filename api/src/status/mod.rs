@@ -42,6 +42,12 @@ pub struct Report {
     /// Addresses whose connections were refused after they spoke (wrong secret, no secret,
     /// incompatible version, ...).
     pub refused: Vec<RefusedStatus>,
+    /// Gossiped records refused or found suspicious, by reason: `topology_malformed`,
+    /// `topology_version` (too far ahead of our clock), `topology_foreign_own` (about us, not
+    /// written by us), `ipam_malformed`, `ipam_version_jump`, `ipam_forged_own`,
+    /// `ipam_conflicting_claims` (docs/security.md, "A compromised host").
+    #[serde(default)]
+    pub rejected_records: BTreeMap<String, u64>,
     /// The cluster has a secret.
     pub encrypted: bool,
     /// The secrets in force and the secret file's state (`None` without a secret).

@@ -233,6 +233,13 @@ impl Report {
                 );
             }
         }
+        let rejected: Vec<String> = (self.rejected_records.iter())
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !rejected.is_empty() {
+            let _ = writeln!(out, "gossip records refused: {}", rejected.join(" "));
+        }
         out.push_str(&self.render_peers());
         out.push_str(&self.render_targets());
         out.push_str(&self.render_connections());
@@ -331,9 +338,14 @@ impl Report {
             let dropped: u64 = g.drops.values().sum();
             let _ = writeln!(
                 out,
-                "  port guard: {}, {} port(s), {} frame(s) dropped{}",
+                "  port guard: {}, {} port(s), flood limit {}, {} frame(s) dropped{}",
                 g.state,
                 g.ports.len(),
+                if g.flood_limit_pps == 0 {
+                    "off".to_owned()
+                } else {
+                    format!("{}/s burst {}", g.flood_limit_pps, g.flood_limit_burst)
+                },
                 dropped,
                 if dropped == 0 {
                     String::new()

@@ -22,6 +22,9 @@ impl GossipCore {
         let mut all = Vec::new();
         for (from, records) in incoming {
             for r in records {
+                if !self.admit(now, &r) {
+                    continue;
+                }
                 senders.push((r.name, (r.version, r.uid), from));
                 all.push(r);
             }

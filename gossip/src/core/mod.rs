@@ -38,9 +38,12 @@
 //! - [`input`]: what the driver feeds in (connections, messages, timers);
 //! - [`forward`]: who gets which record (full states, deltas, our own record's hold-down);
 //! - [`anti_entropy`]: the summary, bucket and digest exchange;
-//! - [`gc`]: garbage collection and limbo.
+//! - [`gc`]: garbage collection and limbo;
+//! - [`checks`]: what a received record must pass (well formed, version not absurdly ahead),
+//!   and the counting of records about us that we did not write.
 
 mod anti_entropy;
+pub mod checks;
 mod forward;
 mod gc;
 mod input;
@@ -102,6 +105,17 @@ pub struct Stats {
     /// Records or digest buckets left out of a message because alone they exceed the message
     /// size limit (a peer with well over a thousand connections).
     pub oversize: u64,
+    /// Received records refused as malformed (named 0, a nickname or connection list too
+    /// long): see [`checks`].
+    #[serde(default)]
+    pub rejected_malformed: u64,
+    /// Received records refused for a version too far ahead of our clock.
+    #[serde(default)]
+    pub rejected_version: u64,
+    /// Received records about us that we did not write (same run id and a version not below
+    /// ours, or another run id with a version at least ours): our record was raised above them.
+    #[serde(default)]
+    pub foreign_own: u64,
 }
 
 /// The gossip state machine of one peer. See the [module documentation](self).
@@ -131,6 +145,8 @@ pub struct GossipCore {
     holddown: Duration,
     last_own_sent: Option<Instant>,
     own_pending: bool,
+    /// (Unix milliseconds, the instant they were read), for [`checks`].
+    wall_clock: Option<(u64, Instant)>,
 }
 
 impl std::fmt::Debug for GossipCore {
@@ -176,6 +192,7 @@ impl GossipCore {
             holddown: DEFAULT_OWN_HOLDDOWN,
             last_own_sent: None,
             own_pending: false,
+            wall_clock: None,
         }
     }
 

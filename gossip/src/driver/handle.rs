@@ -77,7 +77,8 @@ impl Gossip {
             cfg.uid,
             crate::core::DEFAULT_ANTI_ENTROPY_INTERVAL,
             Instant::now(),
-        );
+        )
+        .with_wall_clock(version, Instant::now());
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 mesh: Mesh::new(cfg.name, cfg.uid),

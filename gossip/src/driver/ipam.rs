@@ -139,6 +139,32 @@ impl Gossip {
         }
     }
 
+    /// Received records the core and the IPAM state machine refused or found suspicious, by
+    /// reason (`topology_*`, `ipam_*`; see `core::checks` and `ipam::checks`).
+    pub fn rejected_records(&self) -> std::collections::BTreeMap<String, u64> {
+        let inner = self.shared.lock();
+        let t = inner.core.stats();
+        let mut out: std::collections::BTreeMap<String, u64> = [
+            ("topology_malformed", t.rejected_malformed),
+            ("topology_version", t.rejected_version),
+            ("topology_foreign_own", t.foreign_own),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if let Some(r) = inner.ipam.as_ref().map(|i| i.rejects()) {
+            for (k, v) in [
+                ("ipam_malformed", r.malformed),
+                ("ipam_version_jump", r.version_jump),
+                ("ipam_forged_own", r.forged_own),
+                ("ipam_conflicting_claims", r.conflicting_claims),
+            ] {
+                out.insert(k.to_owned(), v);
+            }
+        }
+        out
+    }
+
     /// What `weft status` shows about IPAM; `None` when IPAM is off.
     pub fn ipam_status(&self) -> Option<IpamStatus> {
         let inner = self.shared.lock();

@@ -57,6 +57,11 @@ pub struct Ipam {
     pub(super) out: Vec<IpamOut>,
     /// Records too large for one message, never sent.
     pub oversize: u64,
+    /// We started without our own record (a new host, or a lost state file): the first newer
+    /// copy of it that comes back is adopted. Otherwise a newer copy is not ours.
+    pub(super) adopt_own: bool,
+    /// Received records refused or found suspicious ([`super::checks`]).
+    pub(super) rejects: super::IpamRejects,
 }
 
 impl Ipam {
@@ -81,6 +86,7 @@ impl Ipam {
                 lost = st.lost;
             }
         }
+        let adopt_own = !records.contains_key(&me);
         let mut own = records
             .remove(&me)
             .unwrap_or_else(|| IpamRecord::new(me, nickname.clone()));
@@ -108,6 +114,8 @@ impl Ipam {
             others_dirty: None,
             out: Vec::new(),
             oversize: 0,
+            adopt_own,
+            rejects: super::IpamRejects::default(),
         })
     }
 

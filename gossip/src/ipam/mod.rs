@@ -14,8 +14,11 @@
 //! - [`rules`]: the agreement rules: votes, claims won or lost, reclaims ([`reclaimed_set`]).
 //! - [`sync`]: flooding, anti-entropy and acknowledgements between neighbours.
 //! - [`status`]: what `weft status` shows ([`IpamStatus`]).
+//! - [`checks`]: what a received record must pass, and the counters of what was refused
+//!   ([`IpamRejects`]).
 
 pub mod block;
+pub mod checks;
 pub mod config;
 pub mod machine;
 pub mod record;
@@ -26,6 +29,7 @@ pub mod sync;
 mod tests;
 
 pub use block::{BadBlock, Block};
+pub use checks::IpamRejects;
 pub use config::{IpamConfig, IpamError};
 pub use machine::{ClaimState, Ipam, IpamOut};
 pub use record::{Claim, IpamMsg, IpamRecord, IpamState};

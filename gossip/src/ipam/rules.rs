@@ -154,7 +154,9 @@ impl Ipam {
         let mut candidates: BTreeMap<Block, (bool, PeerName, u64)> = BTreeMap::new();
         for z in &members {
             for (b, c) in &records[z].claims {
-                if !cfg.is_block(*b) {
+                // A claim on a block another live member holds with a majority's votes (which
+                // honest hosts never make: they claim free blocks) gets no vote.
+                if !cfg.is_block(*b) || self.held_by_other(*b, *z, &members, q).is_some() {
                     continue;
                 }
                 // Prefer a held claim, then the smallest name.

@@ -81,10 +81,16 @@ impl Ipam {
                 let mut new = Vec::new();
                 let mut ack = None;
                 for r in records {
+                    if !self.admit(&r) {
+                        continue;
+                    }
                     if r.name == self.me {
-                        if r.stamp() > self.own().stamp() {
+                        if r.stamp() > self.own().stamp() && !self.adopt_own {
+                            self.outdo_forged_own(&r);
+                        } else if r.stamp() > self.own().stamp() {
                             // Our own record from before a lost state file: adopt it (its
                             // votes stay ours) and move past it.
+                            self.adopt_own = false;
                             let leaving = self.leaving;
                             let mut own = r;
                             if own.left && !leaving {
@@ -112,6 +118,7 @@ impl Ipam {
                         );
                     }
                     if newer {
+                        self.count_conflicts(&r);
                         self.last_seen.insert(r.name, now);
                         self.records.insert(r.name, r.clone());
                         self.others_dirty.get_or_insert(now);

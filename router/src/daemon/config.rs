@@ -73,6 +73,8 @@ pub struct IpamOptions {
     pub init_peers: Option<usize>,
     /// Masquerade traffic from pods to outside the pod CIDR.
     pub masquerade: bool,
+    /// The flood limit of every guarded pod port (`None`: no limit).
+    pub flood_limit: Option<crate::guard::rules::FloodLimit>,
 }
 
 /// Parses `ADDR[:PORT]` (an IP, `IP:PORT`, `[IPv6]`, `[IPv6]:PORT` or `host[:port]`), with

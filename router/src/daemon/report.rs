@@ -183,6 +183,7 @@ impl Daemon {
             refused: (self.gossip.refused_peers().into_iter())
                 .map(refused)
                 .collect(),
+            rejected_records: self.gossip.rejected_records(),
             encrypted: self.cfg.secrets.is_some(),
             secrets: self.cfg.secrets.is_some().then(|| {
                 let (accepted, retired) = self.gossip.secret_fingerprints();

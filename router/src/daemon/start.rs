@@ -207,6 +207,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     state_dir: cfg.state_dir.clone(),
                     bridge: cfg.bridge.clone(),
                     pod_mtu,
+                    flood_limit: o.flood_limit,
                 },
                 gossip.clone(),
                 nl.clone(),

@@ -13,12 +13,16 @@
 //! transaction; at start the table is reconciled from the reservations file without being
 //! flushed (counters of remaining ports keep their values), and `weft leave` removes it.
 //! Ports without a reservation (the TAP port, the VXLAN device, ports attached by hand) pass.
+//!
+//! The same table limits what a guarded port floods: frames to broadcast and multicast
+//! destinations beyond `--flood-limit` a second ([`rules::FloodLimit`]) are dropped for the
+//! reason `flood_limit`, in the kernel, so the limit holds on the sleeve and the fast path alike.
 
 pub mod rules;
 
 use crate::ipam::nft;
 use anyhow::{Context, Result};
-use rules::PortRules;
+use rules::{FloodLimit, PortRules};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use weft_api::guard::{GuardReport, GuardedPort};
@@ -34,6 +38,8 @@ pub struct Guard {
     failed: Mutex<Option<String>>,
     /// Counter name -> (packets, bytes), as last read.
     counters: Mutex<BTreeMap<String, Count>>,
+    /// The flood limit of every guarded port (`None`: no limit).
+    flood_limit: Option<FloodLimit>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,9 +88,12 @@ pub fn parse_counters(json: &str) -> Result<BTreeMap<String, Count>> {
 }
 
 impl Guard {
-    /// A guard that has not touched nftables yet.
-    pub fn new() -> Guard {
-        Guard::default()
+    /// A guard that has not touched nftables yet, limiting floods to `flood_limit`.
+    pub fn new(flood_limit: Option<FloodLimit>) -> Guard {
+        Guard {
+            flood_limit,
+            ..Guard::default()
+        }
     }
 
     fn outcome(&self, r: Result<()>, what: &str) -> Result<()> {
@@ -99,11 +108,11 @@ impl Guard {
     /// fails (a table of another layout), replaces the table.
     pub async fn reconcile(&self, ports: &[PortRules]) -> Result<()> {
         let existing: Vec<String> = read_counters().await?.into_keys().collect();
-        let r = match run(rules::reconcile_script(ports, &existing)).await {
+        let r = match run(rules::reconcile_script(ports, &existing, self.flood_limit)).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!("reconciling the port guard failed ({e:#}); replacing its table");
-                run(rules::replace_script(ports)).await
+                run(rules::replace_script(ports, self.flood_limit)).await
             }
         };
         self.outcome(r, "reconciling the port guard")?;
@@ -166,6 +175,8 @@ impl Guard {
             state: lock(&self.failed).clone().unwrap_or_else(|| "on".into()),
             ports,
             drops,
+            flood_limit_pps: self.flood_limit.map_or(0, |l| l.pps),
+            flood_limit_burst: self.flood_limit.map_or(0, |l| l.burst),
         }
     }
 }

@@ -13,6 +13,11 @@
 //!   `icmpv6 taddr`: the neighbour discovery target is read as raw payload (`@th,64,128`).
 //! * `drops`: port -> its named counter `port_<port>`, counted in the `deny` chain.
 //! * one named counter per reason, `reason_<reason>` ([`REASONS`]).
+//! * `flood_rate`: the flood limit ([`FloodLimit`]), a dynamic set keyed on `iifname` whose
+//!   elements carry one token bucket per port (created by the first broadcast or multicast frame
+//!   of a port, gone a minute after its last one, or when the port stops being guarded). Frames to a group address beyond the rate are
+//!   dropped for the reason `flood_limit`. The rate is written in the rule, so a new rate takes
+//!   a reconcile (a router start), which also empties the set.
 
 use std::fmt::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -21,7 +26,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub const TABLE: &str = "weft_guard";
 
 /// The reasons a frame is dropped, with what they mean (docs/security.md has the same list).
-pub const REASONS: [(&str, &str); 10] = [
+pub const REASONS: [(&str, &str); 11] = [
     (
         "multicast_source",
         "a multicast or broadcast Ethernet source",
@@ -53,10 +58,42 @@ pub const REASONS: [(&str, &str); 10] = [
         "nd_target",
         "a neighbour advertisement for an address that is not the pod's",
     ),
+    (
+        "flood_limit",
+        "a broadcast or multicast destination beyond the port's flood limit",
+    ),
 ];
+
+/// The flood limit of every guarded port: frames to broadcast and multicast destinations (ARP
+/// requests, neighbour solicitations, mDNS, ...) beyond `pps` a second are dropped; a quiet port
+/// may send `burst` at once (the size of the bucket, as `tests/tests/floods.rs` measured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloodLimit {
+    /// Frames a second, at least 1.
+    pub pps: u32,
+    /// Frames let through at once after a quiet period, at least 1.
+    pub burst: u32,
+}
+
+impl FloodLimit {
+    /// The default: 1000 frames a second, bursts of 2000.
+    pub const DEFAULT: FloodLimit = FloodLimit {
+        pps: 1000,
+        burst: 2000,
+    };
+
+    /// The limit for `--flood-limit pps --flood-burst burst`: `None` (no limit) when `pps` is 0;
+    /// a burst of 0 means as many as `pps`.
+    pub fn from_flags(pps: u32, burst: u32) -> Option<FloodLimit> {
+        let burst = if burst == 0 { pps } else { burst };
+        (pps > 0).then_some(FloodLimit { pps, burst })
+    }
+}
 
 /// The sets that hold per-port elements, in the order their elements are added.
 const SETS: [&str; 4] = ["port_mac", "port_ip4", "port_ip6", "port_nd_target"];
+/// Most ports with a token bucket at once (a port's bucket goes a minute after its last flood).
+const FLOOD_RATE_SIZE: u32 = 65536;
 /// The chains, base chain first.
 const CHAINS: [&str; 5] = ["prerouting", "from_ip4", "from_arp", "from_ip6", "deny"];
 
@@ -166,8 +203,15 @@ fn declarations(out: &mut String) {
          \x20 set port_ip4 {\n    type ifname . ipv4_addr\n  }\n\
          \x20 set port_ip6 {\n    type ifname . ipv6_addr\n  }\n\
          \x20 set port_nd_target {\n    typeof iifname . @th,64,128\n  }\n\
-         \x20 map drops {\n    type ifname : counter\n  }\n\
-         \x20 chain prerouting {\n    type filter hook prerouting priority filter; policy accept;\n  }\n",
+         \x20 map drops {\n    type ifname : counter\n  }\n",
+    );
+    let _ = writeln!(
+        out,
+        "  set flood_rate {{\n    type ifname\n    size {FLOOD_RATE_SIZE}\n    \
+         flags dynamic,timeout\n    timeout 1m\n  }}"
+    );
+    out.push_str(
+        "  chain prerouting {\n    type filter hook prerouting priority filter; policy accept;\n  }\n",
     );
     for c in &CHAINS[1..] {
         let _ = writeln!(out, "  chain {c} {{\n  }}");
@@ -175,8 +219,20 @@ fn declarations(out: &mut String) {
     out.push_str("}\n");
 }
 
+/// The flood limit's rule, if there is a limit.
+fn flood_rule(limit: Option<FloodLimit>) -> String {
+    let Some(FloodLimit { pps, burst }) = limit else {
+        return String::new();
+    };
+    format!(
+        "    ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 update @flood_rate \
+         {{ iifname limit rate over {pps}/second burst {burst} packets }} \
+         counter name \"reason_flood_limit\" goto deny\n"
+    )
+}
+
 /// The rules (added to empty chains).
-fn rules(out: &mut String) {
+fn rules(out: &mut String, limit: Option<FloodLimit>) {
     let deny = |reason: &str| format!("counter name \"reason_{reason}\" goto deny");
     let _ = write!(
         out,
@@ -185,6 +241,7 @@ fn rules(out: &mut String) {
          \x20   iifname != @ports accept\n\
          \x20   ether saddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 {}\n\
          \x20   iifname . ether saddr != @port_mac {}\n\
+         {}\
          \x20   ether type vmap {{ ip : goto from_ip4, arp : goto from_arp, ip6 : goto from_ip6 }}\n\
          \x20   {}\n\
          \x20 }}\n\
@@ -213,6 +270,7 @@ fn rules(out: &mut String) {
          }}\n",
         deny("multicast_source"),
         deny("source_mac"),
+        flood_rule(limit),
         deny("ethertype"),
         deny("ipv4_source"),
         deny("dhcp_server"),
@@ -268,6 +326,14 @@ fn remove_port(out: &mut String, p: &PortRules, keep_counter: bool) {
     let n = &p.name;
     let _ = writeln!(out, "delete element bridge {TABLE} ports {{ \"{n}\" }}");
     set_elements(out, "delete", p);
+    // Its flood bucket, if it has one: adding first makes the delete succeed either way (nft
+    // 1.0.6 has no `destroy`).
+    for verb in ["add", "delete"] {
+        let _ = writeln!(
+            out,
+            "{verb} element bridge {TABLE} flood_rate {{ \"{n}\" }}"
+        );
+    }
     let _ = writeln!(out, "delete element bridge {TABLE} drops {{ \"{n}\" }}");
     if !keep_counter {
         let _ = writeln!(out, "delete counter bridge {TABLE} {}", p.counter());
@@ -276,10 +342,10 @@ fn remove_port(out: &mut String, p: &PortRules, keep_counter: bool) {
 
 /// Replaces the whole table with one guarding `ports` (counters start at zero). The fallback
 /// when [`reconcile_script`] fails (e.g. a table of an older layout).
-pub fn replace_script(ports: &[PortRules]) -> String {
+pub fn replace_script(ports: &[PortRules], limit: Option<FloodLimit>) -> String {
     let mut out = format!("table bridge {TABLE}\ndelete table bridge {TABLE}\n");
     declarations(&mut out);
-    rules(&mut out);
+    rules(&mut out, limit);
     for p in ports {
         add_port(&mut out, p);
     }
@@ -288,14 +354,19 @@ pub fn replace_script(ports: &[PortRules]) -> String {
 
 /// Brings the table to guarding exactly `ports` in one transaction, keeping the counters that
 /// stay: every chain and set is refilled, the counters of ports no longer guarded
-/// (`existing_counters` lists the table's counters now) are deleted.
-pub fn reconcile_script(ports: &[PortRules], existing_counters: &[String]) -> String {
+/// (`existing_counters` lists the table's counters now) are deleted. The flood limit's buckets
+/// start full again (the rate may have changed).
+pub fn reconcile_script(
+    ports: &[PortRules],
+    existing_counters: &[String],
+    limit: Option<FloodLimit>,
+) -> String {
     let mut out = String::new();
     declarations(&mut out);
     for c in CHAINS {
         let _ = writeln!(out, "flush chain bridge {TABLE} {c}");
     }
-    for s in ["ports"].iter().chain(&SETS) {
+    for s in ["ports"].iter().chain(&SETS).chain(&["flood_rate"]) {
         let _ = writeln!(out, "flush set bridge {TABLE} {s}");
     }
     let _ = writeln!(out, "flush map bridge {TABLE} drops");
@@ -305,7 +376,7 @@ pub fn reconcile_script(ports: &[PortRules], existing_counters: &[String]) -> St
             let _ = writeln!(out, "delete counter bridge {TABLE} {c}");
         }
     }
-    rules(&mut out);
+    rules(&mut out, limit);
     for p in ports {
         add_port(&mut out, p);
     }

@@ -123,6 +123,8 @@ pub struct Settings {
     pub bridge: String,
     /// The pod MTU.
     pub pod_mtu: u32,
+    /// The flood limit of every guarded port.
+    pub flood_limit: Option<rules::FloodLimit>,
 }
 
 impl Ipam {
@@ -154,7 +156,7 @@ impl Ipam {
             lost_blocks_logged: Mutex::new(Vec::new()),
             bridge_blocks: tokio::sync::Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
-            guard: Guard::new(),
+            guard: Guard::new(s.flood_limit),
         };
         ipam.check_lost();
         Ok(ipam)

@@ -43,6 +43,8 @@ table bridge weft_guard {
   }
   counter reason_nd_target {
   }
+  counter reason_flood_limit {
+  }
   set ports {
     type ifname
   }
@@ -60,6 +62,12 @@ table bridge weft_guard {
   }
   map drops {
     type ifname : counter
+  }
+  set flood_rate {
+    type ifname
+    size 65536
+    flags dynamic,timeout
+    timeout 1m
   }
   chain prerouting {
     type filter hook prerouting priority filter; policy accept;
@@ -81,6 +89,7 @@ table bridge weft_guard {
     iifname != @ports accept
     ether saddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 counter name \"reason_multicast_source\" goto deny
     iifname . ether saddr != @port_mac counter name \"reason_source_mac\" goto deny
+    ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 update @flood_rate { iifname limit rate over 1000/second burst 2000 packets } counter name \"reason_flood_limit\" goto deny
     ether type vmap { ip : goto from_ip4, arp : goto from_arp, ip6 : goto from_ip6 }
     counter name \"reason_ethertype\" goto deny
   }
@@ -114,7 +123,31 @@ fn the_whole_table_replaced() {
     let want = format!(
         "table bridge weft_guard\ndelete table bridge weft_guard\n{DECLARATIONS}{RULES}{POD_2}"
     );
-    assert_eq!(replace_script(&[pod(2)]), want);
+    assert_eq!(replace_script(&[pod(2)], Some(FloodLimit::DEFAULT)), want);
+}
+
+#[test]
+fn the_flood_limit_follows_the_flags() {
+    assert_eq!(FloodLimit::from_flags(0, 2000), None);
+    assert_eq!(
+        FloodLimit::from_flags(1000, 2000),
+        Some(FloodLimit::DEFAULT)
+    );
+    let small = FloodLimit::from_flags(50, 0).unwrap();
+    assert_eq!((small.pps, small.burst), (50, 50));
+    let script = replace_script(&[pod(2)], Some(small));
+    assert!(script.contains(
+        "update @flood_rate { iifname limit rate over 50/second burst 50 packets } \
+         counter name \"reason_flood_limit\" goto deny\n"
+    ));
+    // Off: no rule, but the set and the counter stay declared (a later start may turn it on).
+    let off = replace_script(&[pod(2)], None);
+    assert!(!off.contains("update @flood_rate"));
+    assert!(off.contains("set flood_rate {") && off.contains("counter reason_flood_limit {"));
+    assert_eq!(
+        off.lines().count() + 1,
+        replace_script(&[pod(2)], Some(small)).lines().count()
+    );
 }
 
 #[test]
@@ -132,6 +165,8 @@ delete element bridge weft_guard port_mac { \"vw0000000002\" . 02:42:00:00:00:02
 delete element bridge weft_guard port_ip4 { \"vw0000000002\" . 10.32.0.2 }
 delete element bridge weft_guard port_ip6 { \"vw0000000002\" . fe80::42:ff:fe00:2 }
 delete element bridge weft_guard port_nd_target { \"vw0000000002\" . 0xfe80000000000000004200fffe000002 }
+add element bridge weft_guard flood_rate { \"vw0000000002\" }
+delete element bridge weft_guard flood_rate { \"vw0000000002\" }
 delete element bridge weft_guard drops { \"vw0000000002\" }
 delete counter bridge weft_guard port_vw0000000002
 "
@@ -151,6 +186,8 @@ delete element bridge weft_guard port_mac { \"vw0000000002\" . 02:42:00:00:00:02
 delete element bridge weft_guard port_ip4 { \"vw0000000002\" . 10.32.0.2 }
 delete element bridge weft_guard port_ip6 { \"vw0000000002\" . fe80::42:ff:fe00:2 }
 delete element bridge weft_guard port_nd_target { \"vw0000000002\" . 0xfe80000000000000004200fffe000002 }
+add element bridge weft_guard flood_rate { \"vw0000000002\" }
+delete element bridge weft_guard flood_rate { \"vw0000000002\" }
 delete element bridge weft_guard drops { \"vw0000000002\" }
 add counter bridge weft_guard port_vw0000000002
 add element bridge weft_guard drops { \"vw0000000002\" : \"port_vw0000000002\" }
@@ -187,12 +224,16 @@ flush set bridge weft_guard port_mac
 flush set bridge weft_guard port_ip4
 flush set bridge weft_guard port_ip6
 flush set bridge weft_guard port_nd_target
+flush set bridge weft_guard flood_rate
 flush map bridge weft_guard drops
 delete counter bridge weft_guard port_vw0000000009
 {RULES}{POD_2}"
     );
-    assert_eq!(reconcile_script(&[pod(2)], &existing), want);
-    assert!(!reconcile_script(&[], &[]).contains("delete table"));
+    assert_eq!(
+        reconcile_script(&[pod(2)], &existing, Some(FloodLimit::DEFAULT)),
+        want
+    );
+    assert!(!reconcile_script(&[], &[], None).contains("delete table"));
 }
 
 #[test]

@@ -1,0 +1,179 @@
+//! What a received topology record must pass before it is merged: the checks that hold whoever
+//! wrote it. Records carry no signature of their owner (they are flooded through relays, and
+//! every peer holding the cluster secret may send any record), so a peer that lies can only be
+//! kept to records that are well formed and whose version is not absurdly far ahead; a record
+//! about ourselves that we did not write is counted, and our own record is raised above it so
+//! that ours replaces it everywhere. `docs/security.md` ("A compromised host") says what a liar
+//! can still do.
+
+use super::GossipCore;
+use crate::topology::PeerRecord;
+use std::time::{Duration, Instant};
+
+/// Longest nickname accepted, in bytes (host names are at most 64).
+pub const MAX_NICKNAME: usize = 255;
+/// Most connections a record may list (far above any real mesh's degree; the 64 KiB message
+/// limit allows about 1,500).
+pub const MAX_CONNS: usize = 4096;
+/// How far ahead of our wall clock a version may be. Routers start their version at the Unix
+/// time in milliseconds and raise it by one per change, so an honest version is close to the
+/// clock of the host that wrote it; this leaves a day for clocks that disagree. A version far
+/// beyond it would be kept forever (nothing could ever supersede it).
+pub const MAX_VERSION_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a received record was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Named 0 (the reserved broadcast name), a nickname too long, too many connections.
+    Malformed,
+    /// A version too far ahead of our clock.
+    Version,
+}
+
+impl GossipCore {
+    /// Tells the core the wall clock: `unix_ms` is the Unix time in milliseconds at `now`.
+    /// Without it versions are not checked against a clock (tests, simulations).
+    pub fn with_wall_clock(mut self, unix_ms: u64, now: Instant) -> Self {
+        self.wall_clock = Some((unix_ms, now));
+        self
+    }
+
+    /// The highest version a record may carry at `now`, if the core knows the clock.
+    pub(super) fn max_version(&self, now: Instant) -> Option<u64> {
+        let (ms, at) = self.wall_clock?;
+        let elapsed = now.saturating_duration_since(at) + MAX_VERSION_AHEAD;
+        Some(ms.saturating_add(elapsed.as_millis() as u64))
+    }
+
+    /// Checks a received record, counting it when refused or when it is about us but not ours.
+    pub(super) fn admit(&mut self, now: Instant, r: &PeerRecord) -> bool {
+        match self.check(now, r) {
+            Err(Refused::Malformed) => {
+                self.stats.rejected_malformed += 1;
+                return false;
+            }
+            Err(Refused::Version) => {
+                self.stats.rejected_version += 1;
+                return false;
+            }
+            Ok(()) => {}
+        }
+        let ours = self.topology.ours();
+        if r.name == ours.name && r.version >= ours.version && r != ours {
+            // Not a copy of ours from before a restart (its version would be below ours, which
+            // started at our start time): someone wrote it. The merge raises ours above it.
+            self.stats.foreign_own += 1;
+        }
+        true
+    }
+
+    fn check(&self, now: Instant, r: &PeerRecord) -> Result<(), Refused> {
+        if r.name.is_broadcast() || r.nickname.len() > MAX_NICKNAME || r.conns.len() > MAX_CONNS {
+            return Err(Refused::Malformed);
+        }
+        if self.max_version(now).is_some_and(|max| r.version > max) {
+            return Err(Refused::Version);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::{GossipCore, GossipMsg, Output};
+    use crate::topology::tests::{conn, rec};
+    use crate::PeerName;
+    use std::time::{Duration, Instant};
+
+    const CLOCK_MS: u64 = 1_700_000_000_000;
+
+    fn delta(records: Vec<crate::topology::PeerRecord>) -> GossipMsg {
+        GossipMsg::Delta { records }
+    }
+
+    /// Records of `name` that `out` sends to anyone.
+    fn sent_versions(out: &[Output], name: u64) -> Vec<u64> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    msg: GossipMsg::Delta { records } | GossipMsg::Full { records, .. },
+                    ..
+                } => Some(records),
+                _ => None,
+            })
+            .flatten()
+            .filter(|r| r.name == PeerName(name))
+            .map(|r| r.version)
+            .collect()
+    }
+
+    #[test]
+    fn forged_topology_records_are_refused_counted_or_outdone() {
+        let now = Instant::now();
+        let mut c = GossipCore::new(rec(1, CLOCK_MS, &[]), 1, Duration::from_secs(1), now)
+            .with_wall_clock(CLOCK_MS, now);
+        c.connected(now, PeerName(2), conn(2, true));
+        c.on_message(now, PeerName(2), delta(vec![rec(2, CLOCK_MS, &[1])]));
+        let merged = c.stats().records_merged;
+
+        // Malformed: the reserved name, a nickname of 300 bytes, 5,000 connections.
+        let mut long_nick = rec(3, CLOCK_MS, &[2]);
+        long_nick.nickname = "x".repeat(300);
+        let many: Vec<u64> = (10..5010).collect();
+        let forged = vec![rec(0, CLOCK_MS, &[]), long_nick, rec(4, CLOCK_MS, &many)];
+        c.on_message(now, PeerName(2), delta(forged));
+        assert_eq!(c.stats().rejected_malformed, 3);
+        assert_eq!(c.stats().records_merged, merged);
+
+        // A version two days ahead of our clock (and u64::MAX): refused, a day ahead passes.
+        let day = 24 * 3600 * 1000;
+        let ahead = vec![rec(3, CLOCK_MS + 2 * day, &[2]), rec(5, u64::MAX, &[2])];
+        c.on_message(now, PeerName(2), delta(ahead));
+        assert_eq!(c.stats().rejected_version, 2);
+        assert_eq!(c.stats().records_merged, merged);
+        c.on_message(
+            now,
+            PeerName(2),
+            delta(vec![rec(3, CLOCK_MS + day / 2, &[2])]),
+        );
+        assert_eq!(c.stats().records_merged, merged + 1);
+        // The clock moves on: what was too far ahead an hour ago passes later.
+        let later = now + Duration::from_secs(2 * 24 * 3600);
+        c.on_message(
+            later,
+            PeerName(2),
+            delta(vec![rec(3, CLOCK_MS + 2 * day, &[2])]),
+        );
+        assert_eq!(c.stats().rejected_version, 2);
+
+        // Our own record, written by someone else (our run id, a newer version, other
+        // connections): counted, and ours goes out above it.
+        let mut mine = rec(1, CLOCK_MS + 1000, &[2, 7]);
+        mine.nickname = "liar".into();
+        let out = c.on_message(later, PeerName(2), delta(vec![mine]));
+        assert_eq!(c.stats().foreign_own, 1);
+        let ours = c.topology().ours().clone();
+        assert!(ours.version > CLOCK_MS + 1000);
+        assert_eq!(ours.nickname, "h1");
+        assert_eq!(ours.conns, vec![conn(2, true)]);
+        assert_eq!(sent_versions(&out, 1), vec![ours.version]);
+        // Our own record from the future: refused, ours unchanged.
+        let out = c.on_message(later, PeerName(2), delta(vec![rec(1, u64::MAX, &[2])]));
+        assert_eq!(c.stats().rejected_version, 3);
+        assert_eq!(c.topology().ours().version, ours.version);
+        assert!(sent_versions(&out, 1).is_empty());
+        // A stale copy of ours (a lower version) is nobody's forgery.
+        c.on_message(later, PeerName(2), delta(vec![rec(1, CLOCK_MS - 5, &[])]));
+        assert_eq!(c.stats().foreign_own, 1);
+    }
+
+    #[test]
+    fn without_a_clock_versions_are_not_bounded() {
+        let now = Instant::now();
+        let mut c = GossipCore::new(rec(1, 100, &[]), 1, Duration::from_secs(1), now);
+        c.connected(now, PeerName(2), conn(2, true));
+        c.on_message(now, PeerName(2), delta(vec![rec(2, u64::MAX - 1, &[1])]));
+        assert_eq!(c.stats().rejected_version, 0);
+        assert_eq!(c.topology().get(PeerName(2)).unwrap().version, u64::MAX - 1);
+    }
+}

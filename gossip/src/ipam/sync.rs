@@ -80,7 +80,7 @@ impl Ipam {
             IpamMsg::Records { records } => {
                 let mut new = Vec::new();
                 let mut ack = None;
-                for r in records {
+                for r in records.into_iter().filter(IpamRecord::plausible) {
                     if r.name == self.me {
                         if r.stamp() > self.own().stamp() {
                             // Our own record from before a lost state file: adopt it (its

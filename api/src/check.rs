@@ -92,7 +92,8 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut parts = s.split(':');
     for b in &mut mac {
         let p = parts.next()?;
-        if p.len() != 2 {
+        // `from_str_radix` also takes a sign: "+1" would pass as 01.
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *b = u8::from_str_radix(p, 16).ok()?;
@@ -155,6 +156,26 @@ mod tests {
         assert!(a("c", "eth0").check().is_ok());
         assert!(a("", "eth0").check().is_err());
         assert!(a("c", "").check().is_err());
+    }
+
+    /// Regression (fuzz target `api_body`): `u8::from_str_radix` accepts a leading `+`, so
+    /// `"06:42:AC:+1:00:02"` parsed as `06:42:ac:01:00:02`. Harmless (only the canonical form
+    /// reaches nft), but not a MAC address.
+    #[test]
+    fn mac_addresses_are_six_pairs_of_hex_digits() {
+        assert_eq!(
+            parse_mac("06:42:AC:01:00:02"),
+            Some([6, 0x42, 0xac, 1, 0, 2])
+        );
+        for bad in [
+            "06:42:AC:+1:00:02",
+            "06:42:ac:-1:00:02",
+            "06:42:ac: 1:00:02",
+            "06:42:ac:0x:00:02",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+        assert!(guard("v12", "06:42:AC:+1:00:02").check().is_err());
     }
 
     #[test]

@@ -111,6 +111,9 @@ API = {
     "gc": b"\x02" + js({"keep": [{"container_id": "c1", "ifname": "eth0"}]}),
     "guard": b"\x03" + js({"container_id": "c1", "ifname": "eth0",
                            "port": {"name": "vw0123456789", "mac": "02:42:AC:11:00:02"}}),
+    # A sign inside a MAC pair (found by the fuzzer, refused since): api/src/check.rs.
+    "guard_plus_sign": b"\x03" + js({"container_id": "c0", "ifname": "eth0",
+                                     "port": {"name": "v12", "mac": "06:42:AC:+1:00:02"}}),
     "leave_empty": b"\x04",
     "leave_force": b"\x04" + js({"force": True}),
     "connect": b"\x05" + js({"addr": "10.0.0.2:6783"}),

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target in fuzz/ for SECONDS seconds (default 30), after installing
-# cargo-fuzz if it is missing. Exits non-zero if any target finds a crash (the input is left in
+# Runs every cargo-fuzz target in fuzz/ (or only the TARGETs named) for SECONDS seconds (default
+# 30), one after the other, after installing cargo-fuzz if it is missing. Exits non-zero if any target finds a crash (the input is left in
 # fuzz/artifacts/TARGET/) or fails to build.
 #
 #   scripts/fuzz.sh 30            # ~30 s per target, plus the build
+#   scripts/fuzz.sh 180 gossip_core ipam_records   # the longer runs of docs/fuzzing.md
 #   FUZZ_TARGET_DIR=/tmp/f scripts/fuzz.sh 5
 #
 # Works on the stable toolchain: cargo-fuzz passes a few nightly-only flags to rustc, which
@@ -15,9 +16,10 @@ cd "$root"
 
 seconds="${1:-30}"
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [[ "$seconds" -eq 0 ]]; then
-  echo "usage: scripts/fuzz.sh SECONDS" >&2
+  echo "usage: scripts/fuzz.sh SECONDS [TARGET...]" >&2
   exit 2
 fi
+shift || true
 
 if ! command -v cargo >/dev/null 2>&1 && [[ -f "${HOME:-/root}/.cargo/env" ]]; then
   # shellcheck source=/dev/null
@@ -44,6 +46,15 @@ fuzz_flags=(--sanitizer "${FUZZ_SANITIZER:-none}" --target-dir "$target_dir")
 
 cd fuzz
 mapfile -t targets < <(cargo fuzz list)
+if [[ $# -gt 0 ]]; then
+  for t in "$@"; do
+    if ! printf '%s\n' "${targets[@]}" | grep -qx -- "$t"; then
+      echo "fuzz: no target $t (cargo fuzz list: ${targets[*]})" >&2
+      exit 2
+    fi
+  done
+  targets=("$@")
+fi
 echo "fuzz: building ${targets[*]}"
 cargo fuzz build "${fuzz_flags[@]}"
 

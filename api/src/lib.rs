@@ -15,10 +15,12 @@
 //! | `GET /v1/ipam` | | [`ipam::IpamReport`] |
 //! | `POST /v1/ports/guard` | [`guard::GuardRequest`] | [`guard::GuardAnswer`] |
 //!
-//! A failed request answers with an HTTP error status and an [`ApiError`] body. Fields are added
+//! A failed request answers with an HTTP error status and an [`ApiError`] body; what makes a
+//! request body bad (HTTP 400) is decided in [`check`]. Fields are added
 //! with `#[serde(default)]` so that a CLI or plugin of one version reads a router of the next.
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod client;
 pub mod control;
 mod error;

@@ -7,7 +7,7 @@
 //! `logFile` gets the log). Modules:
 //!
 //! * [`env`] and [`config`]: the inputs, checked (error codes 4, 6, 7, 1); [`version`]: the CNI
-//!   versions spoken;
+//!   versions spoken (these, [`result`] and [`error`] are the library, `lib.rs`);
 //! * [`commands`]: ADD, DEL, CHECK, STATUS and GC;
 //! * [`netns`]: entering the pod's namespace with a [`weft_netlink::Netlink`] connection;
 //! * [`router`]: the router's IPAM endpoints;
@@ -19,15 +19,14 @@
 #![forbid(unsafe_code)]
 
 mod commands;
-mod config;
-mod env;
-mod error;
 mod log;
 mod names;
 mod netns;
-mod result;
 mod router;
-mod version;
+
+// The pure modules live in the library (`lib.rs`), where the fuzz targets reach them too; these
+// names keep `crate::config` and friends working in the binary's own modules.
+use weft_cni::{config, env, error, result, version};
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::process::ExitCode;

@@ -572,3 +572,15 @@ fn reservations_in_a_block_reclaimed_while_away_are_reported_lost() {
         .unwrap()
         .contains(fresh.address)));
 }
+
+/// The API socket takes every request without authentication: the router makes it the owner's
+/// only (0600) whatever its umask (docs/security.md, "The local API socket").
+#[test]
+fn the_api_socket_is_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = cluster("wsk");
+    let hosts = ipam_cluster(&mut c, 1, &[]);
+    let sock = weft_api::socket_path(&c.state_dir(&hosts[0]));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{} has mode {mode:o}", sock.display());
+}

@@ -68,7 +68,9 @@ impl Ipam {
             self.rejects.malformed += 1;
             return false;
         }
-        if !self.plausible_stamp(r) {
+        // Beyond MAX_STAMP no owner counts (IpamRecord::plausible), and within it no more than
+        // MAX_STAMP_JUMP above the copy we hold.
+        if !r.plausible() || !self.plausible_stamp(r) {
             self.rejects.version_jump += 1;
             return false;
         }

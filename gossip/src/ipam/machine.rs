@@ -80,7 +80,7 @@ impl Ipam {
         let mut lost = Vec::new();
         if let Some(st) = state {
             if st.cidr == cfg.cidr && st.block_prefix == cfg.block_prefix {
-                for r in st.records {
+                for r in st.records.into_iter().filter(IpamRecord::plausible) {
                     records.insert(r.name, r);
                 }
                 lost = st.lost;

@@ -32,7 +32,7 @@ pub use block::{BadBlock, Block};
 pub use checks::IpamRejects;
 pub use config::{IpamConfig, IpamError};
 pub use machine::{ClaimState, Ipam, IpamOut};
-pub use record::{Claim, IpamMsg, IpamRecord, IpamState};
+pub use record::{Claim, IpamMsg, IpamRecord, IpamState, MAX_STAMP};
 pub use rules::reclaimed_set;
 pub use status::{HostBlocks, IpamStatus};
 pub use sync::{CHUNK_BYTES, DIGEST_INTERVAL, OTHERS_PERSIST_DELAY};

@@ -8,6 +8,10 @@ use crate::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The highest incarnation or version a record may carry: 2^63 - 1 changes, with the other half
+/// of the range left for the owner to move past it.
+pub const MAX_STAMP: u64 = u64::MAX / 2;
+
 /// One claim on a block, in its claimant's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
@@ -64,6 +68,14 @@ impl IpamRecord {
     /// What orders copies of the same record.
     pub fn stamp(&self) -> (u64, u64) {
         (self.incarnation, self.version)
+    }
+
+    /// Whether the stamp is one an owner can still move past: incarnation and version at most
+    /// [`MAX_STAMP`]. Records beyond it are refused (from neighbours and from the state file):
+    /// no owner counts that far, and adopting our own record at `u64::MAX` would leave no higher
+    /// version to answer with (found by the `ipam_records` fuzz target).
+    pub fn plausible(&self) -> bool {
+        self.incarnation <= MAX_STAMP && self.version <= MAX_STAMP
     }
 
     /// Blocks held.

@@ -248,6 +248,50 @@ fn state_for_another_cidr_is_ignored_and_a_left_record_restarts_as_a_new_incarna
     assert_eq!(c.own().incarnation, 0);
 }
 
+/// Regression (fuzz target `ipam_records`): a neighbour sending our own record at version
+/// `u64::MAX` made us adopt it and add one (a panic with overflow checks; in release, version 0,
+/// older than every copy, sent back and forth for ever). Records beyond [`MAX_STAMP`] are refused,
+/// from neighbours and from the state file.
+#[test]
+fn records_at_the_end_of_the_stamp_range_are_refused() {
+    let now = Instant::now();
+    let mut a = Ipam::new(PeerName(1), "a".into(), cfg(3), None, now).unwrap();
+    a.connected(now, PeerName(2));
+    let before = a.own().stamp();
+    let msg: IpamMsg = serde_json::from_str(
+        r#"{"kind":"records","records":[{"name":1,"inc":0,"ver":18446744073709551615}]}"#,
+    )
+    .unwrap();
+    a.on_message(now, PeerName(2), msg);
+    assert_eq!(a.own().stamp(), before);
+    let mut far = IpamRecord::new(PeerName(3), "c".into());
+    far.incarnation = MAX_STAMP + 1;
+    // Accepted: within MAX_STAMP and within the jump a first copy may make (ipam::checks). A
+    // first copy at MAX_STAMP itself is refused by that jump check.
+    let mut near = IpamRecord::new(PeerName(4), "d".into());
+    near.version = 1 << 20;
+    a.on_message(
+        now,
+        PeerName(2),
+        IpamMsg::Records {
+            records: vec![far.clone(), near.clone()],
+        },
+    );
+    assert!(a.records().get(&PeerName(3)).is_none());
+    assert_eq!(a.records().get(&PeerName(4)), Some(&near));
+    // The state file: the same rule.
+    let mut st = a.state();
+    let mut ours = a.own().clone();
+    ours.version = u64::MAX;
+    st.records.retain(|r| r.name != PeerName(1));
+    st.records.push(ours);
+    st.records.push(far);
+    let b = Ipam::new(PeerName(1), "a".into(), cfg(3), Some(st), now).unwrap();
+    assert_eq!(b.own().stamp(), (0, 1));
+    assert!(b.records().get(&PeerName(3)).is_none());
+    assert!(b.records().get(&PeerName(4)).is_some());
+}
+
 #[test]
 fn blocks_convert_to_and_from_ipnet() {
     use ipnet::IpNet;

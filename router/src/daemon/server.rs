@@ -119,7 +119,7 @@ type ApiResult<T> = std::result::Result<Json<T>, ApiFailure>;
 
 /// Decodes a JSON body; malformed JSON is a 400.
 fn body<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::result::Result<T, ipam::Error> {
-    serde_json::from_slice(b).map_err(|e| ipam::Error::BadRequest(e.to_string()))
+    api::check::decode(b).map_err(|e| ipam::Error::BadRequest(e.0))
 }
 
 fn ipam_of(d: &Daemon) -> std::result::Result<Arc<Ipam>, ipam::Error> {
@@ -179,10 +179,7 @@ async fn guard_port(
 }
 
 async fn leave(State(d): State<Arc<Daemon>>, b: axum::body::Bytes) -> ApiResult<LeaveAnswer> {
-    let req: LeaveRequest = if b.is_empty() {
-        LeaveRequest::default()
-    } else {
-        body(&b)?
-    };
+    let req: LeaveRequest =
+        api::check::decode_or_default(&b).map_err(|e| ipam::Error::BadRequest(e.0))?;
     Ok(Json(d.leave(req.force).await?))
 }

@@ -249,6 +249,13 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let listener = tokio::net::UnixListener::bind(&sock_path)
         .with_context(|| format!("binding the API socket {}", sock_path.display()))?;
+    // Whoever can connect controls this host's part of the cluster: owner only, whatever the
+    // umask (docs/security.md, "The local API socket").
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting the API socket {}", sock_path.display()))?;
+    }
     let (api_stop, api_stopped) = tokio::sync::watch::channel(false);
     let api_task = tokio::spawn(serve_api(listener, daemon.clone(), api_stopped));
     if let Some(addr) = cfg.metrics {

@@ -154,41 +154,9 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     )
 }
 
-/// Whether `name` can be a port name here: 1 to 15 characters of `[A-Za-z0-9_.-]` (what
-/// `weft-cni` makes is `vw` and 10 hex digits). Nothing else reaches an nft script.
-pub fn valid_port_name(name: &str) -> bool {
-    (1..=15).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
-/// Whether a pod may be given `mac`: unicast and not all zeros.
-pub fn usable_mac(mac: [u8; 6]) -> bool {
-    mac[0] & 1 == 0 && mac != [0; 6]
-}
+// Port names and MAC addresses are part of the API's contract (`POST /v1/ports/guard`): checked
+// in weft-api, where they are unit-tested and fuzzed.
+pub use weft_api::check::{format_mac, parse_mac, usable_mac, valid_port_name};
 
 /// The table's objects without rules or elements: counters, sets, the counter map, the chains.
 /// Declaring what exists already changes nothing (and keeps counter values).

@@ -261,11 +261,7 @@ impl Ipam {
         a: Attachment,
         netns: String,
     ) -> std::result::Result<Allocation, Error> {
-        if a.container_id.is_empty() || a.ifname.is_empty() {
-            return Err(Error::BadRequest(
-                "container_id and ifname must not be empty".into(),
-            ));
-        }
+        a.check().map_err(|e| Error::BadRequest(e.0))?;
         let mut attempts = 0;
         loop {
             if self.closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -567,22 +563,7 @@ impl Ipam {
     /// `POST /v1/ports/guard`: records `req.port` with the attachment's reservation and guards
     /// it with the reservation's addresses, replacing the attachment's previous port.
     pub async fn guard_port(&self, req: GuardRequest) -> std::result::Result<GuardAnswer, Error> {
-        let port = req.port;
-        if !rules::valid_port_name(&port.name) {
-            return Err(Error::BadRequest(format!(
-                "{:?} is not a port name (1 to 15 of A-Z a-z 0-9 _ . -)",
-                port.name
-            )));
-        }
-        let mac = rules::parse_mac(&port.mac)
-            .filter(|m| rules::usable_mac(*m))
-            .ok_or_else(|| {
-                Error::BadRequest(format!("{:?} is not a unicast MAC address", port.mac))
-            })?;
-        let port = weft_api::guard::Port {
-            name: port.name,
-            mac: rules::format_mac(&mac),
-        };
+        let port = req.check().map_err(|e| Error::BadRequest(e.0))?.port;
         let a = &req.attachment;
         let _g = self.alloc.lock().await;
         let (old, new, snapshot) = {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use weft_api::ipam::IpamReport;
 use weft_lab::testbed::{ping, weft_bin, Cluster};
 use weft_lab::{in_netns, poll_until, Host, Signal};
-use weft_tests::cni::{Cni, CniOutput, CniPod};
+use weft_tests::cni::{cnitool_container_id, Cni, CniOutput, CniPod};
 
 const POD_CIDR: &str = "10.32.0.0/12";
 
@@ -77,17 +77,6 @@ fn in_cidr(ip: Ipv4Addr, cidr: &str) -> bool {
 fn block_of(ip: Ipv4Addr, len: u8) -> Ipv4Addr {
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     Ipv4Addr::from(u32::from(ip) & mask)
-}
-
-/// The container id cnitool gives an attachment: `cnitool-` and the first 10 bytes of the
-/// SHA-512 of the netns path, in hex.
-fn cnitool_container_id(netns_path: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA512, netns_path.as_bytes());
-    let hex: String = d.as_ref()[..10]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("cnitool-{hex}")
 }
 
 /// Waits until `host`'s router says it can serve an ADD.

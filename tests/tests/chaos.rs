@@ -16,8 +16,9 @@
 //!   one router's control port: refused and counted, its connections to the honest routers stay
 //!   up, the pods keep pinging.
 //!
-//! `WEFT_CHAOS_LONG=1` runs the long versions (a 20 % loss rate and bigger transfers, a 60 s
-//! flap, 50 restarts); `WEFT_CHAOS_RATES=10,20` picks the loss rates. Needs root, nftables, ethtool, cnitool (`scripts/test.sh`).
+//! `WEFT_CHAOS_LONG=1` runs the long versions (256 MiB per loss rate and 20 % with segmentation
+//! off, a 60 s flap, 50 restarts); `WEFT_CHAOS_RATES=10,20` picks the loss rates. Needs root,
+//! nftables, ethtool and cnitool (`scripts/test.sh`). docs/testing.md has the figures.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -520,7 +520,8 @@ pub fn tcp_transfer_paced(
     let client_ns = from.ns.clone();
     let (sent_hash, start) = in_netns(&client_ns, move || -> Result<(u64, Instant)> {
         let start = Instant::now();
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        // The whole budget: under heavy loss on the underlay the SYN may need several tries.
+        let mut s = TcpStream::connect_timeout(&addr, timeout)?;
         s.set_write_timeout(Some(Duration::from_secs(30)))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

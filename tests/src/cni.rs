@@ -278,6 +278,19 @@ impl Cni {
         run_bounded(c, None, CNI_RUN_TIMEOUT)
     }
 
+    /// `cnitool add` of network `net` in the existing namespace `netns` on `host`: the pod as
+    /// the result describes it, or an error carrying cnitool's output.
+    pub fn cnitool_add(&self, lab: &Lab, host: &Host, net: &str, netns: &str) -> Result<CniPod> {
+        let out = self.cnitool(lab, host, "add", net, netns, &[])?;
+        ensure!(
+            out.success(),
+            "cnitool add {net} {netns} on {}: {out}",
+            host.name
+        );
+        let id = cnitool_container_id(&format!("/run/netns/{netns}"));
+        CniPod::from_result(host, netns, &id, "eth0", out.json()?)
+    }
+
     /// Runs `weft-cni` itself inside `host`'s namespace with exactly the `CNI_*` variables in
     /// `env` (none inherited) and `stdin` as its config, as a runtime does.
     pub fn run_plugin(
@@ -448,6 +461,17 @@ impl CniPod {
             result,
         })
     }
+}
+
+/// The container id cnitool gives an attachment: `cnitool-` and the first 10 bytes of the
+/// SHA-512 of the netns path, in hex.
+pub fn cnitool_container_id(netns_path: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA512, netns_path.as_bytes());
+    let hex: String = d.as_ref()[..10]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("cnitool-{hex}")
 }
 
 /// Removes every `CNI_*` variable (and cnitool's `NETCONFPATH` and `CAP_ARGS`) the test process

@@ -1,8 +1,8 @@
 //! Clusters whose pods are attached through upstream `cnitool` and so sit behind the port guard
 //! (and its flood limit): routers with IPAM, a CNI harness, one `weft` network per host
 //! ([`cni_cluster`]), and pods added with their MAC ([`add_pod`]). Used by tests/tests/guard.rs
-//! and tests/tests/floods.rs; tests/tests/cni.rs names attachments with
-//! [`cnitool_container_id`].
+//! and tests/tests/floods.rs. Attachments are named as cnitool names them
+//! `weft_tests::cni::cnitool_container_id`.
 
 use crate::cni::{Cni, CniPod};
 use std::time::Duration;
@@ -39,17 +39,6 @@ pub fn cni_cluster(tag: &str, n: u8, extra: &[&str]) -> (Cluster, Vec<Host>, Cni
     (c, hosts, cni, nets)
 }
 
-/// The container id cnitool gives an attachment: `cnitool-` and the first 10 bytes of the
-/// SHA-512 of the netns path, in hex.
-pub fn cnitool_container_id(netns_path: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA512, netns_path.as_bytes());
-    let hex: String = d.as_ref()[..10]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("cnitool-{hex}")
-}
-
 /// A pod attached by `cnitool add`, with its MAC.
 #[derive(Debug)]
 pub struct Guarded {
@@ -62,10 +51,9 @@ pub struct Guarded {
 /// Attaches a pod named `name` on `host` through `cnitool add` on network `net`.
 pub fn add_pod(c: &mut Cluster, cni: &Cni, host: &Host, net: &str, name: &str) -> Guarded {
     let ns = c.lab.add_netns(&format!("{}-{name}", host.name)).unwrap();
-    let out = cni.cnitool(&c.lab, host, "add", net, &ns, &[]).unwrap();
-    assert!(out.success(), "{out}\n{}", c.router_log(host));
-    let id = cnitool_container_id(&format!("/run/netns/{ns}"));
-    let pod = CniPod::from_result(host, &ns, &id, "eth0", out.json().unwrap()).unwrap();
+    let pod = cni
+        .cnitool_add(&c.lab, host, net, &ns)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.router_log(host)));
     let mac = c.lab.mac(&ns, "eth0").unwrap();
     Guarded { pod, mac }
 }

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use weft_api::ipam::IpamReport;
 use weft_lab::testbed::{ping, weft_bin, Cluster};
 use weft_lab::{in_netns, poll_until, Host, Signal};
-use weft_tests::cni::{Cni, CniOutput, CniPod};
-use weft_tests::guarded::cnitool_container_id;
+use weft_tests::cni::{cnitool_container_id, Cni, CniOutput, CniPod};
 
 const POD_CIDR: &str = "10.32.0.0/12";
 

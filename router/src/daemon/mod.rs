@@ -133,6 +133,20 @@ pub(crate) struct KernelFdb {
 /// A UDP path whose heartbeats have not been answered for this long is unusable.
 pub(crate) const UDP_DEAD_AFTER_MS: u64 = 3500;
 
+/// A UDP path whose last heartbeat answer is this old is in doubt: until it is answered again or
+/// declared unusable, it gets a heartbeat every liveness round (200 ms) instead of every second,
+/// so that random loss on the underlay does not pass for a dead path (at 20 % loss each way,
+/// three heartbeats in a row go unanswered about once every 20 s; eleven, hardly ever).
+pub(crate) const UDP_SUSPECT_AFTER_MS: u64 = 1500;
+
+/// Whether a neighbour gets a heartbeat this liveness round: on the second's round (`second`),
+/// and on every round while its path is in doubt (the last answer, at `last_ack_ms`, is between
+/// [`UDP_SUSPECT_AFTER_MS`] and [`UDP_DEAD_AFTER_MS`] old; 0 means never answered).
+pub(crate) fn heartbeat_due(second: bool, last_ack_ms: u64, now_ms: u64) -> bool {
+    let age = now_ms.saturating_sub(last_ack_ms);
+    second || (last_ack_ms > 0 && (UDP_SUSPECT_AFTER_MS..UDP_DEAD_AFTER_MS).contains(&age))
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -319,12 +333,14 @@ impl Daemon {
             && t.iter().any(|c| c.contains(&peer_ip))
     }
 
-    /// Sends heartbeats to every neighbour (when `send`) and re-evaluates which UDP paths work.
+    /// Sends heartbeats to every neighbour (when `send`; to those whose path is in doubt on every
+    /// round, see [`heartbeat_due`]) and re-evaluates which UDP paths work.
     fn heartbeat_round(&self, send: bool) {
         let now = self.shared.now_ms();
         let mut changed = false;
         let mut flips = Vec::new();
-        let targets: Vec<(PeerName, SocketAddr)> = {
+        let mut targets: Vec<(PeerName, SocketAddr)> = Vec::new();
+        {
             let mut neighbors = lock(&self.neighbors);
             for n in neighbors.values_mut() {
                 let last = self.counters_for(n.info.name).last_ack_ms.load(Relaxed);
@@ -339,22 +355,19 @@ impl Daemon {
                         tracing::warn!(peer = %n.info.name, nickname = %n.info.nickname, "UDP path lost: no heartbeat answer for {UDP_DEAD_AFTER_MS} ms");
                     }
                 }
+                if heartbeat_due(send, last, now) {
+                    targets.push((n.info.name, self.udp_addr(n)));
+                }
             }
-            neighbors
-                .values()
-                .map(|n| (n.info.name, self.udp_addr(n)))
-                .collect()
-        };
+        }
         for (peer, usable) in flips {
             self.gossip.set_usable(peer, usable);
         }
         if changed {
             self.publish_fabric();
         }
-        if send {
-            for (name, addr) in targets {
-                self.send_heartbeat(name, addr);
-            }
+        for (name, addr) in targets {
+            self.send_heartbeat(name, addr);
         }
     }
 
@@ -440,5 +453,25 @@ impl Daemon {
         );
         self.leave.notify_one();
         Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_go_every_round_only_while_a_path_is_in_doubt() {
+        let now = 100_000;
+        // The second's round: everyone, answered or not.
+        assert!(heartbeat_due(true, 0, now));
+        assert!(heartbeat_due(true, now - 10_000, now));
+        // Other rounds: a fresh answer, none yet, or a path already declared dead: nothing.
+        assert!(!heartbeat_due(false, now - 900, now));
+        assert!(!heartbeat_due(false, 0, now));
+        assert!(!heartbeat_due(false, now - UDP_DEAD_AFTER_MS, now));
+        // In doubt: every round.
+        assert!(heartbeat_due(false, now - UDP_SUSPECT_AFTER_MS, now));
+        assert!(heartbeat_due(false, now - UDP_DEAD_AFTER_MS + 1, now));
     }
 }

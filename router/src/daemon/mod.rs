@@ -284,8 +284,9 @@ impl Daemon {
         }
     }
 
-    /// A new connection to a neighbour of the same run, with a session, replaced the old one (a
-    /// re-handshake with another secret, a redial): the session and the confirmed path stay, so
+    /// A new connection to a neighbour of the same run, with a session and another secret,
+    /// replaced the old one (a re-handshake onto the preferred secret): the session and the
+    /// confirmed path stay, so
     /// no datagram is lost, and the dialler proposes fresh data keys over the new connection at
     /// once (derived with its secret), with the rekey's lossless hand-off. Returns false when the
     /// connection is a new one.
@@ -294,10 +295,15 @@ impl Daemon {
         let Some(n) = neighbors.get_mut(&info.name) else {
             return false;
         };
+        // Only a re-handshake with another secret keeps the session: a second connection with
+        // the same secret is a simultaneous dial (or a redial) whose winner only one side may
+        // see as a replacement, so both must take the winner's keys as for a new connection.
+        let fingerprint = |i: &PeerInfo| i.secret.as_ref().map(|s| s.fingerprint());
         let same = n.info.uid == info.uid
             && n.info.udp_addr == info.udp_addr
             && n.session.is_some()
-            && info.keys.is_some();
+            && info.keys.is_some()
+            && fingerprint(&n.info) != fingerprint(info);
         if !same {
             return false;
         }

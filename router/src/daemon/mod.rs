@@ -47,8 +47,6 @@ pub(crate) struct Neighbor {
     pub(crate) rekey: Option<(u8, [u8; 32], Instant, Arc<gossip::secure::Secret>)>,
     /// Rekeys completed with this neighbour.
     pub(crate) rekeys: u64,
-    /// Propose a rekey at the next round, due or not (a re-handshake replaced the connection).
-    pub(crate) rekey_now: bool,
 }
 
 /// The running daemon, as the API handlers see it.
@@ -218,9 +216,7 @@ impl Daemon {
                 }
                 let name = info.name;
                 let addr = info.udp_addr;
-                if self.replaced_connection(&info) {
-                    return;
-                }
+                let kept = self.replaced_connection(&info);
                 let session = match &info.keys {
                     Some(k) if !self.trusted(addr.ip()) => {
                         Some(Arc::new(Mutex::new(Session::new(
@@ -234,19 +230,22 @@ impl Daemon {
                     _ => None,
                 };
                 // A new connection starts unconfirmed: traffic flows once a UDP heartbeat is
-                // answered (within milliseconds on a working path).
+                // answered (within milliseconds on a working path). One that replaced the
+                // connection of the same run keeps the confirmed path and the rekey count.
+                let (usable, rekeys) = kept.unwrap_or((false, 0));
                 lock(&self.neighbors).insert(
                     name,
                     Neighbor {
                         info,
-                        usable: false,
+                        usable,
                         session,
                         rekey: None,
-                        rekeys: 0,
-                        rekey_now: false,
+                        rekeys,
                     },
                 );
-                *lock(&self.counters_for(name).observed_addr) = None;
+                if kept.is_none() {
+                    *lock(&self.counters_for(name).observed_addr) = None;
+                }
                 self.send_heartbeat(name, addr);
                 self.publish_fabric();
             }
@@ -284,39 +283,25 @@ impl Daemon {
         }
     }
 
-    /// A new connection to a neighbour of the same run, with a session and another secret,
-    /// replaced the old one (a re-handshake onto the preferred secret): the session and the
-    /// confirmed path stay, so
-    /// no datagram is lost, and the dialler proposes fresh data keys over the new connection at
-    /// once (derived with its secret), with the rekey's lossless hand-off. Returns false when the
-    /// connection is a new one.
-    fn replaced_connection(&self, info: &PeerInfo) -> bool {
-        let mut neighbors = lock(&self.neighbors);
-        let Some(n) = neighbors.get_mut(&info.name) else {
-            return false;
-        };
-        // Only a re-handshake with another secret keeps the session: a second connection with
-        // the same secret is a simultaneous dial (or a redial) whose winner only one side may
-        // see as a replacement, so both must take the winner's keys as for a new connection.
-        let fingerprint = |i: &PeerInfo| i.secret.as_ref().map(|s| s.fingerprint());
-        let same = n.info.uid == info.uid
-            && n.info.udp_addr == info.udp_addr
-            && n.session.is_some()
-            && info.keys.is_some()
-            && fingerprint(&n.info) != fingerprint(info);
-        if !same {
-            return false;
+    /// Whether the new connection in `info` replaces the connection of the same run of that
+    /// neighbour (a re-handshake onto the preferred secret, a simultaneous dial, a redial): its
+    /// confirmed path and rekey count, which the new connection keeps. The data keys always
+    /// follow the new connection: its two ends may disagree on whether it replaced anything (one
+    /// may have seen the old connection close first), and only the new handshake's keys are
+    /// known to both. Datagrams in flight under the old keys at the switch are the only loss.
+    fn replaced_connection(&self, info: &PeerInfo) -> Option<(bool, u64)> {
+        let neighbors = lock(&self.neighbors);
+        let n = neighbors.get(&info.name)?;
+        if n.info.uid != info.uid || n.info.udp_addr != info.udp_addr {
+            return None;
         }
         tracing::info!(
             peer = %info.name,
             nickname = %info.nickname,
             secret = %info.secret.as_ref().map(|s| s.fingerprint().to_string()).unwrap_or_default(),
-            "connection replaced; data keys follow with a rekey"
+            "connection replaced; the data keys follow the new connection"
         );
-        n.info = info.clone();
-        n.rekey = None;
-        n.rekey_now = info.outbound;
-        true
+        Some((n.usable, n.rekeys))
     }
 
     fn send_heartbeat(&self, name: PeerName, addr: SocketAddr) {

@@ -91,7 +91,7 @@ impl Daemon {
             };
             let mut s = lock(&session);
             s.retire_expired(now);
-            if !n.info.outbound || !(n.rekey_now || s.rekey_due(now)) {
+            if !n.info.outbound || !s.rekey_due(now) {
                 continue;
             }
             if n.rekey
@@ -114,7 +114,6 @@ impl Daemon {
                 },
             ) {
                 n.rekey = Some((epoch, material, now, secret));
-                n.rekey_now = false;
             }
         }
     }

@@ -59,7 +59,8 @@ pub struct HostSnapshot {
     pub links: BTreeSet<String>,
     /// `family name` of every nftables table, sorted (a table there twice would show twice).
     pub tables: Vec<String>,
-    /// Lines of the ruleset (rules, set elements, declarations), a measure of leftover rules.
+    /// Lines of the ruleset (rules, set elements, declarations; the flood limit's dynamic set as
+    /// one line), a measure of leftover rules.
     pub ruleset_lines: usize,
 }
 
@@ -79,12 +80,23 @@ pub fn host_snapshot(lab: &Lab, ns: &str) -> Result<HostSnapshot> {
         .filter_map(|l| l.strip_prefix("table ").map(str::to_owned))
         .collect();
     tables.sort();
-    let ruleset_lines = lab
-        .exec_ok(ns, &["nft", "list", "ruleset"])?
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != "}")
-        .count();
+    // The flood limit's dynamic set (`flood_rate`, one token bucket per port that sent floods,
+    // expiring after a minute idle) comes and goes with traffic: it counts as one line.
+    let ruleset = lab.exec_ok(ns, &["nft", "list", "ruleset"])?;
+    let mut ruleset_lines = 0;
+    let mut in_dynamic_set = false;
+    for l in ruleset.lines().map(str::trim) {
+        if in_dynamic_set {
+            in_dynamic_set = l != "}";
+            continue;
+        }
+        if l.starts_with("set flood_rate ") {
+            in_dynamic_set = true;
+        }
+        if !l.is_empty() && l != "}" {
+            ruleset_lines += 1;
+        }
+    }
     Ok(HostSnapshot {
         links,
         tables,

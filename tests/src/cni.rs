@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-use weft_lab::testbed::weft_bin;
-use weft_lab::{Host, Lab};
+use weft_lab::testbed::{weft_bin, Cluster};
+use weft_lab::{poll_until, Host, Lab};
 
 /// Where the standard CNI plugins are found when `$CNI_PATH` is not set (Debian's
 /// `containernetworking-plugins`).
@@ -544,4 +544,24 @@ fn run_bounded(mut cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> R
         stdout,
         stderr,
     })
+}
+
+/// Writes one network `weft` per host (weft-cni alone, pointing at that host's router) and
+/// waits until each router's IPAM can serve an ADD; panics with the router's log if one is not
+/// ready within 30 s. Returns the networks' names, in the order of `hosts`.
+pub fn weft_networks(c: &Cluster, cni: &Cni, hosts: &[Host]) -> Vec<String> {
+    let nets = hosts
+        .iter()
+        .map(|h| {
+            cni.write_conflist(h, "weft", vec![Cni::weft_plugin(&c.state_dir(h))])
+                .unwrap()
+        })
+        .collect();
+    for h in hosts {
+        poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            c.ipam(h).ok().filter(|r| r.ready)
+        })
+        .unwrap_or_else(|| panic!("{} IPAM not ready:\n{}", h.name, c.router_log(h)));
+    }
+    nets
 }

@@ -29,7 +29,7 @@ use weft_lab::{in_netns, poll_until, Host, Pod, Signal};
 use weft_tests::chaos::{
     connections, host_snapshot, loss_dropped, reconnected, set_udp_loss, set_udp_segmentation,
 };
-use weft_tests::cni::{Cni, CniPod};
+use weft_tests::cni::{weft_networks, Cni, CniPod};
 
 const SECRET: &str = "the weft chaos secret, long enough\n";
 const POD_CIDR: &str = "10.32.0.0/12";
@@ -248,19 +248,7 @@ fn cni_cluster(
     args.extend_from_slice(extra);
     let hosts = c.full_mesh(n, &vec![&args[..]; usize::from(n)]).unwrap();
     let cni = Cni::new(&c.lab).unwrap();
-    let nets: Vec<String> = hosts
-        .iter()
-        .map(|h| {
-            cni.write_conflist(h, "weft", vec![Cni::weft_plugin(&c.state_dir(h))])
-                .unwrap()
-        })
-        .collect();
-    for h in &hosts {
-        poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
-            c.ipam(h).ok().filter(|r| r.ready)
-        })
-        .unwrap_or_else(|| panic!("{} IPAM not ready:\n{}", h.name, c.router_log(h)));
-    }
+    let nets = weft_networks(&c, &cni, &hosts);
     let mut all = Vec::new();
     for (h, net) in hosts.iter().zip(&nets) {
         for i in 1..=pods {

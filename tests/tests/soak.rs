@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use weft_lab::testbed::{ping, weft_bin, Cluster};
 use weft_lab::{poll_until, Host, Signal};
 use weft_tests::chaos::{host_snapshot, proc_sample, ProcSample};
-use weft_tests::cni::Cni;
+use weft_tests::cni::{weft_networks, Cni};
 
 /// Growth of a router's resident memory allowed after the warm-up, in KiB.
 const RSS_BOUND_KIB: u64 = 4 * 1024;
@@ -121,19 +121,7 @@ fn pod_churn_leaves_memory_fds_and_hosts_as_they_were() {
     let hosts = c.full_mesh(2, &[args, args]).unwrap();
     let (h1, h2) = (&hosts[0], &hosts[1]);
     let cni = Cni::new(&c.lab).unwrap();
-    let nets: Vec<String> = hosts
-        .iter()
-        .map(|h| {
-            cni.write_conflist(h, "weft", vec![Cni::weft_plugin(&c.state_dir(h))])
-                .unwrap()
-        })
-        .collect();
-    for h in &hosts {
-        poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
-            c.ipam(h).ok().filter(|r| r.ready)
-        })
-        .expect("IPAM ready");
-    }
+    let nets = weft_networks(&c, &cni, &hosts);
     let ns = c.lab.add_netns("h2-fixed").unwrap();
     let fixed = cni.cnitool_add(&c.lab, h2, &nets[1], &ns).unwrap();
     let snap = host_snapshot(&c.lab, &h1.ns).unwrap();

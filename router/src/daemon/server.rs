@@ -148,7 +148,7 @@ async fn ipam_allocate(
 ) -> ApiResult<weft_api::ipam::Allocation> {
     let req: AllocateRequest = body(&b)?;
     let i = ipam_of(&d)?;
-    Ok(Json(i.allocate(req.attachment, req.netns).await?))
+    Ok(Json(i.allocate(req.attachment, req.netns, req.pod).await?))
 }
 
 async fn ipam_release(

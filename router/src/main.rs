@@ -37,8 +37,9 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// What to show: everything (default), peers, connections, targets, the MAC table, or
-        /// pod IPAM (blocks per host and this host's reservations).
-        #[arg(value_parser = ["all", "peers", "connections", "targets", "macs", "ipam"], default_value = "all")]
+        /// pod IPAM (blocks per host and this host's reservations), or NetworkPolicy (sources,
+        /// and the policies selecting each local pod with its counters).
+        #[arg(value_parser = ["all", "peers", "connections", "targets", "macs", "ipam", "policy"], default_value = "all")]
         what: String,
     },
     /// Add an address to the local router's seed list (kept across restarts) and dial it.
@@ -168,6 +169,15 @@ struct RouterArgs {
     /// for with up to one spinning core while packets come. Off (0) by default.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     busy_poll_us: u64,
+    /// Enforce Kubernetes NetworkPolicy from the manifests in this directory (`*.yaml`, `*.yml`,
+    /// `*.json`: Namespace, Pod and NetworkPolicy objects; every host given the same content;
+    /// changes picked up within 2 s). Needs --pod-cidr.
+    #[arg(long, env = "WEFT_POLICY_DIR")]
+    policy_dir: Option<PathBuf>,
+    /// Enforce Kubernetes NetworkPolicy from the cluster's API (in-cluster config or
+    /// KUBECONFIG): Pods, Namespaces, NetworkPolicies and Nodes are watched. Needs --pod-cidr.
+    #[arg(long)]
+    kubernetes: bool,
     /// Log filter (also RUST_LOG), e.g. "info" or "weft=debug".
     #[arg(long, default_value = "info")]
     log: String,
@@ -251,6 +261,15 @@ fn router(a: RouterArgs) -> Result<()> {
     if ipam.is_none() && (a.pod_block_prefix.is_some() || a.ipam_init_peers.is_some()) {
         anyhow::bail!("--pod-block-prefix and --ipam-init-peers need --pod-cidr");
     }
+    let policy = weft::policy::PolicyOptions {
+        dir: a.policy_dir.clone(),
+        kubernetes: a.kubernetes,
+    };
+    if ipam.is_none() && policy.enabled() {
+        anyhow::bail!(
+            "--policy-dir and --kubernetes need --pod-cidr (pods are known by the identity weft-cni gives their reservations)"
+        );
+    }
     let cfg = daemon::Config {
         nickname: a.name.unwrap_or_else(daemon::hostname),
         listen,
@@ -271,6 +290,7 @@ fn router(a: RouterArgs) -> Result<()> {
         vni: a.vni,
         vxlan_port: a.vxlan_port,
         ipam,
+        policy,
         busy_poll: Duration::from_micros(a.busy_poll_us),
     };
     tokio::runtime::Builder::new_multi_thread()
@@ -342,7 +362,7 @@ fn main() -> Result<()> {
             if json {
                 let v = serde_json::to_value(&report)?;
                 let part = match what.as_str() {
-                    "peers" | "connections" | "targets" | "ipam" => v[&what].clone(),
+                    "peers" | "connections" | "targets" | "ipam" | "policy" => v[&what].clone(),
                     _ => v,
                 };
                 println!("{}", serde_json::to_string_pretty(&part)?);
@@ -352,6 +372,7 @@ fn main() -> Result<()> {
                     "connections" => report.render_connections(),
                     "targets" => report.render_targets(),
                     "ipam" => report.render_ipam(),
+                    "policy" => report.render_policy(),
                     _ => report.render(),
                 };
                 print!("{}", text.trim_start_matches('\n'));

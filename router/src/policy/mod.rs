@@ -11,6 +11,7 @@
 //! copy (`<state-dir>/policy-addresses.json`) for [`ADDRESS_CACHE_FOR`] after start.
 
 pub mod apply;
+pub mod denials;
 pub mod dir;
 
 use crate::ipam::Ipam;
@@ -119,6 +120,9 @@ pub struct Policy {
     applied: tokio::sync::Mutex<Applied>,
     stats: Mutex<Stats>,
     wake: tokio::sync::Notify,
+    denials: Arc<denials::Denials>,
+    /// The pod addresses of the last compile, for naming pods in status.
+    last_addresses: Mutex<BTreeMap<PodKey, Vec<IpAddr>>>,
 }
 
 impl Policy {
@@ -157,6 +161,12 @@ impl Policy {
             }),
             stats: Mutex::new(Stats::default()),
             wake: tokio::sync::Notify::new(),
+            last_addresses: Mutex::new(BTreeMap::new()),
+            denials: {
+                let d = Arc::new(denials::Denials::default());
+                denials::start(d.clone());
+                d
+            },
         }))
     }
 
@@ -387,6 +397,7 @@ impl Policy {
             }
         }
         self.save_addresses(&addresses);
+        lock(&self.last_addresses).clone_from(&addresses);
         applied.rules = Some(rules);
         applied.inputs = Some((generation, addresses, local));
     }
@@ -441,6 +452,29 @@ impl Policy {
         tokio::task::spawn_blocking(apply::remove).await??;
         *applied = Applied::default();
         Ok(())
+    }
+
+    /// The latest denials, with the pods' names where the addresses are pods'.
+    fn recent_denials(&self) -> Vec<String> {
+        let names: BTreeMap<IpAddr, String> = lock(&self.last_addresses)
+            .iter()
+            .flat_map(|(k, addrs)| addrs.iter().map(move |a| (*a, k.to_string())))
+            .collect();
+        let name = |a: &IpAddr| names.get(a).cloned().unwrap_or_else(|| "-".into());
+        self.denials
+            .latest()
+            .into_iter()
+            .map(|d| {
+                format!(
+                    "{} s ago, {} denied: {} ({} -> {})",
+                    d.at.elapsed().as_secs(),
+                    d.direction,
+                    d.flow,
+                    name(&d.flow.src),
+                    name(&d.flow.dst)
+                )
+            })
+            .collect()
     }
 
     /// The status section.
@@ -508,7 +542,7 @@ impl Policy {
             policies: policies as u64,
             namespaces: namespaces as u64,
             pods: pods as u64,
-            pods_with_address: 0,
+            pods_with_address: lock(&self.last_addresses).len() as u64,
             applied: st.applied,
             apply_errors: st.apply_errors,
             last_transaction_lines: st.last_transaction_lines,
@@ -516,7 +550,7 @@ impl Policy {
             ruleset_lines: st.ruleset_lines,
             local_pods,
             dropped,
-            recent_denials: Vec::new(),
+            recent_denials: self.recent_denials(),
         }
     }
 }

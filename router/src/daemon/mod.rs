@@ -11,6 +11,7 @@
 //! * the fast path's round is beside the fast path ([`crate::fastpath::round`]).
 
 pub mod config;
+pub mod config_file;
 mod rekey;
 mod report;
 mod secrets;

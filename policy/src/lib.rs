@@ -22,9 +22,13 @@ pub mod model;
 pub mod nft;
 pub mod object;
 pub mod reference;
+mod validate;
 
 pub use compile::{compile, HostRules};
 pub use error::Error;
 pub use k8s_openapi;
 pub use model::Cluster;
+#[cfg(test)]
+mod tests;
+
 pub use object::{Object, ObjectKey, PodKey};

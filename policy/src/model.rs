@@ -341,6 +341,12 @@ impl Cluster {
         names
     }
 
+    /// Sets a pod's state directly (tests only).
+    #[cfg(test)]
+    pub(crate) fn set_pod_for_tests(&mut self, key: PodKey, pod: PodState) {
+        self.pods.insert(key, pod);
+    }
+
     /// A pod.
     pub fn pod(&self, key: &PodKey) -> Option<&PodState> {
         self.pods.get(key)

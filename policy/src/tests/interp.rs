@@ -50,11 +50,67 @@ struct Rule {
     verdict: Verdict,
 }
 
+/// A set's elements, parsed once.
+#[derive(Debug, Default)]
+struct Parsed {
+    addrs: Vec<(bool, u128, u128)>,
+    ports: Vec<(u8, u16, u16)>,
+    named: Vec<((bool, u128), u8, u16)>,
+    map: Vec<((bool, u128), String)>,
+}
+
+fn parse_set(s: &Set) -> Parsed {
+    let mut p = Parsed::default();
+    for e in &s.elements {
+        if s.data_type.is_some() {
+            let (k, c) = e.split_once(" : ").unwrap();
+            p.map.push((addr_value(k), c.trim_matches('"').to_string()));
+        } else if s.key_type == "inet_proto . inet_service" {
+            p.ports.push(port_element(e));
+        } else if s.key_type.ends_with(" . inet_proto . inet_service") {
+            let mut parts = e.split(" . ");
+            let a = addr_value(parts.next().unwrap());
+            let proto = proto_value(parts.next().unwrap());
+            let port: u16 = parts.next().unwrap().parse().unwrap();
+            assert!(parts.next().is_none());
+            p.named.push((a, proto, port));
+        } else {
+            let (v6, lo, hi) = addr_element(e);
+            assert_eq!(
+                v6,
+                s.key_type == "ipv6_addr",
+                "element {e} in a {} set",
+                s.key_type
+            );
+            assert!(
+                s.interval || lo == hi,
+                "range {e} in a set without flags interval"
+            );
+            p.addrs.push((v6, lo, hi));
+        }
+    }
+    if s.interval {
+        // nft refuses overlapping intervals.
+        let mut a = p.addrs.clone();
+        a.sort();
+        for w in a.windows(2) {
+            assert!(w[0].2 < w[1].1, "overlap {w:?}");
+        }
+        let mut ports = p.ports.clone();
+        ports.sort();
+        for w in ports.windows(2) {
+            assert!(w[0].0 != w[1].0 || w[0].2 < w[1].1, "overlap {w:?}");
+        }
+    }
+    p
+}
+
 /// A parsed ruleset.
 #[derive(Debug)]
 pub struct Interp<'r> {
     rs: &'r Ruleset,
     chains: BTreeMap<String, Vec<Rule>>,
+    sets: BTreeMap<String, Parsed>,
     /// Counters incremented so far.
     pub counts: BTreeMap<String, u64>,
 }
@@ -191,11 +247,7 @@ fn addr_element(e: &str) -> (bool, u128, u128) {
         let (v6, a) = addr_value(a);
         let bits = if v6 { 128 } else { 32 };
         let len: u32 = len.parse().unwrap();
-        let host = if len == bits {
-            0
-        } else {
-            (1u128 << (bits - len)) - 1
-        };
+        let host = 1u128.checked_shl(bits - len).map_or(u128::MAX, |b| b - 1);
         assert_eq!(a & host, 0, "prefix with host bits {e}");
         (v6, a, a | host)
     } else if let Some((a, b)) = e.split_once('-') {
@@ -278,23 +330,29 @@ impl<'r> Interp<'r> {
             }
             chains.insert(name.clone(), rules);
         }
+        let sets = rs
+            .sets
+            .iter()
+            .map(|(n, s)| (n.clone(), parse_set(s)))
+            .collect();
         Interp {
             rs,
             chains,
+            sets,
             counts: BTreeMap::new(),
         }
     }
 
-    fn set(&self, name: &str) -> &Set {
-        &self.rs.sets[name]
+    fn set(&self, name: &str) -> &Parsed {
+        &self.sets[name]
     }
 
     fn in_addr_set(&self, name: &str, addr: IpAddr) -> bool {
         let (v6, a) = addr_of(addr);
-        self.set(name).elements.iter().any(|e| {
-            let (ev6, lo, hi) = addr_element(e);
-            ev6 == v6 && lo <= a && a <= hi
-        })
+        self.set(name)
+            .addrs
+            .iter()
+            .any(|&(ev6, lo, hi)| ev6 == v6 && lo <= a && a <= hi)
     }
 
     fn matches(&self, m: &Match, p: &Packet) -> bool {
@@ -307,20 +365,15 @@ impl<'r> Interp<'r> {
             }
             Match::Named { v6: f, set } => {
                 *f == v6
-                    && self.set(set).elements.iter().any(|e| {
-                        let mut parts = e.split(" . ");
-                        let a = parts.next().unwrap();
-                        let proto = proto_value(parts.next().unwrap());
-                        let port: u16 = parts.next().unwrap().parse().unwrap();
-                        addr_value(a) == addr_of(p.dst)
-                            && proto == p.protocol.number()
-                            && port == p.port
+                    && self.set(set).named.iter().any(|&(a, proto, port)| {
+                        a == addr_of(p.dst) && proto == p.protocol.number() && port == p.port
                     })
             }
-            Match::Ports { set } => self.set(set).elements.iter().any(|e| {
-                let (proto, a, b) = port_element(e);
-                proto == p.protocol.number() && a <= p.port && p.port <= b
-            }),
+            Match::Ports { set } => {
+                self.set(set).ports.iter().any(|&(proto, a, b)| {
+                    proto == p.protocol.number() && a <= p.port && p.port <= b
+                })
+            }
         }
     }
 
@@ -344,10 +397,12 @@ impl<'r> Interp<'r> {
                     continue;
                 }
                 let key = if *dst { p.dst } else { p.src };
-                let hit = self.set(map).elements.iter().find_map(|e| {
-                    let (k, c) = e.split_once(" : ").unwrap();
-                    (addr_value(k) == addr_of(key)).then(|| c.trim_matches('"').to_string())
-                });
+                let hit = self
+                    .set(map)
+                    .map
+                    .iter()
+                    .find(|(k, _)| *k == addr_of(key))
+                    .map(|(_, c)| c.clone());
                 match hit {
                     Some(c) => *self.counts.entry(c).or_default() += 1,
                     None => continue, // a miss breaks the rule

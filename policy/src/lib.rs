@@ -22,6 +22,7 @@ pub mod model;
 pub mod nft;
 pub mod object;
 pub mod reference;
+pub mod synthetic;
 mod validate;
 
 pub use compile::{compile, HostRules};

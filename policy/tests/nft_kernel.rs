@@ -18,7 +18,11 @@ struct Netns(String);
 
 impl Netns {
     fn new() -> Netns {
-        let name = format!("wpol{}k", std::process::id());
+        Netns::named("k")
+    }
+
+    fn named(tag: &str) -> Netns {
+        let name = format!("wpol{}{tag}", std::process::id());
         let st = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -217,4 +221,46 @@ fn nft_accepts_the_ruleset_and_the_transactions() {
     assert_eq!(nft::from_json(&ns.list_json()).unwrap(), second);
     ns.nft_f(&nft::remove()).unwrap();
     ns.nft_f(&nft::remove()).unwrap();
+}
+
+/// The synthetic 10,000-pod cluster (100 namespaces, 1,000 policies, 213 local pods): how long
+/// the kernel takes to load the first ruleset and the transaction for one more pod. Prints the
+/// figures (docs/policy.md); asserts only that the kernel takes both and lists what was meant.
+#[test]
+fn ten_thousand_pods_in_the_kernel() {
+    if !is_root() {
+        eprintln!("skipped: not root");
+        return;
+    }
+    use std::time::Instant;
+    use weft_policy::synthetic::Synthetic;
+    let s = Synthetic::new(100, 100, 10, 47);
+    let mut cluster = Cluster::new();
+    cluster.replace_all(&s.objects).unwrap();
+    let rs = nft::ruleset(&compile(&cluster, &s.addresses, &s.local));
+    let mut more = s.addresses.clone();
+    more.insert(
+        PodKey {
+            namespace: "ns0".into(),
+            name: "p1".into(),
+        },
+        vec!["10.250.0.1".parse().unwrap()],
+    );
+    let rs2 = nft::ruleset(&compile(&cluster, &more, &s.local));
+    let ns = Netns::named("big");
+    let first = nft::transaction(None, &rs);
+    let t = Instant::now();
+    ns.nft_f(&first).unwrap();
+    let load = t.elapsed();
+    let step = nft::transaction(Some(&rs), &rs2);
+    let t = Instant::now();
+    ns.nft_f(&step).unwrap();
+    let one = t.elapsed();
+    println!(
+        "10k pods, 1k policies: first ruleset {} lines loaded in {load:?}; one pod more, {} lines, in {one:?}",
+        first.lines().count(),
+        step.lines().count()
+    );
+    let back = nft::from_json(&ns.list_json()).expect("the table");
+    assert_eq!(back.sets.len(), rs2.sets.len());
 }

@@ -286,68 +286,15 @@ fn counters_count_allowed_and_dropped_per_pod() {
 }
 
 /// 10,000 pods in 100 namespaces, 1,000 policies, 213 local pods (about a 47-host cluster): prints
-/// the time and the size of the ruleset; asserts only that it finishes.
+/// the time and the size of the ruleset; asserts only that it finishes. The criterion bench
+/// `benches/benches/policy.rs` times the same cluster.
 #[test]
 fn ten_thousand_pods() {
-    use crate::Object;
-    use k8s_openapi::api::core::v1::{Namespace, Pod};
-    use k8s_openapi::api::networking::v1::NetworkPolicy;
-    let mut objects = Vec::new();
-    let mut addrs = BTreeMap::new();
-    let mut local = BTreeSet::new();
-    for n in 0..100 {
-        let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": format!("ns{n}"), "labels": {"team": format!("t{}", n % 5)}}
-        }))
-        .unwrap();
-        objects.push(Object::Namespace(ns));
-        for p in 0..100 {
-            let i = n * 100 + p;
-            let pod: Pod = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": format!("p{p}"), "namespace": format!("ns{n}"),
-                             "labels": {"app": format!("app{}", p % 10), "role": if p % 3 == 0 { "frontend" } else { "backend" }}},
-                "spec": {"containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]}
-            }))
-            .unwrap();
-            objects.push(Object::Pod(pod));
-            let k = PodKey {
-                namespace: format!("ns{n}"),
-                name: format!("p{p}"),
-            };
-            let a: IpAddr = format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256)
-                .parse()
-                .unwrap();
-            addrs.insert(k.clone(), vec![a]);
-            if i % 47 == 0 {
-                local.insert(k);
-            }
-        }
-        for j in 0..10 {
-            let pol: NetworkPolicy = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": format!("pol{j}"), "namespace": format!("ns{n}")},
-                "spec": {
-                    "podSelector": {"matchLabels": {"app": format!("app{j}")}},
-                    "policyTypes": ["Ingress", "Egress"],
-                    "ingress": [{"from": [
-                        {"podSelector": {"matchLabels": {"role": "frontend"}}},
-                        {"namespaceSelector": {"matchLabels": {"team": format!("t{}", j % 5)}},
-                         "podSelector": {"matchLabels": {"app": "app1"}}},
-                        {"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.1.0/24"]}}],
-                        "ports": [{"port": 80}, {"port": "http"}]}],
-                    "egress": [{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "app0"}}}],
-                                "ports": [{"port": 5432}]},
-                               {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}],
-                                "ports": [{"port": 443}]}]
-                }
-            }))
-            .unwrap();
-            objects.push(Object::NetworkPolicy(pol));
-        }
-    }
+    let s = crate::synthetic::Synthetic::new(100, 100, 10, 47);
     let mut c = Cluster::new();
-    c.replace_all(&objects).unwrap();
+    c.replace_all(&s.objects).unwrap();
     let start = std::time::Instant::now();
-    let rules = compile(&c, &addrs, &local);
+    let rules = compile(&c, &s.addresses, &s.local);
     let compiled = start.elapsed();
     let rs = nft::ruleset(&rules);
     let script = nft::transaction(None, &rs);
@@ -355,7 +302,7 @@ fn ten_thousand_pods() {
     let elements: usize = rs.sets.values().map(|s| s.elements.len()).sum();
     println!(
         "10k pods, 1k policies, {} local: compile {compiled:?}, + ruleset and script {total:?}; {} policies in force, {} chains, {} sets, {elements} elements, {} script lines, {} bytes",
-        local.len(),
+        s.local.len(),
         rules.policies.len(),
         rs.chains.len(),
         rs.sets.len(),

@@ -54,7 +54,7 @@ impl Synthetic {
                     (i % 256) as u8,
                 ]);
                 addresses.insert(k.clone(), vec![a]);
-                if i % local_every.max(1) == 0 {
+                if i.is_multiple_of(local_every.max(1)) {
                     local.insert(k);
                 }
             }

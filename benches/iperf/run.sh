@@ -22,7 +22,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 # --- rows ----------------------------------------------------------------------------------------
 
 # Row keys in the order they run, and their labels in the table.
-ROWS=(underlay vxlan weft-fast weft-sleeve weft-busy weft-encrypted tinc nebula boringtun)
+ROWS=(underlay vxlan weft-fast weft-sleeve weft-busy weft-encrypted weft-policy-0 weft-policy-100 weft-policy-1000 tinc nebula boringtun)
 declare -A LABEL=(
     [underlay]="underlay"
     [vxlan]="kernel VXLAN (hand-built)"
@@ -30,6 +30,9 @@ declare -A LABEL=(
     [weft-sleeve]="weft sleeve plain"
     [weft-busy]="weft sleeve plain, busy-poll"
     [weft-encrypted]="weft sleeve encrypted"
+    [weft-policy-0]="weft fast path, policy on, 0 policies"
+    [weft-policy-100]="weft fast path, 100 policies on the pod"
+    [weft-policy-1000]="weft fast path, 1000 policies on the pod"
     [tinc]="tinc (switch mode)"
     [nebula]="nebula"
     [boringtun]="boringtun"
@@ -516,6 +519,90 @@ row_weft_busy() {
     PATH_WHAT="h1's sleeve (weft status: bytes sent to peers)"
     row_path_bytes() { weft_sleeve_bytes; }
 }
+
+# 6. weft's fast path with NetworkPolicy on (--policy-dir, pods attached through cnitool with
+# their identity, bridge netfilter on in the hosts): with 0 policies, then 100 or 1000 policies
+# that all select the server pod, every one but the last allowing someone else, so that a new
+# connection walks them all (established packets are accepted by conntrack first). Needs
+# cnitool (scripts/setup.sh) and weft-cni beside the weft binary.
+weft_policy_row() {
+    local n=$1 i o
+    need_weft
+    weft_help | grep -q -- '--policy-dir' || na "not implemented: weft router --help shows no --policy-dir"
+    local cnitool plugin
+    cnitool=$(command -v cnitool || echo /usr/local/bin/cnitool)
+    plugin=$(cd "$(dirname "$WEFT")" && pwd)/weft-cni
+    [[ -x $cnitool ]] || na "cnitool not found (scripts/setup.sh installs it)"
+    [[ -x $plugin ]] || na "weft-cni not found beside $WEFT"
+    lab_up
+    mkdir -p "$ROW_DIR/cni-bin" "$ROW_DIR/policy"
+    ln -sf "$plugin" "$ROW_DIR/cni-bin/weft-cni"
+    "$PYTHON" - "$ROW_DIR/policy" "$n" <<'PY'
+import json, os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+docs = [
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}},
+    {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": "bench", "labels": {"role": "client"}}},
+    {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "server", "namespace": "bench", "labels": {"role": "server"}}},
+]
+for k in range(n):
+    peer = {"role": "client"} if k == n - 1 else {"role": "other-%d" % k}
+    docs.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                 "metadata": {"name": "p%04d" % k, "namespace": "bench"},
+                 "spec": {"podSelector": {"matchLabels": {"role": "server"}},
+                          "ingress": [{"from": [{"podSelector": {"matchLabels": peer}}]}]}})
+with open(os.path.join(d, ".objects.json.tmp"), "w") as f:
+    json.dump({"apiVersion": "v1", "kind": "List", "items": docs}, f)
+os.rename(os.path.join(d, ".objects.json.tmp"), os.path.join(d, "objects.json"))
+PY
+    for i in 1 2; do
+        o=$((3 - i))
+        mkdir -p "$ROW_DIR/weft-h$i" "$ROW_DIR/cni-h$i"
+        printf '{"cniVersion":"1.0.0","name":"weft","plugins":[{"type":"weft-cni","stateDir":"%s"}]}\n' \
+            "$ROW_DIR/weft-h$i" >"$ROW_DIR/cni-h$i/10-weft.conflist"
+        spawn "$NSP-h$i" "weft-h$i" "$WEFT" router --name "h$i" --listen "$(host_ip "$i")" \
+            --peer "$(host_ip "$o")" --state-dir "$ROW_DIR/weft-h$i" --pod-cidr 10.32.0.0/12 \
+            --ipam-init-peers 2 --policy-dir "$ROW_DIR/policy"
+    done
+    for i in 1 2; do
+        wait_for 20 weft_status "$i" || fail "weft router on h$i did not answer (see weft-h$i.log)"
+        wait_for 30 weft_query "$i" "exit(0 if r['ipam'] and r['ipam'].get('ready') else 1)" ||
+            fail "h$i: pod IPAM not ready"
+    done
+    local name
+    for i in 1 2; do
+        name=$([[ $i == 1 ]] && echo client || echo server)
+        mkns "$NSP-h$i-p1"
+        ip netns exec "$NSP-h$i" env CNI_PATH="$ROW_DIR/cni-bin" NETCONFPATH="$ROW_DIR/cni-h$i" \
+            CNI_ARGS="K8S_POD_NAMESPACE=bench;K8S_POD_NAME=$name" \
+            "$cnitool" add weft "/run/netns/$NSP-h$i-p1" >"$ROW_DIR/cni-h$i.json" 2>&1 ||
+            fail "cnitool add on h$i: $(cat "$ROW_DIR/cni-h$i.json")"
+    done
+    DST_IP=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["ips"][0]["address"].split("/")[0])' "$ROW_DIR/cni-h2.json")
+    SRC_NS=$NSP-h1-p1 DST_NS=$NSP-h2-p1
+    row_settle() {
+        local i
+        for i in 1 2; do
+            wait_for 30 weft_query "$i" "exit(0 if r['fastpath']['peers'] >= 1 else 1)" ||
+                fail "h$i never put its peer on the fast path"
+            wait_for 30 weft_query "$i" "exit(0 if r['policy']['policies'] == $n and r['policy']['applied'] >= 1 else 1)" ||
+                fail "h$i: the $n policies are not in force: $(weft_query "$i" "r['policy']")"
+        done
+    }
+    row_finish() {
+        local i
+        for i in 1 2; do
+            weft_status "$i" >"$ROW_DIR/weft-h$i-status.json" 2>&1
+            ip netns exec "$NSP-h$i" nft list table inet weft_policy >"$ROW_DIR/h$i-policy.nft" 2>&1
+        done
+    }
+    WEFT_VXLAN=weft-vxlan
+    PATH_WHAT="h1's fast path device $WEFT_VXLAN"
+    row_path_bytes() { link_tx_bytes "$H1" "$WEFT_VXLAN"; }
+}
+row_weft_policy_0() { weft_policy_row 0; }
+row_weft_policy_100() { weft_policy_row 100; }
+row_weft_policy_1000() { weft_policy_row 1000; }
 
 # 5. weft's sleeve with a cluster secret (encrypted).
 row_weft_encrypted() {

@@ -168,6 +168,10 @@ pub struct HammerStats {
     pub first_success: Option<Duration>,
     /// Answers that were not the destination's.
     pub wrong: u64,
+    /// The slowest attempt.
+    pub slowest: Duration,
+    /// From the start to the stop.
+    pub ran: Duration,
 }
 
 /// Fresh probes, one after the other, from one namespace; see the module docs.
@@ -188,7 +192,10 @@ impl Hammer {
                 let mut st = HammerStats::default();
                 while !stop2.load(Ordering::Relaxed) {
                     st.attempts += 1;
-                    match probe(&p, timeout) {
+                    let t = Instant::now();
+                    let out = probe(&p, timeout);
+                    st.slowest = st.slowest.max(t.elapsed());
+                    match out {
                         Outcome::Reached(_) => {
                             st.successes += 1;
                             st.first_success.get_or_insert(start.elapsed());
@@ -198,6 +205,7 @@ impl Hammer {
                     }
                     std::thread::sleep(pause);
                 }
+                st.ran = start.elapsed();
                 st
             })
             .unwrap_or_default()

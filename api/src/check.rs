@@ -42,6 +42,32 @@ impl Attachment {
     }
 }
 
+/// Longest pod namespace or name accepted (Kubernetes allows 63 and 253 bytes).
+pub const MAX_POD_NAME: usize = 253;
+
+impl crate::ipam::PodRef {
+    /// A pod identity: both names present, at most [`MAX_POD_NAME`] bytes, lowercase letters,
+    /// digits, `-` and `.` (what Kubernetes allows in names), starting and ending with a letter
+    /// or digit.
+    pub fn check(&self) -> Result<(), BadRequest> {
+        for (what, v) in [("namespace", &self.namespace), ("name", &self.name)] {
+            let ok = !v.is_empty()
+                && v.len() <= MAX_POD_NAME
+                && v.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && v.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+            if !ok {
+                return Err(BadRequest(format!(
+                    "pod {what} {v:?} is not a Kubernetes name (lowercase letters, digits, '-' and '.', at most {MAX_POD_NAME} bytes)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A guarded port as the router keeps it: a name fit for an nft script and the MAC address,
 /// parsed and in its canonical text form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +166,31 @@ mod tests {
         assert_eq!(r.attachment.ifname, "eth0");
         assert!(decode::<AllocateRequest>(br#"{"container_id":"c"}"#).is_err());
         assert!(decode::<AllocateRequest>(b"").is_err());
+        let with_pod: AllocateRequest = decode(
+            br#"{"container_id":"c","ifname":"eth0","pod":{"namespace":"x","name":"a-1.b"}}"#,
+        )
+        .unwrap();
+        let pod = with_pod.pod.unwrap();
+        assert!(pod.check().is_ok());
+        for (ns, name) in [
+            ("", "a"),
+            ("x", ""),
+            ("X", "a"),
+            ("x", "a b"),
+            ("x", "-a"),
+            ("x", "a\n"),
+        ] {
+            let bad = crate::ipam::PodRef {
+                namespace: ns.into(),
+                name: name.into(),
+            };
+            assert!(bad.check().is_err(), "{ns:?}/{name:?}");
+        }
+        let long = crate::ipam::PodRef {
+            namespace: "x".into(),
+            name: "a".repeat(254),
+        };
+        assert!(long.check().unwrap_err().0.contains("253"));
         let l: LeaveRequest = decode_or_default(b"").unwrap();
         assert!(!l.force);
         let l: LeaveRequest = decode_or_default(br#"{"force":true}"#).unwrap();

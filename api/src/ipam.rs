@@ -23,6 +23,16 @@ pub struct Attachment {
     pub ifname: String,
 }
 
+/// A pod's identity, from `K8S_POD_NAMESPACE` and `K8S_POD_NAME` in `CNI_ARGS` (as kubelet
+/// passes them): what NetworkPolicy selects pods by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PodRef {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+}
+
 /// `POST /v1/ipam/allocate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocateRequest {
@@ -32,6 +42,10 @@ pub struct AllocateRequest {
     /// `CNI_NETNS`, kept with the reservation for operators (not interpreted).
     #[serde(default)]
     pub netns: String,
+    /// The pod's identity, when the runtime gave one (`None`: the pod belongs to no namespace
+    /// and no policy selects it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
 }
 
 /// An address handed to a pod, and how the pod is to be wired.
@@ -65,6 +79,9 @@ pub struct Reservation {
     /// The guarded bridge port of the pod (`POST /v1/ports/guard`), once ADD has registered it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<crate::guard::Port>,
+    /// The pod's identity given at ADD, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
 }
 
 /// `POST /v1/ipam/release` answer.

@@ -26,6 +26,7 @@ pub mod control;
 mod error;
 pub mod guard;
 pub mod ipam;
+pub mod policy;
 pub mod status;
 
 pub use client::{call, get, post, socket_path, SOCKET_NAME};

@@ -54,6 +54,7 @@ pub fn add(env: &Env, cfg: &Config) -> Result<String, Failure> {
         &AllocateRequest {
             attachment: attachment.clone(),
             netns: netns_path.to_owned(),
+            pod: env.pod()?,
         },
     )?;
     log::line(&format!(

@@ -14,6 +14,8 @@ pub struct Env {
     pub netns: Option<String>,
     /// `CNI_IFNAME`.
     pub ifname: Option<String>,
+    /// `CNI_ARGS`: `KEY=VALUE` pairs separated by `;`.
+    pub args: Option<String>,
 }
 
 impl Env {
@@ -25,7 +27,40 @@ impl Env {
             container_id: var("CNI_CONTAINERID"),
             netns: var("CNI_NETNS"),
             ifname: var("CNI_IFNAME"),
+            args: var("CNI_ARGS"),
         }
+    }
+
+    /// The pod's identity from `CNI_ARGS` (`K8S_POD_NAMESPACE` and `K8S_POD_NAME`, as kubelet
+    /// passes them), when both are there. Other keys are ignored (the convention `IgnoreUnknown`
+    /// is implied: runtimes pass keys meant for other plugins). A malformed pair or identity is
+    /// code 4, naming it.
+    pub fn pod(&self) -> Result<Option<weft_api::ipam::PodRef>, Failure> {
+        let Some(args) = self.args.as_deref() else {
+            return Ok(None);
+        };
+        let (mut namespace, mut name) = (None, None);
+        for pair in args.split(';').filter(|p| !p.is_empty()) {
+            let Some((k, v)) = pair.split_once('=') else {
+                return Err(Failure::new(
+                    INVALID_ENV,
+                    format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
+                )
+                .details("CNI_ARGS is a list of KEY=VALUE pairs separated by ';'"));
+            };
+            match k {
+                "K8S_POD_NAMESPACE" => namespace = Some(v.to_owned()),
+                "K8S_POD_NAME" => name = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        let (Some(namespace), Some(name)) = (namespace, name) else {
+            return Ok(None);
+        };
+        let pod = weft_api::ipam::PodRef { namespace, name };
+        pod.check()
+            .map_err(|e| Failure::new(INVALID_ENV, format!("CNI_ARGS: {e}")))?;
+        Ok(Some(pod))
     }
 
     fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, Failure> {
@@ -87,6 +122,33 @@ mod tests {
             container_id: Some(cid.into()),
             netns: None,
             ifname: Some(ifname.into()),
+            args: None,
+        }
+    }
+
+    #[test]
+    fn the_pod_identity_comes_from_cni_args() {
+        let with = |args: &str| Env {
+            args: Some(args.into()),
+            ..Env::default()
+        };
+        assert_eq!(Env::default().pod().unwrap(), None);
+        let pod = with(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a;K8S_POD_INFRA_CONTAINER_ID=abc",
+        )
+        .pod()
+        .unwrap()
+        .unwrap();
+        assert_eq!((pod.namespace.as_str(), pod.name.as_str()), ("x", "a"));
+        assert_eq!(
+            with("K8S_POD_NAME=a").pod().unwrap(),
+            None,
+            "half an identity is none"
+        );
+        for bad in ["K8S_POD_NAMESPACE", "K8S_POD_NAMESPACE=X;K8S_POD_NAME=a"] {
+            let e = with(bad).pod().unwrap_err();
+            assert_eq!(e.code, INVALID_ENV);
+            assert!(e.msg.contains("CNI_ARGS"), "{e}");
         }
     }
 

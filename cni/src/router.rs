@@ -215,6 +215,7 @@ mod tests {
             &AllocateRequest {
                 attachment: attachment(),
                 netns: "/run/netns/p".into(),
+                pod: None,
             },
         )
         .unwrap();

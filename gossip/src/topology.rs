@@ -17,7 +17,7 @@
 use crate::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Number of buckets the view is split into for anti-entropy (see
 /// [`Topology::bucket_summaries`]).
@@ -70,7 +70,40 @@ pub(crate) mod name_as_u64 {
     }
 }
 
-/// What one peer says about itself: who it is and whom it is connected to.
+/// One pod of the record's owner, as NetworkPolicy needs it on every host: its identity
+/// (`K8S_POD_NAMESPACE`, `K8S_POD_NAME` given at CNI ADD) and its addresses. On the wire it is the
+/// array `["namespace", "name", ["10.32.0.5", ...]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(
+    into = "(String, String, Vec<IpAddr>)",
+    from = "(String, String, Vec<IpAddr>)"
+)]
+pub struct PodEntry {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+    /// Its addresses.
+    pub addrs: Vec<IpAddr>,
+}
+
+impl From<PodEntry> for (String, String, Vec<IpAddr>) {
+    fn from(p: PodEntry) -> Self {
+        (p.namespace, p.name, p.addrs)
+    }
+}
+
+impl From<(String, String, Vec<IpAddr>)> for PodEntry {
+    fn from((namespace, name, addrs): (String, String, Vec<IpAddr>)) -> Self {
+        PodEntry {
+            namespace,
+            name,
+            addrs,
+        }
+    }
+}
+
+/// What one peer says about itself: who it is, whom it is connected to, and which pods it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRecord {
     /// The owner's stable name.
@@ -85,6 +118,11 @@ pub struct PeerRecord {
     pub nickname: String,
     /// The owner's connections, sorted by peer, at most one per peer.
     pub conns: Vec<ConnEntry>,
+    /// The owner's pods that have an identity, sorted. Absent on the wire when empty, so that a
+    /// record without pods is exactly what routers before NetworkPolicy wrote and read (they
+    /// ignore the field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodEntry>,
 }
 
 impl PeerRecord {
@@ -96,6 +134,7 @@ impl PeerRecord {
             version,
             nickname: nickname.into(),
             conns: Vec::new(),
+            pods: Vec::new(),
         }
     }
 
@@ -105,8 +144,19 @@ impl PeerRecord {
     /// produce) are ordered by their connections and nickname, so that the order stays total and
     /// merging deterministic whatever is received.
     pub fn supersedes(&self, other: &PeerRecord) -> bool {
-        (self.version, self.uid, &self.conns, &self.nickname)
-            > (other.version, other.uid, &other.conns, &other.nickname)
+        (
+            self.version,
+            self.uid,
+            &self.conns,
+            &self.nickname,
+            &self.pods,
+        ) > (
+            other.version,
+            other.uid,
+            &other.conns,
+            &other.nickname,
+            &other.pods,
+        )
     }
 
     /// The owner's connection to `peer`, if it lists one.
@@ -132,6 +182,9 @@ impl PeerRecord {
         if !self.conns.is_sorted_by(|a, b| a.peer < b.peer) {
             self.conns.sort();
             self.conns.dedup_by_key(|c| c.peer);
+        }
+        if !self.pods.is_sorted() {
+            self.pods.sort();
         }
     }
 }
@@ -220,6 +273,19 @@ impl Topology {
         new.conns = conns;
         new.normalize();
         if new.conns == self.ours().conns {
+            return None;
+        }
+        new.version = new.version.saturating_add(1);
+        self.put(new.clone());
+        Some(new)
+    }
+
+    /// Replaces our pods; returns our new record when they changed (its version raised).
+    pub fn set_our_pods(&mut self, pods: Vec<PodEntry>) -> Option<PeerRecord> {
+        let mut new = self.ours().clone();
+        new.pods = pods;
+        new.normalize();
+        if new.pods == self.ours().pods {
             return None;
         }
         new.version = new.version.saturating_add(1);
@@ -421,6 +487,7 @@ pub(crate) mod tests {
             version,
             nickname: format!("h{name}"),
             conns: conns.iter().map(|p| conn(*p, true)).collect(),
+            pods: Vec::new(),
         }
     }
 
@@ -541,6 +608,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn pods_travel_with_the_record_and_are_absent_from_the_wire_when_none() {
+        let r = rec(1, 5, &[2]);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("pods"), "{json}");
+        let mut t = Topology::new(r);
+        let pod = |ns: &str, name: &str, a: &str| PodEntry {
+            namespace: ns.into(),
+            name: name.into(),
+            addrs: vec![a.parse().unwrap()],
+        };
+        let new = t
+            .set_our_pods(vec![pod("y", "b", "10.32.0.3"), pod("x", "a", "10.32.0.2")])
+            .unwrap();
+        assert_eq!(new.version, 6);
+        assert_eq!(new.pods[0].namespace, "x", "sorted");
+        assert!(t
+            .set_our_pods(vec![pod("x", "a", "10.32.0.2"), pod("y", "b", "10.32.0.3")])
+            .is_none());
+        let json = serde_json::to_string(t.ours()).unwrap();
+        assert!(
+            json.contains(r#""pods":[["x","a",["10.32.0.2"]],["y","b",["10.32.0.3"]]]"#),
+            "{json}"
+        );
+        let back: PeerRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, t.ours());
+        // A router of the version before pods reads the record without them.
+        let old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            old["conns"],
+            serde_json::json!([[2, "10.0.0.2:6783", true]])
+        );
+    }
+
+    #[test]
     fn summary_tracks_content() {
         let mut a = Topology::new(rec(1, 1, &[2]));
         let mut b = Topology::new(rec(2, 1, &[1]));
@@ -571,6 +672,7 @@ pub(crate) mod tests {
                 version,
                 nickname: nick,
                 conns: conns.into_iter().map(|(p, u)| conn(p, u)).collect(),
+                pods: Vec::new(),
             })
     }
 

@@ -491,6 +491,38 @@ fn a_dead_host_is_reclaimed_after_the_grace_period_and_its_block_reused() {
 }
 
 #[test]
+fn a_deleted_host_is_reclaimed_at_once_but_not_while_it_is_still_reachable() {
+    // A grace period far beyond the test: only the deletion can reclaim.
+    let grace = Duration::from_secs(3600);
+    let mut sim = Sim::new(3, cfg("10.32.0.0/22", 24, 3, grace), 23);
+    sim.want = vec![1; 3];
+    assert!(sim.run_until(300, |s| s.all_have(1)));
+    let gone = sim.names[2];
+    let block = sim.held(2)[0];
+    // Deleted while still up (a Node object removed by mistake): nothing is taken.
+    for i in 0..2 {
+        let now = sim.now;
+        let out = sim.peers[i].as_mut().unwrap().set_deleted(now, gone, true);
+        sim.handle(i, out);
+    }
+    sim.run(50);
+    assert_eq!(sim.held(2), vec![block]);
+    assert!(sim.ipam(0).reclaimed().is_empty());
+    // The host goes away: reclaimed within seconds, far inside the grace period.
+    sim.crash(2);
+    let start = sim.round;
+    assert!(
+        sim.run_until(100, |s| s.ipam(0).reclaimed().contains(&gone)
+            && s.ipam(1).reclaimed().contains(&gone)),
+        "reclaimed once unreachable"
+    );
+    assert!((sim.round - start) * (ROUND.as_millis() as u64) < 30_000);
+    sim.want = vec![2, 2, 0];
+    assert!(sim.run_until(200, |s| s.held(0).len() + s.held(1).len() == 4));
+    assert!(sim.held(0).contains(&block) || sim.held(1).contains(&block));
+}
+
+#[test]
 fn a_partitioned_minority_is_reclaimed_only_by_the_majority_and_notices_on_healing() {
     let grace = Duration::from_secs(20);
     let mut sim = Sim::new(3, cfg("10.32.0.0/22", 24, 3, grace), 31);

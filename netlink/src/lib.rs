@@ -1,7 +1,8 @@
 //! Weft's netlink wrapper, shared by the router and the CNI plugin: links (with their bridge port
 //! state), the host bridge, the router's TAP port on it, veth pairs ([`link`]); addresses, the
 //! underlay MTU and IPv4 default routes ([`addr`]); and, apart, the kernel VXLAN device of the
-//! fast path ([`vxlan`]) and the forwarding databases ([`fdb`]).
+//! fast path ([`vxlan`]), the forwarding databases ([`fdb`]), and the packets nftables rules log
+//! to a netfilter log group ([`nflog`], the router reads NetworkPolicy denials there).
 //!
 //! A [`Netlink`] works in the network namespace of the thread that opened it: the router's own
 //! (the host), or a pod's for the CNI plugin, which opens one on a thread that entered the pod's
@@ -13,6 +14,7 @@ pub mod addr;
 mod error;
 pub mod fdb;
 pub mod link;
+pub mod nflog;
 pub mod vxlan;
 
 pub use addr::DefaultRoute;

@@ -8,9 +8,9 @@
 //! * [`manifest`]: YAML/JSON documents (a `--policy-dir` file) to objects.
 //! * [`model`]: the validated cluster state ([`Cluster`]); an invalid object is refused with an
 //!   [`Error`] and the previous state stays.
-//! * [`reference`]: the reference evaluator, straight from the Kubernetes definitions: may this
+//! * [`reference`](mod@reference): the reference evaluator, straight from the Kubernetes definitions: may this
 //!   endpoint reach that one on this port?
-//! * [`compile`]: cluster + addresses + local pods -> [`HostRules`].
+//! * [`compile`](mod@compile): cluster + addresses + local pods -> [`HostRules`].
 //! * [`nft`]: [`HostRules`] -> the ruleset of `table inet weft_policy`, and the transaction from
 //!   one ruleset to another.
 #![deny(unsafe_code)]
@@ -22,9 +22,13 @@ pub mod model;
 pub mod nft;
 pub mod object;
 pub mod reference;
+mod validate;
 
 pub use compile::{compile, HostRules};
 pub use error::Error;
 pub use k8s_openapi;
 pub use model::Cluster;
+#[cfg(test)]
+mod tests;
+
 pub use object::{Object, ObjectKey, PodKey};

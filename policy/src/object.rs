@@ -3,9 +3,12 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 /// One object of a kind Weft uses.
+// Unboxed on purpose: the variants are the API types others construct and match on directly.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     /// A namespace (name, labels).
@@ -55,6 +58,43 @@ impl Object {
     /// The object's key (a missing name or namespace reads as empty; [`crate::Cluster::upsert`]
     /// refuses those).
     pub fn key(&self) -> ObjectKey {
-        todo!()
+        fn name(m: &ObjectMeta) -> String {
+            m.name.clone().unwrap_or_default()
+        }
+        fn namespace(m: &ObjectMeta) -> String {
+            m.namespace.clone().unwrap_or_default()
+        }
+        match self {
+            Object::Namespace(n) => ObjectKey::Namespace(name(&n.metadata)),
+            Object::Pod(p) => ObjectKey::Pod(PodKey {
+                namespace: namespace(&p.metadata),
+                name: name(&p.metadata),
+            }),
+            Object::NetworkPolicy(p) => ObjectKey::NetworkPolicy {
+                namespace: namespace(&p.metadata),
+                name: name(&p.metadata),
+            },
+            Object::Node(n) => ObjectKey::Node(name(&n.metadata)),
+        }
+    }
+
+    /// The object's kind as Kubernetes spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::Pod(_) => "Pod",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
+            Object::Node(_) => "Node",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectKey::Namespace(n) | ObjectKey::Node(n) => write!(f, "{n}"),
+            ObjectKey::Pod(p) => write!(f, "{p}"),
+            ObjectKey::NetworkPolicy { namespace, name } => write!(f, "{namespace}/{name}"),
+        }
     }
 }

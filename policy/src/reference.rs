@@ -2,6 +2,7 @@
 //! protocol and port?" straight from the Kubernetes definitions, one policy at a time, with no
 //! precomputation. Tests hold the compiler to it.
 
+use crate::model::{Direction, Peer, PodState, Policy, PortRef, Rule};
 use crate::{Cluster, PodKey};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -29,16 +30,175 @@ pub struct Endpoint {
     pub pod: Option<PodKey>,
 }
 
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+            Protocol::Other(n) => n,
+        }
+    }
+
+    /// The protocol with IP protocol number `n`.
+    pub fn from_number(n: u8) -> Protocol {
+        match n {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            132 => Protocol::Sctp,
+            n => Protocol::Other(n),
+        }
+    }
+}
+
 /// Whether a new connection from `from` to `to` on `protocol`/`port` is allowed: egress of
 /// `from` (if it is a pod) and ingress of `to` (if it is a pod). `addresses` maps pods to their
 /// addresses (for peers selected by labels).
+///
+/// An endpoint is a pod of the cluster when its `pod` is in the cluster; when `pod` is `None`,
+/// when the address belongs to a pod of the cluster per `addresses` (as the compiler, which
+/// only sees addresses, takes it). `port` is ignored for protocols other than TCP, UDP, SCTP.
 pub fn allows(
-    _cluster: &Cluster,
-    _addresses: &BTreeMap<PodKey, Vec<IpAddr>>,
-    _from: &Endpoint,
-    _to: &Endpoint,
-    _protocol: Protocol,
-    _port: u16,
+    cluster: &Cluster,
+    addresses: &BTreeMap<PodKey, Vec<IpAddr>>,
+    from: &Endpoint,
+    to: &Endpoint,
+    protocol: Protocol,
+    port: u16,
 ) -> bool {
-    todo!()
+    let src = identify(cluster, addresses, from);
+    let dst = identify(cluster, addresses, to);
+    let egress = match src.pod {
+        None => true,
+        Some(pod) => direction_allows(cluster, pod, Direction::Egress, &dst, &dst, protocol, port),
+    };
+    let ingress = match dst.pod {
+        None => true,
+        Some(pod) => direction_allows(cluster, pod, Direction::Ingress, &src, &dst, protocol, port),
+    };
+    egress && ingress
+}
+
+/// An endpoint with its pod looked up in the cluster.
+#[derive(Debug)]
+struct Resolved<'a> {
+    addr: IpAddr,
+    pod: Option<(&'a PodKey, &'a PodState)>,
+}
+
+fn identify<'a>(
+    cluster: &'a Cluster,
+    addresses: &BTreeMap<PodKey, Vec<IpAddr>>,
+    e: &Endpoint,
+) -> Resolved<'a> {
+    let pod = match &e.pod {
+        Some(key) => cluster.pods().get_key_value(key),
+        None => addresses
+            .iter()
+            .filter(|(_, addrs)| addrs.contains(&e.addr))
+            .find_map(|(key, _)| cluster.pods().get_key_value(key)),
+    };
+    Resolved { addr: e.addr, pod }
+}
+
+/// The check of one direction for `pod` (the source for egress, the destination for ingress):
+/// allowed when no policy of that direction selects it, or some rule of one that does matches
+/// `peer` (the other end) and the port on `dest` (the destination).
+fn direction_allows(
+    cluster: &Cluster,
+    (key, pod): (&PodKey, &PodState),
+    direction: Direction,
+    peer: &Resolved<'_>,
+    dest: &Resolved<'_>,
+    protocol: Protocol,
+    port: u16,
+) -> bool {
+    let mut isolated = false;
+    for policy in cluster.policies() {
+        if policy.namespace != key.namespace || !policy.pod_selector.matches(&pod.labels) {
+            continue;
+        }
+        let Some(rules) = policy.rules(direction) else {
+            continue;
+        };
+        isolated = true;
+        for rule in rules {
+            if rule_allows(cluster, policy, rule, direction, peer, dest, protocol, port) {
+                return true;
+            }
+        }
+    }
+    !isolated
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rule_allows(
+    cluster: &Cluster,
+    policy: &Policy,
+    rule: &Rule,
+    direction: Direction,
+    peer: &Resolved<'_>,
+    dest: &Resolved<'_>,
+    protocol: Protocol,
+    port: u16,
+) -> bool {
+    // Named ports resolve on the destination pod: for ingress the selected pod; for egress the
+    // peer, and only when it was matched as a pod (a named port towards an ipBlock peer cannot
+    // be resolved, so it matches nothing).
+    let (peer_ok, resolvable) = match &rule.peers {
+        None => (true, true),
+        Some(peers) => {
+            let as_pod = peers
+                .iter()
+                .any(|p| pod_peer_matches(cluster, policy, p, peer));
+            let as_block = peers.iter().any(|p| block_matches(p, peer.addr));
+            (
+                as_pod || as_block,
+                direction == Direction::Ingress || as_pod,
+            )
+        }
+    };
+    if !peer_ok {
+        return false;
+    }
+    let Some(ports) = &rule.ports else {
+        return true;
+    };
+    ports.iter().any(|p| {
+        if p.protocol != protocol {
+            return false;
+        }
+        match &p.port {
+            None => true,
+            Some(PortRef::Range(first, last)) => *first <= port && port <= *last,
+            Some(PortRef::Named(name)) => {
+                resolvable
+                    && dest.pod.and_then(|(_, pod)| pod.resolve(name, protocol)) == Some(port)
+            }
+        }
+    })
+}
+
+fn pod_peer_matches(cluster: &Cluster, policy: &Policy, peer: &Peer, who: &Resolved<'_>) -> bool {
+    let Peer::Pods { namespaces, pods } = peer else {
+        return false;
+    };
+    let Some((key, pod)) = who.pod else {
+        return false;
+    };
+    let namespace_ok = match namespaces {
+        None => key.namespace == policy.namespace,
+        Some(selector) => selector.matches(&cluster.namespace_labels(&key.namespace)),
+    };
+    namespace_ok && pods.matches(&pod.labels)
+}
+
+fn block_matches(peer: &Peer, addr: IpAddr) -> bool {
+    match peer {
+        Peer::IpBlock { cidr, except } => {
+            cidr.contains(&addr) && !except.iter().any(|e| e.contains(&addr))
+        }
+        Peer::Pods { .. } => false,
+    }
 }

@@ -5,6 +5,7 @@
 //! * [`fastpath`]: the kernel VXLAN fast path (device, probes, forwarding entries).
 //! * [`ipam`]: pod addresses (reservations, gateways, masquerading) behind `weft-cni`.
 //! * [`guard`]: anti-spoofing on the pods' bridge ports (nftables, bridge family).
+//! * [`policy`]: Kubernetes NetworkPolicy (sources, the mesh's pod addresses, nftables).
 //! * [`metrics`]: the Prometheus exposition of the status report.
 //! * [`sys`]: the few system calls that need `unsafe` (TAP, poll, socket buffers).
 //! * [`state`]: the state directory.
@@ -23,6 +24,7 @@ pub mod fastpath;
 pub mod guard;
 pub mod ipam;
 pub mod metrics;
+pub mod policy;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -3,7 +3,11 @@
 #![deny(unsafe_code)]
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Subcommand};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use weft::daemon::config_file::{self, Source};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +15,7 @@ use weft::{daemon, demo};
 use weft_api as api;
 use weft_api::status;
 
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(
     name = "weft",
     version,
@@ -37,8 +41,9 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// What to show: everything (default), peers, connections, targets, the MAC table, or
-        /// pod IPAM (blocks per host and this host's reservations).
-        #[arg(value_parser = ["all", "peers", "connections", "targets", "macs", "ipam"], default_value = "all")]
+        /// pod IPAM (blocks per host and this host's reservations), or NetworkPolicy (sources,
+        /// and the policies selecting each local pod with its counters).
+        #[arg(value_parser = ["all", "peers", "connections", "targets", "macs", "ipam", "policy"], default_value = "all")]
         what: String,
     },
     /// Add an address to the local router's seed list (kept across restarts) and dial it.
@@ -67,6 +72,12 @@ enum Command {
         #[arg(long, default_value = "/run/weft")]
         state_dir: PathBuf,
     },
+    /// The configuration file: `weft config check` validates it and prints the effective
+    /// configuration with where each value came from.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Build a throwaway 3-host cluster of network namespaces, test it, and remove it.
     Demo {
         /// Keep the cluster up after the checks until Ctrl-C.
@@ -75,8 +86,23 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Validate the configuration (file, environment) and print the effective one, each value
+    /// with where it came from: flag, environment, file or default.
+    Check {
+        /// The configuration file (default: /etc/weft/weft.toml, if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
 #[derive(clap::Args, Debug)]
 struct RouterArgs {
+    /// The configuration file: every option below, keyed by its flag's name (default:
+    /// /etc/weft/weft.toml, if it exists). Flags and WEFT_* variables take precedence.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Nickname shown to other peers (default: the host name).
     #[arg(long)]
     name: Option<String>,
@@ -168,6 +194,15 @@ struct RouterArgs {
     /// for with up to one spinning core while packets come. Off (0) by default.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     busy_poll_us: u64,
+    /// Enforce Kubernetes NetworkPolicy from the manifests in this directory (`*.yaml`, `*.yml`,
+    /// `*.json`: Namespace, Pod and NetworkPolicy objects; every host given the same content;
+    /// changes picked up within 2 s). Needs --pod-cidr.
+    #[arg(long, env = "WEFT_POLICY_DIR")]
+    policy_dir: Option<PathBuf>,
+    /// Enforce Kubernetes NetworkPolicy from the cluster's API (in-cluster config or
+    /// KUBECONFIG): Pods, Namespaces, NetworkPolicies and Nodes are watched. Needs --pod-cidr.
+    #[arg(long)]
+    kubernetes: bool,
     /// Log filter (also RUST_LOG), e.g. "info" or "weft=debug".
     #[arg(long, default_value = "info")]
     log: String,
@@ -180,6 +215,16 @@ fn router(a: RouterArgs) -> Result<()> {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let cfg = build_config(a)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(daemon::run(cfg))
+}
+
+/// The daemon's configuration from the parsed options, every value checked (files read).
+fn build_config(a: RouterArgs) -> Result<daemon::Config> {
     let listen = daemon::parse_addr(&a.listen)?;
     let peers = a
         .peers
@@ -251,6 +296,15 @@ fn router(a: RouterArgs) -> Result<()> {
     if ipam.is_none() && (a.pod_block_prefix.is_some() || a.ipam_init_peers.is_some()) {
         anyhow::bail!("--pod-block-prefix and --ipam-init-peers need --pod-cidr");
     }
+    let policy = weft::policy::PolicyOptions {
+        dir: a.policy_dir.clone(),
+        kubernetes: a.kubernetes,
+    };
+    if ipam.is_none() && policy.enabled() {
+        anyhow::bail!(
+            "--policy-dir and --kubernetes need --pod-cidr (pods are known by the identity weft-cni gives their reservations)"
+        );
+    }
     let cfg = daemon::Config {
         nickname: a.name.unwrap_or_else(daemon::hostname),
         listen,
@@ -271,13 +325,10 @@ fn router(a: RouterArgs) -> Result<()> {
         vni: a.vni,
         vxlan_port: a.vxlan_port,
         ipam,
+        policy,
         busy_poll: Duration::from_micros(a.busy_poll_us),
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(daemon::run(cfg))
+    Ok(cfg)
 }
 
 fn seed(state_dir: &std::path::Path, path: &str, addr: String) -> Result<()> {
@@ -313,9 +364,15 @@ fn seed(state_dir: &std::path::Path, path: &str, addr: String) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = match parse_cli(std::env::args_os().collect()) {
+        Ok((cli, _)) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Router(a) => router(a),
+        Command::Config {
+            action: ConfigAction::Check { config },
+        } => config_check(config),
         Command::Status {
             state_dir,
             json,
@@ -342,7 +399,7 @@ fn main() -> Result<()> {
             if json {
                 let v = serde_json::to_value(&report)?;
                 let part = match what.as_str() {
-                    "peers" | "connections" | "targets" | "ipam" => v[&what].clone(),
+                    "peers" | "connections" | "targets" | "ipam" | "policy" => v[&what].clone(),
                     _ => v,
                 };
                 println!("{}", serde_json::to_string_pretty(&part)?);
@@ -352,6 +409,7 @@ fn main() -> Result<()> {
                     "connections" => report.render_connections(),
                     "targets" => report.render_targets(),
                     "ipam" => report.render_ipam(),
+                    "policy" => report.render_policy(),
                     _ => report.render(),
                 };
                 print!("{}", text.trim_start_matches('\n'));
@@ -381,5 +439,151 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo { keep } => demo::run(demo::Options { keep }),
+    }
+}
+
+/// The command line with a `WEFT_*` variable for every router option.
+fn cli_command() -> clap::Command {
+    Cli::command().mut_subcommand("router", config_file::with_env)
+}
+
+/// Parses `argv`; for `weft router`, adds what the configuration file says for the options no
+/// flag or variable set, and says which ids came from the file.
+fn parse_cli(mut argv: Vec<OsString>) -> Result<(Cli, BTreeSet<String>), clap::Error> {
+    let m = cli_command().try_get_matches_from(&argv)?;
+    let mut from_file = BTreeSet::new();
+    let m = match m.subcommand() {
+        Some(("router", sub)) => {
+            let explicit = sub.get_one::<PathBuf>("config").cloned();
+            let path = explicit
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(config_file::DEFAULT_PATH));
+            if explicit.is_none() && !path.exists() {
+                m
+            } else {
+                let fail = |msg: String| {
+                    cli_command().error(clap::error::ErrorKind::InvalidValue, msg)
+                };
+                let table = config_file::read(&path).map_err(fail)?;
+                let router_cmd = cli_command()
+                    .find_subcommand("router")
+                    .expect("the router command")
+                    .clone();
+                let given = |id: &str| {
+                    matches!(
+                        sub.value_source(id),
+                        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                    )
+                };
+                let extra = config_file::file_args(&router_cmd, &table, given)
+                    .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+                from_file.extend(extra.keys().cloned());
+                argv.extend(extra.into_values().flatten());
+                cli_command().try_get_matches_from(&argv).map_err(|e| {
+                    fail(format!(
+                        "{}: {}",
+                        path.display(),
+                        e.render().to_string().trim_start_matches("error: ").trim()
+                    ))
+                })?
+            }
+        }
+        _ => m,
+    };
+    Ok((Cli::from_arg_matches(&m)?, from_file))
+}
+
+/// `weft config check`: the effective router configuration, each value with its source.
+fn config_check(config: Option<PathBuf>) -> Result<()> {
+    let mut argv: Vec<OsString> = vec!["weft".into(), "router".into()];
+    if let Some(c) = &config {
+        argv.push("--config".into());
+        argv.push(c.into());
+    }
+    let (cli, from_file) = match parse_cli(argv.clone()) {
+        Ok(x) => x,
+        Err(e) => e.exit(),
+    };
+    let Command::Router(a) = cli.command else {
+        unreachable!("parsed as weft router");
+    };
+    // Every value is checked as the router would (files read, prefixes parsed).
+    build_config(a).context("the configuration is not valid")?;
+    // Sources, from a second parse that keeps the matches.
+    let m = cli_command()
+        .try_get_matches_from(argv.iter().cloned().chain(
+            // The same file values again, for their sources.
+            std::iter::empty(),
+        ))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sub = m.subcommand_matches("router").expect("router");
+    let router_cmd = cli_command().find_subcommand("router").unwrap().clone();
+    let path = config.unwrap_or_else(|| PathBuf::from(config_file::DEFAULT_PATH));
+    let table = if path.exists() {
+        config_file::read(&path).map_err(|e| anyhow::anyhow!(e))?
+    } else {
+        Default::default()
+    };
+    println!("# weft router configuration: {}", path.display());
+    println!("config-version = {}", config_file::CONFIG_VERSION);
+    for arg in router_cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if ["config", "help"].contains(&long) {
+            continue;
+        }
+        let id = arg.get_id().as_str();
+        let source = if from_file.contains(id) {
+            Source::File
+        } else {
+            match sub.value_source(id) {
+                Some(ValueSource::CommandLine) => Source::Flag,
+                Some(ValueSource::EnvVariable) => Source::Env,
+                _ => Source::Default,
+            }
+        };
+        let values: Vec<String> = if source == Source::File {
+            match &table[long] {
+                toml::Value::Array(a) => a.iter().map(toml_text).collect(),
+                v => vec![toml_text(v)],
+            }
+        } else {
+            sub.get_raw(id)
+                .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default()
+        };
+        let takes_value = arg.get_action().takes_values();
+        let many = matches!(arg.get_action(), clap::ArgAction::Append)
+            || arg.get_value_delimiter().is_some();
+        let text = if !takes_value {
+            if values.is_empty() || values == ["false"] {
+                "false".to_string()
+            } else {
+                "true".to_string()
+            }
+        } else if many {
+            format!(
+                "[{}]",
+                values
+                    .iter()
+                    .map(|v| format!("{v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else if let Some(v) = values.first() {
+            format!("{v:?}")
+        } else {
+            println!("# {long} (unset)");
+            continue;
+        };
+        println!("{long} = {text}  # {source}");
+    }
+    Ok(())
+}
+
+/// A file value as text (strings without their quotes).
+fn toml_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }

@@ -349,7 +349,97 @@ pub fn render(r: &Report) -> String {
             }
         }
     }
+    if let Some(p) = &r.policy {
+        policy(&mut o, p);
+    }
     o.0
+}
+
+/// NetworkPolicy: the state, the sources, the ruleset's size and per local pod the allowed and
+/// denied connections.
+fn policy(o: &mut Out, p: &weft_api::policy::PolicyReport) {
+    o.head(
+        "weft_policy_ok",
+        "gauge",
+        "1 when the last NetworkPolicy ruleset was applied (0: the previous one stays in force).",
+    );
+    o.val("weft_policy_ok", &[], u8::from(p.state == "on"));
+    o.head(
+        "weft_policy_source_ok",
+        "gauge",
+        "1 when a policy source was read or synced without errors.",
+    );
+    for s in &p.sources {
+        o.val(
+            "weft_policy_source_ok",
+            &[("source", &s.name)],
+            u8::from(s.ok),
+        );
+    }
+    for (name, help, v) in [
+        ("weft_policy_policies", "NetworkPolicies known.", p.policies),
+        ("weft_policy_pods", "Pods known (whole cluster).", p.pods),
+        (
+            "weft_policy_ruleset_lines",
+            "Lines of the nftables ruleset in force.",
+            p.ruleset_lines,
+        ),
+    ] {
+        o.head(name, "gauge", help);
+        o.val(name, &[], v);
+    }
+    o.head(
+        "weft_policy_applied_total",
+        "counter",
+        "NetworkPolicy rulesets applied (each one nft transaction).",
+    );
+    o.val("weft_policy_applied_total", &[], p.applied);
+    o.head(
+        "weft_policy_apply_errors_total",
+        "counter",
+        "NetworkPolicy rulesets the kernel refused.",
+    );
+    o.val("weft_policy_apply_errors_total", &[], p.apply_errors);
+    o.head(
+        "weft_policy_compile_seconds",
+        "gauge",
+        "How long the last NetworkPolicy compile took.",
+    );
+    o.val(
+        "weft_policy_compile_seconds",
+        &[],
+        p.last_compile_ms / 1000.0,
+    );
+    for (name, help) in [
+        (
+            "weft_policy_allowed_total",
+            "New connections an isolated local pod was allowed, by direction.",
+        ),
+        (
+            "weft_policy_dropped_total",
+            "Packets no NetworkPolicy allowed, by local pod and direction.",
+        ),
+    ] {
+        o.head(name, "counter", help);
+        for pod in &p.local_pods {
+            let (i, e) = if name.contains("allowed") {
+                (pod.allowed_in, pod.allowed_out)
+            } else {
+                (pod.dropped_in, pod.dropped_out)
+            };
+            for (dir, v) in [("ingress", i), ("egress", e)] {
+                o.val(
+                    name,
+                    &[
+                        ("pod", &pod.pod),
+                        ("address", &pod.address),
+                        ("direction", dir),
+                    ],
+                    v,
+                );
+            }
+        }
+    }
 }
 
 /// The cluster secrets: which are accepted (by fingerprint), the secret file's rereads, and per

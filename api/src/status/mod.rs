@@ -75,6 +75,9 @@ pub struct Report {
     /// The port guard (anti-spoofing on the pods' bridge ports; `None` without IPAM).
     #[serde(default)]
     pub guard: Option<crate::guard::GuardReport>,
+    /// NetworkPolicy enforcement (`None` when no policy source is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyReport>,
 }
 
 /// Pod IPAM on one router: its blocks, its reservations, the cluster's view.

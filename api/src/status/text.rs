@@ -358,6 +358,9 @@ impl Report {
                 }
             );
         }
+        if let Some(p) = &self.policy {
+            let _ = writeln!(out, "{}", p.summary());
+        }
         if !i.lost.is_empty() {
             let _ = writeln!(
                 out,
@@ -373,6 +376,14 @@ impl Report {
             }
         }
         out
+    }
+
+    /// `weft status policy`.
+    pub fn render_policy(&self) -> String {
+        match &self.policy {
+            Some(p) => p.render(),
+            None => "policy: off (no --policy-dir or --kubernetes)\n".into(),
+        }
     }
 
     /// `weft status ipam`: the summary, the blocks of every host and this host's reservations.

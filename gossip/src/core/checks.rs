@@ -21,10 +21,31 @@ pub const MAX_CONNS: usize = 4096;
 /// beyond it would be kept forever (nothing could ever supersede it).
 pub const MAX_VERSION_AHEAD: Duration = Duration::from_secs(24 * 3600);
 
+/// Most pods a record may list (Kubernetes' default is 110 per node; a record must also fit the
+/// 60 KiB message bound, which [`GossipCore::set_pods`] keeps to).
+pub const MAX_PODS: usize = 4096;
+/// Longest pod namespace or name accepted, in bytes (Kubernetes allows 63 and 253).
+pub const MAX_POD_NAME: usize = 253;
+/// Most addresses a pod may list (one per family, and room to spare).
+pub const MAX_POD_ADDRS: usize = 8;
+
+/// Whether a record's pods are within the bounds above, each with a non-empty identity.
+pub fn pods_well_formed(pods: &[crate::topology::PodEntry]) -> bool {
+    pods.len() <= MAX_PODS
+        && pods.iter().all(|p| {
+            !p.namespace.is_empty()
+                && !p.name.is_empty()
+                && p.namespace.len() <= MAX_POD_NAME
+                && p.name.len() <= MAX_POD_NAME
+                && p.addrs.len() <= MAX_POD_ADDRS
+        })
+}
+
 /// Why a received record was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// Named 0 (the reserved broadcast name), a nickname too long, too many connections.
+    /// Named 0 (the reserved broadcast name), a nickname too long, too many connections, pods
+    /// beyond [`pods_well_formed`]'s bounds.
     Malformed,
     /// A version too far ahead of our clock.
     Version,
@@ -68,7 +89,11 @@ impl GossipCore {
     }
 
     fn check(&self, now: Instant, r: &PeerRecord) -> Result<(), Refused> {
-        if r.name.is_broadcast() || r.nickname.len() > MAX_NICKNAME || r.conns.len() > MAX_CONNS {
+        if r.name.is_broadcast()
+            || r.nickname.len() > MAX_NICKNAME
+            || r.conns.len() > MAX_CONNS
+            || !pods_well_formed(&r.pods)
+        {
             return Err(Refused::Malformed);
         }
         if self.max_version(now).is_some_and(|max| r.version > max) {
@@ -105,6 +130,51 @@ mod tests {
             .filter(|r| r.name == PeerName(name))
             .map(|r| r.version)
             .collect()
+    }
+
+    fn pod(ns: &str, name: String) -> crate::topology::PodEntry {
+        crate::topology::PodEntry {
+            namespace: ns.into(),
+            name,
+            addrs: vec!["10.32.0.9".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn pods_beyond_the_bounds_are_refused_and_ours_are_cut_to_fit_a_message() {
+        let now = Instant::now();
+        let mut c = GossipCore::new(rec(1, CLOCK_MS, &[]), 1, Duration::from_secs(1), now)
+            .with_max_message_bytes(4096)
+            .with_own_holddown(Duration::ZERO);
+        c.connected(now, PeerName(2), conn(2, true));
+        let merged = c.stats().records_merged;
+        let mut too_many = rec(3, CLOCK_MS, &[2]);
+        too_many.pods = (0..5000).map(|i| pod("x", format!("p{i}"))).collect();
+        let mut no_name = rec(4, CLOCK_MS, &[2]);
+        no_name.pods = vec![pod("x", String::new())];
+        let mut fine = rec(2, CLOCK_MS, &[1]);
+        fine.pods = vec![pod("x", "a".into())];
+        c.on_message(now, PeerName(2), delta(vec![too_many, no_name, fine]));
+        assert_eq!(c.stats().rejected_malformed, 2);
+        assert_eq!(c.stats().records_merged, merged + 1);
+        assert_eq!(c.topology().get(PeerName(2)).unwrap().pods.len(), 1);
+
+        // 200 pods do not fit 4 KiB: ours keeps what fits and says how many were left out.
+        let (out, left_out) = c.set_pods(
+            now,
+            (0..200).map(|i| pod("x", format!("p{i:03}"))).collect(),
+        );
+        let kept = c.topology().ours().pods.len();
+        assert!(kept > 10 && kept < 200, "{kept}");
+        assert_eq!(left_out, 200 - kept);
+        assert!(!sent_versions(&out, 1).is_empty(), "our new record is sent");
+        assert!(crate::topology::json_len(c.topology().ours()) < 4096);
+        // The same pods again: nothing changes, nothing is sent.
+        let (out, _) = c.set_pods(
+            now,
+            (0..200).map(|i| pod("x", format!("p{i:03}"))).collect(),
+        );
+        assert!(sent_versions(&out, 1).is_empty());
     }
 
     #[test]

@@ -79,6 +79,44 @@ impl GossipCore {
         out
     }
 
+    /// Replaces the pods our record lists (NetworkPolicy: every host resolves other hosts' pods by
+    /// identity). Pods beyond what fits one message with our connections are left out, the last
+    /// ones in order first; the number left out is returned with the outputs.
+    pub fn set_pods(
+        &mut self,
+        now: Instant,
+        mut pods: Vec<crate::topology::PodEntry>,
+    ) -> (Vec<Output>, usize) {
+        let mut out = Vec::new();
+        pods.retain(|p| super::checks::pods_well_formed(std::slice::from_ref(p)));
+        pods.sort();
+        pods.dedup();
+        let wanted = pods.len();
+        pods.truncate(super::checks::MAX_PODS);
+        // Room for the record without pods, and a margin for the message around it.
+        let mut bare = self.topology.ours().clone();
+        bare.pods.clear();
+        let room = self
+            .max_message_bytes
+            .saturating_sub(crate::topology::json_len(&bare) + 256);
+        let mut used = 0;
+        let fits = pods
+            .iter()
+            .take_while(|p| {
+                used += crate::topology::json_len(p) + 1;
+                used <= room
+            })
+            .count();
+        pods.truncate(fits);
+        let left_out = wanted - pods.len();
+        let before = self.topology.generation();
+        if self.topology.set_our_pods(pods).is_some() {
+            self.own_changed(now, None, &mut out);
+        }
+        self.finish(now, before, &mut out);
+        (out, left_out)
+    }
+
     /// Handles a message received from the connected peer `from`. Prefer
     /// [`on_messages`](Self::on_messages) when several are waiting.
     pub fn on_message(&mut self, now: Instant, from: PeerName, msg: GossipMsg) -> Vec<Output> {

@@ -230,6 +230,28 @@ impl Gossip {
         dispatch(&self.shared, &mut inner, out);
     }
 
+    /// Replaces the pods our record lists (see [`crate::core::GossipCore::set_pods`]); returns
+    /// how many were left out because the record would not fit one message.
+    pub fn set_pods(&self, pods: Vec<crate::topology::PodEntry>) -> usize {
+        let mut inner = self.shared.lock();
+        let (out, left_out) = inner.core.set_pods(Instant::now(), pods);
+        dispatch(&self.shared, &mut inner, out);
+        left_out
+    }
+
+    /// The pods every peer in our view lists (ours included), with the topology generation they
+    /// were read at (unchanged generation: unchanged pods).
+    pub fn pods(&self) -> (u64, Vec<(PeerName, Vec<crate::topology::PodEntry>)>) {
+        let inner = self.shared.lock();
+        let topo = inner.core.topology();
+        let pods = topo
+            .records()
+            .filter(|r| !r.pods.is_empty())
+            .map(|r| (r.name, r.pods.clone()))
+            .collect();
+        (topo.generation(), pods)
+    }
+
     /// The data plane routes over the current topology.
     pub fn routes(&self) -> RoutesSnapshot {
         let inner = self.shared.lock();

@@ -109,6 +109,19 @@ impl Gossip {
         }
     }
 
+    /// Tells IPAM that `peer`'s host was deleted from the cluster (or no longer is): see
+    /// [`crate::ipam::Ipam::set_deleted`].
+    pub fn ipam_set_deleted(&self, peer: crate::PeerName, deleted: bool) {
+        let mut inner = self.shared.lock();
+        if let Some(out) = inner
+            .ipam
+            .as_mut()
+            .map(|i| i.set_deleted(Instant::now(), peer, deleted))
+        {
+            dispatch_ipam(&self.shared, &mut inner, out);
+        }
+    }
+
     /// Leaves the cluster cleanly: hands every block back, tells the peers this host is gone for
     /// good (so it no longer counts for majorities) and waits up to `timeout` for a neighbour to
     /// have heard it.

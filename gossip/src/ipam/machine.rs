@@ -62,6 +62,9 @@ pub struct Ipam {
     pub(super) adopt_own: bool,
     /// Received records refused or found suspicious ([`super::checks`]).
     pub(super) rejects: super::IpamRejects,
+    /// Peers whose host was deleted from the cluster (a Kubernetes Node gone): voted for
+    /// reclaim as soon as they are unreachable, without waiting for the grace period.
+    pub(super) deleted: BTreeSet<PeerName>,
 }
 
 impl Ipam {
@@ -116,6 +119,7 @@ impl Ipam {
             oversize: 0,
             adopt_own,
             rejects: super::IpamRejects::default(),
+            deleted: BTreeSet::new(),
         })
     }
 
@@ -253,6 +257,20 @@ impl Ipam {
             self.change_own(|own| {
                 own.claims.remove(&b);
             });
+        }
+        self.step(now);
+        self.take_out()
+    }
+
+    /// Marks `peer` as deleted from the cluster (its Kubernetes Node is gone, so the host cannot
+    /// come back with its blocks): while it is unreachable we vote to reclaim it at once instead
+    /// of after the grace period. A majority of hosts doing the same reclaims its blocks. A
+    /// deleted peer that is still reachable is left alone (its pods may still use the addresses).
+    pub fn set_deleted(&mut self, now: Instant, peer: PeerName, deleted: bool) -> Vec<IpamOut> {
+        if deleted {
+            self.deleted.insert(peer);
+        } else {
+            self.deleted.remove(&peer);
         }
         self.step(now);
         self.take_out()

@@ -124,9 +124,11 @@ impl Ipam {
             .iter()
             .filter(|p| **p != me && !self.reachable.contains(p))
             .filter(|p| {
-                self.last_seen
-                    .get(p)
-                    .is_some_and(|t| now.saturating_duration_since(*t) > grace)
+                self.deleted.contains(p)
+                    || self
+                        .last_seen
+                        .get(p)
+                        .is_some_and(|t| now.saturating_duration_since(*t) > grace)
             })
             .copied()
             .collect();

@@ -55,6 +55,8 @@ pub struct Config {
     pub vxlan_port: u16,
     /// Pod IPAM (`--pod-cidr`), off when `None`.
     pub ipam: Option<IpamOptions>,
+    /// NetworkPolicy sources (none: no policy enforcement).
+    pub policy: crate::policy::PolicyOptions,
     /// How long the data plane thread polls after its last packet before it sleeps
     /// (`--busy-poll-us`).
     pub busy_poll: Duration,

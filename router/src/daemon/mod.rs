@@ -11,6 +11,7 @@
 //! * the fast path's round is beside the fast path ([`crate::fastpath::round`]).
 
 pub mod config;
+pub mod config_file;
 mod rekey;
 mod report;
 mod secrets;
@@ -80,6 +81,8 @@ pub(crate) struct Daemon {
     pub(crate) heartbeat_seq: std::sync::atomic::AtomicU64,
     /// Pod IPAM, when on.
     pub(crate) ipam: Option<Arc<Ipam>>,
+    /// NetworkPolicy, when a source is configured (needs IPAM).
+    pub(crate) policy: Option<Arc<crate::policy::Policy>>,
     /// Set by `weft leave`: the main loop exits.
     pub(crate) leave: tokio::sync::Notify,
     /// `weft leave` is under way or done: no more IPAM reconciling.
@@ -419,10 +422,13 @@ impl Daemon {
         if let Some(i) = &self.ipam {
             i.refresh_guard().await;
         }
+        if let Some(p) = &self.policy {
+            p.refresh().await;
+        }
     }
 
-    /// `weft leave`: hands the blocks back, removes the gateways, the masquerade table and the
-    /// port guard, and stops the router.
+    /// `weft leave`: hands the blocks back, removes the gateways, the masquerade table, the
+    /// port guard and the policy table, and stops the router.
     async fn leave(&self, force: bool) -> Result<LeaveAnswer, ipam::Error> {
         let mut answer = LeaveAnswer::default();
         if let Some(i) = &self.ipam {
@@ -435,12 +441,15 @@ impl Daemon {
             i.clear_bridge().await.map_err(internal)?;
             i.remove_masquerade().await.map_err(internal)?;
             i.remove_guard().await.map_err(internal)?;
+            if let Some(p) = &self.policy {
+                p.remove().await.map_err(internal)?;
+            }
             i.clear().await.map_err(internal)?;
         }
         self.leaving.store(true, Relaxed);
         tracing::info!(
             blocks = answer.blocks.len(),
-            "left the cluster: blocks handed back, gateways, masquerade and port guard removed; stopping"
+            "left the cluster: blocks handed back, gateways, masquerade, port guard and policy removed; stopping"
         );
         self.leave.notify_one();
         Ok(answer)

@@ -241,6 +241,11 @@ impl Daemon {
                 }
             }),
             guard: self.ipam.as_ref().map(|i| i.guard_report()),
+            policy: self
+                .policy
+                .as_ref()
+                .zip(self.ipam.as_ref())
+                .map(|(p, i)| p.report(i)),
         }
     }
 

@@ -148,7 +148,7 @@ async fn ipam_allocate(
 ) -> ApiResult<weft_api::ipam::Allocation> {
     let req: AllocateRequest = body(&b)?;
     let i = ipam_of(&d)?;
-    Ok(Json(i.allocate(req.attachment, req.netns).await?))
+    Ok(Json(i.allocate(req.attachment, req.netns, req.pod).await?))
 }
 
 async fn ipam_release(
@@ -169,13 +169,26 @@ async fn ipam_gc(
     Ok(Json(i.gc(&req.keep).await?))
 }
 
+/// How long CNI ADD waits for the new pod's policies to be in the kernel.
+const POLICY_SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn guard_port(
     State(d): State<Arc<Daemon>>,
     b: axum::body::Bytes,
 ) -> ApiResult<weft_api::guard::GuardAnswer> {
     let req: weft_api::guard::GuardRequest = body(&b)?;
     let i = ipam_of(&d)?;
-    Ok(Json(i.guard_port(req).await?))
+    let answer = i.guard_port(req).await?;
+    // The pod's port joins the bridge after this answer: its policies go in first.
+    if let Some(p) = &d.policy {
+        if tokio::time::timeout(POLICY_SYNC_TIMEOUT, p.sync_now(&i, &d.gossip))
+            .await
+            .is_err()
+        {
+            tracing::warn!("policy: the ruleset for a new pod was not applied within {POLICY_SYNC_TIMEOUT:?}; it follows within a round");
+        }
+    }
+    Ok(Json(answer))
 }
 
 async fn leave(State(d): State<Arc<Daemon>>, b: axum::body::Bytes) -> ApiResult<LeaveAnswer> {

@@ -221,6 +221,21 @@ pub async fn run(cfg: Config) -> Result<()> {
         None => None,
     };
 
+    let policy = match (&ipam, cfg.policy.enabled()) {
+        (_, false) => None,
+        (None, true) => bail!(
+            "NetworkPolicy (--policy-dir, --kubernetes) needs pod IPAM (--pod-cidr): \
+             pods are known by the identity weft-cni gives their reservations"
+        ),
+        (Some(i), true) => {
+            let p = crate::policy::Policy::start(cfg.policy.clone(), cfg.state_dir.clone())
+                .await
+                .context("starting NetworkPolicy")?;
+            tokio::spawn(p.clone().run(i.clone(), gossip.clone()));
+            Some(p)
+        }
+    };
+
     let daemon = Arc::new(Daemon {
         cfg: cfg.clone(),
         name,
@@ -242,6 +257,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         bridge_index,
         kernel_fdb: Mutex::new(Default::default()),
         ipam,
+        policy,
         leave: tokio::sync::Notify::new(),
         leaving: std::sync::atomic::AtomicBool::new(false),
         secret_file: Mutex::new(Default::default()),

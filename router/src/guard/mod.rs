@@ -208,6 +208,7 @@ mod tests {
             address: "10.32.0.2".parse().unwrap(),
             netns: String::new(),
             port: None,
+            pod: None,
         };
         assert_eq!(port_rules(&r), None);
         r.port = Some(Port {

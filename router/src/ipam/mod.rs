@@ -40,7 +40,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use weft_api::guard::{GuardAnswer, GuardRequest};
-use weft_api::ipam::{Allocation, Attachment, GcAnswer, IpamReport, ReleaseAnswer, Reservation};
+use weft_api::ipam::{
+    Allocation, Attachment, GcAnswer, IpamReport, PodRef, ReleaseAnswer, Reservation,
+};
 use weft_netlink::Netlink;
 
 /// The reservations file inside the state directory.
@@ -255,13 +257,42 @@ impl Ipam {
             .map_err(|e| Error::Internal(format!("{e:#}")))
     }
 
-    /// Reserves an address for `a` (the same one again if it already holds one).
+    /// Records the pod identity of an existing reservation if it changed (an ADD repeated with
+    /// the identity the first one lacked), persisted like the rest.
+    fn set_identity(&self, a: &Attachment, pod: Option<PodRef>) -> std::result::Result<(), Error> {
+        let (before, snapshot) = {
+            let mut t = lock(&self.table);
+            let Some(r) = t.reservation(a) else {
+                return Ok(());
+            };
+            if r.pod == pod || pod.is_none() {
+                return Ok(());
+            }
+            let before = t.clone();
+            let mut r = r.clone();
+            r.pod = pod;
+            t.restore(r);
+            (before, t.clone())
+        };
+        if let Err(e) = self.persist(&snapshot) {
+            *lock(&self.table) = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Reserves an address for `a` (the same one again for an attachment that holds one), with
+    /// the pod identity `pod` if the runtime gave one.
     pub async fn allocate(
         &self,
         a: Attachment,
         netns: String,
+        pod: Option<PodRef>,
     ) -> std::result::Result<Allocation, Error> {
         a.check().map_err(|e| Error::BadRequest(e.0))?;
+        if let Some(p) = &pod {
+            p.check().map_err(|e| Error::BadRequest(e.0))?;
+        }
         let mut attempts = 0;
         loop {
             if self.closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -274,6 +305,7 @@ impl Ipam {
                 let existing = lock(&self.table).get(&a);
                 if let Some(ip) = existing {
                     if held.iter().any(|b| b.contains(ip)) {
+                        self.set_identity(&a, pod)?;
                         return Ok(self.allocation(ip));
                     }
                     // Its block was reclaimed: the address may be another host's now. The
@@ -290,7 +322,7 @@ impl Ipam {
                     let (before, snapshot) = {
                         let mut t = lock(&self.table);
                         let before = t.clone();
-                        t.insert(a.clone(), ip, netns.clone());
+                        t.insert(a.clone(), ip, netns.clone(), pod.clone());
                         (before, t.clone())
                     };
                     if let Err(e) = self.persist(&snapshot) {
@@ -687,10 +719,10 @@ mod tests {
         let mut t = Table::default();
         // Network, gateway (and here also the CIDR's first address) are skipped.
         assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 2)));
-        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), String::new());
-        t.insert(att("b"), Ipv4Addr::new(10, 32, 0, 4), String::new());
+        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), String::new(), None);
+        t.insert(att("b"), Ipv4Addr::new(10, 32, 0, 4), String::new(), None);
         assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 3)));
-        t.insert(att("c"), Ipv4Addr::new(10, 32, 0, 3), String::new());
+        t.insert(att("c"), Ipv4Addr::new(10, 32, 0, 3), String::new(), None);
         assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 5)));
         // A block's broadcast-looking last address is a normal pod address, except the CIDR's.
         let top = b("10.47.255.0/24");
@@ -714,7 +746,7 @@ mod tests {
         let mut t = Table::default();
         let mut got = Vec::new();
         while let Some(ip) = t.pick(cidr, &blocks) {
-            t.insert(att(&ip.to_string()), ip, String::new());
+            t.insert(att(&ip.to_string()), ip, String::new(), None);
             got.push(ip);
         }
         // 10.9.0.2, .3 in the first; .14 in the last (.15 is the CIDR's last address).
@@ -731,8 +763,8 @@ mod tests {
     #[test]
     fn lost_reservations_are_those_outside_held_blocks() {
         let mut t = Table::default();
-        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), String::new());
-        t.insert(att("b"), Ipv4Addr::new(10, 32, 7, 2), String::new());
+        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), String::new(), None);
+        t.insert(att("b"), Ipv4Addr::new(10, 32, 7, 2), String::new(), None);
         let lost = t.lost(&[b("10.32.0.0/24")]);
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].address, Ipv4Addr::new(10, 32, 7, 2));
@@ -746,8 +778,8 @@ mod tests {
         let cidr = b("10.32.0.0/12");
         assert!(Table::load(&path, cidr).unwrap().is_empty());
         let mut t = Table::default();
-        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), "/run/netns/x".into());
-        t.insert(att("b"), Ipv4Addr::new(10, 32, 0, 3), String::new());
+        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), "/run/netns/x".into(), None);
+        t.insert(att("b"), Ipv4Addr::new(10, 32, 0, 3), String::new(), None);
         t.save(&path, cidr).unwrap();
         assert_eq!(Table::load(&path, cidr).unwrap(), t);
         // Another pod CIDR: the reservations outside it are dropped.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use weft_api::ipam::{Attachment, Reservation};
+use weft_api::ipam::{Attachment, PodRef, Reservation};
 
 /// The reservations, as held in memory and on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,12 +51,13 @@ impl Table {
     }
 
     /// Records a reservation (with no guarded port yet).
-    pub fn insert(&mut self, a: Attachment, ip: Ipv4Addr, netns: String) {
+    pub fn insert(&mut self, a: Attachment, ip: Ipv4Addr, netns: String, pod: Option<PodRef>) {
         self.restore(Reservation {
             attachment: a,
             address: ip,
             netns,
             port: None,
+            pod,
         });
     }
 

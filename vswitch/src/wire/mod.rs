@@ -9,6 +9,7 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod flow;
 pub mod heartbeat;
 pub mod icmp;
 pub mod ipv4;
@@ -17,6 +18,7 @@ pub mod sleeve;
 pub mod vxlan;
 
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr};
+pub use flow::FlowRepr;
 pub use heartbeat::{Caps, HeartbeatPacket, HeartbeatRepr};
 pub use icmp::{too_big_reply, TooBig};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};

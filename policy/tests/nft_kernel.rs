@@ -3,7 +3,8 @@
 //! going and changing labels, a policy changing), the kernel's listing read back with
 //! `from_json` and compared with the ruleset meant, and a reconcile after a "restart".
 //!
-//! Needs root, `ip` and `nft`: `cargo test -p weft-policy --test nft_kernel -- --ignored`.
+//! Needs root, `ip` and `nft` (skipped with a note otherwise): `cargo test -p weft-policy --test
+//! nft_kernel`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -151,7 +152,6 @@ fn is_root() -> bool {
 }
 
 #[test]
-#[ignore = "needs root, ip netns and nft"]
 fn nft_accepts_the_ruleset_and_the_transactions() {
     if !is_root() {
         eprintln!("skipped: not root");

@@ -7,10 +7,10 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use weft::daemon::config_file::{self, Source};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
+use weft::daemon::config_file::{self, Source};
 use weft::{daemon, demo};
 use weft_api as api;
 use weft_api::status;
@@ -461,9 +461,8 @@ fn parse_cli(mut argv: Vec<OsString>) -> Result<(Cli, BTreeSet<String>), clap::E
             if explicit.is_none() && !path.exists() {
                 m
             } else {
-                let fail = |msg: String| {
-                    cli_command().error(clap::error::ErrorKind::InvalidValue, msg)
-                };
+                let fail =
+                    |msg: String| cli_command().error(clap::error::ErrorKind::InvalidValue, msg);
                 let table = config_file::read(&path).map_err(fail)?;
                 let router_cmd = cli_command()
                     .find_subcommand("router")

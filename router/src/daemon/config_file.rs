@@ -205,8 +205,14 @@ mod tests {
     #[test]
     fn keys_become_the_flags_they_name() {
         let a = args("config-version = 1\npod-cidr = \"10.32.0.0/12\"\npeer = [\"a\", \"b\"]\nno-fastpath = true\nmtu = 1400\n").unwrap();
-        assert_eq!(a["pod_cidr"], vec![OsString::from("--pod-cidr=10.32.0.0/12")]);
-        assert_eq!(a["peers"], vec![OsString::from("--peer=a"), "--peer=b".into()]);
+        assert_eq!(
+            a["pod_cidr"],
+            vec![OsString::from("--pod-cidr=10.32.0.0/12")]
+        );
+        assert_eq!(
+            a["peers"],
+            vec![OsString::from("--peer=a"), "--peer=b".into()]
+        );
         assert_eq!(a["no_fastpath"], vec![OsString::from("--no-fastpath")]);
         assert_eq!(a["mtu"], vec![OsString::from("--mtu=1400")]);
         assert!(args("no-fastpath = false").unwrap()["no_fastpath"].is_empty());
@@ -226,14 +232,22 @@ mod tests {
             "unknown key `pod-cdir`: did you mean `pod-cidr`?"
         );
         assert!(args("zzz = 1").unwrap_err().contains("valid keys"));
-        assert!(args("config = \"x\"").unwrap_err().contains("unknown key `config`"));
+        assert!(args("config = \"x\"")
+            .unwrap_err()
+            .contains("unknown key `config`"));
         assert_eq!(
             args("mtu = [1, 2]").unwrap_err(),
             "key `mtu`: takes one value, not a list"
         );
-        assert!(args("no-fastpath = \"yes\"").unwrap_err().contains("not true or false"));
-        assert!(args("mtu = {a = 1}").unwrap_err().contains("not a single value"));
-        assert!(args("config-version = 2").unwrap_err().contains("version 1"));
+        assert!(args("no-fastpath = \"yes\"")
+            .unwrap_err()
+            .contains("not true or false"));
+        assert!(args("mtu = {a = 1}")
+            .unwrap_err()
+            .contains("not a single value"));
+        assert!(args("config-version = 2")
+            .unwrap_err()
+            .contains("version 1"));
         assert!(parse("mtu = ").is_err());
     }
 
@@ -244,6 +258,9 @@ mod tests {
             .get_arguments()
             .filter_map(|a| Some(a.get_env()?.to_string_lossy().into_owned()))
             .collect();
-        assert_eq!(env, ["WEFT_POD_CIDR", "WEFT_PEER", "WEFT_NO_FASTPATH", "WEFT_MTU"]);
+        assert_eq!(
+            env,
+            ["WEFT_POD_CIDR", "WEFT_PEER", "WEFT_NO_FASTPATH", "WEFT_MTU"]
+        );
     }
 }

@@ -778,7 +778,12 @@ mod tests {
         let cidr = b("10.32.0.0/12");
         assert!(Table::load(&path, cidr).unwrap().is_empty());
         let mut t = Table::default();
-        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), "/run/netns/x".into(), None);
+        t.insert(
+            att("a"),
+            Ipv4Addr::new(10, 32, 0, 2),
+            "/run/netns/x".into(),
+            None,
+        );
         t.insert(att("b"), Ipv4Addr::new(10, 32, 0, 3), String::new(), None);
         t.save(&path, cidr).unwrap();
         assert_eq!(Table::load(&path, cidr).unwrap(), t);

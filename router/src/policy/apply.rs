@@ -5,8 +5,10 @@
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::process::Command;
-use weft_policy::nft::{self, Ruleset};
+use weft_policy::model::Direction;
+use weft_policy::nft::{self, Ruleset, Verdict};
 
 /// Runs one `nft -f` script (one transaction: all of it or nothing).
 pub fn run(script: &str) -> Result<()> {
@@ -25,8 +27,9 @@ pub fn read_table() -> Option<Ruleset> {
     nft::from_json(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// The table's named counters: name -> (packets, bytes); empty without a table.
-pub fn read_counters() -> BTreeMap<String, (u64, u64)> {
+/// The per-pod counters: (address, direction, verdict) -> (packets, bytes); empty without a
+/// table.
+pub fn read_counters() -> BTreeMap<(IpAddr, Direction, Verdict), (u64, u64)> {
     let Ok(out) = Command::new("nft")
         .args(["-j", "list", "counters", "table", "inet", nft::TABLE])
         .output()
@@ -36,7 +39,7 @@ pub fn read_counters() -> BTreeMap<String, (u64, u64)> {
     if !out.status.success() {
         return BTreeMap::new();
     }
-    crate::guard::parse_counters(&String::from_utf8_lossy(&out.stdout)).unwrap_or_default()
+    nft::counters_from_json(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// The sysctls that send bridged IPv4 and IPv6 frames through the inet hooks.

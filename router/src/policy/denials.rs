@@ -9,7 +9,7 @@ use std::time::Instant;
 use vswitch::wire::FlowRepr;
 
 /// The log group the ruleset's deny rules send to.
-pub const LOG_GROUP: u16 = 8;
+pub const LOG_GROUP: u16 = weft_policy::nft::LOG_GROUP;
 /// Denials kept for status.
 pub const KEPT: usize = 20;
 /// Log lines a second, at most.

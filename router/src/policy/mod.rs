@@ -23,7 +23,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_api::policy::{PodPolicy, PolicyReport, SourceReport};
-use weft_policy::nft::Ruleset;
+use weft_policy::model::Direction;
+use weft_policy::nft::{Ruleset, Verdict};
 use weft_policy::{Cluster, HostRules, Object, PodKey};
 
 /// How often the sources are looked at and the inputs compared.
@@ -63,6 +64,9 @@ struct SourceState {
     errors: Vec<String>,
 }
 
+/// A compile's inputs: the cluster's generation, the pod addresses, the local pods.
+type Inputs = (u64, BTreeMap<PodKey, Vec<IpAddr>>, BTreeSet<PodKey>);
+
 /// What the compile and the kernel last got.
 #[derive(Debug, Default)]
 struct Applied {
@@ -71,7 +75,7 @@ struct Applied {
     /// The rules it was written from.
     rules: Option<HostRules>,
     /// The inputs of the last compile, to skip compiles that would change nothing.
-    inputs: Option<(u64, BTreeMap<PodKey, Vec<IpAddr>>, BTreeSet<PodKey>)>,
+    inputs: Option<Inputs>,
     /// The pods last listed in our gossip record.
     gossiped: Option<Vec<PodEntry>>,
 }
@@ -84,26 +88,7 @@ struct Stats {
     last_transaction_lines: u64,
     last_compile_ms: f64,
     ruleset_lines: u64,
-    counters: BTreeMap<String, (u64, u64)>,
-}
-
-/// The named counters of one local pod.
-#[derive(Debug)]
-struct CounterNames {
-    allowed_in: String,
-    allowed_out: String,
-    dropped_in: String,
-    dropped_out: String,
-}
-
-fn counter_names(addr: IpAddr) -> CounterNames {
-    let _ = addr;
-    CounterNames {
-        allowed_in: String::new(),
-        allowed_out: String::new(),
-        dropped_in: String::new(),
-        dropped_out: String::new(),
-    }
+    counters: BTreeMap<(IpAddr, Direction, Verdict), (u64, u64)>,
 }
 
 /// NetworkPolicy enforcement on this host.
@@ -339,6 +324,7 @@ impl Policy {
             (c.0.clone(), c.1)
         };
         let addresses = self.addresses(&cluster, gossip);
+        let cluster = with_bare_pods(cluster, &addresses);
         let inputs = (generation, addresses, local);
         if applied.inputs.as_ref() == Some(&inputs) && applied.rules.is_some() {
             return;
@@ -487,7 +473,8 @@ impl Policy {
         let (namespaces, pods, policies) = cluster.counts();
         let mut local_pods = Vec::new();
         let counters = &st.counters;
-        let count = |name: String| counters.get(&name).map_or(0, |c| c.0);
+        let count =
+            |a: IpAddr, d: Direction, v: Verdict| counters.get(&(a, d, v)).map_or(0, |c| c.0);
         for r in ipam.reservations() {
             let addr = IpAddr::V4(r.address);
             let mut p = PodPolicy {
@@ -506,11 +493,10 @@ impl Policy {
                 };
                 (p.ingress, p.egress) = cluster.selecting(&key);
             }
-            let names = counter_names(addr);
-            p.allowed_in = count(names.allowed_in);
-            p.allowed_out = count(names.allowed_out);
-            p.dropped_in = count(names.dropped_in);
-            p.dropped_out = count(names.dropped_out);
+            p.allowed_in = count(addr, Direction::Ingress, Verdict::Allowed);
+            p.allowed_out = count(addr, Direction::Egress, Verdict::Allowed);
+            p.dropped_in = count(addr, Direction::Ingress, Verdict::Dropped);
+            p.dropped_out = count(addr, Direction::Egress, Verdict::Dropped);
             local_pods.push(p);
         }
         let mut dropped = BTreeMap::new();
@@ -536,13 +522,15 @@ impl Policy {
                 objects: BTreeMap::new(),
             })
             .collect();
+        let pods_with_address = lock(&self.last_addresses).len() as u64;
+        let recent_denials = self.recent_denials();
         PolicyReport {
             state: st.last_error.clone().unwrap_or_else(|| "on".into()),
             sources,
             policies: policies as u64,
             namespaces: namespaces as u64,
             pods: pods as u64,
-            pods_with_address: lock(&self.last_addresses).len() as u64,
+            pods_with_address,
             applied: st.applied,
             apply_errors: st.apply_errors,
             last_transaction_lines: st.last_transaction_lines,
@@ -550,7 +538,39 @@ impl Policy {
             ruleset_lines: st.ruleset_lines,
             local_pods,
             dropped,
-            recent_denials: self.recent_denials(),
+            recent_denials,
         }
     }
+}
+
+/// `cluster` with a pod without labels or ports for every identity that has an address but no
+/// Pod object (a pod attached with `K8S_POD_NAMESPACE`/`K8S_POD_NAME` whose manifest the source
+/// does not have): it is in its namespace, so namespace-wide selectors (`podSelector: {}`) and
+/// namespace selectors pick it, as they would pick the real pod.
+fn with_bare_pods(
+    cluster: Arc<Cluster>,
+    addresses: &BTreeMap<PodKey, Vec<IpAddr>>,
+) -> Arc<Cluster> {
+    let missing: Vec<&PodKey> = addresses
+        .keys()
+        .filter(|k| cluster.pod(k).is_none())
+        .collect();
+    if missing.is_empty() {
+        return cluster;
+    }
+    let mut c = (*cluster).clone();
+    for k in missing {
+        let pod = weft_policy::k8s_openapi::api::core::v1::Pod {
+            metadata: weft_policy::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                namespace: Some(k.namespace.clone()),
+                name: Some(k.name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        if let Err(e) = c.upsert(&Object::Pod(pod)) {
+            tracing::debug!("policy: pod {k} from the mesh: {e}");
+        }
+    }
+    Arc::new(c)
 }

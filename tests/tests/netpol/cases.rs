@@ -413,6 +413,7 @@ fn ip_block(np: &mut Netpol) -> Result<(), String> {
     let own = np.hosts[np.pod("x/b").host].name.clone();
     for h in np.host_names() {
         let src = base.seen.get(&(h.clone(), "x/b".to_string())).copied();
+        eprintln!("x/b sees {h} as {src:?}");
         let allowed = h == own || src.is_some_and(inside);
         e.hosts.set(&h, "x/b", allowed);
     }

@@ -45,6 +45,7 @@ fn allocate(dir: &Path, id: &str) -> Result<Allocation> {
     let req = AllocateRequest {
         attachment: att(id),
         netns: format!("/var/run/netns/{id}"),
+        pod: None,
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {

@@ -141,3 +141,59 @@ pub fn network_policy(namespace: &str, name: &str, spec: Value) -> Value {
         "spec": spec,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_reach_every_directory_whole_and_leave_no_temporary() {
+        let root = std::env::temp_dir().join(format!("netpol-dirs-{}", std::process::id()));
+        let dirs = PolicyDirs::new(vec![root.join("h1"), root.join("h2")]).unwrap();
+        let pol = network_policy("x", "deny", json!({"podSelector": {}}));
+        let text = yaml_stream(&[namespace("x", &BTreeMap::new()), pol]).unwrap();
+        dirs.write("p.yaml", &text).unwrap();
+        for d in dirs.dirs() {
+            assert_eq!(std::fs::read_to_string(d.join("p.yaml")).unwrap(), text);
+            let names: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(names.len(), 1, "{names:?}");
+        }
+        assert_eq!(dirs.files().unwrap(), vec!["p.yaml".to_string()]);
+        assert_eq!(text.matches("---\n").count(), 2);
+        assert!(text.contains("kubernetes.io/metadata.name: x"), "{text}");
+        dirs.remove("p.yaml").unwrap();
+        dirs.remove("p.yaml").unwrap();
+        assert!(dirs.files().unwrap().is_empty());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn pods_name_their_ports_as_upstream() {
+        let p = pod(
+            "x",
+            "a",
+            &BTreeMap::from([("pod".into(), "a".into())]),
+            false,
+        );
+        let names: Vec<&str> = p["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["ports"][0]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "serve-80-tcp",
+                "serve-80-udp",
+                "serve-81-tcp",
+                "serve-81-udp",
+                "echo"
+            ]
+        );
+    }
+}

@@ -168,3 +168,20 @@ pub fn probe_from(ns: &str, p: Probe, timeout: Duration) -> Outcome {
         .and_then(|mut v| v.pop())
         .unwrap_or_else(|| Outcome::Wrong("no outcome".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_right_token_counts() {
+        let ip = Ipv4Addr::new(10, 32, 0, 2);
+        assert_eq!(check_answer("x/a 10.32.0.2\n", "x/a"), Outcome::Reached(ip));
+        assert!(matches!(
+            check_answer("x/b 10.32.0.2\n", "x/a"),
+            Outcome::Wrong(_)
+        ));
+        assert!(matches!(check_answer("x/a\n", "x/a"), Outcome::Wrong(_)));
+        assert!(matches!(check_answer("", "x/a"), Outcome::Wrong(_)));
+    }
+}

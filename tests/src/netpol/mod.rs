@@ -3,8 +3,9 @@
 //! (attached through `cnitool` with the `CNI_ARGS` kubelet passes), servers in every pod, and a
 //! prober that fills truth tables from real traffic.
 //!
-//! * [`Netpol`] (this file): the cluster, its objects (Namespace and Pod manifests), the
-//!   policies the cases write into every router's `--policy-dir`, and [`Netpol::expect_eventually`].
+//! * [`Netpol`] (this file): the cluster and its pods; `objects.rs`: the Namespace and Pod
+//!   manifests, the policies the cases write into every router's `--policy-dir`, pods added and
+//!   deleted; `round.rs`: [`Netpol::observe`] and [`Netpol::expect_eventually`].
 //! * [`truth`]: [`Reachability`] and [`Expectation`], the tables, printed upstream's way.
 //! * [`serve`], [`probe`], [`conn`]: the servers, the prober, background traffic.
 //! * [`manifest`]: the manifests and the atomic writes into the policy directories.
@@ -16,18 +17,19 @@
 
 pub mod conn;
 pub mod manifest;
+mod objects;
 pub mod probe;
+mod round;
 pub mod serve;
 mod sock;
 pub mod truth;
 
+pub use round::Round;
 pub use truth::{Expectation, Kind, Protocol, Reachability};
 
 use crate::cni::{cnitool_container_id, weft_networks, Cni, CniPod};
-use anyhow::{ensure, Context, Result};
-use manifest::{PolicyDirs, CLUSTER_FILE};
-use probe::{Outcome, Probe};
-use serde_json::Value;
+use anyhow::{ensure, Result};
+use manifest::PolicyDirs;
 use serve::Server;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -143,20 +145,6 @@ pub struct Outside {
     /// Its address.
     pub ip: Ipv4Addr,
     _server: Server,
-}
-
-/// One probing round: the tables, the wrong answers, the source addresses the servers saw
-/// (TCP/80, by (from, to)), how long it took.
-#[derive(Debug, Clone)]
-pub struct Round {
-    /// What got through.
-    pub tables: Expectation,
-    /// Answers from the wrong endpoint, or connections accepted and then silent.
-    pub anomalies: Vec<String>,
-    /// The source address each TCP/80 server saw.
-    pub seen: BTreeMap<(String, String), Ipv4Addr>,
-    /// The round's duration.
-    pub took: Duration,
 }
 
 /// The test cluster; see the module docs. Servers stop when it is dropped, then the lab goes.
@@ -373,32 +361,6 @@ impl Netpol {
         Ok(())
     }
 
-    /// Writes the Namespace and Pod manifests of `pods` (namespace, name, labels) into
-    /// [`CLUSTER_FILE`].
-    fn write_cluster(&mut self, pods: &[(String, String, BTreeMap<String, String>)]) -> Result<()> {
-        let mut docs: Vec<Value> = self
-            .namespace_labels
-            .iter()
-            .map(|(n, l)| manifest::namespace(n, l))
-            .collect();
-        docs.extend(
-            pods.iter()
-                .map(|(ns, n, l)| manifest::pod(ns, n, l, self.sctp)),
-        );
-        if let Some(d) = &self.dirs {
-            d.write(CLUSTER_FILE, &manifest::yaml_stream(&docs)?)?;
-        }
-        self.changed = Instant::now();
-        Ok(())
-    }
-
-    fn current_objects(&self) -> Vec<(String, String, BTreeMap<String, String>)> {
-        self.pods
-            .iter()
-            .map(|p| (p.namespace.clone(), p.name.clone(), p.labels.clone()))
-            .collect()
-    }
-
     /// The pod `ns/name`.
     pub fn pod(&self, id: &str) -> &NetpolPod {
         self.pods
@@ -446,229 +408,6 @@ impl Netpol {
                 e.hosts.deny(&h, pod);
             }
         }
-    }
-
-    /// One probing round over every pair and kind, all at once.
-    pub fn observe(&self) -> Round {
-        let start = Instant::now();
-        let tcp80 = Kind::tcp(80);
-        let probe_to = |kind: Kind, ip: Ipv4Addr, token: String| Probe { kind, ip, token };
-        // One (namespace, probes, cells) per source; a cell says which table a probe fills.
-        let mut sources: Vec<(String, Vec<Probe>, Vec<Cell>)> = Vec::new();
-        for from in &self.pods {
-            let (mut probes, mut cells) = (Vec::new(), Vec::new());
-            for k in &self.kinds {
-                for to in &self.pods {
-                    probes.push(probe_to(*k, to.ip(), to.id()));
-                    cells.push(Cell::new(Table::Pods(*k), from.id(), to.id()));
-                }
-            }
-            for o in &self.outside {
-                probes.push(probe_to(tcp80, o.ip, o.name.clone()));
-                cells.push(Cell::new(Table::Outside, from.id(), o.name.clone()));
-            }
-            sources.push((from.cni.ns.clone(), probes, cells));
-        }
-        for h in &self.hosts {
-            let probes = self.pods.iter().map(|to| probe_to(tcp80, to.ip(), to.id()));
-            let cells = self
-                .pods
-                .iter()
-                .map(|to| Cell::new(Table::Hosts, h.name.clone(), to.id()));
-            sources.push((h.ns.clone(), probes.collect(), cells.collect()));
-        }
-        let (jobs, cells): (Vec<_>, Vec<_>) =
-            sources.into_iter().map(|(ns, p, c)| ((ns, p), c)).unzip();
-        let outcomes = probe::probe_all(jobs, probe::TIMEOUT);
-        let mut tables = self.all_allowed();
-        let mut anomalies = Vec::new();
-        let mut seen = BTreeMap::new();
-        for (cell, out) in cells
-            .into_iter()
-            .flatten()
-            .zip(outcomes.into_iter().flatten())
-        {
-            let (kind, table) = match cell.table {
-                Table::Pods(k) => (k, tables.pods.get_mut(&k).expect("a probed kind")),
-                Table::Hosts => (tcp80, &mut tables.hosts),
-                Table::Outside => (tcp80, &mut tables.outside),
-            };
-            table.set(&cell.from, &cell.to, out.reached());
-            match out {
-                Outcome::Reached(ip) if kind == tcp80 => {
-                    seen.insert((cell.from, cell.to), ip);
-                }
-                Outcome::Wrong(why) => {
-                    anomalies.push(format!("{kind} {} -> {}: {why}", cell.from, cell.to))
-                }
-                _ => {}
-            }
-        }
-        Round {
-            tables,
-            anomalies,
-            seen,
-            took: start.elapsed(),
-        }
-    }
-
-    /// Probes until the observed tables equal `expected` (and no probe got a wrong answer), for
-    /// at most `deadline`. When `expected` is what was already observed before the last change,
-    /// only a round started [`SETTLE`] after that change counts (else a router that ignored the
-    /// change would pass). The error holds both tables and the differing cells.
-    pub fn expect_eventually(
-        &mut self,
-        expected: &Expectation,
-        deadline: Duration,
-    ) -> Result<Round, String> {
-        let start = Instant::now();
-        let not_before = if self.settled.as_ref() == Some(expected) {
-            self.changed + SETTLE
-        } else {
-            start
-        };
-        let mut rounds = 0;
-        loop {
-            let began = Instant::now();
-            let r = self.observe();
-            rounds += 1;
-            let diff = expected.diff(&r.tables);
-            if diff.is_empty() && r.anomalies.is_empty() && began >= not_before {
-                eprint!("{}", r.tables.render_denials());
-                self.settled = Some(expected.clone());
-                return Ok(r);
-            }
-            if start.elapsed() >= deadline {
-                self.settled = None;
-                let mut msg = format!(
-                    "after {rounds} rounds in {:.1} s:\n--- expected ---\n{}--- observed ---\n{}--- {} differing cells ---\n",
-                    start.elapsed().as_secs_f64(),
-                    expected.render(),
-                    r.tables.render(),
-                    diff.len()
-                );
-                for d in diff.iter().chain(&r.anomalies) {
-                    msg.push_str(d);
-                    msg.push('\n');
-                }
-                return Err(msg);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Writes policy file `file` into every router's directory: a YAML stream of `docs` for
-    /// `.yaml`/`.yml`, the single document as JSON for `.json`.
-    pub fn write_policy(&mut self, file: &str, docs: &[Value]) -> Result<()> {
-        let text = if file.ends_with(".json") {
-            ensure!(docs.len() == 1, "a .json policy file holds one document");
-            serde_json::to_string_pretty(&docs[0])?
-        } else {
-            manifest::yaml_stream(docs)?
-        };
-        let dirs = self
-            .dirs
-            .as_ref()
-            .context("the routers do not enforce policy")?;
-        dirs.write(file, &text)?;
-        self.changed = Instant::now();
-        Ok(())
-    }
-
-    /// Removes policy file `file` from every directory.
-    pub fn remove_policy(&mut self, file: &str) -> Result<()> {
-        if let Some(d) = &self.dirs {
-            d.remove(file)?;
-        }
-        self.changed = Instant::now();
-        Ok(())
-    }
-
-    /// Removes every policy file (all but the cluster file).
-    pub fn clear_policies(&mut self) -> Result<()> {
-        let files = match &self.dirs {
-            Some(d) => d.files()?,
-            None => Vec::new(),
-        };
-        for f in files.iter().filter(|f| f.as_str() != CLUSTER_FILE) {
-            self.remove_policy(f)?;
-        }
-        Ok(())
-    }
-
-    /// Gives pod `id` these labels (rewrites its manifest).
-    pub fn set_labels(&mut self, id: &str, labels: BTreeMap<String, String>) -> Result<()> {
-        let p = self
-            .pods
-            .iter_mut()
-            .find(|p| p.id() == id)
-            .with_context(|| format!("no pod {id}"))?;
-        p.labels = labels;
-        let objects = self.current_objects();
-        self.write_cluster(&objects)
-    }
-
-    /// Adds pod `namespace/name` on host index `host`: its manifest first (as the API server has
-    /// the Pod before kubelet runs the CNI ADD), then the attachment and its servers.
-    pub fn add_pod(
-        &mut self,
-        namespace: &str,
-        name: &str,
-        host: usize,
-        labels: BTreeMap<String, String>,
-    ) -> Result<()> {
-        let mut objects = self.current_objects();
-        objects.push((namespace.into(), name.into(), labels.clone()));
-        self.write_cluster(&objects)?;
-        self.attach(namespace, name, host, labels)
-    }
-
-    /// Deletes pod `id`: `cnitool del`, its namespace, then its manifest.
-    pub fn delete_pod(&mut self, id: &str) -> Result<()> {
-        let i = self
-            .pods
-            .iter()
-            .position(|p| p.id() == id)
-            .with_context(|| format!("no pod {id}"))?;
-        let p = self.pods.remove(i);
-        let h = self.hosts[p.host].clone();
-        let args = cni_args(&p.namespace, &p.name, &p.cni.ns);
-        let out = self.cni.cnitool(
-            &self.c.lab,
-            &h,
-            "del",
-            &self.nets[p.host],
-            &p.cni.ns,
-            &[("CNI_ARGS", &args)],
-        )?;
-        ensure!(out.success(), "cnitool del {id}: {out}");
-        let ns = p.cni.ns.clone();
-        drop(p);
-        self.c.lab.remove_netns(&ns)?;
-        let objects = self.current_objects();
-        self.write_cluster(&objects)
-    }
-}
-
-/// Which table of an [`Expectation`] a probe fills.
-#[derive(Debug, Clone, Copy)]
-enum Table {
-    Pods(Kind),
-    Hosts,
-    Outside,
-}
-
-/// Where a probe's outcome goes.
-#[derive(Debug)]
-struct Cell {
-    table: Table,
-    from: String,
-    to: String,
-}
-
-impl Cell {
-    fn new(table: Table, from: String, to: String) -> Cell {
-        Cell { table, from, to }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Hosts the network-namespace integration suite under `tests/tests/`, and what only that suite
 //! uses: the CNI runtime emulator ([`cni`]), clusters of pods behind the port guard ([`guarded`]),
-//! raw frames from inside a pod ([`frames`]), and the probes of the chaos and soak tests
-//! ([`chaos`], [`synflood`]).
+//! raw frames from inside a pod ([`frames`]), the probes of the chaos and soak tests ([`chaos`],
+//! [`synflood`]), and the NetworkPolicy end-to-end harness ([`netpol`]).
 
 pub mod chaos;
 pub mod cni;
 pub mod frames;
 pub mod guarded;
+pub mod netpol;
 pub mod synflood;

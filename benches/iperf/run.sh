@@ -527,6 +527,7 @@ row_weft_busy() {
 # cnitool (scripts/setup.sh) and weft-cni beside the weft binary.
 weft_policy_row() {
     local n=$1 i o
+    POLICY_N=$n
     need_weft
     weft_help | grep -q -- '--policy-dir' || na "not implemented: weft router --help shows no --policy-dir"
     local cnitool plugin
@@ -585,8 +586,8 @@ PY
         for i in 1 2; do
             wait_for 30 weft_query "$i" "exit(0 if r['fastpath']['peers'] >= 1 else 1)" ||
                 fail "h$i never put its peer on the fast path"
-            wait_for 30 weft_query "$i" "exit(0 if r['policy']['policies'] == $n and r['policy']['applied'] >= 1 else 1)" ||
-                fail "h$i: the $n policies are not in force: $(weft_query "$i" "r['policy']")"
+            wait_for 30 weft_query "$i" "exit(0 if r['policy']['policies'] == $POLICY_N and r['policy']['applied'] >= 1 else 1)" ||
+                fail "h$i: the $POLICY_N policies are not in force: $(weft_query "$i" "r['policy']")"
         done
     }
     row_finish() {

@@ -17,6 +17,7 @@
 //! The design and what was and was not tested: `docs/kubernetes-source.md`.
 #![deny(unsafe_code)]
 
+mod backoff;
 mod client;
 mod error;
 mod kind;

@@ -40,7 +40,7 @@ pub enum Event {
     /// An object was deleted (a watch event), by key.
     Deleted(ObjectKey),
     /// Listing or watching one kind fails; the watcher keeps retrying with backoff (0.8 s
-    /// growing to 30 s). The message is for status output; the error stands until the next
+    /// doubling to 30 s, from 0.8 s again after two minutes without failures). The message is for status output; the error stands until the next
     /// event of that kind. A `410 Gone` is not reported: it is the normal signal to relist.
     Error {
         /// The kind whose watcher failed.
@@ -203,7 +203,8 @@ async fn watch_kind<K: Watched>(client: Client, tx: mpsc::Sender<Event>) {
         bookmarks: true,
         ..watcher::Config::default()
     };
-    let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
+    let backoff = crate::backoff::WatchBackoff::default();
+    let mut stream = std::pin::pin!(watcher(api, config).backoff(backoff));
     let mut mapper = Mapper::<K>::new();
     loop {
         let next = tokio::select! {

@@ -224,6 +224,9 @@ impl Fake {
     pub fn set_reachable(&self, reachable: bool) {
         self.shared.reachable.store(reachable, Ordering::SeqCst);
         if !reachable {
+            // Unregister the watches now, so that no change made after this call reaches
+            // them while their connections are being closed.
+            self.shared.store().break_watches(None);
             self.shared.disconnect.send_modify(|n| *n += 1);
         }
     }

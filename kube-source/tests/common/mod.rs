@@ -32,6 +32,8 @@ pub struct Harness {
     pub task: tokio::task::JoinHandle<()>,
     /// Every event received so far, in order.
     pub seen: Vec<Event>,
+    /// Events received but not yet taken by [`Harness::next`].
+    backlog: std::collections::VecDeque<Event>,
 }
 
 impl Harness {
@@ -47,19 +49,25 @@ impl Harness {
         ] {
             fake.apply_json(fixtures::json(fixture));
         }
-        let (tx, rx) = mpsc::channel(64);
-        let task = Source::new(fake.client()).spawn(tx);
-        let mut h = Harness {
-            fake,
-            rx,
-            task,
-            seen: Vec::new(),
-        };
+        let mut h = Harness::spawn(fake);
         for kind in Kind::ALL {
             h.synced(kind).await;
         }
         h.wait_watching().await;
         h
+    }
+
+    /// Starts a source on `fake`, without waiting for anything.
+    pub fn spawn(fake: Fake) -> Harness {
+        let (tx, rx) = mpsc::channel(64);
+        let task = Source::new(fake.client()).spawn(tx);
+        Harness {
+            fake,
+            rx,
+            task,
+            seen: Vec::new(),
+            backlog: Default::default(),
+        }
     }
 
     /// Waits until every kind has an open watch.
@@ -70,8 +78,12 @@ impl Harness {
         .await;
     }
 
-    /// The next event that satisfies `f` (earlier ones are kept in `seen` and skipped).
+    /// The first event not taken yet that satisfies `f` (those it passes stay for later
+    /// calls; all are in `seen`).
     pub async fn next(&mut self, what: &str, f: impl Fn(&Event) -> bool) -> Event {
+        if let Some(i) = self.backlog.iter().position(&f) {
+            return self.backlog.remove(i).expect("in range");
+        }
         let deadline = Instant::now() + DEADLINE;
         loop {
             let event = tokio::time::timeout_at(deadline, self.rx.recv())
@@ -82,6 +94,7 @@ impl Harness {
             if f(&event) {
                 return event;
             }
+            self.backlog.push_back(event);
         }
     }
 

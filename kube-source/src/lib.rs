@@ -33,5 +33,7 @@ pub use kind::Kind;
 pub use nodes::NodeAddrs;
 pub use source::{run, Event, Source};
 
-/// Whether this build can reach an API server over HTTPS (kube with a TLS stack).
-pub(crate) const TLS: bool = false;
+/// Whether this build can reach an API server over HTTPS: the workspace's `kube` entry has
+/// `rustls-tls` with the `ring` provider. Set it to `false` if that feature is ever dropped,
+/// and [`client_from_env`] refuses `https` servers with [`Error::TlsUnavailable`].
+pub(crate) const TLS: bool = true;

@@ -57,6 +57,10 @@ pub struct PolicyReport {
     pub pods: u64,
     /// Pods with an address (from the mesh or the source).
     pub pods_with_address: u64,
+    /// Pods with an identity each host lists in its gossip record, by host (nickname), this
+    /// one included: how this host learns other hosts' pods.
+    #[serde(default)]
+    pub mesh_pods: BTreeMap<String, u64>,
     /// Rulesets applied since start (each one `nft -f` transaction).
     pub applied: u64,
     /// Failed applications.

@@ -18,6 +18,24 @@ pub async fn client_from_env() -> Result<kube::Client, Error> {
     client_from_config(config)
 }
 
+/// A client from the kubeconfig file at `path` (its current context), with the same checks as
+/// [`client_from_env`].
+///
+/// # Errors
+///
+/// As [`client_from_env`]; [`Error::Kubeconfig`] names the file when it cannot be read or used.
+pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client, Error> {
+    let err = |source| Error::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    };
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(err)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(err)?;
+    client_from_config(config)
+}
+
 /// A client from an explicit configuration, with the same checks as [`client_from_env`].
 pub(crate) fn client_from_config(config: kube::Config) -> Result<kube::Client, Error> {
     let url = config.cluster_url.to_string();

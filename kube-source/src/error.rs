@@ -9,6 +9,24 @@ pub enum Error {
          account token) and no usable kubeconfig (KUBECONFIG or ~/.kube/config): {0}"
     )]
     Config(#[source] kube::config::InferConfigError),
+    /// A kubeconfig file that cannot be read or used.
+    #[error("the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// A list request failed.
+    #[error("listing {kind} objects: {source}")]
+    List {
+        /// The kind listed.
+        kind: &'static str,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
     /// The API server is reached over HTTPS but this build has no TLS stack.
     #[error(
         "the API server {url} needs TLS, and this build of weft has no TLS support for the \

@@ -27,10 +27,12 @@ mod source;
 #[cfg(feature = "fake")]
 pub mod fake;
 
-pub use client::client_from_env;
+pub use client::{client_from_env, client_from_kubeconfig};
 pub use error::Error;
 pub use kind::Kind;
-pub use nodes::NodeAddrs;
+/// The `kube` client crate, for callers that hold a [`kube::Client`].
+pub use kube;
+pub use nodes::{list_nodes, NodeAddrs};
 pub use source::{run, Event, Source};
 
 /// Whether this build can reach an API server over HTTPS: the workspace's `kube` entry has

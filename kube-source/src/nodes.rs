@@ -48,6 +48,24 @@ impl From<&Node> for NodeAddrs {
     }
 }
 
+/// Every node's addresses, from one list (the router's start: its first peers, and the cluster
+/// size that its first pod-address block agreement needs).
+///
+/// # Errors
+///
+/// [`crate::Error::List`] when the list fails.
+pub async fn list_nodes(client: &kube::Client) -> Result<Vec<NodeAddrs>, crate::Error> {
+    let api: kube::Api<Node> = kube::Api::all(client.clone());
+    let list = api
+        .list(&Default::default())
+        .await
+        .map_err(|source| crate::Error::List {
+            kind: "Node",
+            source,
+        })?;
+    Ok(list.items.iter().map(NodeAddrs::from_node).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -334,6 +334,11 @@ impl Cluster {
         }
     }
 
+    /// Names of the namespaces that have a Namespace object.
+    pub fn namespace_objects(&self) -> Vec<String> {
+        self.namespaces.keys().cloned().collect()
+    }
+
     /// Names of the namespaces with an object or with pods.
     pub fn namespace_names(&self) -> BTreeSet<&str> {
         let mut names: BTreeSet<&str> = self.namespaces.keys().map(String::as_str).collect();

@@ -203,6 +203,9 @@ struct RouterArgs {
     /// KUBECONFIG): Pods, Namespaces, NetworkPolicies and Nodes are watched. Needs --pod-cidr.
     #[arg(long)]
     kubernetes: bool,
+    /// The kubeconfig for --kubernetes (default: the in-cluster configuration, or KUBECONFIG).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Log filter (also RUST_LOG), e.g. "info" or "weft=debug".
     #[arg(long, default_value = "info")]
     log: String,
@@ -299,7 +302,11 @@ fn build_config(a: RouterArgs) -> Result<daemon::Config> {
     let policy = weft::policy::PolicyOptions {
         dir: a.policy_dir.clone(),
         kubernetes: a.kubernetes,
+        kubeconfig: a.kubeconfig.clone(),
     };
+    if a.kubeconfig.is_some() && !a.kubernetes {
+        anyhow::bail!("--kubeconfig needs --kubernetes");
+    }
     if ipam.is_none() && policy.enabled() {
         anyhow::bail!(
             "--policy-dir and --kubernetes need --pod-cidr (pods are known by the identity weft-cni gives their reservations)"

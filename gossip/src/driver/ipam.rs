@@ -122,6 +122,31 @@ impl Gossip {
         }
     }
 
+    /// [`Gossip::ipam_set_deleted`] for every peer whose IPAM record carries `nickname` (a
+    /// Kubernetes Node's name, which the router is started with as `--name`); returns them.
+    pub fn ipam_set_deleted_by_nickname(
+        &self,
+        nickname: &str,
+        deleted: bool,
+    ) -> Vec<crate::PeerName> {
+        let peers: Vec<crate::PeerName> = {
+            let inner = self.shared.lock();
+            let Some(ipam) = inner.ipam.as_ref() else {
+                return Vec::new();
+            };
+            let me = ipam.name();
+            ipam.records()
+                .values()
+                .filter(|r| r.nickname == nickname && r.name != me)
+                .map(|r| r.name)
+                .collect()
+        };
+        for p in &peers {
+            self.ipam_set_deleted(*p, deleted);
+        }
+        peers
+    }
+
     /// Leaves the cluster cleanly: hands every block back, tells the peers this host is gone for
     /// good (so it no longer counts for majorities) and waits up to `timeout` for a neighbour to
     /// have heard it.

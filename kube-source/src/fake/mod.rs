@@ -114,9 +114,19 @@ impl Fake {
     ///
     /// As [`Fake::start`].
     pub async fn start_with(options: Options) -> Fake {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        Fake::start_on(([127, 0, 0, 1], 0).into(), options).await
+    }
+
+    /// Starts a fake listening on `addr` (e.g. an address of a test network namespace the
+    /// calling thread entered, so that routers in other namespaces can reach it).
+    ///
+    /// # Panics
+    ///
+    /// If `addr` cannot be bound.
+    pub async fn start_on(addr: SocketAddr, options: Options) -> Fake {
+        let listener = TcpListener::bind(addr)
             .await
-            .expect("fake API server: bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("fake API server: bind {addr}: {e}"));
         let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared {
             store: Mutex::default(),
@@ -142,7 +152,16 @@ impl Fake {
         }
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`.
+    /// A kubeconfig (YAML) that points `kubectl`-style clients at this fake, without
+    /// authentication: what a router started with `--kubeconfig` reads.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\n",
+            self.url()
+        )
+    }
+
+    /// The base URL, `http://ADDR:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod config_file;
+mod kubernetes;
 mod rekey;
 mod report;
 mod secrets;
@@ -371,7 +372,7 @@ impl Daemon {
         }
     }
 
-    fn connect(&self, addr: SocketAddr) -> SeedAnswer {
+    pub(crate) fn connect(&self, addr: SocketAddr) -> SeedAnswer {
         let mut seeds = lock(&self.seeds);
         let added = !seeds.contains(&addr);
         if added {
@@ -386,7 +387,7 @@ impl Daemon {
         }
     }
 
-    fn forget(&self, addr: SocketAddr) -> SeedAnswer {
+    pub(crate) fn forget(&self, addr: SocketAddr) -> SeedAnswer {
         let mut seeds = lock(&self.seeds);
         let before = seeds.len();
         seeds.retain(|s| *s != addr);

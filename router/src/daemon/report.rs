@@ -245,7 +245,7 @@ impl Daemon {
                 .policy
                 .as_ref()
                 .zip(self.ipam.as_ref())
-                .map(|(p, i)| p.report(i)),
+                .map(|(p, i)| p.report(i, &self.gossip)),
         }
     }
 

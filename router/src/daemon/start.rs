@@ -144,13 +144,31 @@ pub async fn run(cfg: Config) -> Result<()> {
     let dataplane =
         Dataplane::start(shared.clone(), tap, socket).context("starting the data plane")?;
 
+    // With --kubernetes: the Nodes are the peers, and their number the cluster size the first
+    // block agreement waits for.
+    let kube = if cfg.policy.kubernetes {
+        let client = kubernetes::client(cfg.policy.kubeconfig.as_deref()).await?;
+        let nodes = kubernetes::first_nodes(&client).await?;
+        let peers = kubernetes::node_peers(&nodes, &cfg.nickname, cfg.listen);
+        tracing::info!(
+            nodes = nodes.len(),
+            "kubernetes: {} node(s), {} peer(s) to dial",
+            nodes.len(),
+            peers.values().flatten().count()
+        );
+        Some((client, nodes.len(), peers))
+    } else {
+        None
+    };
+
     // The seed list: --peer flags plus what `weft connect` added earlier (kept in the state
     // directory; `weft forget` removes entries).
     let mut seeds = state::load_seeds(&cfg.state_dir).unwrap_or_else(|e| {
         tracing::warn!("ignoring the saved seed list: {e:#}");
         Vec::new()
     });
-    for p in &cfg.peers {
+    let node_seeds = kube.iter().flat_map(|(_, _, p)| p.values().flatten());
+    for p in cfg.peers.iter().chain(node_seeds) {
         if !seeds.contains(p) {
             seeds.push(*p);
         }
@@ -164,9 +182,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     gcfg.secrets = cfg.secrets.clone();
     if let Some(o) = &cfg.ipam {
         ipam::validate(o.cidr, o.block_prefix)?;
-        let init_peers = match o.init_peers {
-            Some(n) => n.max(1),
-            None => {
+        let init_peers = match (o.init_peers, &kube) {
+            (Some(n), _) => n.max(1),
+            (None, Some((_, nodes, _))) => (*nodes).max(1),
+            (None, None) => {
                 let own = nl.local_addresses().await.unwrap_or_default();
                 let mut others: Vec<IpAddr> = seeds
                     .iter()
@@ -262,6 +281,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         leaving: std::sync::atomic::AtomicBool::new(false),
         secret_file: Mutex::new(Default::default()),
     });
+
+    if let (Some((client, _, peers)), Some(p)) = (kube, &daemon.policy) {
+        tokio::spawn(kubernetes::run(daemon.clone(), p.clone(), client, peers));
+    }
 
     let listener = tokio::net::UnixListener::bind(&sock_path)
         .with_context(|| format!("binding the API socket {}", sock_path.display()))?;

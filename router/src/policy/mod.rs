@@ -42,6 +42,8 @@ pub struct PolicyOptions {
     pub dir: Option<PathBuf>,
     /// `--kubernetes`.
     pub kubernetes: bool,
+    /// `--kubeconfig` (else in-cluster configuration, or `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl PolicyOptions {
@@ -464,7 +466,7 @@ impl Policy {
     }
 
     /// The status section.
-    pub fn report(&self, ipam: &Ipam) -> PolicyReport {
+    pub fn report(&self, ipam: &Ipam, gossip: &Gossip) -> PolicyReport {
         let (cluster, _) = {
             let c = lock(&self.cluster);
             (c.0.clone(), c.1)
@@ -523,6 +525,18 @@ impl Policy {
             })
             .collect();
         let pods_with_address = lock(&self.last_addresses).len() as u64;
+        let known = gossip.routes().known;
+        let nick = |p: gossip::PeerName| {
+            known
+                .iter()
+                .find(|(n, _)| *n == p)
+                .map_or_else(|| "(this host)".to_string(), |(_, k)| k.clone())
+        };
+        let (_, by_peer) = gossip.pods();
+        let mesh_pods = by_peer
+            .into_iter()
+            .map(|(p, pods)| (nick(p), pods.len() as u64))
+            .collect();
         let recent_denials = self.recent_denials();
         PolicyReport {
             state: st.last_error.clone().unwrap_or_else(|| "on".into()),
@@ -531,6 +545,7 @@ impl Policy {
             namespaces: namespaces as u64,
             pods: pods as u64,
             pods_with_address,
+            mesh_pods,
             applied: st.applied,
             apply_errors: st.apply_errors,
             last_transaction_lines: st.last_transaction_lines,

@@ -139,7 +139,8 @@ pub(super) async fn run_conn(
         Some((k, s)) => (Some(k), Some(s)),
         None => (None, None),
     };
-    let info = PeerInfo {
+    // `conn` is set when the connection is admitted and gets its id.
+    let mut info = PeerInfo {
         name,
         uid: theirs.uid,
         nickname: theirs.nickname.clone(),
@@ -148,6 +149,7 @@ pub(super) async fn run_conn(
         pod_mtu: theirs.pod_mtu,
         version,
         outbound,
+        conn: 0,
         keys,
         secret,
     };
@@ -164,6 +166,7 @@ pub(super) async fn run_conn(
         let mut inner = shared.lock();
         let id = inner.next_id;
         inner.next_id += 1;
+        info.conn = id;
         // A connection that replaces a live one to the same run of the peer (a re-handshake, a
         // redial) keeps the data path's state: it was usable a moment ago.
         let mut usable = false;
@@ -288,11 +291,16 @@ pub(super) async fn run_conn(
             }
             Ok(Ok(Message::Goodbye { reason })) => break Error::Goodbye(reason),
             Ok(Ok(
-                msg @ (Message::Rekey { .. } | Message::RekeyAck { .. } | Message::Probe { .. }),
+                msg @ (Message::Rekey { .. }
+                | Message::RekeyAck { .. }
+                | Message::Handover { .. }
+                | Message::HandoverAck { .. }
+                | Message::Probe { .. }),
             )) => {
                 let _ = shared.events.send(Event::Control {
                     from: name,
                     msg,
+                    conn: id,
                     secret: conn_secret.clone(),
                 });
             }

@@ -198,6 +198,20 @@ async fn peers_with_the_same_secret_connect_and_share_data_keys() {
             _ => continue,
         }
     }
+    // The handover travels on the connection named, and says which one it came on.
+    assert_eq!(p1.version, crate::proto::HANDOVER_VERSION);
+    assert!(g1.send_on(p1.conn, Message::Handover { epoch: 4 }));
+    assert!(!g1.send_on(p1.conn + 1000, Message::Handover { epoch: 5 }));
+    loop {
+        match next_any(&mut rx2).await {
+            Event::Control { msg, conn, .. } => {
+                assert_eq!(msg, Message::Handover { epoch: 4 });
+                assert_eq!(conn, p2.conn);
+                break;
+            }
+            _ => continue,
+        }
+    }
 }
 
 async fn next_any(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {

@@ -124,8 +124,18 @@ impl Opener {
         {
             return Err(CryptoError::EpochInUse);
         }
-        self.next = Some(Slot::new(epoch, &key));
+        self.put_next(epoch, key);
         Ok(())
+    }
+
+    /// Installs `next` without the check: the caller knows `epoch` is not live.
+    pub(super) fn put_next(&mut self, epoch: u8, key: Key) {
+        self.next = Some(Slot::new(epoch, &key));
+    }
+
+    /// Drops the previous key now, whatever its grace period (its epoch is about to be reused).
+    pub fn forget_previous(&mut self) {
+        self.previous = None;
     }
 
     /// Drops the previous key once its grace period is over (`open_in_place` does this too; call

@@ -18,10 +18,15 @@
 //!    epoch or on the answer ([`Session::confirm`]), whichever comes first; its old receive key
 //!    stays for the grace period, for datagrams sealed before the listener switched.
 //!
+//! A hand-over drops no receive key the peer may be sending with: a `next` key of an earlier
+//! hand-over or rekey that the peer has not been seen using yet becomes current (the current one
+//! previous, for the grace period) rather than being replaced. This matters when two new
+//! connections follow each other (a re-handshake in one direction, then a redial in the other).
+//!
 //! An end that had no session for the peer starts from [`Session::empty`]; an epoch the dialler
-//! chose that is the listener's current receive epoch (the two ends were out of step, so the
-//! listener's old keys are not what the dialler sends with) makes the listener start over with
-//! the new keys alone ([`Handover::Fresh`]).
+//! chose that the listener holds as current or next (the two ends were out of step, so those
+//! keys are not what the dialler sends with) makes the listener start over with the new keys
+//! alone ([`Handover::Fresh`]).
 
 use super::key::Key;
 use super::rekey::{Pending, Session};
@@ -49,7 +54,7 @@ impl Session {
         let epoch = self.next_epoch();
         match &mut self.opener {
             // `next_epoch` is never a live epoch: the install cannot be refused.
-            Some(o) => o.put_next(epoch, recv),
+            Some(o) => o.put_next_keeping(now, epoch, recv),
             None => self.opener = Some(Opener::new(epoch, recv, self.policy.grace)),
         }
         self.pending = Some(Pending {
@@ -76,7 +81,7 @@ impl Session {
                 self.opener = Some(Opener::new(epoch, recv, self.policy.grace));
                 Handover::Fresh
             }
-            Some(o) if o.epochs().current == epoch => {
+            Some(o) if o.epochs().current == epoch || o.epochs().next == Some(epoch) => {
                 *self = Session::new(now, epoch, send, recv, self.policy);
                 return Handover::Fresh;
             }
@@ -84,7 +89,7 @@ impl Session {
                 if o.epochs().previous == Some(epoch) {
                     o.forget_previous();
                 }
-                o.put_next(epoch, recv);
+                o.put_next_keeping(now, epoch, recv);
                 Handover::Overlap
             }
         };

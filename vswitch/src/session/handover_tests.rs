@@ -232,3 +232,38 @@ fn simultaneous_dials_end_on_the_winners_keys_in_either_order() {
         assert_eq!(b.send_epoch(), Some(next));
     }
 }
+
+#[test]
+fn a_handover_on_top_of_an_unfinished_one_keeps_every_key_in_use() {
+    // Y re-handshakes (it dials C2); X, having seen C1 close, redials at once (it dials C3). X
+    // installs C2's keys as listener and starts sending with them, then hands over to C3's as
+    // dialler before Y was seen using C2's: Y may switch to C2's keys at any moment.
+    let t0 = Instant::now();
+    let policy = short_policy();
+    let (mut x, mut y) = pair(t0, policy);
+    let ((y2_send, y2_recv), (x2_send, x2_recv)) = conn_keys(0xb9);
+    let e2 = y.handover_as_dialler(t0, y2_send, y2_recv);
+    x.handover_as_listener(t0, e2, x2_send, x2_recv);
+    let x_on_c2 = seal_s(&mut x, 1);
+    let y_still_old = seal_s(&mut y, 2);
+    let ((x3_send, x3_recv), (y3_send, y3_recv)) = conn_keys(0xca);
+    let e3 = x.handover_as_dialler(t0, x3_send, x3_recv);
+    assert_ne!(e3, e2);
+    // X still opens Y's old keys, and C2's once Y switches to them.
+    assert_eq!(open_s(&mut x, t0, y_still_old), Ok(2));
+    assert_eq!(open_s(&mut y, t0, x_on_c2), Ok(1));
+    assert_eq!(
+        y.send_epoch(),
+        Some(e2),
+        "X's datagram under C2's keys is Y's proof"
+    );
+    let y_on_c2 = seal_s(&mut y, 3);
+    assert_eq!(open_s(&mut x, t0, y_on_c2), Ok(3));
+    // Y gets C3's epoch: both end on C3's keys.
+    y.handover_as_listener(t0, e3, y3_send, y3_recv);
+    let y_on_c3 = seal_s(&mut y, 4);
+    assert_eq!(epoch_of(&y_on_c3), e3);
+    assert_eq!(open_s(&mut x, t0, y_on_c3), Ok(4));
+    assert_eq!(x.send_epoch(), Some(e3));
+    each_opens_the_other(&mut x, &mut y, t0, 5);
+}

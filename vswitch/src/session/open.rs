@@ -133,6 +133,18 @@ impl Opener {
         self.next = Some(Slot::new(epoch, &key));
     }
 
+    /// Installs `next` for a hand-over (the caller knows `epoch` is not current or previous)
+    /// without dropping a `next` key of another epoch, which the peer may be sending with
+    /// already: that key becomes current and the current one previous, for the grace period
+    /// from `now`. Only a key in its grace period (stragglers) can go.
+    pub(super) fn put_next_keeping(&mut self, now: Instant, epoch: u8, key: Key) {
+        if let Some(n) = self.next.take().filter(|n| n.epoch != epoch) {
+            let old = core::mem::replace(&mut self.current, n);
+            self.previous = Some((old, now + self.grace));
+        }
+        self.put_next(epoch, key);
+    }
+
     /// Drops the previous key now, whatever its grace period (its epoch is about to be reused).
     pub fn forget_previous(&mut self) {
         self.previous = None;

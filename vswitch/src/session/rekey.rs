@@ -162,7 +162,8 @@ impl Session {
     /// epochs of live receive keys after the `u8` wraps.
     pub fn next_epoch(&self) -> u8 {
         let mut epoch = self.latest.wrapping_add(1);
-        while self.epoch_live(epoch) {
+        let next = self.opener.as_ref().and_then(|o| o.epochs().next);
+        while self.epoch_live(epoch) || next == Some(epoch) {
             epoch = epoch.wrapping_add(1);
         }
         epoch

@@ -17,6 +17,10 @@ pub const MAX_VERSION: u16 = 2;
 /// The version from which the dialler of an encrypted connection hands the data session over to
 /// the connection's keys with [`Message::Handover`] (version 1: both ends switch to them at once).
 pub const HANDOVER_VERSION: u16 = 2;
+/// The [`Message::Goodbye`] reason of a connection closed because a newer connection to the same
+/// peer replaced it: the receiver waits a moment for that connection before it reports the peer
+/// down (older routers send `closing` and are reported down at once, as before).
+pub const GOODBYE_REPLACED: &str = "replaced by a newer connection";
 /// Largest message body accepted.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 

@@ -13,7 +13,14 @@ pub const PROTOCOL: &str = "weft";
 /// Lowest control protocol version this build speaks.
 pub const MIN_VERSION: u16 = 1;
 /// Highest control protocol version this build speaks.
-pub const MAX_VERSION: u16 = 1;
+pub const MAX_VERSION: u16 = 2;
+/// The version from which the dialler of an encrypted connection hands the data session over to
+/// the connection's keys with [`Message::Handover`] (version 1: both ends switch to them at once).
+pub const HANDOVER_VERSION: u16 = 2;
+/// The [`Message::Goodbye`] reason of a connection closed because a newer connection to the same
+/// peer replaced it: the receiver waits a moment for that connection before it reports the peer
+/// down (older routers send `closing` and are reported down at once, as before).
+pub const GOODBYE_REPLACED: &str = "replaced by a newer connection";
 /// Largest message body accepted.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 
@@ -97,6 +104,18 @@ pub enum Message {
     },
     /// The answer to [`Message::Rekey`]: the responder installed the keys.
     RekeyAck {
+        /// The key generation installed.
+        epoch: u8,
+    },
+    /// Encrypted clusters, from [`HANDOVER_VERSION`]: the dialler of this connection accepts the
+    /// data keys of its handshake under key generation `epoch` (it still sends with its old keys);
+    /// the listener may send with them.
+    Handover {
+        /// The key generation the keys are known by.
+        epoch: u8,
+    },
+    /// The answer to [`Message::Handover`]: the listener installed the keys and sends with them.
+    HandoverAck {
         /// The key generation installed.
         epoch: u8,
     },

@@ -108,7 +108,8 @@ fn a_new_secret_rolls_through_a_running_cluster_without_losing_traffic() {
     let old_fp = accepted(&c.status(&hs[0]).unwrap())[0].clone();
     on_every_host(&c, &hs, "all on the old secret", |r| all_on(r, &old_fp));
 
-    // The stream (p1 -> p2) and the pings (p1 -> p3, every 100 ms) run through all three steps.
+    // The stream (p1 -> p2) runs through all three steps; pings (p1 -> p3, every 100 ms) are
+    // counted step by step.
     let (from, to) = (p1.clone(), p2.clone());
     let stream = std::thread::spawn(move || {
         tcp_transfer_paced(
@@ -119,23 +120,18 @@ fn a_new_secret_rolls_through_a_running_cluster_without_losing_traffic() {
             Duration::from_secs(60),
         )
     });
-    let (ns, ip) = (p1.ns.clone(), p3.ip.to_string());
-    let pings = std::thread::spawn(move || {
-        Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "ping", "-n", "-q", "-i", "0.1", "-c", "200", "-W", "1", &ip,
-            ])
-            .output()
-            .unwrap()
-    });
+    let refused_before: Vec<u64> = hs.iter().map(|h| refused(&c.status(h).unwrap())).collect();
+    let mut lost = Vec::new();
 
     // Step 1: the new secret second everywhere. Nothing reconnects.
+    let ping = Pinger::start(&p1.ns, p3.ip);
     for f in &files {
         write_secrets(f, &[OLD, NEW]);
     }
     on_every_host(&c, &hs, "step 1: both secrets accepted", |r| {
         accepted(r).len() == 2
     });
+    lost.push(ping.stop());
     let new_fp = accepted(&c.status(&hs[0]).unwrap())[1].clone();
     assert_ne!(new_fp, old_fp);
     for h in &hs {
@@ -145,13 +141,16 @@ fn a_new_secret_rolls_through_a_running_cluster_without_losing_traffic() {
         );
     }
     // Step 2: the new secret first everywhere: every connection is re-handshaken onto it.
+    let ping = Pinger::start(&p1.ns, p3.ip);
     for f in &files {
         write_secrets(f, &[NEW, OLD]);
     }
     on_every_host(&c, &hs, "step 2: every connection on the new secret", |r| {
         accepted(r).first() == Some(&new_fp) && all_on(r, &new_fp)
     });
+    lost.push(ping.stop());
     // Step 3: the old secret goes; it is listed as retired.
+    let ping = Pinger::start(&p1.ns, p3.ip);
     for f in &files {
         write_secrets(f, &[NEW]);
     }
@@ -162,31 +161,39 @@ fn a_new_secret_rolls_through_a_running_cluster_without_losing_traffic() {
                 .is_some_and(|s| s.retired == [old_fp.clone()])
             && all_on(r, &new_fp)
     });
+    lost.push(ping.stop());
 
     let t = stream.join().unwrap().unwrap();
     assert!(t.intact(), "the stream survived the rotation: {t:?}");
-    let out = pings.join().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (sent, received) = ping_counts(&text);
-    // The data keys follow each re-handshake's connection (docs/decisions.md, "Rotating the
-    // secret"): what is in flight at a switch is lost, a ping at most per pair switched.
-    assert!(sent >= 150 && sent - received <= 2, "pings lost: {text}");
-    for h in &hs {
+    let refused_during: Vec<u64> = hs
+        .iter()
+        .zip(&refused_before)
+        .map(|(h, before)| refused(&c.status(h).unwrap()) - before)
+        .collect();
+    eprintln!(
+        "rotation: pings sent and lost per step {lost:?}; datagrams refused per host {refused_during:?}"
+    );
+    // The data session is handed over to each new connection's keys, both ends able to open
+    // what the other sends at every moment (docs/decisions.md, "Rotating the secret"): no ping
+    // is lost to a switch; one is allowed per step for the underlay's own hazards.
+    for (step, (sent, missing)) in lost.iter().enumerate() {
+        assert!(
+            *sent >= 5 && *missing <= 1,
+            "step {}: {missing} of {sent} pings lost",
+            step + 1
+        );
+    }
+    for (h, n) in hs.iter().zip(&refused_during) {
         let r = c.status(h).unwrap();
         assert!(
             r.peers.iter().all(|p| p.state == "established"),
             "{:?}",
             r.peers
         );
-        let crypto: u64 = ["crypto_unknown_key", "crypto_auth_failed"]
-            .iter()
-            .map(|k| r.drops[*k])
-            .sum();
-        // The stream runs at about 1,000 datagrams a second: a few milliseconds of datagrams
-        // sealed under the old keys may arrive after a key switch.
+        // Nothing is sealed under a key the receiver does not hold (0 in every run so far).
         assert!(
-            crypto <= 64,
-            "{}: datagrams refused around the key switch: {:?}",
+            *n == 0,
+            "{}: datagrams refused during the rotation: {:?}",
             h.name,
             r.drops
         );
@@ -241,19 +248,65 @@ fn a_new_secret_rolls_through_a_running_cluster_without_losing_traffic() {
     assert!(c.status(&hs[2]).unwrap().peers.is_empty(), "h3 stays out");
 }
 
-/// `ping -q`'s "N packets transmitted, M received".
-fn ping_counts(text: &str) -> (u32, u32) {
-    let line = text
-        .lines()
-        .find(|l| l.contains("transmitted"))
-        .unwrap_or_default();
-    let nums: Vec<u32> = line
-        .split(|ch: char| !ch.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .take(2)
-        .collect();
-    match nums[..] {
-        [s, r] => (s, r),
-        _ => (0, 0),
+/// Datagrams a host refused for their key: sealed under a key it does not hold (or no longer
+/// holds), or below the replay window.
+fn refused(r: &Report) -> u64 {
+    ["crypto_unknown_key", "crypto_auth_failed", "crypto_too_old"]
+        .iter()
+        .map(|k| r.drops.get(*k).copied().unwrap_or(0))
+        .sum()
+}
+
+/// A ping every 100 ms from a pod's namespace, until stopped (killed if the test fails first).
+struct Pinger(Option<std::process::Child>);
+
+impl Pinger {
+    fn start(ns: &str, ip: Ipv4Addr) -> Pinger {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "ping", "-n", "-i", "0.1", "-W", "1"])
+            .arg(ip.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Pinger(Some(child))
+    }
+
+    /// Stops it (SIGINT to its PID: `ip netns exec` execs ping) a second after the last ping
+    /// that counts, and returns how many pings count and how many of them were lost: the
+    /// sequence numbers missing below the highest answered one, so that the pings in flight
+    /// when it stops do not count.
+    fn stop(mut self) -> (u32, u32) {
+        std::thread::sleep(Duration::from_secs(1));
+        let child = self.0.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let seqs: std::collections::BTreeSet<u32> = text
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| {
+                l.split("icmp_seq=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let highest = seqs.last().copied().unwrap_or(0);
+        let missing = (1..=highest).filter(|s| !seqs.contains(s)).count() as u32;
+        (highest, missing)
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

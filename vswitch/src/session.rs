@@ -23,7 +23,8 @@
 //!   its grace period), each with a [`ReplayWindow`]; [`Opener::open_in_place`] turns an encrypted
 //!   datagram back into a plain one that [`SleeveDatagram`](crate::wire::SleeveDatagram) parses.
 //! - [`Session`]: both halves plus a [`RekeyPolicy`]: says when a rekey is due and performs the
-//!   hand-off to new keys without losing traffic.
+//!   hand-off to new keys without losing traffic; also the hand-over to the keys of a new control
+//!   connection ([`Session::handover_as_dialler`], [`Session::handover_as_listener`]).
 //! - [`EncryptedDatagram`]: a checked view of the clear parts, for relays.
 //!
 //! Buffers are laid out so that neither direction moves the body: the plain datagram sits
@@ -53,6 +54,7 @@
 //! ```
 
 mod format;
+mod handover;
 mod key;
 mod open;
 mod rekey;
@@ -63,6 +65,7 @@ pub use format::{
     is_encrypted, EncryptedDatagram, COUNTER_LEN, ENCRYPTED_HEADER_LEN, EPOCH_LEN, FLAG_ENCRYPTED,
     HEADROOM, MIN_ENCRYPTED_LEN, OVERHEAD, TAG_LEN,
 };
+pub use handover::Handover;
 pub use key::{Key, KEY_LEN};
 pub use open::{KeyEpochs, Opener};
 pub use rekey::{RekeyPolicy, Session};
@@ -100,11 +103,15 @@ pub enum CryptoError {
     /// A key install named an epoch that a live key already has.
     #[error("epoch in use")]
     EpochInUse,
+    /// Nothing can be sealed yet: the only keys this side holds are those of a new control
+    /// connection, and the peer has not shown that it holds them (a handover in progress).
+    #[error("no send key yet")]
+    NoSendKey,
 }
 
 impl CryptoError {
     /// Every reason, for iterating counters.
-    pub const ALL: [CryptoError; 8] = [
+    pub const ALL: [CryptoError; 9] = [
         CryptoError::Malformed,
         CryptoError::UnknownKey,
         CryptoError::AuthFailed,
@@ -113,6 +120,7 @@ impl CryptoError {
         CryptoError::CounterExhausted,
         CryptoError::BufferTooSmall,
         CryptoError::EpochInUse,
+        CryptoError::NoSendKey,
     ];
 
     /// A stable snake_case name for status output and metrics labels.
@@ -126,6 +134,7 @@ impl CryptoError {
             CryptoError::CounterExhausted => "counter_exhausted",
             CryptoError::BufferTooSmall => "buffer_too_small",
             CryptoError::EpochInUse => "epoch_in_use",
+            CryptoError::NoSendKey => "no_send_key",
         }
     }
 
@@ -135,5 +144,7 @@ impl CryptoError {
     }
 }
 
+#[cfg(test)]
+mod handover_tests;
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use crate::proto::{self, Message};
 use crate::topology::ConnEntry;
 use crate::Error;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -139,7 +139,8 @@ pub(super) async fn run_conn(
         Some((k, s)) => (Some(k), Some(s)),
         None => (None, None),
     };
-    let info = PeerInfo {
+    // `conn` is set when the connection is admitted and gets its id.
+    let mut info = PeerInfo {
         name,
         uid: theirs.uid,
         nickname: theirs.nickname.clone(),
@@ -148,10 +149,12 @@ pub(super) async fn run_conn(
         pod_mtu: theirs.pod_mtu,
         version,
         outbound,
+        conn: 0,
         keys,
         secret,
     };
     let close = Arc::new(Notify::new());
+    let replaced_by_newer = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::channel::<Message>(1024);
     // Where other peers can reach this one: the address we dialled, or its address as seen
     // with the port it listens on.
@@ -164,6 +167,7 @@ pub(super) async fn run_conn(
         let mut inner = shared.lock();
         let id = inner.next_id;
         inner.next_id += 1;
+        info.conn = id;
         // A connection that replaces a live one to the same run of the peer (a re-handshake, a
         // redial) keeps the data path's state: it was usable a moment ago.
         let mut usable = false;
@@ -171,6 +175,7 @@ pub(super) async fn run_conn(
             Ok(Admitted::New) => {}
             Ok(Admitted::Replaces { old }) => {
                 if let Some(c) = inner.conns.get(&old) {
+                    c.replaced.store(true, Ordering::Relaxed);
                     c.close.notify_one();
                     if c.peer.as_ref().is_some_and(|p| p.uid == info.uid) {
                         usable = inner.core.connections().any(|e| e.peer == name && e.usable);
@@ -184,6 +189,7 @@ pub(super) async fn run_conn(
             ConnRecord {
                 peer: Some(info.clone()),
                 close: close.clone(),
+                replaced: replaced_by_newer.clone(),
                 since: Instant::now(),
                 tx: tx.clone(),
                 rehandshake_at: None,
@@ -247,7 +253,12 @@ pub(super) async fn run_conn(
     let reason = loop {
         let msg = tokio::select! {
             _ = close.notified() => {
-                let _ = tx.send(Message::Goodbye { reason: "closing".into() }).await;
+                let reason = if replaced_by_newer.load(Ordering::Relaxed) {
+                    proto::GOODBYE_REPLACED
+                } else {
+                    "closing"
+                };
+                let _ = tx.send(Message::Goodbye { reason: reason.into() }).await;
                 break Error::Closed("closed locally".into());
             }
             m = tokio::time::timeout(shared.cfg.dead_after, codec.read(&mut rd)) => m,
@@ -288,11 +299,16 @@ pub(super) async fn run_conn(
             }
             Ok(Ok(Message::Goodbye { reason })) => break Error::Goodbye(reason),
             Ok(Ok(
-                msg @ (Message::Rekey { .. } | Message::RekeyAck { .. } | Message::Probe { .. }),
+                msg @ (Message::Rekey { .. }
+                | Message::RekeyAck { .. }
+                | Message::Handover { .. }
+                | Message::HandoverAck { .. }
+                | Message::Probe { .. }),
             )) => {
                 let _ = shared.events.send(Event::Control {
                     from: name,
                     msg,
+                    conn: id,
                     secret: conn_secret.clone(),
                 });
             }
@@ -308,6 +324,9 @@ pub(super) async fn run_conn(
         }
     };
     drop(tx);
+    if matches!(&reason, Error::Goodbye(r) if r == proto::GOODBYE_REPLACED) {
+        await_replacement(shared, name, id).await;
+    }
     let replaced = {
         let mut inner = shared.lock();
         // Dropping the record drops the last sender: the writer flushes and ends.
@@ -337,6 +356,25 @@ pub(super) async fn run_conn(
         return Outcome::Replaced(name);
     }
     Outcome::Ended(reason)
+}
+
+/// How long a connection the peer closed as replaced waits for the newer connection to be
+/// admitted here before the peer is reported down.
+const REPLACEMENT_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until connection `id` is no longer `peer`'s current one (the newer connection the peer
+/// says replaced it was admitted here too), or [`REPLACEMENT_WAIT`]. Both ends of a
+/// re-handshake then see a replacement, never the peer down and up again: the peer's data
+/// session and routes stay in place while the two connections cross.
+async fn await_replacement(shared: &Arc<Shared>, peer: crate::PeerName, id: crate::mesh::ConnId) {
+    let deadline = Instant::now() + REPLACEMENT_WAIT;
+    while Instant::now() < deadline {
+        if shared.lock().mesh.get(peer).is_none_or(|c| c.id != id) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::debug!(%peer, "the connection said to replace this one did not come");
 }
 
 pub(super) async fn refuse(

@@ -203,6 +203,16 @@ impl Gossip {
             .is_some_and(|c| c.tx.try_send(msg).is_ok())
     }
 
+    /// Sends a control message on the connection `conn` ([`super::PeerInfo::conn`]), current or not;
+    /// false if it has closed or its queue is full.
+    pub fn send_on(&self, conn: u64, msg: Message) -> bool {
+        let inner = self.shared.lock();
+        inner
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.tx.try_send(msg).is_ok())
+    }
+
     /// Addresses whose inbound connections we refused after they spoke (failed handshakes).
     pub fn refused_peers(&self) -> Vec<RefusedStatus> {
         let refused = self

@@ -130,6 +130,9 @@ impl Config {
 struct ConnRecord {
     peer: Option<PeerInfo>,
     close: Arc<Notify>,
+    /// Set before `close` is notified when a newer connection replaced this one: the goodbye
+    /// says so ([`proto::GOODBYE_REPLACED`]).
+    replaced: Arc<std::sync::atomic::AtomicBool>,
     since: Instant,
     tx: mpsc::Sender<Message>,
     /// When we last dialled to replace this connection with one on the preferred secret.

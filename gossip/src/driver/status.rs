@@ -27,6 +27,9 @@ pub struct PeerInfo {
     pub version: u16,
     /// True when we dialled.
     pub outbound: bool,
+    /// This end's id of the control connection (control messages name the connection they came
+    /// on with it; [`crate::driver::Gossip::send_on`] sends on it).
+    pub conn: u64,
     /// Data keys from the handshake (encrypted clusters only).
     pub keys: Option<DataKeys>,
     /// The secret the handshake used (encrypted clusters only): rekeys on this connection derive
@@ -52,8 +55,11 @@ pub enum Event {
     Control {
         /// The peer.
         from: PeerName,
-        /// [`Message::Rekey`], [`Message::RekeyAck`] or [`Message::Probe`].
+        /// [`Message::Rekey`], [`Message::RekeyAck`], [`Message::Handover`],
+        /// [`Message::HandoverAck`] or [`Message::Probe`].
         msg: Message,
+        /// The connection it came on ([`PeerInfo::conn`]).
+        conn: u64,
         /// The secret of the connection it came on (a rekey's keys derive with it).
         secret: Option<Arc<Secret>>,
     },

@@ -198,6 +198,20 @@ async fn peers_with_the_same_secret_connect_and_share_data_keys() {
             _ => continue,
         }
     }
+    // The handover travels on the connection named, and says which one it came on.
+    assert_eq!(p1.version, crate::proto::HANDOVER_VERSION);
+    assert!(g1.send_on(p1.conn, Message::Handover { epoch: 4 }));
+    assert!(!g1.send_on(p1.conn + 1000, Message::Handover { epoch: 5 }));
+    loop {
+        match next_any(&mut rx2).await {
+            Event::Control { msg, conn, .. } => {
+                assert_eq!(msg, Message::Handover { epoch: 4 });
+                assert_eq!(conn, p2.conn);
+                break;
+            }
+            _ => continue,
+        }
+    }
 }
 
 async fn next_any(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
@@ -378,6 +392,39 @@ async fn rotating_the_secret_re_handshakes_without_a_disconnection() {
         g1.refused_peers()
     );
     g3.shutdown().await;
+}
+
+#[tokio::test]
+async fn re_handshakes_are_never_seen_as_the_peer_going_down() {
+    // The listener reads the dialler's hello on the new connection and the goodbye on the old
+    // one at about the same time; either order must give a replacement, not a Down then an Up.
+    const A: &str = "the first cluster secret, long";
+    const B: &str = "the second cluster secret, long";
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let g1 = Gossip::start(with_secret(cfg(1), A), tx1).await.unwrap();
+    let mut c2 = with_secret(cfg(2), A);
+    c2.seeds = vec![g1.local_addr()];
+    let g2 = Gossip::start(c2, tx2).await.unwrap();
+    assert!(matches!(next_event(&mut rx1).await, Event::Up(_)));
+    assert!(matches!(next_event(&mut rx2).await, Event::Up(_)));
+    g1.set_secrets(keys(&[A, B])).unwrap();
+    for round in 0..10 {
+        let order: &[&str] = if round % 2 == 0 { &[B, A] } else { &[A, B] };
+        g2.set_secrets(keys(order)).unwrap();
+        for rx in [&mut rx1, &mut rx2] {
+            match next_event(rx).await {
+                Event::Up(p) => assert_eq!(
+                    p.secret.unwrap().fingerprint(),
+                    crate::secure::Fingerprint::of(order[0].as_bytes())
+                ),
+                e => panic!("round {round}: {e:?}"),
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    no_peer_went_down(&mut rx1);
+    no_peer_went_down(&mut rx2);
 }
 
 #[tokio::test]

@@ -51,6 +51,31 @@ pub(crate) struct Neighbor {
     pub(crate) rekeys: u64,
 }
 
+/// The session of a neighbour whose last connection went down, kept for
+/// [`KEEP_SESSION_AFTER_DOWN`] so that a new connection of the same run hands over from it (one
+/// end may see the old connection close just before the new one comes up, while the other end
+/// sees a replacement and keeps sending with the old keys).
+pub(crate) struct Recent {
+    uid: u64,
+    udp_addr: SocketAddr,
+    session: Arc<Mutex<Session>>,
+    rekeys: u64,
+    at: Instant,
+}
+
+/// How long the session of a neighbour gone down is kept for a new connection to hand over from.
+pub(crate) const KEEP_SESSION_AFTER_DOWN: Duration = Duration::from_secs(2);
+
+/// What a new connection keeps from the previous one of the same run of the peer.
+struct Kept {
+    /// It replaced a live connection (not one gone down).
+    live: bool,
+    /// The UDP path was confirmed (only when the new connection replaced a live one).
+    usable: bool,
+    rekeys: u64,
+    session: Option<Arc<Mutex<Session>>>,
+}
+
 /// The running daemon, as the API handlers see it.
 pub(crate) struct Daemon {
     pub(crate) cfg: Config,
@@ -62,6 +87,8 @@ pub(crate) struct Daemon {
     pub(crate) dataplane: Dataplane,
     pub(crate) gossip: Gossip,
     pub(crate) neighbors: Mutex<HashMap<PeerName, Neighbor>>,
+    /// Sessions of neighbours gone down in the last [`KEEP_SESSION_AFTER_DOWN`].
+    pub(crate) recent: Mutex<HashMap<PeerName, Recent>>,
     /// Counters of every peer ever seen, so a reconnection keeps counting.
     pub(crate) counters: Mutex<HashMap<PeerName, Arc<PeerCounters>>>,
     /// The seed list, as persisted in the state directory.
@@ -221,22 +248,19 @@ impl Daemon {
                 let name = info.name;
                 let addr = info.udp_addr;
                 let kept = self.replaced_connection(&info);
+                let (live, usable, rekeys, old) = match kept {
+                    Some(k) => (k.live, k.usable, k.rekeys, k.session),
+                    None => (false, false, 0, None),
+                };
                 let session = match &info.keys {
                     Some(k) if !self.trusted(addr.ip()) => {
-                        Some(Arc::new(Mutex::new(Session::new(
-                            Instant::now(),
-                            0,
-                            Key::new(k.send),
-                            Key::new(k.recv),
-                            self.cfg.rekey,
-                        ))))
+                        Some(self.connection_session(&info, k, old))
                     }
                     _ => None,
                 };
                 // A new connection starts unconfirmed: traffic flows once a UDP heartbeat is
                 // answered (within milliseconds on a working path). One that replaced the
                 // connection of the same run keeps the confirmed path and the rekey count.
-                let (usable, rekeys) = kept.unwrap_or((false, 0));
                 lock(&self.neighbors).insert(
                     name,
                     Neighbor {
@@ -247,17 +271,36 @@ impl Daemon {
                         rekeys,
                     },
                 );
-                if kept.is_none() {
+                if !live {
                     *lock(&self.counters_for(name).observed_addr) = None;
                 }
                 self.send_heartbeat(name, addr);
                 self.publish_fabric();
             }
             Event::Down { name, .. } => {
-                lock(&self.neighbors).remove(&name);
+                let gone = lock(&self.neighbors).remove(&name);
+                let now = Instant::now();
+                let mut recent = lock(&self.recent);
+                recent.retain(|_, r| now.duration_since(r.at) < KEEP_SESSION_AFTER_DOWN);
+                if let Some((n, session)) = gone.and_then(|n| n.session.clone().map(|s| (n, s))) {
+                    let recent_session = Recent {
+                        uid: n.info.uid,
+                        udp_addr: n.info.udp_addr,
+                        session,
+                        rekeys: n.rekeys,
+                        at: now,
+                    };
+                    recent.insert(name, recent_session);
+                }
+                drop(recent);
                 self.publish_fabric();
             }
-            Event::Control { from, msg, secret } => self.on_rekey(from, msg, secret),
+            Event::Control {
+                from,
+                msg,
+                conn,
+                secret,
+            } => self.on_rekey(from, msg, conn, secret),
             Event::Topology => {
                 self.publish_fabric();
                 // MACs behind peers that are no longer reachable at all are forgotten.
@@ -287,25 +330,73 @@ impl Daemon {
         }
     }
 
-    /// Whether the new connection in `info` replaces the connection of the same run of that
-    /// neighbour (a re-handshake onto the preferred secret, a simultaneous dial, a redial): its
-    /// confirmed path and rekey count, which the new connection keeps. The data keys always
-    /// follow the new connection: its two ends may disagree on whether it replaced anything (one
-    /// may have seen the old connection close first), and only the new handshake's keys are
-    /// known to both. Datagrams in flight under the old keys at the switch are the only loss.
-    fn replaced_connection(&self, info: &PeerInfo) -> Option<(bool, u64)> {
-        let neighbors = lock(&self.neighbors);
-        let n = neighbors.get(&info.name)?;
-        if n.info.uid != info.uid || n.info.udp_addr != info.udp_addr {
-            return None;
-        }
+    /// What the new connection in `info` keeps from the previous connection of the same run of
+    /// that neighbour (a re-handshake onto the preferred secret, a simultaneous dial, a redial):
+    /// when it replaced a live one, its confirmed path, rekey count and session; when that one
+    /// went down less than [`KEEP_SESSION_AFTER_DOWN`] ago, its session and rekey count. The
+    /// session is handed over to the new connection's keys ([`Daemon::connection_session`]).
+    fn replaced_connection(&self, info: &PeerInfo) -> Option<Kept> {
+        let same = |uid: u64, udp: SocketAddr| uid == info.uid && udp == info.udp_addr;
+        let kept = {
+            let neighbors = lock(&self.neighbors);
+            match neighbors.get(&info.name) {
+                Some(n) if same(n.info.uid, n.info.udp_addr) => Some(Kept {
+                    live: true,
+                    usable: n.usable,
+                    rekeys: n.rekeys,
+                    session: n.session.clone(),
+                }),
+                Some(_) => None,
+                None => lock(&self.recent)
+                    .remove(&info.name)
+                    .filter(|r| same(r.uid, r.udp_addr) && r.at.elapsed() < KEEP_SESSION_AFTER_DOWN)
+                    .map(|r| Kept {
+                        live: false,
+                        usable: false,
+                        rekeys: r.rekeys,
+                        session: Some(r.session),
+                    }),
+            }
+        }?;
         tracing::info!(
             peer = %info.name,
             nickname = %info.nickname,
             secret = %info.secret.as_ref().map(|s| s.fingerprint().to_string()).unwrap_or_default(),
-            "connection replaced; the data keys follow the new connection"
+            live = kept.live,
+            "connection replaced; the data session is handed over to its keys"
         );
-        Some((n.usable, n.rekeys))
+        Some(kept)
+    }
+
+    /// The data session of a new connection with keys `k`. With a peer of protocol version 1,
+    /// a new session on the keys at once (the peer does the same). From
+    /// [`gossip::proto::HANDOVER_VERSION`], the session kept from the previous connection (or an
+    /// empty one) is handed over to the keys without a datagram refused: the dialler accepts
+    /// them under an epoch it sends on the connection and keeps sending with its old keys; the
+    /// listener installs them on that message ([`Daemon::on_rekey`]); see `vswitch`'s
+    /// `session/handover.rs` and docs/decisions.md.
+    fn connection_session(
+        &self,
+        info: &PeerInfo,
+        k: &gossip::secure::DataKeys,
+        old: Option<Arc<Mutex<Session>>>,
+    ) -> Arc<Mutex<Session>> {
+        let now = Instant::now();
+        let (send, recv) = (Key::new(k.send), Key::new(k.recv));
+        if info.version < gossip::proto::HANDOVER_VERSION {
+            return Arc::new(Mutex::new(Session::new(now, 0, send, recv, self.cfg.rekey)));
+        }
+        let session = old.unwrap_or_else(|| Arc::new(Mutex::new(Session::empty(self.cfg.rekey))));
+        if info.outbound {
+            let epoch = lock(&session).handover_as_dialler(now, send, recv);
+            if !self
+                .gossip
+                .send_on(info.conn, gossip::proto::Message::Handover { epoch })
+            {
+                tracing::warn!(peer = %info.name, "could not send the key handover: the connection is gone");
+            }
+        }
+        session
     }
 
     fn send_heartbeat(&self, name: PeerName, addr: SocketAddr) {

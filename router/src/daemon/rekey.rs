@@ -1,5 +1,7 @@
 //! Rekeying the data sessions: proposing new key material to each encrypted neighbour on the
-//! control channel when a session is old or has carried enough packets, and answering proposals.
+//! control channel when a session is old or has carried enough packets, and answering proposals;
+//! and the listener's half of handing a session over to a new connection's keys
+//! ([`Message::Handover`]). Only messages that came on the neighbour's current connection count.
 
 use super::*;
 use gossip::proto::Message;
@@ -7,11 +9,13 @@ use std::time::{Duration, Instant};
 use vswitch::{Key, PeerName};
 
 impl Daemon {
-    /// Handles the rekey messages of the control channel (see docs/encryption.md).
+    /// Handles the rekey and handover messages of the control channel, which came on connection
+    /// `conn` (see docs/encryption.md).
     pub(super) fn on_rekey(
         &self,
         from: PeerName,
         msg: Message,
+        conn: u64,
         conn_secret: Option<Arc<gossip::secure::Secret>>,
     ) {
         if let Message::Probe { age_ms } = msg {
@@ -30,10 +34,43 @@ impl Daemon {
         let Some(n) = neighbors.get_mut(&from) else {
             return;
         };
+        // A message from a connection since replaced concerns keys no longer in play.
+        if n.info.conn != conn {
+            tracing::debug!(peer = %from, "ignoring a key message from a replaced connection");
+            return;
+        }
         let Some(session) = n.session.clone() else {
             return;
         };
         match msg {
+            Message::Handover { epoch } => {
+                let Some(k) = n.info.keys.as_ref().filter(|_| !n.info.outbound) else {
+                    return;
+                };
+                let how = lock(&session).handover_as_listener(
+                    now,
+                    epoch,
+                    Key::new(k.send),
+                    Key::new(k.recv),
+                );
+                self.gossip.send_on(conn, Message::HandoverAck { epoch });
+                tracing::info!(peer = %from, epoch, ?how, "data keys of the new connection installed");
+                let addr = self.udp_addr(n);
+                drop(neighbors);
+                self.send_heartbeat(from, addr);
+            }
+            Message::HandoverAck { epoch } => {
+                let confirmed = {
+                    let mut s = lock(&session);
+                    s.pending_send_epoch() == Some(epoch) && s.confirm(now)
+                };
+                if confirmed {
+                    tracing::debug!(peer = %from, epoch, "sending with the new connection's keys");
+                    let addr = self.udp_addr(n);
+                    drop(neighbors);
+                    self.send_heartbeat(from, addr);
+                }
+            }
             Message::Rekey { epoch, material } => {
                 let Some(material) = unhex32(&material) else {
                     tracing::warn!(peer = %from, "malformed rekey material");
@@ -84,6 +121,7 @@ impl Daemon {
     /// peers we dialled), and retires old receive keys.
     pub(super) fn rekey_round(&self) {
         let now = Instant::now();
+        lock(&self.recent).retain(|_, r| now.duration_since(r.at) < KEEP_SESSION_AFTER_DOWN);
         let mut neighbors = lock(&self.neighbors);
         for n in neighbors.values_mut() {
             let Some(session) = n.session.clone() else {

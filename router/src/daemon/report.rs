@@ -93,13 +93,16 @@ impl Daemon {
                             .map(|p| p.reason.clone())
                             .unwrap_or_else(|| "probing".into()),
                     },
-                    key_epoch: session.map(|s| lock(s).send_epoch()),
+                    key_epoch: session.and_then(|s| lock(s).send_epoch()),
                     rekeys: n.map(|n| n.rekeys).unwrap_or(0),
                     secret: n
                         .and_then(|n| n.info.secret.as_ref())
                         .map(|s| s.fingerprint().to_string()),
-                    key_age_secs: session
-                        .map(|s| lock(s).sealer().age(std::time::Instant::now()).as_secs()),
+                    key_age_secs: session.and_then(|s| {
+                        lock(s)
+                            .sealer()
+                            .map(|s| s.age(std::time::Instant::now()).as_secs())
+                    }),
                 }
             })
             .collect();

@@ -265,6 +265,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         dataplane,
         gossip: gossip.clone(),
         neighbors: Mutex::new(HashMap::new()),
+        recent: Mutex::new(HashMap::new()),
         counters: Mutex::new(HashMap::new()),
         seeds: Mutex::new(seeds),
         heartbeat_seq: std::sync::atomic::AtomicU64::new(1),

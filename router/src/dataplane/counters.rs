@@ -47,7 +47,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Switch(DropReason::Truncated),
         Reason::Switch(DropReason::LinkLocal),
         Reason::Switch(DropReason::BadSource),
@@ -72,6 +72,7 @@ impl Reason {
         Reason::Crypto(CryptoError::ALL[5]),
         Reason::Crypto(CryptoError::ALL[6]),
         Reason::Crypto(CryptoError::ALL[7]),
+        Reason::Crypto(CryptoError::ALL[8]),
         Reason::Unencrypted,
         Reason::Offload,
     ];
@@ -91,8 +92,8 @@ impl Reason {
             Reason::TtlExpired => 14,
             Reason::NoRoute => 15,
             Reason::Crypto(e) => 16 + e.index(),
-            Reason::Unencrypted => 24,
-            Reason::Offload => 25,
+            Reason::Unencrypted => 25,
+            Reason::Offload => 26,
         }
     }
 
@@ -120,6 +121,7 @@ impl Reason {
                 CryptoError::CounterExhausted => "crypto_counter_exhausted",
                 CryptoError::BufferTooSmall => "crypto_buffer_too_small",
                 CryptoError::EpochInUse => "crypto_epoch_in_use",
+                CryptoError::NoSendKey => "crypto_no_send_key",
             },
             Reason::Unencrypted => "unencrypted",
             Reason::Offload => "offload_error",

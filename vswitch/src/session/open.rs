@@ -124,8 +124,30 @@ impl Opener {
         {
             return Err(CryptoError::EpochInUse);
         }
-        self.next = Some(Slot::new(epoch, &key));
+        self.put_next(epoch, key);
         Ok(())
+    }
+
+    /// Installs `next` without the check: the caller knows `epoch` is not live.
+    pub(super) fn put_next(&mut self, epoch: u8, key: Key) {
+        self.next = Some(Slot::new(epoch, &key));
+    }
+
+    /// Installs `next` for a hand-over (the caller knows `epoch` is not current or previous)
+    /// without dropping a `next` key of another epoch, which the peer may be sending with
+    /// already: that key becomes current and the current one previous, for the grace period
+    /// from `now`. Only a key in its grace period (stragglers) can go.
+    pub(super) fn put_next_keeping(&mut self, now: Instant, epoch: u8, key: Key) {
+        if let Some(n) = self.next.take().filter(|n| n.epoch != epoch) {
+            let old = core::mem::replace(&mut self.current, n);
+            self.previous = Some((old, now + self.grace));
+        }
+        self.put_next(epoch, key);
+    }
+
+    /// Drops the previous key now, whatever its grace period (its epoch is about to be reused).
+    pub fn forget_previous(&mut self) {
+        self.previous = None;
     }
 
     /// Drops the previous key once its grace period is over (`open_in_place` does this too; call

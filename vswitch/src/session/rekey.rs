@@ -65,20 +65,24 @@ impl Default for RekeyPolicy {
 }
 
 /// A send key the responder holds back until the initiator is known to have switched.
-struct Pending {
-    epoch: u8,
-    key: Key,
-    since: Instant,
+pub(super) struct Pending {
+    pub(super) epoch: u8,
+    pub(super) key: Key,
+    pub(super) since: Instant,
 }
 
 /// Both directions of an encrypted peer pair, with its rekey state machine. Single-owner: a data
 /// plane that seals and opens on different threads keeps it behind one lock taken per batch.
+///
+/// A session may be without a send key (nothing is sealed, [`CryptoError::NoSendKey`]) or
+/// without any key at all ([`Session::empty`]: nothing opens either) until the keys of a new
+/// control connection are handed over (`handover.rs`).
 pub struct Session {
-    policy: RekeyPolicy,
-    sealer: Sealer,
-    opener: Opener,
-    pending: Option<Pending>,
-    latest: u8,
+    pub(super) policy: RekeyPolicy,
+    pub(super) sealer: Option<Sealer>,
+    pub(super) opener: Option<Opener>,
+    pub(super) pending: Option<Pending>,
+    pub(super) latest: u8,
 }
 
 impl Session {
@@ -86,21 +90,38 @@ impl Session {
     pub fn new(now: Instant, epoch: u8, send: Key, recv: Key, policy: RekeyPolicy) -> Session {
         Session {
             policy,
-            sealer: Sealer::new(now, epoch, send),
-            opener: Opener::new(epoch, recv, policy.grace),
+            sealer: Some(Sealer::new(now, epoch, send)),
+            opener: Some(Opener::new(epoch, recv, policy.grace)),
             pending: None,
             latest: epoch,
         }
     }
 
+    /// A session without keys: nothing seals ([`CryptoError::NoSendKey`]) or opens
+    /// ([`CryptoError::UnknownKey`]) until keys are installed (either install, or a handover).
+    /// The first epoch it proposes is 0.
+    pub fn empty(policy: RekeyPolicy) -> Session {
+        Session {
+            policy,
+            sealer: None,
+            opener: None,
+            pending: None,
+            latest: u8::MAX,
+        }
+    }
+
     /// Seals a plain datagram in place with the current send key; see
-    /// [`Sealer::seal_in_place`].
+    /// [`Sealer::seal_in_place`]. [`CryptoError::NoSendKey`] while there is none (the peer has
+    /// not yet shown it holds the only keys this side has).
     pub fn seal_in_place(
         &mut self,
         buf: &mut [u8],
         plain_len: usize,
     ) -> Result<usize, CryptoError> {
-        self.sealer.seal_in_place(buf, plain_len)
+        match &mut self.sealer {
+            Some(s) => s.seal_in_place(buf, plain_len),
+            None => Err(CryptoError::NoSendKey),
+        }
     }
 
     /// Opens a datagram in place; see [`Opener::open_in_place`]. A datagram that opens under the
@@ -110,12 +131,10 @@ impl Session {
         now: Instant,
         buf: &mut [u8],
     ) -> Result<Range<usize>, CryptoError> {
-        let range = self.opener.open_in_place(now, buf)?;
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.epoch == self.opener.epochs().current)
-        {
+        let opener = self.opener.as_mut().ok_or(CryptoError::UnknownKey)?;
+        let range = opener.open_in_place(now, buf)?;
+        let current = opener.epochs().current;
+        if self.pending.as_ref().is_some_and(|p| p.epoch == current) {
             self.confirm(now);
         }
         Ok(range)
@@ -130,21 +149,32 @@ impl Session {
             .pending
             .as_ref()
             .is_some_and(|p| now.saturating_duration_since(p.since) < self.policy.grace);
+        let Some(sealer) = &self.sealer else {
+            return false;
+        };
         !waiting
-            && (self.sealer.age(now) >= self.policy.max_age
-                || self.sealer.sealed() >= self.policy.max_packets)
+            && (sealer.age(now) >= self.policy.max_age
+                || sealer.sealed() >= self.policy.max_packets)
     }
 
     /// The epoch an initiator proposes for the next keys (it carries it in the handshake, and the
     /// responder installs under that number): one past the latest installed here, skipping the
     /// epochs of live receive keys after the `u8` wraps.
     pub fn next_epoch(&self) -> u8 {
-        let live = self.opener.epochs();
         let mut epoch = self.latest.wrapping_add(1);
-        while epoch == live.current || live.previous == Some(epoch) {
+        let next = self.opener.as_ref().and_then(|o| o.epochs().next);
+        while self.epoch_live(epoch) || next == Some(epoch) {
             epoch = epoch.wrapping_add(1);
         }
         epoch
+    }
+
+    /// Whether a receive key of `epoch` is current or in its grace period.
+    pub(super) fn epoch_live(&self, epoch: u8) -> bool {
+        self.opener
+            .as_ref()
+            .map(Opener::epochs)
+            .is_some_and(|live| epoch == live.current || live.previous == Some(epoch))
     }
 
     /// Installs new keys on the initiator, after the responder's answer: receive accepts `epoch`
@@ -158,8 +188,8 @@ impl Session {
         send: Key,
         recv: Key,
     ) -> Result<(), CryptoError> {
-        self.opener.install_next(epoch, recv)?;
-        self.sealer.install(now, epoch, send);
+        self.install_recv(epoch, recv)?;
+        self.install_send(now, epoch, send);
         self.pending = None;
         self.latest = epoch;
         Ok(())
@@ -175,7 +205,7 @@ impl Session {
         send: Key,
         recv: Key,
     ) -> Result<(), CryptoError> {
-        self.opener.install_next(epoch, recv)?;
+        self.install_recv(epoch, recv)?;
         self.pending = Some(Pending {
             epoch,
             key: send,
@@ -190,21 +220,41 @@ impl Session {
     pub fn confirm(&mut self, now: Instant) -> bool {
         match self.pending.take() {
             Some(p) => {
-                self.sealer.install(now, p.epoch, p.key);
+                self.install_send(now, p.epoch, p.key);
                 true
             }
             None => false,
         }
     }
 
-    /// Drops receive keys whose grace period is over; call from a timer.
-    pub fn retire_expired(&mut self, now: Instant) {
-        self.opener.retire_expired(now);
+    /// The receive key of `epoch`: the next key, or the first key of an empty session.
+    fn install_recv(&mut self, epoch: u8, recv: Key) -> Result<(), CryptoError> {
+        match &mut self.opener {
+            Some(o) => o.install_next(epoch, recv),
+            None => {
+                self.opener = Some(Opener::new(epoch, recv, self.policy.grace));
+                Ok(())
+            }
+        }
     }
 
-    /// The epoch datagrams are sealed with.
-    pub fn send_epoch(&self) -> u8 {
-        self.sealer.epoch()
+    fn install_send(&mut self, now: Instant, epoch: u8, send: Key) {
+        match &mut self.sealer {
+            Some(s) => s.install(now, epoch, send),
+            None => self.sealer = Some(Sealer::new(now, epoch, send)),
+        }
+    }
+
+    /// Drops receive keys whose grace period is over; call from a timer.
+    pub fn retire_expired(&mut self, now: Instant) {
+        if let Some(o) = &mut self.opener {
+            o.retire_expired(now);
+        }
+    }
+
+    /// The epoch datagrams are sealed with; `None` while there is no send key.
+    pub fn send_epoch(&self) -> Option<u8> {
+        self.sealer.as_ref().map(Sealer::epoch)
     }
 
     /// The epoch of the send key held back until the initiator switches, if any.
@@ -212,19 +262,19 @@ impl Session {
         self.pending.as_ref().map(|p| p.epoch)
     }
 
-    /// The epochs datagrams can be opened under.
-    pub fn recv_epochs(&self) -> KeyEpochs {
-        self.opener.epochs()
+    /// The epochs datagrams can be opened under; `None` for a session without keys.
+    pub fn recv_epochs(&self) -> Option<KeyEpochs> {
+        self.opener.as_ref().map(Opener::epochs)
     }
 
-    /// The sending half, for its counters.
-    pub fn sealer(&self) -> &Sealer {
-        &self.sealer
+    /// The sending half, for its counters; `None` while there is no send key.
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_ref()
     }
 
-    /// The receiving half.
-    pub fn opener(&self) -> &Opener {
-        &self.opener
+    /// The receiving half; `None` for a session without keys.
+    pub fn opener(&self) -> Option<&Opener> {
+        self.opener.as_ref()
     }
 
     /// The policy in force.

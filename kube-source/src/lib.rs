@@ -14,7 +14,7 @@
 //! * `fake` (cargo feature `fake`): an in-process API server that speaks list and watch as a
 //!   real one does, with controls for tests (compaction, broken watches, failures, counters).
 //!
-//! The design and what was and was not tested: `docs/kubernetes-source.md`.
+//! The design and what was and was not tested: `docs/kubernetes.md` ("The cluster's API").
 #![deny(unsafe_code)]
 
 mod backoff;

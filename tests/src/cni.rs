@@ -546,6 +546,30 @@ fn run_bounded(mut cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> R
     })
 }
 
+/// A new namespace on `host` attached through `cnitool add` on network `net` with the identity
+/// `ns/name` in `CNI_ARGS` (`IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=name`, as kubelet
+/// passes it); panics with the router's log when the ADD fails.
+pub fn add_pod_with_identity(
+    c: &mut Cluster,
+    cni: &Cni,
+    host: &Host,
+    net: &str,
+    ns: &str,
+    name: &str,
+) -> CniPod {
+    let netns = c
+        .lab
+        .add_netns(&format!("{}-{ns}-{name}", host.name))
+        .unwrap();
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
+    let out = cni
+        .cnitool(&c.lab, host, "add", net, &netns, &[("CNI_ARGS", &args)])
+        .unwrap();
+    assert!(out.success(), "{out}\n{}", c.router_log(host));
+    let id = cnitool_container_id(&format!("/run/netns/{netns}"));
+    CniPod::from_result(host, &netns, &id, "eth0", out.json().unwrap()).unwrap()
+}
+
 /// Writes one network `weft` per host (weft-cni alone, pointing at that host's router) and
 /// waits until each router's IPAM can serve an ADD; panics with the router's log if one is not
 /// ready within 30 s. Returns the networks' names, in the order of `hosts`.

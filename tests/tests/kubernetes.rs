@@ -20,7 +20,7 @@ use weft_kube::fake::{Fake, Options};
 use weft_kube::Kind;
 use weft_lab::testbed::{ping, weft_bin, Cluster};
 use weft_lab::{in_netns, poll_until, Host, Signal};
-use weft_tests::cni::{cnitool_container_id, Cni, CniPod};
+use weft_tests::cni::{add_pod_with_identity, Cni, CniPod};
 
 const API_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 240);
 const POD_CIDR: &str = "10.32.0.0/12";
@@ -66,20 +66,6 @@ fn pod(ns: &str, name: &str, labels: serde_json::Value) -> serde_json::Value {
         "metadata": {"name": name, "namespace": ns, "labels": labels},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}
     })
-}
-
-fn add(c: &mut Cluster, cni: &Cni, host: &Host, net: &str, ns: &str, name: &str) -> CniPod {
-    let netns = c
-        .lab
-        .add_netns(&format!("{}-{ns}-{name}", host.name))
-        .unwrap();
-    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
-    let out = cni
-        .cnitool(&c.lab, host, "add", net, &netns, &[("CNI_ARGS", &args)])
-        .unwrap();
-    assert!(out.success(), "{out}\n{}", c.router_log(host));
-    let id = cnitool_container_id(&format!("/run/netns/{netns}"));
-    CniPod::from_result(host, &netns, &id, "eth0", out.json().unwrap()).unwrap()
 }
 
 fn expect(c: &Cluster, from: &CniPod, to: &CniPod, want: bool) {
@@ -191,9 +177,9 @@ fn routers_follow_the_cluster_api() {
     }
     let cni = Cni::new(&c.lab).unwrap();
     let nets: Vec<String> = weft_tests::cni::weft_networks(&c, &cni, &hosts);
-    let a = add(&mut c, &cni, &hosts[0], &nets[0], "x", "a");
-    let b = add(&mut c, &cni, &hosts[1], &nets[1], "y", "b");
-    let cc = add(&mut c, &cni, &hosts[2], &nets[2], "y", "c");
+    let a = add_pod_with_identity(&mut c, &cni, &hosts[0], &nets[0], "x", "a");
+    let b = add_pod_with_identity(&mut c, &cni, &hosts[1], &nets[1], "y", "b");
+    let cc = add_pod_with_identity(&mut c, &cni, &hosts[2], &nets[2], "y", "c");
     expect(&c, &b, &a, true);
     expect(&c, &cc, &a, false);
     expect(&c, &a, &cc, true);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use weft_api::policy::PolicyReport;
 use weft_lab::testbed::{ping, Cluster};
 use weft_lab::{poll_until, Host, Signal};
-use weft_tests::cni::{cnitool_container_id, Cni, CniPod};
+use weft_tests::cni::{add_pod_with_identity, Cni, CniPod};
 use weft_tests::guarded::cni_cluster;
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -58,20 +58,6 @@ spec:
   ingress:
     - from: [{namespaceSelector: {matchLabels: {team: y}}}]
 "#;
-
-fn add(c: &mut Cluster, cni: &Cni, host: &Host, net: &str, ns: &str, name: &str) -> CniPod {
-    let netns = c
-        .lab
-        .add_netns(&format!("{}-{ns}-{name}", host.name))
-        .unwrap();
-    let args = format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
-    let out = cni
-        .cnitool(&c.lab, host, "add", net, &netns, &[("CNI_ARGS", &args)])
-        .unwrap();
-    assert!(out.success(), "{out}\n{}", c.router_log(host));
-    let id = cnitool_container_id(&format!("/run/netns/{netns}"));
-    CniPod::from_result(host, &netns, &id, "eth0", out.json().unwrap()).unwrap()
-}
 
 fn reaches(c: &Cluster, from: &CniPod, to: Ipv4Addr) -> bool {
     ping(&c.lab, &from.ns, to, 1).is_ok_and(|p| p.received == 1)
@@ -142,9 +128,9 @@ fn status_bad_files_restart_and_leave() {
         });
         assert!(ready.is_some(), "{}", c.router_log(h));
     }
-    let a = add(&mut c, &cni, h1, &nets[0], "x", "a");
-    let cc = add(&mut c, &cni, h1, &nets[0], "x", "c");
-    let b = add(&mut c, &cni, h2, &nets[1], "y", "b");
+    let a = add_pod_with_identity(&mut c, &cni, h1, &nets[0], "x", "a");
+    let cc = add_pod_with_identity(&mut c, &cni, h1, &nets[0], "x", "c");
+    let b = add_pod_with_identity(&mut c, &cni, h2, &nets[1], "y", "b");
     // No policy: everyone reaches everyone.
     expect(&c, &cc, &a, true);
     expect(&c, &b, &a, true);

@@ -4,6 +4,11 @@
 //! Rendered from the same [`Report`] the status API serves, so the two never disagree. The
 //! format is a few lines of text per figure; a metrics library would add a registry that
 //! duplicates the counters the data plane already keeps.
+//!
+//! A family with no sample this time (no peer dropped anything, no pod attached) is left out,
+//! `# HELP` and `# TYPE` included, as the Go client does. Every family is listed in
+//! docs/metrics.md; `tests/tests/metrics.rs` parses a real router's page and holds the two
+//! together.
 
 use std::fmt::Write;
 use weft_api::status::{Report, TargetState};
@@ -14,14 +19,19 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-struct Out(String);
+/// The page being written, and the `# HELP`/`# TYPE` head of the family begun last, written
+/// with its first sample (a family without samples leaves nothing).
+struct Out(String, Option<String>);
 
 impl Out {
     fn head(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        self.1 = Some(format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
     }
 
     fn val(&mut self, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
+        if let Some(head) = self.1.take() {
+            self.0.push_str(&head);
+        }
         if labels.is_empty() {
             let _ = writeln!(self.0, "{name} {v}");
         } else {
@@ -36,7 +46,7 @@ impl Out {
 
 /// The metrics page for a report.
 pub fn render(r: &Report) -> String {
-    let mut o = Out(String::new());
+    let mut o = Out(String::new(), None);
     o.head("weft_info", "gauge", "Router identity (always 1).");
     o.val(
         "weft_info",
@@ -145,19 +155,20 @@ pub fn render(r: &Report) -> String {
         );
     }
     o.head(
-        "weft_peer_rtt_seconds",
+        "weft_peer_last_rtt_seconds",
         "gauge",
         "Round trip of the last UDP heartbeat.",
     );
     for p in &r.peers {
         if let Some(ms) = p.rtt_ms {
             o.val(
-                "weft_peer_rtt_seconds",
+                "weft_peer_last_rtt_seconds",
                 &[("peer", &p.name), ("nickname", &p.nickname)],
                 ms / 1000.0,
             );
         }
     }
+    rtt_histograms(&mut o, r);
 
     o.head(
         "weft_fastpath_peers",
@@ -355,6 +366,28 @@ pub fn render(r: &Report) -> String {
     o.0
 }
 
+/// `weft_peer_rtt_seconds`: per peer, every heartbeat round trip since the router started.
+fn rtt_histograms(o: &mut Out, r: &Report) {
+    const NAME: &str = "weft_peer_rtt_seconds";
+    o.head(
+        NAME,
+        "histogram",
+        "Round trips of the UDP heartbeats to a neighbour since the router started.",
+    );
+    for p in &r.peers {
+        let Some(h) = &p.rtt_histogram else { continue };
+        let peer = [("peer", p.name.as_str()), ("nickname", p.nickname.as_str())];
+        let bucket = format!("{NAME}_bucket");
+        for b in &h.buckets {
+            let le = b.le_secs.to_string();
+            o.val(&bucket, &[peer[0], peer[1], ("le", &le)], b.count);
+        }
+        o.val(&bucket, &[peer[0], peer[1], ("le", "+Inf")], h.count);
+        o.val(&format!("{NAME}_sum"), &peer, h.sum_secs);
+        o.val(&format!("{NAME}_count"), &peer, h.count);
+    }
+}
+
 /// NetworkPolicy: the state, the sources, the ruleset's size and per local pod the allowed and
 /// denied connections.
 fn policy(o: &mut Out, p: &weft_api::policy::PolicyReport) {
@@ -500,5 +533,73 @@ mod tests {
     #[test]
     fn escapes_label_values() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    fn report() -> Report {
+        let peer = |name: &str, nick: &str, rtt: serde_json::Value| {
+            serde_json::json!({
+                "name": name, "nickname": nick, "addr": "10.0.0.2:6784",
+                "state": "established", "path": "direct", "mtu": 1410, "rtt_ms": 0.5,
+                "rtt_histogram": rtt,
+                "tx_frames": 1, "tx_bytes": 2, "tx_datagrams": 3, "rx_frames": 4, "rx_bytes": 5,
+                "rx_datagrams": 6, "relayed_datagrams": 0, "drops": {},
+                "encryption": "none", "rekeys": 0,
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "name": "00:01", "nickname": "h1", "uid": "1",
+            "listen": "10.0.0.1:6783", "bridge": "weft", "tap": "vethwe", "underlay_mtu": 1500,
+            "pod_mtu": 1410, "uptime_secs": 9,
+            "peers": [
+                peer("00:02", "h2", serde_json::json!({
+                    "buckets": [{"le_secs": 0.00005, "count": 1}, {"le_secs": 0.0001, "count": 3}],
+                    "count": 4, "sum_secs": 0.25,
+                })),
+                peer("00:03", "h3", serde_json::Value::Null),
+            ],
+            "targets": [], "connections": [], "refused_connections": 0, "refused": [],
+            "encrypted": false, "counters": {}, "drops": {"no_route": 0}, "fdb": {},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rtt_histograms_and_empty_families() {
+        let page = render(&report());
+        let h2 = "peer=\"00:02\",nickname=\"h2\"";
+        let want = format!(
+            "# HELP weft_peer_rtt_seconds Round trips of the UDP heartbeats to a neighbour since \
+             the router started.\n\
+             # TYPE weft_peer_rtt_seconds histogram\n\
+             weft_peer_rtt_seconds_bucket{{{h2},le=\"0.00005\"}} 1\n\
+             weft_peer_rtt_seconds_bucket{{{h2},le=\"0.0001\"}} 3\n\
+             weft_peer_rtt_seconds_bucket{{{h2},le=\"+Inf\"}} 4\n\
+             weft_peer_rtt_seconds_sum{{{h2}}} 0.25\n\
+             weft_peer_rtt_seconds_count{{{h2}}} 4\n"
+        );
+        assert!(page.contains(&want), "{page}");
+        // h3 has answered no heartbeat yet: no histogram for it.
+        assert!(!page.contains("weft_peer_rtt_seconds_count{peer=\"00:03\""));
+        assert!(page.contains("weft_peer_last_rtt_seconds{peer=\"00:03\",nickname=\"h3\"} 0.0005"));
+        // No peer dropped anything, no target, nothing rejected: those families are left out,
+        // heads included; a family with zero-valued samples stays.
+        for name in [
+            "weft_peer_drops_total",
+            "weft_targets",
+            "weft_gossip_rejected_records_total",
+        ] {
+            assert!(!page.contains(name), "{name} in\n{page}");
+        }
+        assert!(page.contains(
+            "# TYPE weft_drops_total counter\nweft_drops_total{reason=\"no_route\"} 0\n"
+        ));
+        // Every head is followed by a sample of its family.
+        let lines: Vec<&str> = page.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(lines[i + 1].starts_with(name), "{l}");
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use weft_api::policy::PolicyReport;
 use weft_lab::testbed::{ping, Cluster};
 use weft_lab::{poll_until, Host, Signal};
-use weft_tests::cni::{add_pod_with_identity, Cni, CniPod};
+use weft_tests::cni::{add_pod_with_identity, CniPod};
 use weft_tests::guarded::cni_cluster;
 
 fn write(dir: &Path, name: &str, text: &str) {

@@ -127,6 +127,11 @@ pub struct PeerReport {
     pub mtu: u32,
     /// Round-trip time of the last UDP heartbeat, in milliseconds (direct neighbours).
     pub rtt_ms: Option<f64>,
+    /// Every UDP heartbeat round trip measured with this peer since the router started (kept
+    /// across its reconnections), as a histogram; `None` before the first answer. Routers older
+    /// than the field send none.
+    #[serde(default)]
+    pub rtt_histogram: Option<RttHistogram>,
     /// Frames sent.
     pub tx_frames: u64,
     /// Frame bytes sent.
@@ -160,6 +165,28 @@ pub struct PeerReport {
     /// last rekey's).
     #[serde(default)]
     pub key_age_secs: Option<u64>,
+}
+
+/// Heartbeat round trips with one peer, bucketed as a Prometheus histogram
+/// (`weft_peer_rtt_seconds`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RttHistogram {
+    /// The buckets by ascending upper bound, cumulative (each counts the round trips at or below
+    /// its bound); the `+Inf` bucket is [`count`](Self::count).
+    pub buckets: Vec<RttBucket>,
+    /// Round trips measured.
+    pub count: u64,
+    /// Their sum, in seconds.
+    pub sum_secs: f64,
+}
+
+/// One bucket of an [`RttHistogram`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RttBucket {
+    /// Upper bound, in seconds.
+    pub le_secs: f64,
+    /// Round trips at or below it.
+    pub count: u64,
 }
 
 /// The cluster secrets of a router: fingerprints only, never a secret.
@@ -335,4 +362,51 @@ pub struct ClusterIpam {
     /// This host's incarnation (bumped when it finds itself reclaimed, or after a clean leave).
     #[serde(default)]
     pub incarnation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer_json() -> serde_json::Value {
+        serde_json::json!({
+            "name": "00:02", "nickname": "h2", "addr": "10.0.0.2:6784", "state": "established",
+            "path": "direct", "mtu": 1410, "rtt_ms": 0.3, "tx_frames": 0, "tx_bytes": 0,
+            "tx_datagrams": 0, "rx_frames": 0, "rx_bytes": 0, "rx_datagrams": 0,
+            "relayed_datagrams": 0, "drops": {}, "encryption": "none", "rekeys": 0,
+        })
+    }
+
+    /// A router older than the histogram sends none: its peers still parse.
+    #[test]
+    fn peers_without_an_rtt_histogram_parse() {
+        let p: PeerReport = serde_json::from_value(peer_json()).unwrap();
+        assert_eq!(p.rtt_histogram, None);
+    }
+
+    #[test]
+    fn rtt_histograms_round_trip() {
+        let h = RttHistogram {
+            buckets: vec![
+                RttBucket {
+                    le_secs: 0.00005,
+                    count: 2,
+                },
+                RttBucket {
+                    le_secs: 0.0001,
+                    count: 5,
+                },
+            ],
+            count: 6,
+            sum_secs: 0.0009,
+        };
+        let mut v = peer_json();
+        v["rtt_histogram"] = serde_json::to_value(&h).unwrap();
+        assert_eq!(
+            v["rtt_histogram"]["buckets"][1],
+            serde_json::json!({"le_secs": 0.0001, "count": 5})
+        );
+        let p: PeerReport = serde_json::from_value(v).unwrap();
+        assert_eq!(p.rtt_histogram, Some(h));
+    }
 }

@@ -72,6 +72,7 @@ impl Daemon {
                         .map(|n| n.info.pod_mtu.min(self.shared.pod_mtu))
                         .unwrap_or(0),
                     rtt_ms: (n.is_some() && rtt_us > 0).then_some(rtt_us as f64 / 1000.0),
+                    rtt_histogram: c.rtt.snapshot(),
                     tx_frames: c.tx_frames.load(Relaxed),
                     tx_bytes: c.tx_bytes.load(Relaxed),
                     tx_datagrams: c.tx_datagrams.load(Relaxed),

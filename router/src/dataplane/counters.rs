@@ -208,6 +208,8 @@ pub struct PeerCounters {
     pub last_ack_ms: AtomicU64,
     /// Round-trip time of the last UDP heartbeat, in microseconds.
     pub rtt_us: AtomicU64,
+    /// Every heartbeat round trip measured with this peer (`weft_peer_rtt_seconds`).
+    pub rtt: RttHistogram,
     /// The source address this peer's UDP heartbeats arrive from (behind NAT it differs from
     /// the address it announced).
     pub observed_addr: Mutex<Option<SocketAddr>>,
@@ -220,6 +222,59 @@ impl PeerCounters {
     /// The drop counter for `r`.
     pub fn drops_for(&self, r: Reason) -> u64 {
         self.drops[r.index()].load(Relaxed)
+    }
+}
+
+/// Upper bounds of the round-trip buckets, in microseconds: 50 µs (a quiet LAN or two
+/// namespaces) to 1 s (a peer far away or overloaded); slower answers fall in `+Inf` only.
+pub const RTT_BOUNDS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// Heartbeat round trips as a Prometheus histogram, counted as the answers arrive (relaxed
+/// atomics: the data plane thread writes, status reads).
+#[derive(Debug, Default)]
+pub struct RttHistogram {
+    /// Round trips per bucket, not cumulative: `[i]` counts those in `(bound[i-1], bound[i]]`,
+    /// the last those above every bound.
+    counts: [AtomicU64; RTT_BOUNDS_US.len() + 1],
+    /// Sum of the round trips, in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl RttHistogram {
+    /// Counts one round trip. A zero reading (the engine's answer to a clock that went
+    /// backwards, see `vswitch::engine`) is no measurement and is left out.
+    pub fn observe(&self, rtt_us: u64) {
+        if rtt_us == 0 {
+            return;
+        }
+        let i = RTT_BOUNDS_US.partition_point(|b| *b < rtt_us);
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(rtt_us, Relaxed);
+    }
+
+    /// The histogram as status shows it (`None` before the first round trip). Read bucket by
+    /// bucket while answers may arrive; the cumulative counts are computed from the values
+    /// read, so they never decrease and the last equals the count.
+    pub fn snapshot(&self) -> Option<weft_api::status::RttHistogram> {
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(RTT_BOUNDS_US.len());
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Relaxed);
+            if let Some(b) = RTT_BOUNDS_US.get(i) {
+                buckets.push(weft_api::status::RttBucket {
+                    le_secs: *b as f64 / 1e6,
+                    count: total,
+                });
+            }
+        }
+        (total > 0).then(|| weft_api::status::RttHistogram {
+            buckets,
+            count: total,
+            sum_secs: self.sum_us.load(Relaxed) as f64 / 1e6,
+        })
     }
 }
 
@@ -256,6 +311,36 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), Reason::ALL.len(), "names are unique");
+    }
+
+    #[test]
+    fn rtt_histogram_buckets() {
+        let h = RttHistogram::default();
+        assert_eq!(h.snapshot(), None, "nothing before the first answer");
+        h.observe(0); // no measurement
+        assert_eq!(h.snapshot(), None);
+        // On a bound counts in that bucket (le: less or equal); just above, in the next one.
+        for us in [
+            1, 50, 51, 100, 999, 1_000, 1_001, 1_000_000, 1_000_001, 30_000_000,
+        ] {
+            h.observe(us);
+        }
+        let s = h.snapshot().unwrap();
+        assert_eq!(s.count, 10);
+        assert_eq!(s.sum_secs, 32_003_203.0 / 1e6);
+        let les: Vec<f64> = s.buckets.iter().map(|b| b.le_secs).collect();
+        assert_eq!(
+            les,
+            [
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0
+            ]
+        );
+        let counts: Vec<u64> = s.buckets.iter().map(|b| b.count).collect();
+        // <=50us: 1, 50; <=100us: +51, 100; <=1ms: +999, 1000; <=2.5ms: +1001; <=1s: +1s;
+        // above: 1s+1us, 30s (only in +Inf, the count).
+        assert_eq!(counts, [2, 4, 4, 4, 6, 7, 7, 7, 7, 7, 7, 7, 7, 8]);
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "cumulative");
     }
 
     #[test]

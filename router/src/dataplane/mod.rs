@@ -17,7 +17,7 @@
 //!
 //! * this file: [`Shared`] (the state the control plane shares with the thread), [`Dataplane`]
 //!   (start, stop, heartbeats) and the thread's loop;
-//! * `counters.rs`: [`Reason`], [`Counters`], [`PeerCounters`];
+//! * `counters.rs`: [`Reason`], [`Counters`], [`PeerCounters`], [`RttHistogram`];
 //! * `fabric.rs`: [`PeerEntry`] and [`Fabric`] (the engine's fabric over the router's entries);
 //! * `encap.rs`: datagrams being filled per (next hop, destination), sealing, the sends;
 //! * `tap_side.rs` and `udp_side.rs`: the two sides of the loop.
@@ -44,7 +44,7 @@ mod fabric;
 mod tap_side;
 mod udp_side;
 
-pub use counters::{Counters, PeerCounters, Reason};
+pub use counters::{Counters, PeerCounters, Reason, RttHistogram, RTT_BOUNDS_US};
 pub use fabric::{Fabric, PeerEntry};
 
 use crate::sys::{self, tap::Tap};

@@ -199,6 +199,7 @@ fn receive(
         } => {
             let oc = &origin.counters;
             oc.rtt_us.store(rtt_us, Relaxed);
+            oc.rtt.observe(rtt_us);
             oc.last_ack_ms.store(shared.now_ms(), Relaxed);
             oc.takes_csum_partial
                 .store(caps.contains(Caps::CSUM_PARTIAL), Relaxed);

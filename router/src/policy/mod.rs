@@ -390,14 +390,13 @@ impl Policy {
         applied.inputs = Some((generation, addresses, local));
     }
 
-    /// Every pod address known: the mesh's (every host's record, ours included), the sources'
-    /// own (`status.podIPs`), and for a while after start the previous run's copy.
+    /// Every pod address known: the sources' own (`status.podIPs`, which win), the mesh's (every
+    /// host's record, ours included), and for a while after start the previous run's copy.
     fn addresses(&self, cluster: &Cluster, gossip: &Gossip) -> BTreeMap<PodKey, Vec<IpAddr>> {
         let mut out: BTreeMap<PodKey, Vec<IpAddr>> = BTreeMap::new();
         if self.started.elapsed() < ADDRESS_CACHE_FOR {
             out.extend(self.cached_addresses.clone());
         }
-        out.extend(cluster.status_addresses());
         let (_, pods) = gossip.pods();
         for (_, entries) in pods {
             for p in entries {
@@ -409,6 +408,12 @@ impl Policy {
                     p.addrs,
                 );
             }
+        }
+        // The API's own record of a pod's addresses is authoritative: a host cannot claim
+        // another pod's identity for addresses the API gives elsewhere. A manifest's `status`
+        // in a policy directory is not (it is ignored, as the API would overwrite it).
+        if self.opts.kubernetes {
+            out.extend(cluster.status_addresses());
         }
         out
     }

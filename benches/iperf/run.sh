@@ -434,7 +434,8 @@ weft_query() {
     weft_status "$1" | "$PYTHON" -c "import json,sys; r=json.load(sys.stdin); print($2)"
 }
 
-# Starts `weft router` on both hosts (extra router arguments in "$@"), waits until each sees the
+# Starts `weft router` on both hosts (extra router arguments in "$@", then the words of the
+# environment variable WEFT_ARGS, for A/B runs of a flag), waits until each sees the
 # other as established, and attaches a pod to each bridge "weft" at the pod MTU the router reports.
 weft_up() {
     lab_up
@@ -442,8 +443,9 @@ weft_up() {
     for i in 1 2; do
         o=$((3 - i))
         mkdir -p "$ROW_DIR/weft-h$i"
+        # shellcheck disable=SC2086 # WEFT_ARGS: extra router arguments, split on spaces
         spawn "$NSP-h$i" "weft-h$i" "$WEFT" router --name "h$i" --listen "$(host_ip "$i")" \
-            --peer "$(host_ip "$o")" --state-dir "$ROW_DIR/weft-h$i" "$@"
+            --peer "$(host_ip "$o")" --state-dir "$ROW_DIR/weft-h$i" "$@" ${WEFT_ARGS:-}
     done
     for i in 1 2; do
         wait_for 20 weft_status "$i" || fail "weft router on h$i did not answer (see weft-h$i.log)"

@@ -213,3 +213,95 @@ fn peers(r: &status::Report, ctx: &Context, timeout: Duration) -> Vec<Check> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_api::doctor::Status;
+
+    /// A status report as the router serves it, with `extra` fields merged in.
+    fn report(extra: serde_json::Value) -> status::Report {
+        let mut v = serde_json::json!({
+            "version": "0.1.0", "name": "aa", "nickname": "h1", "uid": "1",
+            "listen": "127.0.0.1:6783", "bridge": "weft", "tap": "weft-tap",
+            "underlay_mtu": 1500, "pod_mtu": 1436, "uptime_secs": 5,
+            "peers": [], "targets": [], "connections": [], "refused_connections": 0,
+            "refused": [], "encrypted": false, "counters": {}, "drops": {}, "fdb": {},
+            "fastpath": {"state": "on", "device": "weft-vxlan", "vni": 30565, "port": 6784,
+                         "peers": 0, "rx_packets": 0, "tx_packets": 0, "rx_bytes": 0,
+                         "tx_bytes": 0}
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn context_from_the_router_report() {
+        let c = context(&report(serde_json::json!({})));
+        assert!(c.router && !c.ipam && !c.policy);
+        assert_eq!(c.ports, [6783, 6784]);
+        assert_eq!(c.own_links, ["weft", "weft-tap", "weft-vxlan"]);
+        assert_eq!(c.fastpath_off, None);
+        let c = context(&report(serde_json::json!({
+            "fastpath": {"state": "off: encrypted", "device": "", "vni": 0, "port": 0,
+                         "peers": 0, "rx_packets": 0, "tx_packets": 0, "rx_bytes": 0,
+                         "tx_bytes": 0},
+            "ipam": {"cidr": "10.32.0.0/12", "block_prefix": 24, "masquerade": true,
+                     "held": [], "reservations": [], "lost": [], "ready": true,
+                     "cluster": null},
+        })));
+        assert!(c.ipam);
+        assert_eq!(c.pod_cidr, Some("10.32.0.0/12".parse().unwrap()));
+        assert_eq!(c.ports, [6783]);
+        assert_eq!(c.own_links, ["weft", "weft-tap"]);
+        assert_eq!(c.fastpath_off.as_deref(), Some("off: encrypted"));
+    }
+
+    #[test]
+    fn peers_and_failing_targets_are_probed() {
+        // A listening "peer" on loopback that speaks first like a router, and a target whose
+        // port nobody listens on.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut s, _) = l.accept().unwrap();
+            let _ = s.write_all(b"WEFT\x01\x00\x01\x00");
+        });
+        let down = {
+            let t = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+            t.local_addr().unwrap()
+        };
+        let r = report(serde_json::json!({
+            "peers": [{
+                "name": "bb", "nickname": "h2", "addr": up.to_string(),
+                "state": "established", "path": "fast path", "mtu": 1436, "rtt_ms": 0.2,
+                "tx_frames": 0, "tx_bytes": 0, "tx_datagrams": 0, "rx_frames": 0,
+                "rx_bytes": 0, "rx_datagrams": 0, "relayed_datagrams": 0, "drops": {},
+                "encryption": "none", "fastpath": "VXLAN probes answered both ways",
+                "key_epoch": null, "rekeys": 0
+            }],
+            "targets": [{"addr": down.to_string(), "state": "retrying",
+                         "next_attempt_in_ms": 500, "last_error": "connection refused",
+                         "failures": 4}]
+        }));
+        let checks = peers(&r, &context(&r), Duration::from_secs(2));
+        server.join().unwrap();
+        let names: Vec<(&str, Status)> =
+            checks.iter().map(|c| (c.name.as_str(), c.status)).collect();
+        let target = format!("peer.{down}.tcp");
+        assert_eq!(
+            names,
+            [
+                ("peer.h2.tcp", Status::Ok),
+                ("peer.h2.udp", Status::Ok),
+                ("peer.h2.vxlan", Status::Ok),
+                ("peer.h2.mtu", Status::Ok),
+                (target.as_str(), Status::Fail),
+            ]
+        );
+        assert!(checks[4].found.contains("connection refused"));
+    }
+}

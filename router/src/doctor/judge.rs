@@ -123,6 +123,9 @@ impl Feature {
             Feature::BrNetfilter => "modprobe br_netfilter && echo br_netfilter > \
                                      /etc/modules-load.d/br_netfilter.conf"
                 .into(),
+            Feature::Tun => "modprobe tun; if /dev/net/tun is still missing: mkdir -p /dev/net \
+                             && mknod /dev/net/tun c 10 200"
+                .into(),
             f => format!(
                 "modprobe {m} (a kernel built with its option, as module or built in)",
                 m = f.module()

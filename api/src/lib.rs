@@ -15,6 +15,8 @@
 //! | `GET /v1/ipam` | | [`ipam::IpamReport`] |
 //! | `POST /v1/ports/guard` | [`guard::GuardRequest`] | [`guard::GuardAnswer`] |
 //!
+//! `weft doctor --json` prints a [`doctor::Report`] (no endpoint: the CLI makes the checks).
+//!
 //! A failed request answers with an HTTP error status and an [`ApiError`] body; what makes a
 //! request body bad (HTTP 400) is decided in [`check`]. Fields are added
 //! with `#[serde(default)]` so that a CLI or plugin of one version reads a router of the next.
@@ -23,6 +25,7 @@
 pub mod check;
 pub mod client;
 pub mod control;
+pub mod doctor;
 mod error;
 pub mod guard;
 pub mod ipam;

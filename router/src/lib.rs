@@ -9,6 +9,7 @@
 //! * [`metrics`]: the Prometheus exposition of the status report.
 //! * [`sys`]: the few system calls that need `unsafe` (TAP, poll, socket buffers).
 //! * [`state`]: the state directory.
+//! * [`doctor`]: `weft doctor`, the host and peer checks (pure judging, thin gathering).
 //! * [`demo`]: `weft demo`, on a lab of network namespaces (`weft-lab`).
 //!
 //! The API contract is the `weft-api` crate and netlink the `weft-netlink` crate, shared with
@@ -19,6 +20,7 @@
 pub mod daemon;
 pub mod dataplane;
 pub mod demo;
+pub mod doctor;
 pub mod error;
 pub mod fastpath;
 pub mod guard;

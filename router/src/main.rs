@@ -78,6 +78,20 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Check this host and its peers (kernel features, sysctls, CNI configuration, devices of
+    /// other overlays, ports and MTU to each peer) and print each problem with its fix. Only
+    /// reads. Exit code 1 when a check fails (warnings do not fail).
+    Doctor {
+        /// State directory of the local router (peer checks need it running).
+        #[arg(long, default_value = "/run/weft")]
+        state_dir: PathBuf,
+        /// The container runtime's CNI configuration directory.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        cni_conf_dir: PathBuf,
+        /// Print the checks as JSON (weft_api::doctor::Report).
+        #[arg(long)]
+        json: bool,
+    },
     /// Build a throwaway 3-host cluster of network namespaces, test it, and remove it.
     Demo {
         /// Keep the cluster up after the checks until Ctrl-C.
@@ -444,6 +458,19 @@ fn main() -> Result<()> {
                 }
             );
             Ok(())
+        }
+        Command::Doctor {
+            state_dir,
+            cni_conf_dir,
+            json,
+        } => {
+            let report = weft::doctor::run(&weft::doctor::Options::new(state_dir, cni_conf_dir));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            std::process::exit(report.exit_code());
         }
         Command::Demo { keep } => demo::run(demo::Options { keep }),
     }

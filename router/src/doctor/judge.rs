@@ -843,6 +843,7 @@ mod tests {
             path: "direct".into(),
             mtu,
             rtt_ms: Some(0.25),
+            rtt_histogram: None,
             tx_frames: 0,
             tx_bytes: 0,
             tx_datagrams: 0,

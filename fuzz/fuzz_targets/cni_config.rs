@@ -47,7 +47,13 @@ fuzz_target!(|data: &[u8]| {
             container_id: parts.next().flatten(),
             netns: parts.next().flatten(),
             ifname: parts.next().flatten(),
+            args: parts.next().flatten(),
         };
+        // CNI_ARGS: a pod identity that passes is a Kubernetes name pair.
+        if let Ok(Some(pod)) = env.pod() {
+            assert!(!pod.namespace.is_empty() && !pod.name.is_empty());
+            assert!(pod.check().is_ok());
+        }
         if let Ok(id) = env.container_id() {
             assert!(!id.is_empty() && !id.contains('/'));
         }

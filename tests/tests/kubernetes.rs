@@ -6,9 +6,10 @@
 //! Three routers started with `--kubernetes --kubeconfig` and no `--peer` and no
 //! `--ipam-init-peers`: they find each other through the Nodes and wait for a majority of the
 //! three before claiming blocks; the policy from the API is enforced on pods attached through
-//! cnitool with their identity; a label changed in the API changes who gets in; a Node deleted
-//! from the API (its router dead) is forgotten and its pod-address blocks are taken back at once,
-//! far inside the 30-minute grace period.
+//! cnitool with their identity; a label changed in the API changes who gets in; a Node added to
+//! the API is dialled and forgotten when deleted; a Node deleted from the API (its router dead) is
+//! forgotten and its pod-address blocks are taken back at once, far inside the 30-minute grace
+//! period.
 //!
 //! Needs root, `cnitool`, `nft` and the release `weft` and `weft-cni` binaries.
 
@@ -196,6 +197,21 @@ fn routers_follow_the_cluster_api() {
     fake.apply_json(pod("y", "b", json!({"app": "b"})));
     expect(&c, &cc, &a, true);
     expect(&c, &b, &a, false);
+
+    // A Node joins the cluster: every router dials it (it has no router yet: the dial fails and
+    // is retried, as for any seed).
+    fake.apply_json(node("h4", Ipv4Addr::new(10, 200, 0, 14)));
+    let dialled = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let t = c.status(&hosts[0]).ok()?.targets;
+        t.iter().any(|t| t.addr == "10.200.0.14:6783").then_some(())
+    });
+    assert!(dialled.is_some(), "{:#?}", c.status(&hosts[0]).map(|r| r.targets));
+    fake.delete(Kind::Node, "", "h4");
+    let gone = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let t = c.status(&hosts[0]).ok()?.targets;
+        (!t.iter().any(|t| t.addr == "10.200.0.14:6783")).then_some(())
+    });
+    assert!(gone.is_some(), "a deleted Node is no longer dialled");
 
     // h3 dies and its Node is deleted: forgotten, its blocks taken back at once.
     let h3 = hosts[2].clone();

@@ -205,7 +205,11 @@ fn routers_follow_the_cluster_api() {
         let t = c.status(&hosts[0]).ok()?.targets;
         t.iter().any(|t| t.addr == "10.200.0.14:6783").then_some(())
     });
-    assert!(dialled.is_some(), "{:#?}", c.status(&hosts[0]).map(|r| r.targets));
+    assert!(
+        dialled.is_some(),
+        "{:#?}",
+        c.status(&hosts[0]).map(|r| r.targets)
+    );
     fake.delete(Kind::Node, "", "h4");
     let gone = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
         let t = c.status(&hosts[0]).ok()?.targets;

@@ -1,5 +1,6 @@
-//! The seed list and leaving: `POST /v1/connect`, `POST /v1/forget` ([`SeedRequest`] ->
-//! [`SeedAnswer`]) and `POST /v1/leave` ([`LeaveRequest`] -> [`LeaveAnswer`]).
+//! The seed list, leaving and reloading: `POST /v1/connect`, `POST /v1/forget` ([`SeedRequest`]
+//! -> [`SeedAnswer`]), `POST /v1/leave` ([`LeaveRequest`] -> [`LeaveAnswer`]) and
+//! `POST /v1/reload` (-> [`ReloadAnswer`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -36,4 +37,17 @@ pub struct LeaveAnswer {
     pub blocks: Vec<String>,
     /// Reservations dropped (with `--force`).
     pub reservations_dropped: usize,
+}
+
+/// Answer to `POST /v1/reload` (also what SIGHUP logs): the configuration (flags, environment,
+/// file) read again and what of it took effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadAnswer {
+    /// What changed and was applied (`peer`, `log`, `policy-dir`, `secret file reread`).
+    pub applied: Vec<String>,
+    /// Options whose new value takes a restart, by flag name; the old values stay in force.
+    pub needs_restart: Vec<String>,
+    /// Why the configuration could not be read (then nothing changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

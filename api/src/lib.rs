@@ -9,6 +9,7 @@
 //! | `GET /v1/macs` | | `Vec<`[`status::MacReport`]`>` |
 //! | `POST /v1/connect`, `POST /v1/forget` | [`control::SeedRequest`] | [`control::SeedAnswer`] |
 //! | `POST /v1/leave` | [`control::LeaveRequest`] | [`control::LeaveAnswer`] |
+//! | `POST /v1/reload` | | [`control::ReloadAnswer`] |
 //! | `POST /v1/ipam/allocate` | [`ipam::AllocateRequest`] | [`ipam::Allocation`] |
 //! | `POST /v1/ipam/release` | [`ipam::Attachment`] | [`ipam::ReleaseAnswer`] |
 //! | `POST /v1/ipam/gc` | [`ipam::GcRequest`] | [`ipam::GcAnswer`] |

@@ -62,6 +62,15 @@ enum Command {
         #[arg(long, default_value = "/run/weft")]
         state_dir: PathBuf,
     },
+    /// Read the router's configuration again (its flags and environment, the configuration file
+    /// as it is now) and apply what can change without a restart: peers, the log filter, the
+    /// policy directory (and the secret file's contents); say what needs a restart. SIGHUP
+    /// does the same.
+    Reload {
+        /// State directory of the router.
+        #[arg(long, default_value = "/run/weft")]
+        state_dir: PathBuf,
+    },
     /// Leave the cluster for good: hand this host's pod-address blocks back, remove the bridge's
     /// gateway addresses and the masquerade table, and stop the router.
     Leave {
@@ -226,13 +235,38 @@ struct RouterArgs {
 }
 
 fn router(a: RouterArgs) -> Result<()> {
-    let filter = std::env::var("RUST_LOG").unwrap_or(a.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = rust_log.clone().unwrap_or(a.log.clone());
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(filter));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            fmt::layer()
+                .with_target(false)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
-    let cfg = build_config(a)?;
+    let mut cfg = build_config(a)?;
+    // `weft reload` and SIGHUP: the same command line and environment, the file as it is then.
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    cfg.reloader = Some(daemon::Reloader {
+        config: std::sync::Arc::new(move || {
+            let (cli, _) = parse_cli(argv.clone()).map_err(|e| e.render().to_string())?;
+            match cli.command {
+                Command::Router(a) => build_config(a).map_err(|e| format!("{e:#}")),
+                _ => Err("not a router command line".into()),
+            }
+        }),
+        set_log: std::sync::Arc::new(move |f: &str| {
+            if rust_log.is_some() {
+                return Err("RUST_LOG is set and wins over --log".into());
+            }
+            let filter = EnvFilter::try_new(f).map_err(|e| format!("--log {f:?}: {e}"))?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        }),
+    });
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -321,6 +355,11 @@ fn build_config(a: RouterArgs) -> Result<daemon::Config> {
     if a.kubeconfig.is_some() && !a.kubernetes {
         anyhow::bail!("--kubeconfig needs --kubernetes");
     }
+    if a.kubernetes && a.policy_dir.is_some() {
+        anyhow::bail!(
+            "--policy-dir and --kubernetes are two sources of the same objects: choose one"
+        );
+    }
     if ipam.is_none() && policy.enabled() {
         anyhow::bail!(
             "--policy-dir and --kubernetes need --pod-cidr (pods are known by the identity weft-cni gives their reservations)"
@@ -348,6 +387,8 @@ fn build_config(a: RouterArgs) -> Result<daemon::Config> {
         ipam,
         policy,
         busy_poll: Duration::from_micros(a.busy_poll_us),
+        log: a.log.clone(),
+        reloader: None,
     };
     Ok(cfg)
 }
@@ -439,6 +480,33 @@ fn main() -> Result<()> {
         }
         Command::Connect { addr, state_dir } => seed(&state_dir, "/v1/connect", addr),
         Command::Forget { addr, state_dir } => seed(&state_dir, "/v1/forget", addr),
+        Command::Reload { state_dir } => {
+            let a: api::control::ReloadAnswer = api::call(
+                &state_dir,
+                "POST",
+                "/v1/reload",
+                None::<&()>,
+                Duration::from_secs(30),
+            )?;
+            if let Some(e) = &a.error {
+                anyhow::bail!("the configuration was not reloaded: {e}");
+            }
+            println!(
+                "applied: {}",
+                if a.applied.is_empty() {
+                    "nothing changed".to_string()
+                } else {
+                    a.applied.join(", ")
+                }
+            );
+            if !a.needs_restart.is_empty() {
+                println!(
+                    "needs a restart (the running values stay): {}",
+                    a.needs_restart.join(", ")
+                );
+            }
+            Ok(())
+        }
         Command::Leave { force, state_dir } => {
             // Handing the blocks back waits up to 10 s for a peer to hear it.
             let a: api::control::LeaveAnswer = api::call(

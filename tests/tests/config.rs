@@ -64,3 +64,107 @@ fn typos_bad_values_and_other_versions_are_refused_naming_the_key() {
     let (ok, text) = check("listen = \n", &[]);
     assert!(!ok && text.contains(".toml"), "{text}");
 }
+
+/// `weft reload` (and SIGHUP) on a running router: a peer added in the file is dialled, the log
+/// filter and the policy directory change, an option that needs a restart is named and keeps
+/// its value. Needs root (a lab cluster).
+#[test]
+fn reload_applies_peers_log_and_policy_dir_and_names_the_rest() {
+    use std::time::Duration;
+    use weft_lab::testbed::Cluster;
+    use weft_lab::{poll_until, Signal};
+    assert!(weft_lab::require_root(), "this test needs root");
+    let mut c = Cluster::new("reload", weft_bin().unwrap()).unwrap();
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    let d = c.lab.dir().to_path_buf();
+    let (pol_a, pol_b) = (d.join("pol-a"), d.join("pol-b"));
+    std::fs::create_dir_all(&pol_a).unwrap();
+    std::fs::create_dir_all(&pol_b).unwrap();
+    let file = d.join("weft.toml");
+    let write = |text: String| {
+        let tmp = d.join(".weft.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(format!(
+        "pod-cidr = \"10.32.0.0/12\"\npolicy-dir = \"{}\"\nlog = \"info\"\n",
+        pol_a.display()
+    ));
+    let f = file.to_str().unwrap().to_owned();
+    c.start_router(&h2, &[], &["--pod-cidr", "10.32.0.0/12"])
+        .unwrap();
+    c.start_router(&h1, &[], &["--config", &f]).unwrap();
+    write(format!(
+        "pod-cidr = \"10.32.0.0/12\"\npolicy-dir = \"{}\"\nlog = \"debug\"\npeer = [\"{}\"]\nmtu = 1300\n",
+        pol_b.display(),
+        h2.underlay_ip
+    ));
+    let state = c.state_dir(&h1);
+    let out = c
+        .lab
+        .exec_ok(
+            &h1.ns,
+            &[
+                weft_bin().unwrap().to_str().unwrap(),
+                "reload",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.contains(&format!("peer {}:6783 added", h2.underlay_ip)),
+        "{out}"
+    );
+    assert!(out.contains("log debug"), "{out}");
+    assert!(
+        out.contains(&format!("policy-dir {}", pol_b.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("needs a restart (the running values stay): mtu"),
+        "{out}"
+    );
+    let meshed = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let r = c.status(&h1).ok()?;
+        r.peers.iter().any(|p| p.nickname == "h2").then_some(r)
+    });
+    assert!(meshed.is_some(), "{}", c.router_log(&h1));
+    let r = c.status(&h1).unwrap();
+    let src = r.policy.unwrap().sources;
+    assert!(
+        src.iter()
+            .any(|s| s.name == format!("dir:{}", pol_b.display())),
+        "{src:?}"
+    );
+    assert_ne!(r.pod_mtu, 1300, "the mtu needs a restart");
+    // SIGHUP does the same: the peer removed from the file is forgotten.
+    write(format!(
+        "pod-cidr = \"10.32.0.0/12\"\npolicy-dir = \"{}\"\nlog = \"debug\"\n",
+        pol_b.display()
+    ));
+    c.kill_router(&h1, Signal::SIGHUP).unwrap();
+    let forgotten = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let log = c.router_log(&h1);
+        log.contains(&format!("peer {}:6783 removed", h2.underlay_ip))
+            .then_some(())
+    });
+    assert!(forgotten.is_some(), "{}", c.router_log(&h1));
+    // A broken file changes nothing and says why.
+    write("mtu = \"abc\"\n".into());
+    let out = c
+        .lab
+        .exec(
+            &h1.ns,
+            &[
+                weft_bin().unwrap().to_str().unwrap(),
+                "reload",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && text.contains("abc"), "{text}");
+}

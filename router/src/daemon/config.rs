@@ -60,6 +60,124 @@ pub struct Config {
     /// How long the data plane thread polls after its last packet before it sleeps
     /// (`--busy-poll-us`).
     pub busy_poll: Duration,
+    /// The log filter (`--log`).
+    pub log: String,
+    /// How to read the configuration again and change the log filter (`weft reload`, SIGHUP);
+    /// `None` where the router was not started from the command line.
+    pub reloader: Option<Reloader>,
+}
+
+/// Reads the configuration as it is now (an error says why not).
+pub type ReadConfig = dyn Fn() -> std::result::Result<Config, String> + Send + Sync;
+/// Replaces the log filter (an error says why not).
+pub type SetLog = dyn Fn(&str) -> std::result::Result<(), String> + Send + Sync;
+
+/// Reads the configuration again (the same flags and environment, the file as it is now) and
+/// changes the log filter: what `weft reload` and SIGHUP use.
+#[derive(Clone)]
+pub struct Reloader {
+    /// The configuration as it reads now.
+    pub config: std::sync::Arc<ReadConfig>,
+    /// Replaces the log filter.
+    pub set_log: std::sync::Arc<SetLog>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reloader")
+    }
+}
+
+impl Config {
+    /// The options whose value differs between `self` and `new` and that a running router
+    /// cannot change (by flag name).
+    pub fn needs_restart(&self, new: &Config) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cmp = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(name.to_owned());
+            }
+        };
+        cmp("name", self.nickname.clone(), new.nickname.clone());
+        cmp("listen", self.listen.to_string(), new.listen.to_string());
+        cmp(
+            "state-dir",
+            format!("{:?}", self.state_dir),
+            format!("{:?}", new.state_dir),
+        );
+        cmp("bridge", self.bridge.clone(), new.bridge.clone());
+        cmp("tap", self.tap.clone(), new.tap.clone());
+        cmp("mtu", format!("{:?}", self.mtu), format!("{:?}", new.mtu));
+        cmp(
+            "max-macs",
+            self.fdb_capacity.to_string(),
+            new.fdb_capacity.to_string(),
+        );
+        cmp(
+            "mac-age",
+            format!("{:?}", self.mac_max_age),
+            format!("{:?}", new.mac_max_age),
+        );
+        cmp(
+            "kernel-max-macs",
+            self.kernel_max_macs.to_string(),
+            new.kernel_max_macs.to_string(),
+        );
+        cmp(
+            "metrics",
+            format!("{:?}", self.metrics),
+            format!("{:?}", new.metrics),
+        );
+        cmp(
+            "secret-file",
+            format!("{:?}", self.secret_file),
+            format!("{:?}", new.secret_file),
+        );
+        cmp(
+            "trusted-subnets",
+            format!("{:?}", self.trusted_subnets),
+            format!("{:?}", new.trusted_subnets),
+        );
+        cmp(
+            "rekey-after",
+            format!("{:?}", self.rekey),
+            format!("{:?}", new.rekey),
+        );
+        cmp(
+            "no-fastpath",
+            self.fastpath.to_string(),
+            new.fastpath.to_string(),
+        );
+        cmp("vni", self.vni.to_string(), new.vni.to_string());
+        cmp(
+            "vxlan-port",
+            self.vxlan_port.to_string(),
+            new.vxlan_port.to_string(),
+        );
+        cmp(
+            "pod-cidr",
+            format!("{:?}", self.ipam),
+            format!("{:?}", new.ipam),
+        );
+        cmp(
+            "busy-poll-us",
+            format!("{:?}", self.busy_poll),
+            format!("{:?}", new.busy_poll),
+        );
+        cmp(
+            "kubernetes",
+            format!("{:?}", (self.policy.kubernetes, &self.policy.kubeconfig)),
+            format!("{:?}", (new.policy.kubernetes, &new.policy.kubeconfig)),
+        );
+        // A policy directory can change while policy is on; turning policy on or off (or the
+        // directory source off) takes a restart.
+        if self.policy.enabled() != new.policy.enabled()
+            || self.policy.dir.is_some() != new.policy.dir.is_some()
+        {
+            out.push("policy-dir".to_owned());
+        }
+        out
+    }
 }
 
 /// The IPAM flags of `weft router`.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod config_file;
 mod kubernetes;
 mod rekey;
+mod reload;
 mod report;
 mod secrets;
 mod server;
@@ -117,6 +118,10 @@ pub(crate) struct Daemon {
     pub(crate) leaving: std::sync::atomic::AtomicBool,
     /// The secret file as last reread.
     pub(crate) secret_file: Mutex<secrets::SecretFile>,
+    /// The `--peer` list in force (what a reload compares with).
+    pub(crate) config_peers: Mutex<Vec<SocketAddr>>,
+    /// The log filter in force.
+    pub(crate) log_filter: Mutex<String>,
 }
 
 /// The fast-path state of one neighbour.

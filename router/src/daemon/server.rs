@@ -83,6 +83,15 @@ pub(super) async fn serve_api(
         .route("/v1/ipam/gc", post(ipam_gc))
         .route("/v1/ports/guard", post(guard_port))
         .route("/v1/leave", post(leave))
+        .route(
+            "/v1/reload",
+            post(|State(d): State<Arc<Daemon>>| async move {
+                let a = tokio::task::spawn_blocking(move || d.reload())
+                    .await
+                    .unwrap_or_default();
+                Json(a)
+            }),
+        )
         .with_state(daemon);
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;

@@ -281,6 +281,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         leave: tokio::sync::Notify::new(),
         leaving: std::sync::atomic::AtomicBool::new(false),
         secret_file: Mutex::new(Default::default()),
+        config_peers: Mutex::new(cfg.peers.clone()),
+        log_filter: Mutex::new(cfg.log.clone()),
     });
 
     if let (Some((client, _, peers)), Some(p)) = (kube, &daemon.policy) {
@@ -364,8 +366,9 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
             _ = secret_ticks.tick() => daemon.reload_secrets(false),
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: rereading the secret file");
-                daemon.reload_secrets(true);
+                tracing::info!("SIGHUP: reading the configuration again");
+                let d = daemon.clone();
+                tokio::task::spawn_blocking(move || d.reload());
             }
             _ = daemon.leave.notified() => break,
             _ = term.recv() => break,

@@ -108,6 +108,10 @@ pub struct Policy {
     stats: Mutex<Stats>,
     wake: tokio::sync::Notify,
     denials: Arc<denials::Denials>,
+    /// A new policy directory from a reload, for the task to take.
+    new_dir: Mutex<Option<Option<PathBuf>>>,
+    /// The directory in force.
+    dir: Mutex<Option<PathBuf>>,
     /// The pod addresses of the last compile, for naming pods in status.
     last_addresses: Mutex<BTreeMap<PodKey, Vec<IpAddr>>>,
 }
@@ -136,7 +140,7 @@ impl Policy {
             sources.insert("kubernetes".to_string(), SourceState::default());
         }
         Ok(Arc::new(Policy {
-            opts,
+            opts: opts.clone(),
             state_dir,
             started: Instant::now(),
             cluster: Mutex::new((Arc::new(Cluster::new()), 0)),
@@ -149,6 +153,8 @@ impl Policy {
             stats: Mutex::new(Stats::default()),
             wake: tokio::sync::Notify::new(),
             last_addresses: Mutex::new(BTreeMap::new()),
+            new_dir: Mutex::new(None),
+            dir: Mutex::new(opts.dir.clone()),
             denials: {
                 let d = Arc::new(denials::Denials::default());
                 denials::start(d.clone());
@@ -166,6 +172,19 @@ impl Policy {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
+            }
+            if let Some(new) = lock(&self.new_dir).take() {
+                // A reload named another directory: its first read replaces the old one's
+                // objects; until then the old state stays in force.
+                let mut s = lock(&self.sources);
+                if let Some(old) = &dir {
+                    s.remove(&format!("dir:{}", old.path().display()));
+                }
+                if let Some(d) = &new {
+                    s.insert(format!("dir:{}", d.display()), SourceState::default());
+                }
+                drop(s);
+                dir = new.map(dir::DirSource::new);
             }
             if let Some(mut d) = dir.take() {
                 let (d2, poll) = tokio::task::spawn_blocking(move || {
@@ -229,6 +248,18 @@ impl Policy {
             st.ok = errors.is_empty();
             st.errors = errors;
         }
+    }
+
+    /// The policy directory in force.
+    pub fn dir(&self) -> Option<PathBuf> {
+        lock(&self.dir).clone()
+    }
+
+    /// Switches to another policy directory (or none), from a reload.
+    pub fn set_dir(&self, dir: Option<PathBuf>) {
+        lock(&self.dir).clone_from(&dir);
+        *lock(&self.new_dir) = Some(dir);
+        self.wake.notify_one();
     }
 
     /// Applies a change of the cluster state made by a source that sends events (Kubernetes).

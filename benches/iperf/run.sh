@@ -839,3 +839,11 @@ done
     --ping-count "$PING_COUNT" --ping-interval "$PING_INTERVAL" --background "$BACKGROUND" \
     --weft "$WEFT" --repo "$REPO"
 log "results written to $JSON_OUT"
+# The chart (benches/src/chart.rs): beside the JSON, when the binary is built
+# (`cargo build --release -p weft-benches --bin iperf-chart`; scripts/test.sh builds it).
+CHART_BIN=${CHART_BIN:-$REPO/target/release/iperf-chart}
+if [[ -x $CHART_BIN ]]; then
+    if "$CHART_BIN" "$JSON_OUT" "${JSON_OUT%.json}.svg"; then
+        log "chart written to ${JSON_OUT%.json}.svg"
+    fi
+fi

@@ -1,8 +1,8 @@
 //! The NetworkPolicy compiler at cluster scale (weft-policy): the synthetic clusters of
 //! `weft_policy::synthetic` with 1,000 pods and 100 policies, and 10,000 pods and 1,000 policies
 //! (100 namespaces, one host in 47 holding the local pods): the compile, the ruleset, the full
-//! `nft -f` script of a first start, and the transaction after one more pod appears (what a CNI
-//! ADD costs the router).
+//! `nft -f` script of a first start, and the transaction after one pod moves to another address
+//! (what a CNI ADD or DEL costs the router).
 //!
 //! Run with `cargo bench -p weft-benches --bench policy`. Before the timings it prints the size of
 //! each ruleset (chains, sets, elements, script lines and bytes). docs/policy.md has a copy.
@@ -10,7 +10,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use weft_policy::synthetic::Synthetic;
-use weft_policy::{compile, nft, Cluster, PodKey};
+use weft_policy::{compile, nft, Cluster};
 
 fn bench(c: &mut Criterion) {
     for (label, namespaces, pods, policies) in [
@@ -24,19 +24,12 @@ fn bench(c: &mut Criterion) {
         let rs = nft::ruleset(&rules);
         let script = nft::transaction(None, &rs);
         let elements: usize = rs.sets.values().map(|s| s.elements.len()).sum();
-        // One more pod on another host, selected by the same policies as an existing one.
-        let mut more = s.addresses.clone();
-        more.insert(
-            PodKey {
-                namespace: "ns0".into(),
-                name: "p1".into(),
-            },
-            vec!["10.250.0.1".parse().unwrap()],
-        );
+        // One pod moves to another host (the change a pod coming or going makes).
+        let more = s.addresses_after_one_pod_moved();
         let rs2 = nft::ruleset(&compile(&cluster, &more, &s.local));
         let step = nft::transaction(Some(&rs), &rs2);
         println!(
-            "{label}: {} local pods, {} chains, {} sets, {elements} elements, {} script lines ({} KiB); one pod more: {} lines",
+            "{label}: {} local pods, {} chains, {} sets, {elements} elements, {} script lines ({} KiB); one pod moved: {} lines",
             s.local.len(),
             rs.chains.len(),
             rs.sets.len(),
@@ -53,7 +46,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("first script", |b| {
             b.iter(|| nft::transaction(None, black_box(&rs)))
         });
-        g.bench_function("one pod more: compile + transaction", |b| {
+        g.bench_function("one pod moved: compile + transaction", |b| {
             b.iter(|| {
                 let rs2 = nft::ruleset(&compile(&cluster, black_box(&more), &s.local));
                 nft::transaction(Some(&rs), &rs2)

@@ -86,4 +86,18 @@ impl Synthetic {
             local,
         }
     }
+
+    /// The addresses after one pod (`ns0/p1`) took a new address, as when it is deleted and
+    /// created again on another host: the change a pod coming or going makes to the inputs.
+    pub fn addresses_after_one_pod_moved(&self) -> BTreeMap<PodKey, Vec<IpAddr>> {
+        let mut more = self.addresses.clone();
+        more.insert(
+            PodKey {
+                namespace: "ns0".into(),
+                name: "p1".into(),
+            },
+            vec![IpAddr::from([10, 250, 0, 1])],
+        );
+        more
+    }
 }

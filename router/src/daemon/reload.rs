@@ -54,7 +54,7 @@ impl Daemon {
         if let Some(p) = &self.policy {
             if let (Some(d), Some(_)) = (&new.policy.dir, p.dir()) {
                 if Some(d) != p.dir().as_ref() {
-                    p.set_dir(Some(d.clone()));
+                    p.set_dir(d.clone());
                     answer.applied.push(format!("policy-dir {}", d.display()));
                 }
             }

@@ -35,6 +35,11 @@ pub const ADDRESS_CACHE_FOR: Duration = Duration::from_secs(60);
 /// The copy of the pod addresses in the state directory.
 pub const ADDRESS_FILE: &str = "policy-addresses.json";
 
+/// The status name of the directory source at `path`.
+fn dir_source(path: &std::path::Path) -> String {
+    format!("dir:{}", path.display())
+}
+
 /// Where policies, pods and namespaces come from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicyOptions {
@@ -109,7 +114,7 @@ pub struct Policy {
     wake: tokio::sync::Notify,
     denials: Arc<denials::Denials>,
     /// A new policy directory from a reload, for the task to take.
-    new_dir: Mutex<Option<Option<PathBuf>>>,
+    new_dir: Mutex<Option<PathBuf>>,
     /// The directory in force.
     dir: Mutex<Option<PathBuf>>,
     /// The pod addresses of the last compile, for naming pods in status.
@@ -134,7 +139,7 @@ impl Policy {
             .unwrap_or_default();
         let mut sources = BTreeMap::new();
         if let Some(d) = &opts.dir {
-            sources.insert(format!("dir:{}", d.display()), SourceState::default());
+            sources.insert(dir_source(d), SourceState::default());
         }
         if opts.kubernetes {
             sources.insert("kubernetes".to_string(), SourceState::default());
@@ -178,13 +183,11 @@ impl Policy {
                 // objects; until then the old state stays in force.
                 let mut s = lock(&self.sources);
                 if let Some(old) = &dir {
-                    s.remove(&format!("dir:{}", old.path().display()));
+                    s.remove(&dir_source(old.path()));
                 }
-                if let Some(d) = &new {
-                    s.insert(format!("dir:{}", d.display()), SourceState::default());
-                }
+                s.insert(dir_source(&new), SourceState::default());
                 drop(s);
-                dir = new.map(dir::DirSource::new);
+                dir = Some(dir::DirSource::new(new));
             }
             if let Some(mut d) = dir.take() {
                 let (d2, poll) = tokio::task::spawn_blocking(move || {
@@ -193,7 +196,7 @@ impl Policy {
                 })
                 .await
                 .expect("the directory reader does not panic");
-                let name = format!("dir:{}", d2.path().display());
+                let name = dir_source(d2.path());
                 let errors = d2.errors();
                 match poll {
                     dir::Poll::Changed(objects) => self.replace_source(&name, &objects, errors),
@@ -255,9 +258,9 @@ impl Policy {
         lock(&self.dir).clone()
     }
 
-    /// Switches to another policy directory (or none), from a reload.
-    pub fn set_dir(&self, dir: Option<PathBuf>) {
-        lock(&self.dir).clone_from(&dir);
+    /// Switches to another policy directory, from a reload.
+    pub fn set_dir(&self, dir: PathBuf) {
+        *lock(&self.dir) = Some(dir.clone());
         *lock(&self.new_dir) = Some(dir);
         self.wake.notify_one();
     }

@@ -236,6 +236,41 @@ impl Cluster {
         })
     }
 
+    /// Waits until every router of `hosts` holds the same topology: a record of each of them
+    /// listing every other as a usable connection. Only then do they all compute the same routes
+    /// and broadcast trees (a router's own peers can be established before the others have
+    /// heard so).
+    pub fn wait_converged(&self, hosts: &[Host], timeout: Duration) -> Result<()> {
+        let want: std::collections::BTreeSet<&str> =
+            hosts.iter().map(|h| h.name.as_str()).collect();
+        let mut last = String::new();
+        let done = poll_until(timeout, Duration::from_millis(50), || {
+            for h in hosts {
+                let r = self.status(h).ok()?;
+                for other in hosts {
+                    let rec = r.topology.iter().find(|t| t.nickname == other.name);
+                    let usable: std::collections::BTreeSet<&str> = rec
+                        .iter()
+                        .flat_map(|t| t.connections.iter())
+                        .filter(|c| c.usable)
+                        .map(|c| c.nickname.as_str())
+                        .collect();
+                    let mut expected = want.clone();
+                    expected.remove(other.name.as_str());
+                    if usable != expected {
+                        last = format!(
+                            "{} sees {} with usable {:?}; its topology: {:?}",
+                            h.name, other.name, usable, r.topology
+                        );
+                        return None;
+                    }
+                }
+            }
+            Some(())
+        });
+        done.with_context(|| format!("no common topology after {timeout:?}: {last}"))
+    }
+
     /// Adds `n` hosts named h1..hn, starts a router in each seeded with every earlier host
     /// (`args[i]` are the extra arguments of host i, none when missing), and waits until every
     /// router has all the others as established peers.
@@ -250,6 +285,7 @@ impl Cluster {
         for h in &hosts {
             self.wait_peers(h, hosts.len() - 1, Duration::from_secs(15))?;
         }
+        self.wait_converged(&hosts, Duration::from_secs(15))?;
         Ok(hosts)
     }
 

@@ -42,8 +42,9 @@ enum Command {
         json: bool,
         /// What to show: everything (default), peers, connections, targets, the MAC table, or
         /// pod IPAM (blocks per host and this host's reservations), or NetworkPolicy (sources,
-        /// and the policies selecting each local pod with its counters).
-        #[arg(value_parser = ["all", "peers", "connections", "targets", "macs", "ipam", "policy"], default_value = "all")]
+        /// and the policies selecting each local pod with its counters), or the topology (every
+        /// peer's gossiped connections as this router holds them).
+        #[arg(value_parser = ["all", "peers", "connections", "targets", "macs", "ipam", "policy", "topology"], default_value = "all")]
         what: String,
     },
     /// Add an address to the local router's seed list (kept across restarts) and dial it.
@@ -461,7 +462,9 @@ fn main() -> Result<()> {
             if json {
                 let v = serde_json::to_value(&report)?;
                 let part = match what.as_str() {
-                    "peers" | "connections" | "targets" | "ipam" | "policy" => v[&what].clone(),
+                    "peers" | "connections" | "targets" | "ipam" | "policy" | "topology" => {
+                        v[&what].clone()
+                    }
                     _ => v,
                 };
                 println!("{}", serde_json::to_string_pretty(&part)?);
@@ -472,6 +475,7 @@ fn main() -> Result<()> {
                     "targets" => report.render_targets(),
                     "ipam" => report.render_ipam(),
                     "policy" => report.render_policy(),
+                    "topology" => report.render_topology(),
                     _ => report.render(),
                 };
                 print!("{}", text.trim_start_matches('\n'));

@@ -242,6 +242,8 @@ fn every_pod_gets_each_broadcast_exactly_once() {
     for h in &hosts {
         c.wait_peers(h, 3, Duration::from_secs(20)).unwrap();
     }
+    // Broadcast trees agree only once every router holds every record.
+    c.wait_converged(&hosts, Duration::from_secs(20)).unwrap();
     let sender = c.add_pod(&hosts[0], "tx", pod_ip(1)).unwrap();
     let mut pods = vec![c
         .add_pod(&hosts[0], "p2", Ipv4Addr::new(10, 32, 1, 2))

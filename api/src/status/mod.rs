@@ -33,6 +33,11 @@ pub struct Report {
     pub uptime_secs: u64,
     /// Connected peers with their counters.
     pub peers: Vec<PeerReport>,
+    /// The mesh as this router sees it: every peer's gossiped record (ours included), with the
+    /// connections it lists. Two routers agree on routes and broadcast trees once they show the
+    /// same topology. Routers older than the field send none.
+    #[serde(default)]
+    pub topology: Vec<TopologyRecord>,
     /// Dial targets.
     pub targets: Vec<TargetStatus>,
     /// Control connections.
@@ -107,6 +112,30 @@ pub struct IpamSection {
     pub reason: String,
     /// The cluster's view from the gossip layer (blocks per host, members, quorum).
     pub cluster: Option<ClusterIpam>,
+}
+
+/// One peer's gossiped record, as this router holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyRecord {
+    /// Its name.
+    pub name: String,
+    /// Its nickname.
+    pub nickname: String,
+    /// The record's version (raised by its owner on every change).
+    pub version: u64,
+    /// The connections it lists, in peer-name order.
+    pub connections: Vec<TopologyConnection>,
+}
+
+/// One connection a peer's record lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyConnection {
+    /// The peer at the other end.
+    pub peer: String,
+    /// Its nickname (empty when this router has no record of it).
+    pub nickname: String,
+    /// The data path is confirmed: only usable connections, listed by both ends, carry traffic.
+    pub usable: bool,
 }
 
 /// One peer: a direct neighbour or a peer reached through relays.

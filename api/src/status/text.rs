@@ -109,6 +109,41 @@ impl Report {
         out
     }
 
+    /// The topology table: one row per gossiped record, with the peers it lists (`*` marks a
+    /// connection whose data path is not confirmed yet).
+    pub fn render_topology(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "\nTopology: {} peers", self.topology.len());
+        let rows: Vec<Vec<String>> = self
+            .topology
+            .iter()
+            .map(|r| {
+                let conns: Vec<String> = r
+                    .connections
+                    .iter()
+                    .map(|c| {
+                        let who = if c.nickname.is_empty() {
+                            &c.peer
+                        } else {
+                            &c.nickname
+                        };
+                        format!("{who}{}", if c.usable { "" } else { "*" })
+                    })
+                    .collect();
+                vec![
+                    r.nickname.clone(),
+                    r.name.clone(),
+                    r.version.to_string(),
+                    conns.join(" "),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            table(&mut out, &["PEER", "NAME", "VERSION", "CONNECTIONS"], &rows);
+        }
+        out
+    }
+
     /// The dial targets table.
     pub fn render_targets(&self) -> String {
         let mut out = String::new();
@@ -482,5 +517,47 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn topology_marks_unconfirmed_connections() {
+        let mut r: Report = serde_json::from_value(serde_json::json!({
+            "version": "0", "name": "a", "nickname": "h1", "uid": "0", "listen": "", "bridge": "",
+            "tap": "", "underlay_mtu": 1500, "pod_mtu": 1410, "uptime_secs": 1, "peers": [],
+            "targets": [], "connections": [], "refused_connections": 0, "refused": [],
+            "rejected_records": {}, "encrypted": false, "counters": {}, "drops": {}, "fdb": {},
+            "kernel_fdb": {}
+        }))
+        .unwrap();
+        assert!(
+            r.topology.is_empty(),
+            "a report without the field reads as empty"
+        );
+        let conn = |peer: &str, nickname: &str, usable| TopologyConnection {
+            peer: peer.into(),
+            nickname: nickname.into(),
+            usable,
+        };
+        r.topology = vec![
+            TopologyRecord {
+                name: "a".into(),
+                nickname: "h1".into(),
+                version: 7,
+                connections: vec![conn("b", "h2", true), conn("c", "", false)],
+            },
+            TopologyRecord {
+                name: "b".into(),
+                nickname: "h2".into(),
+                version: 9,
+                connections: vec![conn("a", "h1", true)],
+            },
+        ];
+        let text = r.render_topology();
+        assert!(text.contains("Topology: 2 peers"), "{text}");
+        let h1 = text.lines().find(|l| l.starts_with("  h1")).unwrap();
+        assert!(h1.contains(" 7 ") && h1.ends_with("h2 c*"), "{text}");
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("  h2") && l.ends_with("h1")));
     }
 }

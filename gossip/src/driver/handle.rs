@@ -295,6 +295,12 @@ impl Gossip {
         }
     }
 
+    /// Every record of the topology (ours included), as the owner last wrote it.
+    pub fn topology_records(&self) -> Vec<crate::topology::PeerRecord> {
+        let inner = self.shared.lock();
+        inner.core.topology().records().cloned().collect()
+    }
+
     /// Gossip counters: messages sent by kind, records, and messages dropped on full queues.
     pub fn gossip_stats(&self) -> (crate::core::Stats, usize, u64) {
         let inner = self.shared.lock();

@@ -111,6 +111,37 @@ impl Daemon {
         out
     }
 
+    /// Every gossiped record we hold, with nicknames resolved from the records themselves.
+    fn topology_report(&self) -> Vec<api_status::TopologyRecord> {
+        let records = self.gossip.topology_records();
+        let nick = |p: PeerName| {
+            records
+                .iter()
+                .find(|r| r.name == p)
+                .map(|r| r.nickname.clone())
+                .unwrap_or_default()
+        };
+        let mut out: Vec<api_status::TopologyRecord> = records
+            .iter()
+            .map(|r| api_status::TopologyRecord {
+                name: r.name.to_string(),
+                nickname: r.nickname.clone(),
+                version: r.version,
+                connections: r
+                    .conns
+                    .iter()
+                    .map(|c| api_status::TopologyConnection {
+                        peer: c.peer.to_string(),
+                        nickname: nick(c.peer),
+                        usable: c.usable,
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.nickname.cmp(&b.nickname).then(a.name.cmp(&b.name)));
+        out
+    }
+
     pub(super) fn report(&self) -> Report {
         let c = &self.shared.counters;
         let counters: BTreeMap<String, u64> = [
@@ -179,6 +210,7 @@ impl Daemon {
             pod_mtu: self.shared.pod_mtu,
             uptime_secs: self.started.elapsed().as_secs(),
             peers: self.peer_reports(),
+            topology: self.topology_report(),
             targets: self.gossip.targets().into_iter().map(target).collect(),
             connections: (self.gossip.connections().into_iter())
                 .map(connection)

@@ -2,7 +2,9 @@
 //! 300 and 1000 peers on sparse random graphs (each peer connects to 3 random earlier ones, so the
 //! mean degree is about 6).
 //!
-//! Run with `cargo bench -p weft-benches --bench gossip_sim` (add `-- 100 300` to pick sizes).
+//! Run with `cargo bench -p weft-benches --bench gossip_sim` (add `-- 100 300` to pick sizes, and
+//! `signed` to run each size twice: as before, and with every peer signing its records and
+//! verifying everyone else's, which is what routers do from host keys on).
 //! It prints one markdown table per measurement; `docs/gossip.md` holds a copy.
 //!
 //! Scenarios, all in simulated rounds of 100 ms (one hop of latency), anti-entropy every second:
@@ -32,6 +34,7 @@ const MAX_ROUNDS: u64 = 500;
 
 struct Row {
     n: usize,
+    signed: bool,
     cold_rounds: u64,
     cold_bytes_per_peer: u64,
     cold_wall_ms: u128,
@@ -87,9 +90,10 @@ fn time_routes(sim: &Sim, i: usize) -> (f64, f64) {
     (compute, all)
 }
 
-fn run(n: usize, seed: u64) -> Row {
+fn run(n: usize, seed: u64, signed: bool) -> Row {
     let cfg = SimConfig {
         seed,
+        signed,
         ..SimConfig::default()
     };
     // One extra peer stays alone until the join.
@@ -157,6 +161,16 @@ fn run(n: usize, seed: u64) -> Row {
         routes_us,
         trees_us,
         links,
+        signed,
+    }
+}
+
+/// The row's label: N, and whether the peers signed their records.
+fn label(r: &Row) -> String {
+    if r.signed {
+        format!("{} signed", r.n)
+    } else {
+        r.n.to_string()
     }
 }
 
@@ -171,20 +185,22 @@ fn kib(bytes: u64) -> String {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `signed`: each size runs twice, without and with record signatures.
+    let signed = args.iter().any(|a| a == "signed");
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() {
         vec![100, 300, 1000]
     } else {
         sizes
     };
     let started = Instant::now();
+    let modes: &[bool] = if signed { &[false, true] } else { &[false] };
     let rows: Vec<Row> = sizes
         .iter()
-        .map(|&n| {
-            let r = run(n, 1);
+        .flat_map(|&n| modes.iter().map(move |&s| (n, s)))
+        .map(|(n, s)| {
+            let r = run(n, 1, s);
             eprintln!(
                 "N = {n}: simulated in {:.1} s",
                 started.elapsed().as_secs_f64()
@@ -199,7 +215,12 @@ fn main() {
     for r in &rows {
         println!(
             "| {} | {} | {} | {} | {} | {} |",
-            r.n, r.links, r.cold_rounds, r.down_rounds, r.up_rounds, r.join_rounds
+            label(r),
+            r.links,
+            r.cold_rounds,
+            r.down_rounds,
+            r.up_rounds,
+            r.join_rounds
         );
     }
 
@@ -212,7 +233,7 @@ fn main() {
         let n = r.n as u64;
         println!(
             "| {} | {} | {} | {} | {} | {:.0}x | {} | {} | {} | {} |",
-            r.n,
+            label(r),
             kib(r.down.bytes),
             kib(r.down.bytes / n),
             kib(r.down.anti_entropy_bytes()),
@@ -233,7 +254,7 @@ fn main() {
     for r in &rows {
         println!(
             "| {} | {} | {:.0} B | {} | {} | {:.0} µs | {:.0} µs | {} ms |",
-            r.n,
+            label(r),
             kib(r.cold_bytes_per_peer),
             r.idle_per_peer_per_s,
             kib(r.view_bytes as u64),
@@ -252,7 +273,7 @@ fn main() {
             .iter()
             .map(|(k, (m, b))| format!("{k} {m} ({})", kib(*b)))
             .collect();
-        println!("- N = {}: {}", r.n, kinds.join(", "));
+        println!("- N = {}: {}", label(r), kinds.join(", "));
     }
     eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
 }

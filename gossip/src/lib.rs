@@ -17,6 +17,7 @@ pub mod mesh;
 pub mod proto;
 pub mod routes;
 pub mod secure;
+pub mod sign;
 pub mod topology;
 
 pub use vswitch::PeerName;

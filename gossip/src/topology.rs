@@ -14,10 +14,12 @@
 //! unreachable and collected again; if it is reachable it describes a live peer and belongs in the
 //! view. See `docs/gossip.md`.
 
+use crate::sign::{HostKey, PublicKey, Signature, TOPOLOGY_DOMAIN};
 use crate::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// Number of buckets the view is split into for anti-entropy (see
 /// [`Topology::bucket_summaries`]).
@@ -123,6 +125,14 @@ pub struct PeerRecord {
     /// ignore the field).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<PodEntry>,
+    /// The owner's public key ([`crate::sign`]). Absent from records of routers that do not
+    /// sign (older versions), like [`sig`](Self::sig).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PublicKey>,
+    /// The owner's signature of the record's compact JSON without this field
+    /// ([`PeerRecord::signed_body`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<Signature>,
 }
 
 impl PeerRecord {
@@ -135,7 +145,24 @@ impl PeerRecord {
             nickname: nickname.into(),
             conns: Vec::new(),
             pods: Vec::new(),
+            key: None,
+            sig: None,
         }
+    }
+
+    /// What the owner signs: the record's compact JSON without `sig` (with `key`).
+    pub fn signed_body(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.sig = None;
+        // Writing our types to a Vec cannot fail.
+        serde_json::to_vec(&unsigned).unwrap_or_default()
+    }
+
+    /// Signs the record with `key` (replacing any earlier signature).
+    pub fn sign(&mut self, key: &HostKey) {
+        self.key = Some(key.public());
+        self.sig = None;
+        self.sig = Some(key.sign(TOPOLOGY_DOMAIN, &self.signed_body()));
     }
 
     /// True when `self` replaces `other` (a record of the same peer) in a view.
@@ -235,6 +262,8 @@ pub struct Topology {
     buckets: [u64; SUMMARY_BUCKETS],
     generation: u64,
     bytes: usize,
+    /// Signs our record on every change, when set.
+    signer: Option<Arc<HostKey>>,
 }
 
 impl Topology {
@@ -247,9 +276,26 @@ impl Topology {
             buckets: [0; SUMMARY_BUCKETS],
             generation: 0,
             bytes: 0,
+            signer: None,
         };
         t.put(ours);
         t
+    }
+
+    /// Signs our record with `key` now and on every later change.
+    pub fn set_signer(&mut self, key: Arc<HostKey>) {
+        self.signer = Some(key);
+        let ours = self.ours().clone();
+        self.put_ours(ours);
+    }
+
+    /// Replaces our record, signed when we have a key.
+    fn put_ours(&mut self, mut r: PeerRecord) -> PeerRecord {
+        if let Some(k) = &self.signer {
+            r.sign(k);
+        }
+        self.put(r.clone());
+        r
     }
 
     /// Our own record.
@@ -276,8 +322,7 @@ impl Topology {
             return None;
         }
         new.version = new.version.saturating_add(1);
-        self.put(new.clone());
-        Some(new)
+        Some(self.put_ours(new))
     }
 
     /// Replaces our pods; returns our new record when they changed (its version raised).
@@ -289,8 +334,7 @@ impl Topology {
             return None;
         }
         new.version = new.version.saturating_add(1);
-        self.put(new.clone());
-        Some(new)
+        Some(self.put_ours(new))
     }
 
     /// Merges records received from others and returns those that changed our view, sorted by
@@ -316,7 +360,7 @@ impl Topology {
                 if r.version >= ours.version {
                     let mut bumped = ours.clone();
                     bumped.version = r.version.saturating_add(1);
-                    self.put(bumped);
+                    self.put_ours(bumped);
                 }
                 changed.push(self.ours);
                 continue;
@@ -488,6 +532,8 @@ pub(crate) mod tests {
             nickname: format!("h{name}"),
             conns: conns.iter().map(|p| conn(*p, true)).collect(),
             pods: Vec::new(),
+            key: None,
+            sig: None,
         }
     }
 
@@ -673,6 +719,8 @@ pub(crate) mod tests {
                 nickname: nick,
                 conns: conns.into_iter().map(|(p, u)| conn(p, u)).collect(),
                 pods: Vec::new(),
+                key: None,
+                sig: None,
             })
     }
 

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 use gossip::core::{GossipCore, GossipMsg, Output, DEFAULT_MAX_MESSAGE_BYTES};
+use gossip::sign::HostKey;
 use gossip::topology::{ConnEntry, PeerRecord};
 use gossip::PeerName;
 use rand::rngs::SmallRng;
@@ -19,6 +20,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Version the simulated peers start at (a Unix time in milliseconds, as the router uses).
@@ -40,6 +42,10 @@ pub struct SimConfig {
     pub auto_connect: bool,
     /// The cores' message size bound; the simulator checks every message against it.
     pub max_message_bytes: usize,
+    /// Every peer signs its record with a key of its own and takes the name the key derives
+    /// (what routers do from this version on); keys are drawn from the system's random source,
+    /// so names, and with them tie-breaks, differ from run to run.
+    pub signed: bool,
 }
 
 impl Default for SimConfig {
@@ -51,6 +57,7 @@ impl Default for SimConfig {
             loss: 0.0,
             auto_connect: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            signed: false,
         }
     }
 }
@@ -124,6 +131,8 @@ pub struct Sim {
     pub traffic: Traffic,
     dial: BTreeSet<(usize, usize)>,
     changed: Vec<bool>,
+    /// Each peer's key, when [`SimConfig::signed`].
+    keys: Vec<Arc<HostKey>>,
 }
 
 impl Sim {
@@ -142,14 +151,24 @@ impl Sim {
             traffic: Traffic::default(),
             dial: BTreeSet::new(),
             changed: vec![false; n],
+            keys: Vec::new(),
             cfg,
         };
         for i in 0..n {
             let name = loop {
-                let candidate = PeerName(rng.random());
+                let candidate = if sim.cfg.signed {
+                    let doc = HostKey::generate_pkcs8().expect("a key");
+                    let key = Arc::new(HostKey::from_pkcs8(&doc).expect("a key"));
+                    let name = key.derived_name();
+                    sim.keys.push(key);
+                    name
+                } else {
+                    PeerName(rng.random())
+                };
                 if !candidate.is_broadcast() && !sim.index.contains_key(&candidate) {
                     break candidate;
                 }
+                sim.keys.truncate(i);
             };
             sim.index.insert(name, i);
             let uid = rng.random();
@@ -161,8 +180,12 @@ impl Sim {
 
     fn make_core(&mut self, i: usize, name: PeerName, uid: u64, version: u64) -> GossipCore {
         let record = PeerRecord::new(name, uid, version, format!("host-{i}"));
-        GossipCore::new(record, self.rng.random(), self.cfg.anti_entropy, self.now)
-            .with_max_message_bytes(self.cfg.max_message_bytes)
+        let core = GossipCore::new(record, self.rng.random(), self.cfg.anti_entropy, self.now)
+            .with_max_message_bytes(self.cfg.max_message_bytes);
+        match self.keys.get(i) {
+            Some(k) => core.with_host_key(k.clone()).with_require_signed(true),
+            None => core,
+        }
     }
 
     /// Number of peers.
@@ -644,6 +667,37 @@ mod tests {
             "{} summaries in 5 s",
             idle.messages
         );
+    }
+
+    #[test]
+    fn signed_records_converge_like_unsigned_ones() {
+        let mut sim = Sim::new(
+            SimConfig {
+                signed: true,
+                ..SimConfig::default()
+            },
+            32,
+        );
+        sim.connect_sparse(3);
+        let rounds = sim.run_until_converged(100).expect("converges");
+        assert!(rounds <= 12, "{rounds} rounds");
+        assert_routes_consistent(&sim);
+        for i in 0..32 {
+            let s = sim.core(i).stats();
+            assert_eq!(
+                (
+                    s.rejected_signature,
+                    s.rejected_wrong_key,
+                    s.rejected_unsigned
+                ),
+                (0, 0, 0)
+            );
+            assert!(sim.core(i).topology().records().all(|r| r.sig.is_some()));
+        }
+        // A restart (new uid, same key and name) is taken as usual.
+        sim.restart(5, START_VERSION + 1000);
+        sim.run_until_converged(100)
+            .expect("converges after a restart");
     }
 
     #[test]

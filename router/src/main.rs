@@ -176,6 +176,10 @@ struct RouterArgs {
     /// Never use the kernel VXLAN fast path (always the sleeve).
     #[arg(long)]
     no_fastpath: bool,
+    /// Refuse gossip and IPAM records that their owner did not sign (set it once every router of
+    /// the cluster runs a version that signs: docs/security.md).
+    #[arg(long)]
+    require_signed_records: bool,
     /// VXLAN network identifier of the fast path (the same on every host).
     #[arg(long, default_value_t = weft::fastpath::DEFAULT_VNI)]
     vni: u32,
@@ -383,6 +387,7 @@ fn build_config(a: RouterArgs) -> Result<daemon::Config> {
         trusted_subnets,
         rekey,
         fastpath: !a.no_fastpath,
+        require_signed_records: a.require_signed_records,
         vni: a.vni,
         vxlan_port: a.vxlan_port,
         ipam,

@@ -1,12 +1,15 @@
 //! The state directory (`--state-dir`, default `/run/weft`): the API socket and what must survive
-//! a restart: the peer name and the seed list.
+//! a restart: the host key, the peer name and the seed list.
 
 use anyhow::{Context, Result};
+use gossip::sign::HostKey;
 use std::path::Path;
 use vswitch::PeerName;
 
 /// File holding the peer name.
 pub const PEER_NAME_FILE: &str = "peer-name";
+/// File holding the host's Ed25519 key (PKCS#8, mode 0600): it signs our gossiped records.
+pub const HOST_KEY_FILE: &str = "host-key";
 /// File holding the seed list (one `ADDR:PORT` per line).
 pub const SEEDS_FILE: &str = "seeds";
 
@@ -42,8 +45,42 @@ pub fn save_seeds(dir: &Path, seeds: &[std::net::SocketAddr]) -> Result<()> {
     Ok(())
 }
 
-/// Reads the peer name kept in `dir`, or makes a new random one and keeps it.
-pub fn load_or_create_peer_name(dir: &Path) -> Result<PeerName> {
+/// Reads the host key kept in `dir`, or draws a new one and keeps it (readable by root only).
+pub fn load_or_create_host_key(dir: &Path) -> Result<HostKey> {
+    let path = dir.join(HOST_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(doc) => HostKey::from_pkcs8(&doc).with_context(|| {
+            format!(
+                "{} does not hold a host key (delete it to draw a new one: the host then \
+                 needs a new peer name too, see docs/security.md)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let doc = HostKey::generate_pkcs8()?;
+            let tmp = dir.join(format!("{HOST_KEY_FILE}.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            f.write_all(&doc)
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            Ok(HostKey::from_pkcs8(&doc)?)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Reads the peer name kept in `dir`, or takes the one `key` derives and keeps it. A host that
+/// kept a random name from before host keys keeps that name (docs/security.md).
+pub fn load_or_create_peer_name(dir: &Path, key: &HostKey) -> Result<PeerName> {
     let path = dir.join(PEER_NAME_FILE);
     match std::fs::read_to_string(&path) {
         Ok(s) => s
@@ -53,12 +90,7 @@ pub fn load_or_create_peer_name(dir: &Path) -> Result<PeerName> {
             .filter(|p| !p.is_broadcast())
             .with_context(|| format!("{} does not hold a valid peer name", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let name = loop {
-                let n = rand::random::<u64>();
-                if n != 0 {
-                    break PeerName(n);
-                }
-            };
+            let name = key.derived_name();
             let tmp = dir.join(format!("{PEER_NAME_FILE}.tmp"));
             std::fs::write(&tmp, format!("{name}\n"))
                 .with_context(|| format!("writing {}", tmp.display()))?;
@@ -77,14 +109,29 @@ mod tests {
     fn peer_name_is_stable() {
         let dir = std::env::temp_dir().join(format!("weft-state-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let a = load_or_create_peer_name(&dir).unwrap();
-        let b = load_or_create_peer_name(&dir).unwrap();
+        let key = load_or_create_host_key(&dir).unwrap();
+        let again = load_or_create_host_key(&dir).unwrap();
+        assert_eq!(key.public(), again.public(), "the key is kept");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.join(HOST_KEY_FILE))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let a = load_or_create_peer_name(&dir, &key).unwrap();
+        let b = load_or_create_peer_name(&dir, &again).unwrap();
         assert_eq!(a, b);
+        assert_eq!(a, key.derived_name(), "a new host's name is its key's");
+        // A name kept from before host keys stays.
+        std::fs::write(dir.join(PEER_NAME_FILE), "0000:0000:0000:002a\n").unwrap();
+        assert_ne!(load_or_create_peer_name(&dir, &key).unwrap(), a);
         let seeds: Vec<std::net::SocketAddr> = vec!["10.0.0.1:6783".parse().unwrap()];
         save_seeds(&dir, &seeds).unwrap();
         assert_eq!(load_seeds(&dir).unwrap(), seeds);
         std::fs::write(dir.join(PEER_NAME_FILE), "junk").unwrap();
-        assert!(load_or_create_peer_name(&dir).is_err());
+        assert!(load_or_create_peer_name(&dir, &key).is_err());
+        std::fs::write(dir.join(HOST_KEY_FILE), "junk").unwrap();
+        assert!(load_or_create_host_key(&dir).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -244,6 +244,13 @@ fn every_pod_gets_each_broadcast_exactly_once() {
     }
     // Broadcast trees agree only once every router holds every record.
     c.wait_converged(&hosts, Duration::from_secs(20)).unwrap();
+    // Every record is signed by its owner, and no router refused one.
+    for h in &hosts {
+        let r = c.status(h).unwrap();
+        assert!(r.topology.iter().all(|t| t.signed), "{:?}", r.topology);
+        let refused: u64 = r.rejected_records.values().sum();
+        assert_eq!(refused, 0, "{:?}", r.rejected_records);
+    }
     let sender = c.add_pod(&hosts[0], "tx", pod_ip(1)).unwrap();
     let mut pods = vec![c
         .add_pod(&hosts[0], "p2", Ipv4Addr::new(10, 32, 1, 2))

@@ -123,6 +123,10 @@ pub struct TopologyRecord {
     pub nickname: String,
     /// The record's version (raised by its owner on every change).
     pub version: u64,
+    /// The record carries its owner's signature (checked when it was received). Records of
+    /// routers that do not sign yet have none; `--require-signed-records` refuses them.
+    #[serde(default)]
+    pub signed: bool,
     /// The connections it lists, in peer-name order.
     pub connections: Vec<TopologyConnection>,
 }

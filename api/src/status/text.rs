@@ -134,12 +134,17 @@ impl Report {
                     r.nickname.clone(),
                     r.name.clone(),
                     r.version.to_string(),
+                    if r.signed { "yes" } else { "no" }.into(),
                     conns.join(" "),
                 ]
             })
             .collect();
         if !rows.is_empty() {
-            table(&mut out, &["PEER", "NAME", "VERSION", "CONNECTIONS"], &rows);
+            table(
+                &mut out,
+                &["PEER", "NAME", "VERSION", "SIGNED", "CONNECTIONS"],
+                &rows,
+            );
         }
         out
     }
@@ -543,19 +548,24 @@ mod tests {
                 name: "a".into(),
                 nickname: "h1".into(),
                 version: 7,
+                signed: true,
                 connections: vec![conn("b", "h2", true), conn("c", "", false)],
             },
             TopologyRecord {
                 name: "b".into(),
                 nickname: "h2".into(),
                 version: 9,
+                signed: false,
                 connections: vec![conn("a", "h1", true)],
             },
         ];
         let text = r.render_topology();
         assert!(text.contains("Topology: 2 peers"), "{text}");
         let h1 = text.lines().find(|l| l.starts_with("  h1")).unwrap();
-        assert!(h1.contains(" 7 ") && h1.ends_with("h2 c*"), "{text}");
+        assert!(
+            h1.contains(" 7 ") && h1.contains(" yes ") && h1.ends_with("h2 c*"),
+            "{text}"
+        );
         assert!(text
             .lines()
             .any(|l| l.starts_with("  h2") && l.ends_with("h1")));

@@ -1,13 +1,16 @@
-//! What a received topology record must pass before it is merged: the checks that hold whoever
-//! wrote it. Records carry no signature of their owner (they are flooded through relays, and
-//! every peer holding the cluster secret may send any record), so a peer that lies can only be
-//! kept to records that are well formed and whose version is not absurdly far ahead; a record
-//! about ourselves that we did not write is counted, and our own record is raised above it so
-//! that ours replaces it everywhere. `docs/security.md` ("A compromised host") says what a liar
-//! can still do.
+//! What a received topology record must pass before it is merged. Records are flooded through
+//! relays and every peer holding the cluster secret may send any record, so the checks that hold
+//! whoever wrote it come first: well formed, a version not absurdly far ahead, and a record about
+//! ourselves that we did not write is counted (our own record is raised above it so that ours
+//! replaces it everywhere). Then the owner's signature ([`crate::sign`]): a record of another
+//! peer must be signed with its name's key, or, from a router that does not sign yet, carry no
+//! signature while its name has no key and signatures are not required. `docs/security.md` ("A
+//! compromised host") says what a liar can still do.
 
 use super::GossipCore;
+use crate::sign::{Unverified, TOPOLOGY_DOMAIN};
 use crate::topology::PeerRecord;
+use crate::PeerName;
 use std::time::{Duration, Instant};
 
 /// Longest nickname accepted, in bytes (host names are at most 64).
@@ -66,8 +69,9 @@ impl GossipCore {
         Some(ms.saturating_add(elapsed.as_millis() as u64))
     }
 
-    /// Checks a received record, counting it when refused or when it is about us but not ours.
-    pub(super) fn admit(&mut self, now: Instant, r: &PeerRecord) -> bool {
+    /// Checks a received record (from the connection to `from`), counting it when refused or
+    /// when it is about us but not ours.
+    pub(super) fn admit(&mut self, now: Instant, from: PeerName, r: &PeerRecord) -> bool {
         match self.check(now, r) {
             Err(Refused::Malformed) => {
                 self.stats.rejected_malformed += 1;
@@ -84,6 +88,46 @@ impl GossipCore {
             // Not a copy of ours from before a restart (its version would be below ours, which
             // started at our start time): someone wrote it. The merge raises ours above it.
             self.stats.foreign_own += 1;
+        }
+        if r.name == ours.name {
+            return true;
+        }
+        self.verify(from, r)
+    }
+
+    /// The signature checks of [`crate::sign::Verifier`], on a record about someone else. A copy
+    /// we hold that its name's key did not sign (believed before the key was known) gives way to
+    /// a record that key signed, whatever their versions.
+    fn verify(&mut self, from: PeerName, r: &PeerRecord) -> bool {
+        let held_key = self.topology.get(r.name).map(|h| (h.key, r.supersedes(h)));
+        if let Some((key, supersedes)) = held_key {
+            if key == r.key && !supersedes {
+                // The merge ignores it: no signature to check.
+                return true;
+            }
+        }
+        let checked = self.verifier.check(
+            r.name,
+            r.key.as_ref(),
+            r.sig.as_ref(),
+            TOPOLOGY_DOMAIN,
+            || r.signed_body(),
+            from == r.name,
+        );
+        match checked {
+            Err(Unverified::BadSignature) => self.stats.rejected_signature += 1,
+            Err(Unverified::WrongKey) => self.stats.rejected_wrong_key += 1,
+            Err(Unverified::Unsigned) => self.stats.rejected_unsigned += 1,
+            Ok(()) if r.sig.is_none() => self.stats.unsigned_accepted += 1,
+            Ok(()) => {}
+        }
+        if checked.is_err() {
+            return false;
+        }
+        if let (Some((held, _)), Some(bound)) = (held_key, self.verifier.key_of(r.name)) {
+            if held != Some(bound) && r.key == Some(bound) {
+                self.topology.remove_all(&[r.name]);
+            }
         }
         true
     }

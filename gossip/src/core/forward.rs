@@ -22,7 +22,7 @@ impl GossipCore {
         let mut all = Vec::new();
         for (from, records) in incoming {
             for r in records {
-                if !self.admit(now, &r) {
+                if !self.admit(now, from, &r) {
                     continue;
                 }
                 senders.push((r.name, (r.version, r.uid), from));

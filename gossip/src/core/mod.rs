@@ -49,11 +49,14 @@ mod gc;
 mod input;
 pub mod msg;
 #[cfg(test)]
+mod signing_tests;
+#[cfg(test)]
 mod tests;
 
 pub use msg::{DigestEntry, GossipMsg, Output};
 
 use crate::routes::Routes;
+use crate::sign::{HostKey, Verifier};
 use crate::topology::{ConnEntry, PeerRecord, Topology};
 use crate::PeerName;
 use gc::Limbo;
@@ -62,7 +65,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Default bound on the JSON size of one [`GossipMsg`]: 4 KiB below the control channel's 64 KiB
@@ -116,6 +119,19 @@ pub struct Stats {
     /// ours, or another run id with a version at least ours): our record was raised above them.
     #[serde(default)]
     pub foreign_own: u64,
+    /// Received records refused because their signature does not verify ([`crate::sign`]).
+    #[serde(default)]
+    pub rejected_signature: u64,
+    /// Received records signed with a key that is not their name's.
+    #[serde(default)]
+    pub rejected_wrong_key: u64,
+    /// Received records without a signature for a name that has a key (or with signatures
+    /// required).
+    #[serde(default)]
+    pub rejected_unsigned: u64,
+    /// Unsigned records accepted (from routers that do not sign yet).
+    #[serde(default)]
+    pub unsigned_accepted: u64,
 }
 
 /// The gossip state machine of one peer. See the [module documentation](self).
@@ -147,6 +163,8 @@ pub struct GossipCore {
     own_pending: bool,
     /// (Unix milliseconds, the instant they were read), for [`checks`].
     wall_clock: Option<(u64, Instant)>,
+    /// Names and keys, for [`checks`].
+    verifier: Verifier,
 }
 
 impl std::fmt::Debug for GossipCore {
@@ -193,7 +211,27 @@ impl GossipCore {
             last_own_sent: None,
             own_pending: false,
             wall_clock: None,
+            verifier: Verifier::new(false),
         }
+    }
+
+    /// Signs our record with `key` from now on ([`crate::sign`]).
+    pub fn with_host_key(mut self, key: Arc<HostKey>) -> Self {
+        self.verifier_bind_ours(&key);
+        self.topology.set_signer(key);
+        self
+    }
+
+    /// Refuses every unsigned record (`--require-signed-records`: every router of the cluster
+    /// signs).
+    pub fn with_require_signed(mut self, require: bool) -> Self {
+        self.verifier.set_require_signed(require);
+        self
+    }
+
+    fn verifier_bind_ours(&mut self, key: &HostKey) {
+        self.verifier
+            .bind_own(self.topology.our_name(), key.public());
     }
 
     /// Sets the minimum time between two sends of our own record (default

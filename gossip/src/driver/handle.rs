@@ -67,7 +67,8 @@ impl Gossip {
                         state,
                         Instant::now(),
                     )
-                    .map_err(Error::IpamConfig)?,
+                    .map_err(Error::IpamConfig)?
+                    .with_require_signed(cfg.require_signed),
                 )
             }
             None => None,
@@ -78,7 +79,15 @@ impl Gossip {
             crate::core::DEFAULT_ANTI_ENTROPY_INTERVAL,
             Instant::now(),
         )
-        .with_wall_clock(version, Instant::now());
+        .with_wall_clock(version, Instant::now())
+        .with_require_signed(cfg.require_signed);
+        let (core, ipam) = match &cfg.host_key {
+            Some(k) => (
+                core.with_host_key(k.clone()),
+                ipam.map(|i| i.with_host_key(k.clone())),
+            ),
+            None => (core, ipam),
+        };
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 mesh: Mesh::new(cfg.name, cfg.uid),

@@ -186,6 +186,10 @@ impl Gossip {
             ("topology_malformed", t.rejected_malformed),
             ("topology_version", t.rejected_version),
             ("topology_foreign_own", t.foreign_own),
+            ("topology_signature", t.rejected_signature),
+            ("topology_wrong_key", t.rejected_wrong_key),
+            ("topology_unsigned", t.rejected_unsigned),
+            ("topology_unsigned_accepted", t.unsigned_accepted),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -196,6 +200,10 @@ impl Gossip {
                 ("ipam_version_jump", r.version_jump),
                 ("ipam_forged_own", r.forged_own),
                 ("ipam_conflicting_claims", r.conflicting_claims),
+                ("ipam_signature", r.signature),
+                ("ipam_wrong_key", r.wrong_key),
+                ("ipam_unsigned", r.unsigned),
+                ("ipam_unsigned_accepted", r.unsigned_accepted),
             ] {
                 out.insert(k.to_owned(), v);
             }

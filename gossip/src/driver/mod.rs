@@ -86,6 +86,10 @@ pub struct Config {
     pub secrets: Option<Keyring>,
     /// Cluster IPAM (`--pod-cidr`): off when `None`.
     pub ipam: Option<crate::ipam::IpamConfig>,
+    /// The host's key: our topology and IPAM records are signed with it ([`crate::sign`]).
+    pub host_key: Option<Arc<crate::sign::HostKey>>,
+    /// Refuse unsigned records (`--require-signed-records`).
+    pub require_signed: bool,
 }
 
 impl Config {
@@ -108,6 +112,8 @@ impl Config {
             accept_burst: 100.0,
             secrets: None,
             ipam: None,
+            host_key: None,
+            require_signed: false,
         }
     }
 

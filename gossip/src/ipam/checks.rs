@@ -18,6 +18,7 @@
 //! `docs/security.md` ("A compromised host") says what a liar can still do.
 
 use super::{Block, Ipam, IpamRecord};
+use crate::sign::{verify, Unverified, IPAM_DOMAIN};
 use crate::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -41,6 +42,19 @@ pub struct IpamRejects {
     /// Records claiming a block that another live member holds with a majority's votes: kept
     /// (they are the owner's business) but the claim gets no vote from us.
     pub conflicting_claims: u64,
+    /// Records whose signature does not verify: refused.
+    #[serde(default)]
+    pub signature: u64,
+    /// Records signed with a key that is not their name's: refused.
+    #[serde(default)]
+    pub wrong_key: u64,
+    /// Records without a signature for a name that has a key (or with signatures required):
+    /// refused.
+    #[serde(default)]
+    pub unsigned: u64,
+    /// Unsigned records accepted (from routers that do not sign yet).
+    #[serde(default)]
+    pub unsigned_accepted: u64,
 }
 
 impl Ipam {
@@ -77,6 +91,49 @@ impl Ipam {
         true
     }
 
+    /// The owner's signature on a received record of another peer ([`crate::sign::Verifier`],
+    /// `first_hand`: it came on the connection to its owner). `Ok(true)`: a copy we hold that
+    /// the name's key did not sign (believed before the key was known) must give way to this
+    /// one whatever their stamps. Refusals are counted.
+    pub(super) fn verify(&mut self, r: &IpamRecord, first_hand: bool) -> Result<bool, ()> {
+        let held = self
+            .records
+            .get(&r.name)
+            .map(|h| (h.key, r.stamp() > h.stamp()));
+        if let Some((key, newer)) = held {
+            if key == r.key && !newer {
+                return Ok(false);
+            }
+        }
+        let checked = self.verifier.check(
+            r.name,
+            r.key.as_ref(),
+            r.sig.as_ref(),
+            IPAM_DOMAIN,
+            || r.signed_body(),
+            first_hand,
+        );
+        match checked {
+            Err(Unverified::BadSignature) => self.rejects.signature += 1,
+            Err(Unverified::WrongKey) => self.rejects.wrong_key += 1,
+            Err(Unverified::Unsigned) => self.rejects.unsigned += 1,
+            Ok(()) if r.sig.is_none() => self.rejects.unsigned_accepted += 1,
+            Ok(()) => {}
+        }
+        checked.map_err(|_| ())?;
+        let bound = self.verifier.key_of(r.name);
+        Ok(matches!(held, Some((key, _)) if bound.is_some() && key != bound && r.key == bound))
+    }
+
+    /// Whether a copy of our own record carries our valid signature (always false without a
+    /// key of ours: then nothing can be told).
+    pub(super) fn signed_by_us(&self, r: &IpamRecord) -> bool {
+        let (Some(k), Some(key), Some(sig)) = (&self.signer, r.key, r.sig) else {
+            return false;
+        };
+        key == k.public() && verify(&key, IPAM_DOMAIN, &r.signed_body(), &sig)
+    }
+
     /// A copy of our own record newer than ours that we cannot have written: raise our stamp
     /// above it, keeping our content, and send ours again.
     pub(super) fn outdo_forged_own(&mut self, r: &IpamRecord) {
@@ -84,7 +141,7 @@ impl Ipam {
         let mut own = self.own().clone();
         own.incarnation = own.incarnation.max(r.incarnation);
         own.version = own.version.max(r.version) + 1;
-        self.records.insert(self.me, own.clone());
+        let own = self.put_own(own);
         self.dirty = true;
         self.flood(vec![own], None);
     }

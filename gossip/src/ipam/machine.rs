@@ -5,8 +5,10 @@
 use super::rules::{mix, reclaimed_set};
 use super::sync::DIGEST_INTERVAL;
 use super::{Block, Claim, IpamConfig, IpamError, IpamMsg, IpamRecord, IpamState};
+use crate::sign::{HostKey, Verifier};
 use crate::PeerName;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the state machine asks the driver to do, in order.
@@ -65,6 +67,10 @@ pub struct Ipam {
     /// Peers whose host was deleted from the cluster (a Kubernetes Node gone): voted for
     /// reclaim as soon as they are unreachable, without waiting for the grace period.
     pub(super) deleted: BTreeSet<PeerName>,
+    /// Signs our record on every change, when set ([`crate::sign`]).
+    pub(super) signer: Option<Arc<HostKey>>,
+    /// Names and keys, for [`super::checks`].
+    pub(super) verifier: Verifier,
 }
 
 impl Ipam {
@@ -120,7 +126,33 @@ impl Ipam {
             adopt_own,
             rejects: super::IpamRejects::default(),
             deleted: BTreeSet::new(),
+            signer: None,
+            verifier: Verifier::new(false),
         })
+    }
+
+    /// Signs our record with `key` now and on every later change.
+    pub fn with_host_key(mut self, key: Arc<HostKey>) -> Self {
+        self.verifier.bind_own(self.me, key.public());
+        self.signer = Some(key);
+        let own = self.own().clone();
+        self.put_own(own);
+        self
+    }
+
+    /// Refuses every unsigned record (`--require-signed-records`).
+    pub fn with_require_signed(mut self, require: bool) -> Self {
+        self.verifier.set_require_signed(require);
+        self
+    }
+
+    /// Replaces our record, signed when we have a key; returns what was stored.
+    pub(super) fn put_own(&mut self, mut own: IpamRecord) -> IpamRecord {
+        if let Some(k) = &self.signer {
+            own.sign(k);
+        }
+        self.records.insert(self.me, own.clone());
+        own
     }
 
     /// Changes the anti-entropy interval.
@@ -322,7 +354,7 @@ impl Ipam {
             return false;
         }
         own.version += 1;
-        self.records.insert(self.me, own.clone());
+        let own = self.put_own(own);
         self.dirty = true;
         self.flood(vec![own], None);
         true

@@ -23,6 +23,8 @@ pub mod config;
 pub mod machine;
 pub mod record;
 pub mod rules;
+#[cfg(test)]
+mod signing_tests;
 pub mod status;
 pub mod sync;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! existing state files.
 
 use super::Block;
+use crate::sign::{HostKey, PublicKey, Signature, IPAM_DOMAIN};
 use crate::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -47,6 +48,10 @@ pub struct IpamRecord {
     pub reclaimed: BTreeMap<PeerName, u64>,
     /// The owner left cleanly: it holds nothing and no longer counts.
     pub left: bool,
+    /// The owner's public key ([`crate::sign`]); absent from routers that do not sign.
+    pub key: Option<PublicKey>,
+    /// The owner's signature of [`IpamRecord::signed_body`].
+    pub sig: Option<Signature>,
 }
 
 impl IpamRecord {
@@ -62,6 +67,32 @@ impl IpamRecord {
             reclaim_votes: BTreeMap::new(),
             reclaimed: BTreeMap::new(),
             left: false,
+            key: None,
+            sig: None,
+        }
+    }
+
+    /// What the owner signs: the record's compact wire JSON without `sig` (with `key`).
+    pub fn signed_body(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.sig = None;
+        // Writing our types to a Vec cannot fail.
+        serde_json::to_vec(&unsigned).unwrap_or_default()
+    }
+
+    /// Signs the record with `key` (replacing any earlier signature).
+    pub fn sign(&mut self, key: &HostKey) {
+        self.key = Some(key.public());
+        self.sig = None;
+        self.sig = Some(key.sign(IPAM_DOMAIN, &self.signed_body()));
+    }
+
+    /// The record without its key and signature, to compare contents.
+    pub fn unsigned(&self) -> IpamRecord {
+        IpamRecord {
+            key: None,
+            sig: None,
+            ..self.clone()
         }
     }
 
@@ -119,6 +150,10 @@ struct WireRecord {
     reclaimed: Vec<(u64, u64)>,
     #[serde(default)]
     left: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<PublicKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig: Option<Signature>,
 }
 
 impl From<IpamRecord> for WireRecord {
@@ -133,6 +168,8 @@ impl From<IpamRecord> for WireRecord {
             reclaim: r.reclaim_votes.iter().map(|(p, i)| (p.0, *i)).collect(),
             reclaimed: r.reclaimed.iter().map(|(p, i)| (p.0, *i)).collect(),
             left: r.left,
+            key: r.key,
+            sig: r.sig,
         }
     }
 }
@@ -165,6 +202,8 @@ impl From<WireRecord> for IpamRecord {
                 .map(|(p, i)| (PeerName(p), i))
                 .collect(),
             left: w.left,
+            key: w.key,
+            sig: w.sig,
         }
     }
 }

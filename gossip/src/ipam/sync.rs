@@ -85,7 +85,10 @@ impl Ipam {
                         continue;
                     }
                     if r.name == self.me {
-                        if r.stamp() > self.own().stamp() && !self.adopt_own {
+                        // With a key, only a copy we signed can be ours from before a lost
+                        // state file.
+                        let foreign = self.signer.is_some() && !self.signed_by_us(&r);
+                        if r.stamp() > self.own().stamp() && (!self.adopt_own || foreign) {
                             self.outdo_forged_own(&r);
                         } else if r.stamp() > self.own().stamp() {
                             // Our own record from before a lost state file: adopt it (its
@@ -97,16 +100,20 @@ impl Ipam {
                                 Self::reincarnate(&mut own);
                             }
                             own.version += 1;
-                            self.records.insert(self.me, own.clone());
+                            let own = self.put_own(own);
                             self.dirty = true;
                             self.flood(vec![own], None);
                         }
                         continue;
                     }
-                    let newer = self
-                        .records
-                        .get(&r.name)
-                        .is_none_or(|o| r.stamp() > o.stamp());
+                    let Ok(replaces_forgery) = self.verify(&r, r.name == from) else {
+                        continue;
+                    };
+                    let newer = replaces_forgery
+                        || self
+                            .records
+                            .get(&r.name)
+                            .is_none_or(|o| r.stamp() > o.stamp());
                     if r.name == from {
                         ack = Some(
                             r.stamp().max(

@@ -49,6 +49,8 @@ pub struct Config {
     pub rekey: RekeyPolicy,
     /// Use the kernel VXLAN fast path with peers where it works (clusters without a secret).
     pub fastpath: bool,
+    /// Refuse unsigned gossip and IPAM records.
+    pub require_signed_records: bool,
     /// The fast path's VXLAN network identifier.
     pub vni: u32,
     /// The fast path's UDP port.
@@ -147,6 +149,11 @@ impl Config {
             "no-fastpath",
             self.fastpath.to_string(),
             new.fastpath.to_string(),
+        );
+        cmp(
+            "require-signed-records",
+            self.require_signed_records.to_string(),
+            new.require_signed_records.to_string(),
         );
         cmp("vni", self.vni.to_string(), new.vni.to_string());
         cmp(

@@ -127,6 +127,7 @@ impl Daemon {
                 name: r.name.to_string(),
                 nickname: r.nickname.clone(),
                 version: r.version,
+                signed: r.sig.is_some(),
                 connections: r
                     .conns
                     .iter()

@@ -28,7 +28,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
     let sock_path = claim_socket(&cfg.state_dir)?;
-    let name = state::load_or_create_peer_name(&cfg.state_dir)?;
+    let host_key = Arc::new(state::load_or_create_host_key(&cfg.state_dir)?);
+    let name = state::load_or_create_peer_name(&cfg.state_dir, &host_key)?;
     let uid = rand::random::<u64>();
 
     let nl = Netlink::connect()?;
@@ -180,6 +181,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     gcfg.pod_mtu = pod_mtu;
     gcfg.seeds = seeds.clone();
     gcfg.secrets = cfg.secrets.clone();
+    gcfg.host_key = Some(host_key.clone());
+    gcfg.require_signed = cfg.require_signed_records;
     if let Some(o) = &cfg.ipam {
         ipam::validate(o.cidr, o.block_prefix)?;
         let init_peers = match (o.init_peers, &kube) {

@@ -49,8 +49,11 @@ pub struct Report {
     pub refused: Vec<RefusedStatus>,
     /// Gossiped records refused or found suspicious, by reason: `topology_malformed`,
     /// `topology_version` (too far ahead of our clock), `topology_foreign_own` (about us, not
-    /// written by us), `ipam_malformed`, `ipam_version_jump`, `ipam_forged_own`,
-    /// `ipam_conflicting_claims` (docs/security.md, "A compromised host").
+    /// written by us), `topology_signature`, `topology_wrong_key`, `topology_unsigned` (the
+    /// owner's signature missing or wrong), `topology_unsigned_accepted` (unsigned, accepted:
+    /// routers that do not sign yet), `ipam_malformed`, `ipam_version_jump`, `ipam_forged_own`,
+    /// `ipam_conflicting_claims` and the four `ipam_` signature reasons (docs/security.md, "A
+    /// compromised host").
     #[serde(default)]
     pub rejected_records: BTreeMap<String, u64>,
     /// The cluster has a secret.

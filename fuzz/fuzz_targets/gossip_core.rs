@@ -36,6 +36,8 @@ fn hello() -> Hello {
         pod_mtu: 1376,
         pod_cidr: None,
         block_prefix: None,
+        key: None,
+        sig: None,
     }
 }
 

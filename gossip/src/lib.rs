@@ -78,6 +78,20 @@ pub enum Error {
         /// The peer's setting.
         theirs: String,
     },
+    /// The peer's hello names a peer whose host key we know, with another key or without one.
+    #[error("peer name {name} is bound to another host key: {why} (a host impersonating it, or its host-key file was replaced: docs/security.md)")]
+    WrongHostKey {
+        /// The name the hello claims.
+        name: PeerName,
+        /// What was wrong.
+        why: &'static str,
+    },
+    /// The peer's hello carries a signature that does not verify over this connection.
+    #[error("the peer's hello signature does not verify for this connection")]
+    BadHelloSignature,
+    /// The peer's hello is unsigned and we require signatures (`--require-signed-records`).
+    #[error("the peer does not sign (a router of an older version?) and --require-signed-records is set")]
+    UnsignedHello,
     /// The IPAM configuration is unusable.
     #[error("bad IPAM configuration: {0}")]
     IpamConfig(String),

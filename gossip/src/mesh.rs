@@ -152,6 +152,8 @@ mod tests {
             pod_mtu: 1436,
             pod_cidr: None,
             block_prefix: None,
+            key: None,
+            sig: None,
         }
     }
 

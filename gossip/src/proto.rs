@@ -5,6 +5,7 @@
 //! second per peer. Lengths above [`MAX_MESSAGE_LEN`] close the connection. `docs/wire-format.md`
 //! documents the framing and the handshake.
 
+use crate::sign::{HostKey, PublicKey, Signature, HELLO_DOMAIN};
 use crate::{Error, PeerName};
 use serde::{Deserialize, Serialize};
 
@@ -49,9 +50,54 @@ pub struct Hello {
     /// The sender's IPAM block size (prefix length), when it runs cluster IPAM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_prefix: Option<u8>,
+    /// The sender's host key ([`crate::sign`]); absent from routers before host keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PublicKey>,
+    /// With a secret: the sender's signature of [`Hello::signed_body`] for this connection, which
+    /// binds its name to its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<Signature>,
 }
 
 impl Hello {
+    /// What a hello's signature covers: the connection's binding (from the Noise handshake hash,
+    /// the same at both ends and new on every connection), which end sent it, and the sender's
+    /// name and run id. A hello cannot be replayed on another connection, reflected to its
+    /// sender or moved to another name.
+    pub fn signed_body(binding: &[u8; 32], initiator: bool, name: u64, uid: u64) -> Vec<u8> {
+        let mut b = Vec::with_capacity(32 + 1 + 16);
+        b.extend_from_slice(binding);
+        b.push(u8::from(initiator));
+        b.extend_from_slice(&name.to_be_bytes());
+        b.extend_from_slice(&uid.to_be_bytes());
+        b
+    }
+
+    /// Adds our key, and with a connection binding our signature (`initiator`: we dialled).
+    pub fn sign(&mut self, key: &HostKey, binding: Option<&[u8; 32]>, initiator: bool) {
+        self.key = Some(key.public());
+        self.sig = binding.map(|b| {
+            key.sign(
+                HELLO_DOMAIN,
+                &Self::signed_body(b, initiator, self.name, self.uid),
+            )
+        });
+    }
+
+    /// Whether the hello's signature verifies for this connection (`initiator`: the sender
+    /// dialled). False without a key or a signature.
+    pub fn signature_verifies(&self, binding: &[u8; 32], initiator: bool) -> bool {
+        match (&self.key, &self.sig) {
+            (Some(k), Some(s)) => crate::sign::verify(
+                k,
+                HELLO_DOMAIN,
+                &Self::signed_body(binding, initiator, self.name, self.uid),
+                s,
+            ),
+            _ => false,
+        }
+    }
+
     /// The sender's name.
     pub fn peer_name(&self) -> PeerName {
         PeerName(self.name)
@@ -190,6 +236,8 @@ mod tests {
             pod_mtu: 1436,
             pod_cidr: None,
             block_prefix: None,
+            key: None,
+            sig: None,
         }
     }
 

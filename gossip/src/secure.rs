@@ -281,6 +281,18 @@ impl Handshake {
         )))
     }
 
+    /// The connection's binding, once the handshake is complete: a hash of the Noise handshake
+    /// hash under its own label, the same at both ends and new on every connection. Hellos are
+    /// signed over it ([`crate::proto::Hello::sign`]).
+    pub fn binding(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"weft connection binding v1\0");
+        ctx.update(self.state.get_handshake_hash());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
     /// Finishes: the transport for control messages, and the data keys.
     pub fn finish(self, secret: &Secret) -> Result<(Transport, DataKeys), Error> {
         let hash = self.state.get_handshake_hash().to_vec();

@@ -11,8 +11,10 @@
 //!   public key ([`name_of`]): binding a name to a key needs no registry, and forging a record for
 //!   it means finding an Ed25519 key whose hash starts with those 64 bits;
 //! * a **legacy name** (a host that kept the random name of an older version) is bound to the first
-//!   key it is seen with **first hand** (in a record received on the connection to that host):
-//!   trust on first use, kept for the router's life. A relayed record with another key is refused.
+//!   key it is seen with **first hand** (its hello, signed over the connection, or a record
+//!   received on the connection to that host): trust on first use, kept for the router's life. A
+//!   relayed record with another key is refused then. The key a name derives from always wins over
+//!   a key bound on trust, so taking a new host's name before it first connects gains nothing.
 //!
 //! A record without a signature (a router of an older version) is accepted while its name has no
 //! key bound and the verifier does not require signatures (`--require-signed-records`, for
@@ -29,6 +31,8 @@ use std::fmt;
 
 /// Domain separation of topology record signatures.
 pub const TOPOLOGY_DOMAIN: &[u8] = b"weft topology record v1\0";
+/// Domain separation of hello signatures ([`crate::proto::Hello::sign`]).
+pub const HELLO_DOMAIN: &[u8] = b"weft hello v1\0";
 /// Domain separation of IPAM record signatures.
 pub const IPAM_DOMAIN: &[u8] = b"weft ipam record v1\0";
 /// Most legacy names a verifier binds to keys; beyond it, new legacy names stay unbound (their
@@ -211,6 +215,26 @@ impl Verifier {
         self.unsigned_accepted
     }
 
+    /// A control connection authenticated `name` with `key` (a hello signed over the
+    /// connection's binding): binds the name to the key unless it has another one.
+    pub fn bind_connection(&mut self, name: PeerName, key: PublicKey) -> Result<(), Unverified> {
+        if name_of(&key) == name {
+            // The name's own key: it replaces whatever was bound on trust before.
+            self.pins.insert(name, key);
+            return Ok(());
+        }
+        match self.pins.get(&name) {
+            Some(k) if *k != key => Err(Unverified::WrongKey),
+            Some(_) => Ok(()),
+            None => {
+                if self.pins.len() < MAX_PINS {
+                    self.pins.insert(name, key);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Binds our own name to our key.
     pub fn bind_own(&mut self, name: PeerName, key: PublicKey) {
         self.pins.insert(name, key);
@@ -245,16 +269,18 @@ impl Verifier {
             _ => return Err(Unverified::BadSignature),
         };
         let derived = name_of(key) == name;
-        // A bound name takes only its key. An unbound one is believed once the signature
-        // verifies (a legacy name's key seen second hand), and bound when the key is derived
-        // or shown first hand.
-        if self.pins.get(&name).is_some_and(|pinned| pinned != key) {
+        // The key the name derives from is always the name's (and replaces a key bound on trust
+        // before). Otherwise a bound name takes only its key; an unbound one is believed once
+        // the signature verifies (an older name's key seen second hand), and bound when shown
+        // first hand.
+        if !derived && self.pins.get(&name).is_some_and(|pinned| pinned != key) {
             return Err(Unverified::WrongKey);
         }
         if !verify(key, domain, &body(), sig) {
             return Err(Unverified::BadSignature);
         }
-        if (derived || first_hand) && !self.pins.contains_key(&name) && self.pins.len() < MAX_PINS {
+        let unbound = !self.pins.contains_key(&name) && self.pins.len() < MAX_PINS;
+        if derived || (first_hand && unbound) {
             self.pins.insert(name, *key);
         }
         Ok(())

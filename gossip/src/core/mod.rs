@@ -229,6 +229,26 @@ impl GossipCore {
         self
     }
 
+    /// Whether unsigned records and hellos are refused.
+    pub fn requires_signed(&self) -> bool {
+        self.verifier.require_signed()
+    }
+
+    /// The key bound to `name`, if any.
+    pub fn key_of(&self, name: PeerName) -> Option<crate::sign::PublicKey> {
+        self.verifier.key_of(name)
+    }
+
+    /// A control connection authenticated `name` with `key` (see
+    /// [`crate::sign::Verifier::bind_connection`]).
+    pub fn bind_connection_key(
+        &mut self,
+        name: PeerName,
+        key: crate::sign::PublicKey,
+    ) -> Result<(), crate::sign::Unverified> {
+        self.verifier.bind_connection(name, key)
+    }
+
     fn verifier_bind_ours(&mut self, key: &HostKey) {
         self.verifier
             .bind_own(self.topology.our_name(), key.public());

@@ -72,7 +72,7 @@ pub(super) async fn secure_channel(
     rd: &mut OwnedReadHalf,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
     outbound: bool,
-) -> Result<(Codec, Option<(DataKeys, Arc<Secret>)>), Error> {
+) -> Result<(Codec, Option<(DataKeys, Arc<Secret>, [u8; 32])>), Error> {
     let keyring = shared.keyring();
     let (mode, flags) = match keyring {
         Some(_) => (Mode::Noise, secure::FLAG_FINGERPRINT),
@@ -126,8 +126,12 @@ pub(super) async fn secure_channel(
         wr.write_all(&frame(&hs.write()?)).await?;
         (hs, secret)
     };
+    let binding = hs.binding();
     let (t, keys) = hs.finish(&secret)?;
-    Ok((Codec::Noise(Arc::new(Mutex::new(t))), Some((keys, secret))))
+    Ok((
+        Codec::Noise(Arc::new(Mutex::new(t))),
+        Some((keys, secret, binding)),
+    ))
 }
 
 /// Why a peer that named a secret we do not accept is refused: retired from our file during this

@@ -100,6 +100,47 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
+/// With a secret, the hello must bind the peer's name to its host key over this connection:
+/// a signature that verifies for the connection's binding (`initiator`: the peer dialled), and a
+/// key that is the name's (derived from it, or the one already bound to it; an older name seen
+/// first is bound now). An unsigned hello is from a router of an older version: refused when
+/// the name has a key or signatures are required. The binding is shared with the record checks.
+fn check_hello_key(
+    shared: &Shared,
+    theirs: &proto::Hello,
+    binding: &[u8; 32],
+    initiator: bool,
+) -> Result<(), Error> {
+    let name = theirs.peer_name();
+    let mut inner = shared.lock();
+    let Some(key) = theirs.key else {
+        if inner.core.requires_signed() {
+            return Err(Error::UnsignedHello);
+        }
+        if inner.core.key_of(name).is_some() {
+            return Err(Error::WrongHostKey {
+                name,
+                why: "its hello is unsigned",
+            });
+        }
+        return Ok(());
+    };
+    if !theirs.signature_verifies(binding, initiator) {
+        return Err(Error::BadHelloSignature);
+    }
+    inner
+        .core
+        .bind_connection_key(name, key)
+        .map_err(|_| Error::WrongHostKey {
+            name,
+            why: "its hello is signed with another key",
+        })?;
+    if let Some(ipam) = inner.ipam.as_mut() {
+        ipam.bind_connection_key(name, key);
+    }
+    Ok(())
+}
+
 pub(super) async fn run_conn(
     shared: &Arc<Shared>,
     stream: TcpStream,
@@ -110,9 +151,12 @@ pub(super) async fn run_conn(
     let _open = OpenGuard(&shared.open);
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let ours = shared.cfg.hello();
+    let mut ours = shared.cfg.hello();
     let handshake = async {
         let (codec, keyed) = secure_channel(shared, &mut rd, &mut wr, outbound).await?;
+        if let Some(k) = &shared.cfg.host_key {
+            ours.sign(k, keyed.as_ref().map(|(_, _, b)| b), outbound);
+        }
         wr.write_all(&codec.encode(&Message::Hello(ours.clone()))?)
             .await?;
         match codec.read(&mut rd).await? {
@@ -135,10 +179,15 @@ pub(super) async fn run_conn(
         return refuse(&mut wr, &codec, e).await;
     }
     let name = theirs.peer_name();
-    let (keys, secret) = match keyed {
-        Some((k, s)) => (Some(k), Some(s)),
-        None => (None, None),
+    let (keys, secret, binding) = match keyed {
+        Some((k, s, b)) => (Some(k), Some(s), Some(b)),
+        None => (None, None, None),
     };
+    if let Some(b) = binding {
+        if let Err(e) = check_hello_key(shared, &theirs, &b, !outbound) {
+            return refuse(&mut wr, &codec, e).await;
+        }
+    }
     // `conn` is set when the connection is admitted and gets its id.
     let mut info = PeerInfo {
         name,

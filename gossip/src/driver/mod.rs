@@ -25,6 +25,8 @@ mod conn;
 mod handle;
 mod ipam;
 mod ipam_store;
+#[cfg(test)]
+mod key_tests;
 mod rotate;
 pub mod status;
 mod targets;
@@ -129,6 +131,8 @@ impl Config {
             pod_mtu: self.pod_mtu,
             pod_cidr: self.ipam.as_ref().map(|i| i.cidr),
             block_prefix: self.ipam.as_ref().map(|i| i.block_prefix),
+            key: None,
+            sig: None,
         }
     }
 }

@@ -140,6 +140,12 @@ impl Ipam {
         self
     }
 
+    /// A control connection authenticated `name` with `key`; a conflict was already refused by
+    /// the topology's verifier, which sees every hello first.
+    pub fn bind_connection_key(&mut self, name: PeerName, key: crate::sign::PublicKey) {
+        let _ = self.verifier.bind_connection(name, key);
+    }
+
     /// Refuses every unsigned record (`--require-signed-records`).
     pub fn with_require_signed(mut self, require: bool) -> Self {
         self.verifier.set_require_signed(require);

@@ -3,7 +3,7 @@
 #
 #   scripts/package-deb.sh [--out DIR] [--bin-dir DIR]
 #
-#   --out DIR       where weft_<version>_<arch>.deb is written (default: target/debian)
+#   --out DIR       where weft_<version>_<arch>.deb is written (default: ${CARGO_TARGET_DIR:-target}/debian)
 #   --bin-dir DIR   take the release binaries weft and weft-cni from DIR as they are (the tests
 #                   pass the suite's own); without it, `cargo build --release -p weft -p weft-cni`
 #                   runs first and ${CARGO_TARGET_DIR:-target}/release is used
@@ -17,18 +17,18 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-out=target/debian
+out="${CARGO_TARGET_DIR:-target}/debian"
 bin_dir=
 while (($#)); do
   case "$1" in
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
     --bin-dir) bin_dir="${2:?--bin-dir needs a directory}"; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "package-deb: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
-for tool in dpkg-deb dpkg strip gzip; do
+for tool in dpkg-deb dpkg strip objdump gzip; do
   command -v "$tool" >/dev/null || { echo "package-deb: $tool is needed" >&2; exit 1; }
 done
 
@@ -106,7 +106,7 @@ find "$root" -path "$root/DEBIAN" -prune -o -type f -exec chmod go-w {} +
 
 # The C library version the binaries need: the newest GLIBC_ symbol version they import.
 glibc="$(objdump -T "$root/usr/bin/weft" "$root/usr/lib/cni/weft-cni" 2>/dev/null |
-  grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)"
+  grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1 || true)"
 libc_dep="libc6${glibc:+ (>= $glibc)}"
 
 installed_kb="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"

@@ -2,11 +2,13 @@
 //! this suite already uses, then read back with `dpkg-deb --info` and `--contents`, extracted into
 //! a temporary root, and checked there: the unit passes `systemd-analyze verify --root` with its
 //! commands and man pages resolvable, the example configuration passes the packaged
-//! `weft config check`, the completions and man pages are not empty, the binaries run.
+//! `weft config check`, the completions and man pages are not empty, the binaries run, the
+//! example CNI conflist is the Kubernetes manifest's.
 //!
 //! Each step is one command that ends by itself (no polling); the temporary directory is removed
 //! when the test ends, passed or failed.
 
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use weft_lab::testbed::weft_bin;
@@ -199,6 +201,19 @@ fn the_debian_package_installs_a_working_weft() {
             "{page:?}"
         );
     }
+
+    // The example conflist is the one the Kubernetes manifest installs.
+    let example =
+        std::fs::read_to_string(root.join("usr/share/doc/weft/examples/10-weft.conflist"));
+    let example: serde_json::Value = serde_json::from_str(&example.unwrap()).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("deploy/kubernetes/weft.yaml")).unwrap();
+    let in_manifest = serde_yaml::Deserializer::from_str(&manifest)
+        .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+        .find(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .and_then(|d| d["data"]["10-weft.conflist"].as_str().map(str::to_string))
+        .expect("the ConfigMap's conflist");
+    let in_manifest: serde_json::Value = serde_json::from_str(&in_manifest).unwrap();
+    assert_eq!(example, in_manifest);
 
     let cni = ok(Command::new(root.join("usr/lib/cni/weft-cni")).env("CNI_COMMAND", "VERSION"));
     assert!(cni.contains("supportedVersions"), "{cni}");

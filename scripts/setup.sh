@@ -7,14 +7,16 @@
 #
 # As root it installs the system tools the lab, the tests and the demo use with apt-get, running
 # `apt-get update` only when a package is missing: iproute2, ping, nftables, tcpdump, iperf3, ...,
+# binutils and systemd (for scripts/package-deb.sh and `systemd-analyze verify` in its test),
 # and Debian's containernetworking-plugins (portmap, bandwidth, tuning in /usr/lib/cni, chained
 # after weft-cni by the CNI tests). It builds upstream `cnitool` into /usr/local/bin when it is
 # missing (scripts/build-cnitool.sh, from Debian packages; $CNITOOL names another one). It then
 # makes sure `cargo` is on PATH, sourcing ~/.cargo/env if needed.
 
 weft_setup() {
+  # binutils (strip, objdump) and systemd (systemd-analyze verify): the packaging test.
   local pkgs=(iproute2 iputils-ping nftables tcpdump iperf3 arping ethtool procps
-    containernetworking-plugins)
+    containernetworking-plugins binutils systemd)
   local missing=() pkg
 
   if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -2,6 +2,8 @@
 
 #![deny(unsafe_code)]
 
+mod cli_docs;
+
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Subcommand};
@@ -107,6 +109,19 @@ enum Command {
         /// Keep the cluster up after the checks until Ctrl-C.
         #[arg(long)]
         keep: bool,
+    },
+    /// Print the shell completion script (for packagers; docs/install.md).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: cli_docs::Shell,
+    },
+    /// Print the manual page, or write one page per command into a directory (for packagers).
+    #[command(hide = true)]
+    Man {
+        /// Write weft.8, weft-router.8, ... here instead of the top page to stdout.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -550,6 +565,19 @@ fn main() -> Result<()> {
             std::process::exit(report.exit_code());
         }
         Command::Demo { keep } => demo::run(demo::Options { keep }),
+        Command::Completions { shell } => {
+            cli_docs::completions(cli_command(), shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir: None } => {
+            Ok(cli_docs::man_page(cli_command(), &mut std::io::stdout())?)
+        }
+        Command::Man { dir: Some(dir) } => {
+            for page in cli_docs::man_pages(cli_command(), &dir)? {
+                println!("{}", page.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Cluster {
     /// The namespaces.
     pub lab: Lab,
     weft: PathBuf,
+    /// Hosts whose router runs another binary ([`Cluster::upgrade_router`]).
+    binaries: HashMap<String, PathBuf>,
     routers: HashMap<String, RouterProc>,
 }
 
@@ -61,6 +63,7 @@ impl Cluster {
         Ok(Cluster {
             lab: Lab::new(tag)?,
             weft,
+            binaries: HashMap::new(),
             routers: HashMap::new(),
         })
     }
@@ -119,7 +122,8 @@ impl Cluster {
         state_dir: PathBuf,
     ) -> Result<()> {
         let log = format!("router-{}", host.name);
-        let id = self.lab.spawn(&host.ns, &self.weft, &args, &log)?;
+        let bin = self.binaries.get(&host.name).unwrap_or(&self.weft).clone();
+        let id = self.lab.spawn(&host.ns, &bin, &args, &log)?;
         self.routers.insert(
             host.name.clone(),
             RouterProc {
@@ -195,6 +199,26 @@ impl Cluster {
             .get(&host.name)
             .with_context(|| format!("no router on {}", host.name))?;
         self.lab.kill(r.id, signal)
+    }
+
+    /// Runs `host`'s router from `bin` (another version) from its next start on.
+    pub fn set_router_binary(&mut self, host: &Host, bin: PathBuf) {
+        self.binaries.insert(host.name.clone(), bin);
+    }
+
+    /// Upgrades (or downgrades) `host`'s router in place, as a package manager would: stops it
+    /// with SIGTERM, then starts `bin` on the same state directory with the arguments it had plus
+    /// `extra`, and waits until its API answers.
+    pub fn upgrade_router(&mut self, host: &Host, bin: PathBuf, extra: &[&str]) -> Result<()> {
+        self.stop_router(host, Signal::SIGTERM, Duration::from_secs(15))?;
+        self.set_router_binary(host, bin);
+        let r = self
+            .routers
+            .remove(&host.name)
+            .with_context(|| format!("no router on {}", host.name))?;
+        let mut args = r.args;
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn_router(host, args, r.state_dir)
     }
 
     /// Starts `host`'s router again with the arguments it had.

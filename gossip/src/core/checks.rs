@@ -101,8 +101,10 @@ impl GossipCore {
     fn verify(&mut self, from: PeerName, r: &PeerRecord) -> bool {
         let held_key = self.topology.get(r.name).map(|h| (h.key, r.supersedes(h)));
         if let Some((key, supersedes)) = held_key {
-            if key == r.key && !supersedes {
-                // The merge ignores it: no signature to check.
+            if !supersedes && (key == r.key || r.sig.is_none()) {
+                // The merge ignores it: no signature to check. (An unsigned copy of what we hold
+                // is what a router of an older version passes on: it drops fields it does not
+                // know.)
                 return true;
             }
         }

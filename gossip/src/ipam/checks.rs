@@ -101,7 +101,9 @@ impl Ipam {
             .get(&r.name)
             .map(|h| (h.key, r.stamp() > h.stamp()));
         if let Some((key, newer)) = held {
-            if key == r.key && !newer {
+            // Not newer: ignored anyway (an unsigned copy of what we hold is what a router of an
+            // older version passes on).
+            if !newer && (key == r.key || r.sig.is_none()) {
                 return Ok(false);
             }
         }

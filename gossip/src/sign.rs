@@ -170,6 +170,31 @@ impl HostKey {
     }
 }
 
+/// A record its owner signs: the public key and the signature are two of its fields, and the
+/// signature covers the record's compact JSON without the signature, after [`Self::DOMAIN`].
+pub trait SignedRecord: Serialize + Clone {
+    /// The domain string of this kind of record.
+    const DOMAIN: &'static [u8];
+
+    /// The record's key and signature fields.
+    fn auth(&mut self) -> (&mut Option<PublicKey>, &mut Option<Signature>);
+
+    /// What the owner signs: the record's compact JSON without the signature (with the key).
+    fn signed_body(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        *unsigned.auth().1 = None;
+        // Writing our record types to a Vec cannot fail.
+        serde_json::to_vec(&unsigned).unwrap_or_default()
+    }
+
+    /// Signs the record with `key`, replacing any earlier signature.
+    fn sign(&mut self, key: &HostKey) {
+        *self.auth().0 = Some(key.public());
+        let sig = key.sign(Self::DOMAIN, &self.signed_body());
+        *self.auth().1 = Some(sig);
+    }
+}
+
 /// Why a received record was refused by [`Verifier::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unverified {

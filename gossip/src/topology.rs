@@ -14,7 +14,7 @@
 //! unreachable and collected again; if it is reachable it describes a live peer and belongs in the
 //! view. See `docs/gossip.md`.
 
-use crate::sign::{HostKey, PublicKey, Signature, TOPOLOGY_DOMAIN};
+use crate::sign::{HostKey, PublicKey, Signature, SignedRecord, TOPOLOGY_DOMAIN};
 use crate::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -130,7 +130,7 @@ pub struct PeerRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PublicKey>,
     /// The owner's signature of the record's compact JSON without this field
-    /// ([`PeerRecord::signed_body`]).
+    /// ([`SignedRecord::signed_body`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<Signature>,
 }
@@ -148,21 +148,6 @@ impl PeerRecord {
             key: None,
             sig: None,
         }
-    }
-
-    /// What the owner signs: the record's compact JSON without `sig` (with `key`).
-    pub fn signed_body(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.sig = None;
-        // Writing our types to a Vec cannot fail.
-        serde_json::to_vec(&unsigned).unwrap_or_default()
-    }
-
-    /// Signs the record with `key` (replacing any earlier signature).
-    pub fn sign(&mut self, key: &HostKey) {
-        self.key = Some(key.public());
-        self.sig = None;
-        self.sig = Some(key.sign(TOPOLOGY_DOMAIN, &self.signed_body()));
     }
 
     /// True when `self` replaces `other` (a record of the same peer) in a view.
@@ -213,6 +198,14 @@ impl PeerRecord {
         if !self.pods.is_sorted() {
             self.pods.sort();
         }
+    }
+}
+
+impl SignedRecord for PeerRecord {
+    const DOMAIN: &'static [u8] = TOPOLOGY_DOMAIN;
+
+    fn auth(&mut self) -> (&mut Option<PublicKey>, &mut Option<Signature>) {
+        (&mut self.key, &mut self.sig)
     }
 }
 

@@ -8,7 +8,7 @@
 //! compromised host") says what a liar can still do.
 
 use super::GossipCore;
-use crate::sign::{Unverified, TOPOLOGY_DOMAIN};
+use crate::sign::{SignedRecord, Unverified, TOPOLOGY_DOMAIN};
 use crate::topology::PeerRecord;
 use crate::PeerName;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! way to the owner's record.
 
 use super::{GossipCore, GossipMsg};
-use crate::sign::{verify, HostKey, TOPOLOGY_DOMAIN};
+use crate::sign::{verify, HostKey, SignedRecord, TOPOLOGY_DOMAIN};
 use crate::topology::{ConnEntry, PeerRecord};
 use crate::PeerName;
 use std::sync::Arc;

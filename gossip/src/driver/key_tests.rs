@@ -2,6 +2,7 @@
 //! key over the connection, so a member cannot take a live peer's name with another key, and an
 //! unsigned hello is refused where signatures are required.
 
+use super::tests::target_error;
 use super::*;
 use crate::secure::Keyring;
 use crate::sign::HostKey;
@@ -27,21 +28,6 @@ fn cfg(name: PeerName, uid: u64, key: Option<Arc<HostKey>>) -> Config {
 async fn start(c: Config) -> (Gossip, mpsc::UnboundedReceiver<Event>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Gossip::start(c, tx).await.unwrap(), rx)
-}
-
-/// The last error of `g`'s first dial target, once it has one.
-async fn dial_error(g: &Gossip) -> String {
-    for _ in 0..250 {
-        if let Some(t) = g.targets().first() {
-            match &t.state {
-                TargetState::Retrying { last_error, .. } => return last_error.clone(),
-                TargetState::Failed { reason } => return reason.clone(),
-                _ => {}
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no failure: {:?}", g.targets());
 }
 
 async fn wait_connected(g: &Gossip, nickname: &str) {
@@ -70,13 +56,13 @@ async fn a_live_peers_name_cannot_be_taken_with_another_key() {
     let mut cm = cfg(legacy, 3, Some(key()));
     cm.seeds = vec![ga.local_addr()];
     let (gm, _rxm) = start(cm).await;
-    let err = dial_error(&gm).await;
+    let err = target_error(&gm).await;
     assert!(err.contains("bound to another host key"), "{err}");
     // The same without a key (as an older router would): refused too.
     let mut cu = cfg(legacy, 4, None);
     cu.seeds = vec![ga.local_addr()];
     let (gu, _rxu) = start(cu).await;
-    let err = dial_error(&gu).await;
+    let err = target_error(&gu).await;
     assert!(err.contains("hello is unsigned"), "{err}");
     let conns = ga.connections();
     assert_eq!(conns.len(), 1, "{conns:?}");
@@ -111,7 +97,7 @@ async fn a_new_hosts_name_is_its_keys_even_if_taken_first() {
     let mut cm = cfg(x, 4, Some(key()));
     cm.seeds = vec![ga.local_addr()];
     let (gm, _rxm) = start(cm).await;
-    let err = dial_error(&gm).await;
+    let err = target_error(&gm).await;
     assert!(err.contains("bound to another host key"), "{err}");
 }
 
@@ -124,7 +110,7 @@ async fn an_unsigned_hello_is_refused_when_signatures_are_required() {
     let mut cu = cfg(PeerName(0x77), 2, None);
     cu.seeds = vec![ga.local_addr()];
     let (gu, _rxu) = start(cu).await;
-    let err = dial_error(&gu).await;
+    let err = target_error(&gu).await;
     assert!(err.contains("does not sign"), "{err}");
     assert!(ga.connections().is_empty());
 }

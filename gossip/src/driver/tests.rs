@@ -128,9 +128,14 @@ async fn a_chain_of_seeds_becomes_a_full_mesh_through_gossip() {
         gs.push(Gossip::start(c, tx).await.unwrap());
         rxs.push(rx);
     }
+    // Every peer connects to and knows every other one (records arrive after the connections:
+    // both are waited for, up to 10 s on a loaded machine).
     let mut ok = false;
-    for _ in 0..200 {
-        if gs.iter().all(|g| g.connections().len() == 3) {
+    for _ in 0..400 {
+        if gs
+            .iter()
+            .all(|g| g.connections().len() == 3 && g.routes().known.len() == 3)
+        {
             ok = true;
             break;
         }
@@ -138,13 +143,12 @@ async fn a_chain_of_seeds_becomes_a_full_mesh_through_gossip() {
     }
     assert!(
         ok,
-        "{:?}",
-        gs.iter().map(|g| g.connections().len()).collect::<Vec<_>>()
+        "(connections, known): {:?}",
+        gs.iter()
+            .map(|g| (g.connections().len(), g.routes().known.len()))
+            .collect::<Vec<_>>()
     );
-    // Every peer knows every other one, and the discovered targets are marked as such.
-    for g in &gs {
-        assert_eq!(g.routes().known.len(), 3);
-    }
+    // The discovered targets are marked as such.
     assert!(gs.iter().any(|g| g.targets().iter().any(|t| t.discovered)));
 }
 
@@ -153,7 +157,7 @@ fn with_secret(mut c: Config, s: &str) -> Config {
     c
 }
 
-async fn target_error(g: &Gossip) -> String {
+pub(super) async fn target_error(g: &Gossip) -> String {
     for _ in 0..200 {
         if let Some(t) = g.targets().first() {
             match &t.state {

@@ -18,7 +18,7 @@
 //! `docs/security.md` ("A compromised host") says what a liar can still do.
 
 use super::{Block, Ipam, IpamRecord};
-use crate::sign::{verify, Unverified, IPAM_DOMAIN};
+use crate::sign::{verify, SignedRecord, Unverified, IPAM_DOMAIN};
 use crate::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

@@ -5,7 +5,7 @@
 use super::rules::{mix, reclaimed_set};
 use super::sync::DIGEST_INTERVAL;
 use super::{Block, Claim, IpamConfig, IpamError, IpamMsg, IpamRecord, IpamState};
-use crate::sign::{HostKey, Verifier};
+use crate::sign::{HostKey, SignedRecord, Verifier};
 use crate::PeerName;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

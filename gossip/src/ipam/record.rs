@@ -4,7 +4,7 @@
 //! existing state files.
 
 use super::Block;
-use crate::sign::{HostKey, PublicKey, Signature, IPAM_DOMAIN};
+use crate::sign::{PublicKey, Signature, SignedRecord, IPAM_DOMAIN};
 use crate::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -50,7 +50,7 @@ pub struct IpamRecord {
     pub left: bool,
     /// The owner's public key ([`crate::sign`]); absent from routers that do not sign.
     pub key: Option<PublicKey>,
-    /// The owner's signature of [`IpamRecord::signed_body`].
+    /// The owner's signature of [`SignedRecord::signed_body`].
     pub sig: Option<Signature>,
 }
 
@@ -69,30 +69,6 @@ impl IpamRecord {
             left: false,
             key: None,
             sig: None,
-        }
-    }
-
-    /// What the owner signs: the record's compact wire JSON without `sig` (with `key`).
-    pub fn signed_body(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.sig = None;
-        // Writing our types to a Vec cannot fail.
-        serde_json::to_vec(&unsigned).unwrap_or_default()
-    }
-
-    /// Signs the record with `key` (replacing any earlier signature).
-    pub fn sign(&mut self, key: &HostKey) {
-        self.key = Some(key.public());
-        self.sig = None;
-        self.sig = Some(key.sign(IPAM_DOMAIN, &self.signed_body()));
-    }
-
-    /// The record without its key and signature, to compare contents.
-    pub fn unsigned(&self) -> IpamRecord {
-        IpamRecord {
-            key: None,
-            sig: None,
-            ..self.clone()
         }
     }
 
@@ -125,6 +101,14 @@ impl IpamRecord {
             .filter(|(_, c)| !c.held)
             .map(|(b, _)| *b)
             .collect()
+    }
+}
+
+impl SignedRecord for IpamRecord {
+    const DOMAIN: &'static [u8] = IPAM_DOMAIN;
+
+    fn auth(&mut self) -> (&mut Option<PublicKey>, &mut Option<Signature>) {
+        (&mut self.key, &mut self.sig)
     }
 }
 

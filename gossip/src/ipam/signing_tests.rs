@@ -2,7 +2,7 @@
 //! votes or departure, and a host that lost its state adopts only a copy of its record it signed.
 
 use super::{Block, Claim, Ipam, IpamConfig, IpamMsg, IpamOut, IpamRecord};
-use crate::sign::{verify, HostKey, IPAM_DOMAIN};
+use crate::sign::{verify, HostKey, SignedRecord, IPAM_DOMAIN};
 use crate::PeerName;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -19,14 +19,16 @@
 #
 # The image holds what deploy/kubernetes/Dockerfile builds: a Debian bookworm root of the
 # "minbase" variant (what debian:bookworm-slim is: the Essential and Required packages, apt,
-# no documentation or locales) with ca-certificates, iproute2, nftables and kmod installed
-# without recommends, then /usr/local/bin/weft and /usr/local/bin/weft-cni, and the entrypoint
-# /usr/local/bin/weft. The root comes from Debian's packages through mmdebstrap; `podman import`
+# merged /usr, no documentation or locales) with ca-certificates, iproute2, nftables and kmod
+# installed without recommends, then /usr/local/bin/weft and /usr/local/bin/weft-cni (stripped,
+# as the Dockerfile does), and the entrypoint /usr/local/bin/weft. The root comes from Debian's packages through mmdebstrap; `podman import`
 # turns the tarball into a one-layer image, `podman save` writes the archive. Podman works on a
 # storage root of its own in a temporary directory (vfs driver): nothing global is touched.
 #
-# Needs root (mmdebstrap's root mode and podman's storage), mmdebstrap and podman; on Debian
-# `scripts/setup.sh` installs both. Prints the archive's path on the last line.
+# Needs root (mmdebstrap's root mode and podman's storage), mmdebstrap, podman and strip
+# (binutils); on Debian `scripts/setup.sh` installs them. About 35 to 90 s with the mirror's
+# downloads, 10 s when --cache has the Debian root. Why each choice: docs/decisions.md
+# ("Container image"). Prints the archive's path on the last line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

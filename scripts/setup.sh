@@ -8,6 +8,7 @@
 # As root it installs the system tools the lab, the tests and the demo use with apt-get, running
 # `apt-get update` only when a package is missing: iproute2, ping, nftables, tcpdump, iperf3, ...,
 # binutils and systemd (for scripts/package-deb.sh and `systemd-analyze verify` in its test),
+# mmdebstrap, podman and runc (scripts/build-image.sh and the container image test),
 # and Debian's containernetworking-plugins (portmap, bandwidth, tuning in /usr/lib/cni, chained
 # after weft-cni by the CNI tests). It builds upstream `cnitool` into /usr/local/bin when it is
 # missing (scripts/build-cnitool.sh, from Debian packages; $CNITOOL names another one). It then
@@ -15,8 +16,10 @@
 
 weft_setup() {
   # binutils (strip, objdump) and systemd (systemd-analyze verify): the packaging test.
+  # mmdebstrap, podman and runc: the container image (scripts/build-image.sh, tests/tests/image.rs;
+  # runc because Debian's crun 1.8 refuses a hybrid cgroup hierarchy).
   local pkgs=(iproute2 iputils-ping nftables tcpdump iperf3 arping ethtool procps
-    containernetworking-plugins binutils systemd)
+    containernetworking-plugins binutils systemd mmdebstrap podman runc)
   local missing=() pkg
 
   if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -38,6 +38,7 @@ fn hello() -> Hello {
         block_prefix: None,
         key: None,
         sig: None,
+        time_ms: None,
     }
 }
 

@@ -154,6 +154,7 @@ mod tests {
             block_prefix: None,
             key: None,
             sig: None,
+            time_ms: None,
         }
     }
 

@@ -57,6 +57,11 @@ pub struct Hello {
     /// binds its name to its key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<Signature>,
+    /// The sender's wall clock when it sent the hello, in Unix milliseconds: the receiver
+    /// estimates the clock offset between the hosts from it (`weft doctor`'s clock check).
+    /// Absent from routers before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
 }
 
 impl Hello {
@@ -238,6 +243,7 @@ mod tests {
             block_prefix: None,
             key: None,
             sig: None,
+            time_ms: None,
         }
     }
 

@@ -201,6 +201,10 @@ pub struct PeerReport {
     /// last rekey's).
     #[serde(default)]
     pub key_age_secs: Option<u64>,
+    /// The neighbour's wall clock minus ours, in milliseconds, measured from its hello (its
+    /// one-way delay included). `None` for relayed peers and routers that do not send it.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// Heartbeat round trips with one peer, bucketed as a Prometheus histogram

@@ -141,6 +141,14 @@ fn check_hello_key(
     Ok(())
 }
 
+/// The wall clock in Unix milliseconds (0 before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub(super) async fn run_conn(
     shared: &Arc<Shared>,
     stream: TcpStream,
@@ -157,6 +165,7 @@ pub(super) async fn run_conn(
         if let Some(k) = &shared.cfg.host_key {
             ours.sign(k, keyed.as_ref().map(|(_, _, b)| b), outbound);
         }
+        ours.time_ms = Some(unix_ms());
         wr.write_all(&codec.encode(&Message::Hello(ours.clone()))?)
             .await?;
         match codec.read(&mut rd).await? {
@@ -171,6 +180,7 @@ pub(super) async fn run_conn(
             Ok(Err(e)) => return Outcome::Refused(e),
             Err(_) => return Outcome::Refused(Error::Closed("handshake timed out".into())),
         };
+    let received_ms = unix_ms();
     let version = match proto::negotiate(&ours, &theirs) {
         Ok(v) => v,
         Err(e) => return refuse(&mut wr, &codec, e).await,
@@ -201,6 +211,7 @@ pub(super) async fn run_conn(
         conn: 0,
         keys,
         secret,
+        clock_offset_ms: theirs.time_ms.map(|t| t as i64 - received_ms as i64),
     };
     let close = Arc::new(Notify::new());
     let replaced_by_newer = Arc::new(AtomicBool::new(false));

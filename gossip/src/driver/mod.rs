@@ -133,6 +133,7 @@ impl Config {
             block_prefix: self.ipam.as_ref().map(|i| i.block_prefix),
             key: None,
             sig: None,
+            time_ms: None,
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct PeerInfo {
     /// The secret the handshake used (encrypted clusters only): rekeys on this connection derive
     /// their keys with it.
     pub secret: Option<Arc<Secret>>,
+    /// The peer's wall clock minus ours, in milliseconds, when its hello arrived (its one-way
+    /// delay included: a few milliseconds on a LAN). `None` from routers that do not send it.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// What the driver reports.

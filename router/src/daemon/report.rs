@@ -104,6 +104,7 @@ impl Daemon {
                             .sealer()
                             .map(|s| s.age(std::time::Instant::now()).as_secs())
                     }),
+                    clock_offset_ms: n.and_then(|n| n.info.clock_offset_ms),
                 }
             })
             .collect();

@@ -753,17 +753,46 @@ pub fn peer_mtu(label: &str, p: &PeerReport, ours: u32) -> Check {
     Check::new(name, Status::Ok, format!("pod MTU {ours} on both"))
 }
 
-/// Clock skew: not judged. The router exchanges no wall-clock time with its peers (heartbeats
-/// echo the sender's own monotonic time), so nothing here can measure the offset.
-pub fn clock() -> Check {
-    Check::new(
-        "clock",
-        Status::Skip,
-        "peers exchange no wall-clock time (heartbeats echo the sender's own clock), so skew \
-         cannot be measured here; keep every host on NTP: gossip refuses records more than 24 h \
-         ahead of its clock",
-    )
-    .fix("timedatectl show -p NTPSynchronized on each host")
+/// Offsets from which the clock check warns: logs, metrics and key ages of the hosts no longer
+/// line up.
+pub const CLOCK_WARN_MS: i64 = 2_000;
+/// Offsets from which it fails: an hour is well on the way to the 24 h beyond which gossip refuses
+/// a host's records as too far ahead (docs/security.md), and TLS to an API server fails sooner.
+pub const CLOCK_FAIL_MS: i64 = 3_600_000;
+
+/// Clock skew with the neighbours, from the offsets their hellos gave (`clock_offset_ms`: their
+/// clock minus ours, one-way delay included). Skipped without a neighbour that sends its clock.
+pub fn clock(peers: &[PeerReport]) -> Check {
+    let worst = peers
+        .iter()
+        .filter_map(|p| Some((p, p.clock_offset_ms?)))
+        .max_by_key(|(_, o)| o.unsigned_abs());
+    let Some((p, offset)) = worst else {
+        return Check::new(
+            "clock",
+            Status::Skip,
+            "no neighbour reported its clock (none connected, or routers of an older version)",
+        )
+        .fix("keep every host on NTP: timedatectl show -p NTPSynchronized");
+    };
+    let label = label(&p.nickname, &p.addr);
+    let found = format!(
+        "{label}'s clock is {} ms {} ours (the largest offset of {} neighbour(s), measured at \
+         their hello)",
+        offset.unsigned_abs(),
+        if offset >= 0 { "ahead of" } else { "behind" },
+        peers.iter().filter(|p| p.clock_offset_ms.is_some()).count()
+    );
+    let fix = format!(
+        "synchronise the clocks of this host and {label} (NTP: timedatectl show -p \
+         NTPSynchronized on both), then reconnect (weft reload or a router restart) to measure \
+         again"
+    );
+    match offset.unsigned_abs() {
+        o if o >= CLOCK_FAIL_MS.unsigned_abs() => Check::new("clock", Status::Fail, found).fix(fix),
+        o if o >= CLOCK_WARN_MS.unsigned_abs() => Check::new("clock", Status::Warn, found).fix(fix),
+        _ => Check::new("clock", Status::Ok, found),
+    }
 }
 
 /// The label a peer's checks are named by: its nickname, else its address.
@@ -858,6 +887,7 @@ mod tests {
             rekeys: 0,
             secret: None,
             key_age_secs: None,
+            clock_offset_ms: None,
         }
     }
 
@@ -1168,10 +1198,32 @@ mod tests {
     }
 
     #[test]
-    fn clock_is_skipped_with_a_reason() {
-        let c = clock();
-        assert_eq!(c.status, Status::Skip);
-        assert!(c.found.contains("cannot be measured"));
+    fn clock_is_judged_by_the_largest_offset() {
+        let a = peer("established", "", 1410);
+        let mut b = peer("established", "", 1410);
+        b.nickname = "h3".into();
+        let at = |a: Option<i64>, b: Option<i64>, p: &mut [PeerReport]| {
+            p[0].clock_offset_ms = a;
+            p[1].clock_offset_ms = b;
+            clock(p)
+        };
+        let mut ps = [a, b];
+        assert_eq!(at(None, None, &mut ps).status, Status::Skip);
+        assert_eq!(at(Some(3), Some(-40), &mut ps).status, Status::Ok);
+        let c = at(Some(3), Some(-5_000), &mut ps);
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.found.contains("h3's clock is 5000 ms behind ours"),
+            "{}",
+            c.found
+        );
+        let c = at(Some(7_200_000), None, &mut ps);
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.found.contains("h2's clock is 7200000 ms ahead of"),
+            "{}",
+            c.found
+        );
     }
 
     #[test]

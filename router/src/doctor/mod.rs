@@ -139,7 +139,9 @@ pub fn run(opts: &Options) -> Report {
         ));
         checks.extend(peers(r, &ctx, opts.probe_timeout));
     }
-    checks.push(judge::clock());
+    checks.push(judge::clock(
+        report.as_ref().map(|r| r.peers.as_slice()).unwrap_or(&[]),
+    ));
     Report::new(checks)
 }
 

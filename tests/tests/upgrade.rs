@@ -51,7 +51,14 @@ fn all_talk(c: &Cluster, pods: &[CniPod]) {
                 let s = ping(&c.lab, &a.ns, b.ip, 3).ok()?;
                 (s.received >= 2).then_some(())
             });
-            assert!(got.is_some(), "{} ({}) cannot reach {} ({})", a.ns, a.ip, b.ns, b.ip);
+            assert!(
+                got.is_some(),
+                "{} ({}) cannot reach {} ({})",
+                a.ns,
+                a.ip,
+                b.ns,
+                b.ip
+            );
         }
     }
 }
@@ -119,10 +126,7 @@ fn a_rolling_upgrade_keeps_the_mesh_the_addresses_and_the_pods_talking() {
         .map(|i| add_pod(&mut c, &cni, &hosts[i], &nets[i], "a"))
         .collect();
     all_talk(&c, &pods);
-    let names: Vec<String> = hosts
-        .iter()
-        .map(|h| c.status(h).unwrap().name)
-        .collect();
+    let names: Vec<String> = hosts.iter().map(|h| c.status(h).unwrap().name).collect();
 
     // One router at a time, on its own state directory.
     for (i, h) in hosts.iter().enumerate() {
@@ -149,7 +153,12 @@ fn a_rolling_upgrade_keeps_the_mesh_the_addresses_and_the_pods_talking() {
             let r = c.status(h).ok()?;
             r.topology.iter().all(|t| t.signed).then_some(())
         });
-        assert!(signed.is_some(), "{}: {:?}", h.name, c.status(h).unwrap().topology);
+        assert!(
+            signed.is_some(),
+            "{}: {:?}",
+            h.name,
+            c.status(h).unwrap().topology
+        );
     }
     c.upgrade_router(&hosts[0], new, &["--require-signed-records"])
         .unwrap();

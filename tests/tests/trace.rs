@@ -144,6 +144,7 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
     });
     assert!(denied.is_some(), "x/a still reaches x/c");
     let text = trace_cmd(&c, h1, &["x/a", "x/c"], false);
+    eprintln!("{text}");
     assert!(
         text.contains("bridge") && text.contains("x/isolate-c"),
         "{text}"
@@ -151,6 +152,7 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
 
     // Pods on two hosts on the fast path: the VXLAN device carries the pings.
     let t = trace(&c, h1, &["x/a", "y/b"]);
+    eprintln!("{}", trace_cmd(&c, h1, &["x/a", "y/b"], false));
     assert_eq!(
         kinds(&t),
         [
@@ -179,6 +181,10 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
 
     // To h3 (no fast path there): the sleeve, with the reason, in clear.
     let t = trace(&c, h1, &["x/a", &d3.ip.to_string()]);
+    eprintln!(
+        "{}",
+        trace_cmd(&c, h1, &["x/a", &d3.ip.to_string(), "--port", "443"], false)
+    );
     assert_eq!(t.hops[1].kind, HopKind::Sleeve, "{t:#?}");
     assert_eq!(t.hops[1].to.as_deref(), Some(h3.name.as_str()));
     assert!(
@@ -193,6 +199,7 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
 
     // Asked on h3, which is neither end's host: it says so.
     let t = trace(&c, h3, &["x/a", "y/b"]);
+    eprintln!("{}", trace_cmd(&c, h3, &["x/a", "y/b"], false));
     assert_eq!(t.outcome, "partial", "{t:#?}");
     assert!(t.notes.iter().any(|n| n.contains("neither")), "{t:#?}");
 

@@ -224,3 +224,37 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With a secret: the sleeve, encrypted; the remote pod found by its IPAM block (no policy
+/// source, so no pod lists in the mesh), and the pings cross the sleeve to that peer.
+#[test]
+fn an_encrypted_cluster_is_traced_through_the_sleeve() {
+    let secret = std::env::temp_dir().join(format!("weft-trace-secret-{}", std::process::id()));
+    std::fs::write(&secret, "the weft trace test secret, long enough\n").unwrap();
+    let s = secret.to_string_lossy().into_owned();
+    let (mut c, hosts, cni, nets) = cni_cluster("trs", 2, &["--secret-file", &s]);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    c.wait_path(h1, &h2.name, "direct", Duration::from_secs(30))
+        .unwrap();
+    let a = add_pod_with_identity(&mut c, &cni, h1, &nets[0], "x", "a");
+    let b = add_pod_with_identity(&mut c, &cni, h2, &nets[1], "y", "b");
+    let t = trace(&c, h1, &["x/a", &b.ip.to_string(), "--port", "80"]);
+    eprintln!(
+        "{}",
+        trace_cmd(&c, h1, &["x/a", &b.ip.to_string(), "--port", "80"], false)
+    );
+    assert_eq!(t.flow, "tcp/80");
+    assert!(t.to.found_by.starts_with("IPAM block"), "{t:#?}");
+    assert_eq!(t.to.host_nickname, h2.name);
+    let hop = &t.hops[1];
+    assert_eq!(hop.kind, HopKind::Sleeve, "{t:#?}");
+    assert_eq!(hop.encryption.as_deref(), Some("chacha20-poly1305"));
+    assert!(hop.reason.as_deref().is_some_and(|r| !r.is_empty()));
+    assert_eq!(t.outcome, "delivered");
+    let (_, sl0) = counters(&c, h1, &h2.name);
+    pings(&c, &a, b.ip, 10);
+    let (_, sl) = counters(&c, h1, &h2.name);
+    assert!(sl >= sl0 + 10, "sleeve frames to h2: {sl0} -> {sl}");
+    drop(c);
+    let _ = std::fs::remove_file(&secret);
+}

@@ -121,10 +121,14 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
 
     // Wait until h1 knows every pod from the mesh and its policy inputs are in.
     let known = poll_until(Duration::from_secs(20), Duration::from_millis(200), || {
-        let t = trace(&c, h1, &["x/a", "y/d"]);
-        (t.to.host_nickname == h3.name).then_some(t)
+        let on =
+            |pod: &str, host: &Host| trace(&c, h1, &["x/a", pod]).to.host_nickname == host.name;
+        (on("y/b", h2) && on("y/d", h3)).then_some(())
     });
-    assert!(known.is_some(), "h1 never learned y/d");
+    assert!(
+        known.is_some(),
+        "h1 never learned y/b and y/d from the mesh"
+    );
 
     // Two pods on one host: the bridge; x/c isolated for ingress by x/isolate-c.
     let t = trace(&c, h1, &["x/a", "x/c", "--port", "80"]);

@@ -2,7 +2,8 @@
 //! `--no-fastpath` so that h1 reaches it through the sleeve), pods attached through `cnitool`
 //! with identities, a `--policy-dir` with a policy that isolates one pod. The traces must name
 //! the path and the policy, and the path they claim must be the one the packets take: the
-//! fast path's VXLAN counters, or the sleeve's per-peer counters, move when pinging along it.
+//! fast path's VXLAN counters, the sleeve's per-peer counters, or the relay's relayed datagrams
+//! move when pinging along it.
 //!
 //! Needs root, `cnitool`, `nft` and the release `weft` and `weft-cni` binaries.
 
@@ -225,6 +226,47 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
         )
         .unwrap();
     assert!(!out.status.success());
+
+    // h1 and h3 cut apart on the underlay (the lab's switch): h2 relays, and the trace says so.
+    let ul = c.lab.underlay_ns().to_string();
+    let (i1, i3) = (h1.underlay_ip, h3.underlay_ip);
+    c.lab
+        .nft(
+            &ul,
+            &format!(
+                "table bridge weftblock {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip saddr {i1} ip daddr {i3} drop\n    ip saddr {i3} ip daddr {i1} drop\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+    c.wait_path(
+        h1,
+        &h3.name,
+        &format!("via {}", h2.name),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let t = trace(&c, h1, &["x/a", "y/d"]);
+    eprintln!("{}", trace_cmd(&c, h1, &["x/a", "y/d"], false));
+    assert_eq!(
+        kinds(&t),
+        [
+            HopKind::Egress,
+            HopKind::Sleeve,
+            HopKind::Relay,
+            HopKind::Ingress,
+            HopKind::Deliver
+        ],
+        "{t:#?}"
+    );
+    assert_eq!(t.hops[1].to.as_deref(), Some(h2.name.as_str()));
+    assert_eq!(t.hops[2].host, h2.name);
+    assert_eq!(t.hops[2].to.as_deref(), Some(h3.name.as_str()));
+    let relayed = |c: &Cluster| c.status(h2).unwrap().counters["relayed_datagrams"];
+    let r0 = relayed(&c);
+    pings(&c, &a, d3.ip, 10);
+    let r = relayed(&c);
+    assert!(r >= r0 + 10, "h2 relayed {r0} -> {r}");
+    c.lab.nft(&ul, "delete table bridge weftblock\n").unwrap();
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -348,7 +348,16 @@ impl<P: Peer> Snapshot<'_, P> {
         };
         let mut h = Hop::new(kind, &self.nick(a), detail);
         h.to = Some(self.nick(b));
-        h.reason = self.fast_reasons.get(&hop_name).cloned();
+        h.reason = if route.is_direct() {
+            self.fast_reasons.get(&hop_name).cloned()
+        } else {
+            // Relayed frames always take the sleeve: the fast path only carries a pair's own.
+            Some(format!(
+                "no usable direct path to {}: the shortest route over usable connections goes through {}",
+                self.nick(other),
+                self.nick(hop_name)
+            ))
+        };
         h.encryption = Some(encryption.into());
         h.pod_mtu = Some(pod_mtu);
         h.underlay_mtu = Some(self.underlay_mtu);

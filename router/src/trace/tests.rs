@@ -228,6 +228,15 @@ fn through_a_relay() {
     );
     assert_eq!(t.hops[1].to.as_deref(), Some("h2"));
     assert_eq!(t.hops[1].encryption.as_deref(), Some("trusted"));
+    assert!(
+        t.hops[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no usable direct path to h3"),
+        "{:?}",
+        t.hops[1].reason
+    );
     assert_eq!(
         (t.hops[2].host.as_str(), t.hops[2].to.as_deref()),
         ("h2", Some("h3"))

@@ -15,6 +15,7 @@
 //! | `POST /v1/ipam/gc` | [`ipam::GcRequest`] | [`ipam::GcAnswer`] |
 //! | `GET /v1/ipam` | | [`ipam::IpamReport`] |
 //! | `POST /v1/ports/guard` | [`guard::GuardRequest`] | [`guard::GuardAnswer`] |
+//! | `POST /v1/trace` | [`trace::TraceRequest`] | [`trace::TraceAnswer`] |
 //!
 //! `weft doctor --json` prints a [`doctor::Report`] (no endpoint: the CLI makes the checks).
 //!
@@ -32,6 +33,7 @@ pub mod guard;
 pub mod ipam;
 pub mod policy;
 pub mod status;
+pub mod trace;
 
 pub use client::{call, get, post, socket_path, SOCKET_NAME};
 pub use error::{ApiError, Error};

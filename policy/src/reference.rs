@@ -1,6 +1,7 @@
 //! The reference evaluator: answers "may this endpoint open a connection to that one on this
 //! protocol and port?" straight from the Kubernetes definitions, one policy at a time, with no
-//! precomputation. Tests hold the compiler to it.
+//! precomputation. Tests hold the compiler to it, and `weft trace` names the policies that
+//! decide a connection with it ([`explain`]).
 
 use crate::model::{Direction, Peer, PodState, Policy, PortRef, Rule};
 use crate::{Cluster, PodKey};
@@ -67,17 +68,69 @@ pub fn allows(
     protocol: Protocol,
     port: u16,
 ) -> bool {
+    explain(cluster, addresses, from, to, protocol, port).allowed()
+}
+
+/// The verdict of one direction (egress of the source, ingress of the destination) and what
+/// decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectionVerdict {
+    /// The endpoint is not a pod of the cluster: no policy applies on this side.
+    NotAPod,
+    /// No policy of this direction selects the pod: it is not isolated.
+    NotIsolated,
+    /// Allowed by a rule of this policy (`namespace/name`, the first in the cluster's order
+    /// whose rule matches).
+    AllowedBy(String),
+    /// Denied: these policies select the pod for this direction and none of their rules
+    /// matches.
+    DeniedBy(Vec<String>),
+}
+
+impl DirectionVerdict {
+    /// Whether the direction lets the connection through.
+    pub fn allowed(&self) -> bool {
+        !matches!(self, DirectionVerdict::DeniedBy(_))
+    }
+}
+
+/// Both directions' verdicts for one connection ([`explain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The source's egress.
+    pub egress: DirectionVerdict,
+    /// The destination's ingress.
+    pub ingress: DirectionVerdict,
+}
+
+impl Explanation {
+    /// Whether the connection is allowed (both directions let it through).
+    pub fn allowed(&self) -> bool {
+        self.egress.allowed() && self.ingress.allowed()
+    }
+}
+
+/// [`allows`], with the verdict of each direction and the policies that decide it (for `weft
+/// trace`). The same evaluation: `allows` is `explain(..).allowed()`.
+pub fn explain(
+    cluster: &Cluster,
+    addresses: &BTreeMap<PodKey, Vec<IpAddr>>,
+    from: &Endpoint,
+    to: &Endpoint,
+    protocol: Protocol,
+    port: u16,
+) -> Explanation {
     let src = identify(cluster, addresses, from);
     let dst = identify(cluster, addresses, to);
     let egress = match src.pod {
-        None => true,
+        None => DirectionVerdict::NotAPod,
         Some(pod) => direction_allows(cluster, pod, Direction::Egress, &dst, &dst, protocol, port),
     };
     let ingress = match dst.pod {
-        None => true,
+        None => DirectionVerdict::NotAPod,
         Some(pod) => direction_allows(cluster, pod, Direction::Ingress, &src, &dst, protocol, port),
     };
-    egress && ingress
+    Explanation { egress, ingress }
 }
 
 /// An endpoint with its pod looked up in the cluster.
@@ -113,8 +166,8 @@ fn direction_allows(
     dest: &Resolved<'_>,
     protocol: Protocol,
     port: u16,
-) -> bool {
-    let mut isolated = false;
+) -> DirectionVerdict {
+    let mut selecting = Vec::new();
     for policy in cluster.policies() {
         if policy.namespace != key.namespace || !policy.pod_selector.matches(&pod.labels) {
             continue;
@@ -122,14 +175,18 @@ fn direction_allows(
         let Some(rules) = policy.rules(direction) else {
             continue;
         };
-        isolated = true;
         for rule in rules {
             if rule_allows(cluster, policy, rule, direction, peer, dest, protocol, port) {
-                return true;
+                return DirectionVerdict::AllowedBy(policy.key());
             }
         }
+        selecting.push(policy.key());
     }
-    !isolated
+    if selecting.is_empty() {
+        DirectionVerdict::NotIsolated
+    } else {
+        DirectionVerdict::DeniedBy(selecting)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

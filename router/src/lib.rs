@@ -9,6 +9,8 @@
 //! * [`metrics`]: the Prometheus exposition of the status report.
 //! * [`sys`]: the few system calls that need `unsafe` (TAP, poll, socket buffers).
 //! * [`state`]: the state directory.
+//! * [`trace`]: `weft trace`, the path between two endpoints explained from the router's state
+//!   (pure; the daemon gathers the state).
 //! * [`doctor`]: `weft doctor`, the host and peer checks (pure judging, thin gathering).
 //! * [`demo`]: `weft demo`, on a lab of network namespaces (`weft-lab`).
 //!
@@ -30,5 +32,6 @@ pub mod policy;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod trace;
 
 pub use error::Error;

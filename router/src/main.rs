@@ -104,6 +104,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain the path a packet from FROM to TO would take, as this host's router sees it: where
+    /// each end is, the bridge or the path between hosts (fast path, sleeve, relay; encryption,
+    /// MTU), and the NetworkPolicy verdicts at egress and ingress with the policies deciding.
+    Trace {
+        /// The source: a pod (namespace/name), an IPv4 address or a MAC address.
+        from: String,
+        /// The destination, in the same forms.
+        to: String,
+        /// The protocol (default: tcp with --port, else icmp).
+        #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
+        proto: Option<String>,
+        /// The destination port (TCP, UDP).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Print the answer as JSON (weft_api::trace::TraceAnswer).
+        #[arg(long)]
+        json: bool,
+        /// State directory of the router to ask.
+        #[arg(long, default_value = "/run/weft")]
+        state_dir: PathBuf,
+    },
     /// Build a throwaway 3-host cluster of network namespaces, test it, and remove it.
     Demo {
         /// Keep the cluster up after the checks until Ctrl-C.
@@ -563,6 +584,28 @@ fn main() -> Result<()> {
                 print!("{}", report.render());
             }
             std::process::exit(report.exit_code());
+        }
+        Command::Trace {
+            from,
+            to,
+            proto,
+            port,
+            json,
+            state_dir,
+        } => {
+            let req = api::trace::TraceRequest {
+                from,
+                to,
+                proto: proto.unwrap_or_default(),
+                port,
+            };
+            let t: api::trace::TraceAnswer = api::post(&state_dir, "/v1/trace", &req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                print!("{}", api::trace::render(&t));
+            }
+            Ok(())
         }
         Command::Demo { keep } => demo::run(demo::Options { keep }),
         Command::Completions { shell } => {

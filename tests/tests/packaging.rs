@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use weft_lab::testbed::weft_bin;
 
 /// Every file (or link) the package must hold.
-const FILES: [&str; 17] = [
+const FILES: [&str; 18] = [
     "./usr/bin/weft",
     "./usr/lib/cni/weft-cni",
     "./opt/cni/bin/weft-cni -> /usr/lib/cni/weft-cni",
@@ -30,6 +30,7 @@ const FILES: [&str; 17] = [
     "./usr/share/man/man8/weft-doctor.8.gz",
     "./usr/share/man/man8/weft-reload.8.gz",
     "./usr/share/man/man8/weft-leave.8.gz",
+    "./usr/share/man/man8/weft-trace.8.gz",
     "./usr/share/doc/weft/copyright",
     "./usr/share/doc/weft/examples/10-weft.conflist",
 ];

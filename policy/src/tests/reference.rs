@@ -276,3 +276,45 @@ spec:
         1
     ));
 }
+
+#[test]
+fn explain_names_the_deciding_policies() {
+    use crate::reference::{explain, DirectionVerdict as V};
+    let c = cluster(&format!(
+        "{PODS}---\n{}",
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: prod}
+spec: {podSelector: {matchLabels: {role: db}}, ingress: []}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: redis, namespace: prod}
+spec:
+  podSelector: {matchLabels: {role: db}}
+  ingress: [{ports: [{protocol: TCP, port: 6379}]}]
+"#
+    ));
+    let a = addresses();
+    let (web, db) = (pod("prod/web"), pod("prod/db"));
+    let e = explain(&c, &a, &web, &db, Protocol::Tcp, 6379);
+    assert_eq!(e.egress, V::NotIsolated);
+    assert_eq!(e.ingress, V::AllowedBy("prod/redis".into()));
+    assert!(e.allowed());
+    let e = explain(&c, &a, &web, &db, Protocol::Tcp, 80);
+    assert_eq!(
+        e.ingress,
+        V::DeniedBy(vec!["prod/deny".into(), "prod/redis".into()])
+    );
+    assert!(!e.allowed());
+    assert_eq!(
+        explain(&c, &a, &outside("8.8.8.8"), &db, Protocol::Tcp, 6379).egress,
+        V::NotAPod
+    );
+    // allows is explain's answer.
+    assert_eq!(
+        ok(&c, &web, &db, Protocol::Tcp, 80),
+        explain(&c, &a, &web, &db, Protocol::Tcp, 80).allowed()
+    );
+}

@@ -8,6 +8,7 @@
 //!   (neighbours, sessions, the fabric, heartbeats, seeds).
 //! * `rekey`, `report`, `server`, `secrets`: rekeying, status reports, the API server, rereading
 //!   the secret file.
+//! * `trace`: `POST /v1/trace`, the daemon's state handed to [`crate::trace`].
 //! * the fast path's round is beside the fast path ([`crate::fastpath::round`]).
 
 pub mod config;
@@ -19,6 +20,7 @@ mod report;
 mod secrets;
 mod server;
 mod start;
+mod trace;
 
 pub use config::*;
 pub use start::run;

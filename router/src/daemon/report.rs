@@ -86,13 +86,9 @@ impl Daemon {
                         .filter(|(_, v)| *v > 0)
                         .collect(),
                     encryption: encryption.into(),
-                    fastpath: match (&self.fast_off, n) {
-                        (_, None) => String::new(),
-                        (Some(off), Some(_)) => off.clone(),
-                        (None, Some(_)) => lock(&self.fast_peers)
-                            .get(&name)
-                            .map(|p| p.reason.clone())
-                            .unwrap_or_else(|| "probing".into()),
+                    fastpath: match n {
+                        None => String::new(),
+                        Some(_) => self.fast_reason(name),
                     },
                     key_epoch: session.and_then(|s| lock(s).send_epoch()),
                     rekeys: n.map(|n| n.rekeys).unwrap_or(0),
@@ -110,6 +106,17 @@ impl Daemon {
             .collect();
         out.sort_by(|a, b| a.nickname.cmp(&b.nickname).then(a.name.cmp(&b.name)));
         out
+    }
+
+    /// Why a neighbour is on the fast path or not, as `weft status` shows it.
+    pub(super) fn fast_reason(&self, name: PeerName) -> String {
+        match &self.fast_off {
+            Some(off) => off.clone(),
+            None => lock(&self.fast_peers)
+                .get(&name)
+                .map(|p| p.reason.clone())
+                .unwrap_or_else(|| "probing".into()),
+        }
     }
 
     /// Every gossiped record we hold, with nicknames resolved from the records themselves.

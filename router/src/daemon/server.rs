@@ -83,6 +83,7 @@ pub(super) async fn serve_api(
         .route("/v1/ipam/gc", post(ipam_gc))
         .route("/v1/ports/guard", post(guard_port))
         .route("/v1/leave", post(leave))
+        .route("/v1/trace", post(trace))
         .route(
             "/v1/reload",
             post(|State(d): State<Arc<Daemon>>| async move {
@@ -198,6 +199,17 @@ async fn guard_port(
         }
     }
     Ok(Json(answer))
+}
+
+async fn trace(
+    State(d): State<Arc<Daemon>>,
+    b: axum::body::Bytes,
+) -> ApiResult<weft_api::trace::TraceAnswer> {
+    let req: weft_api::trace::TraceRequest = body(&b)?;
+    let answer = tokio::task::spawn_blocking(move || d.trace(&req))
+        .await
+        .map_err(|e| ipam::Error::Internal(format!("trace: {e}")))?;
+    Ok(Json(answer?))
 }
 
 async fn leave(State(d): State<Arc<Daemon>>, b: axum::body::Bytes) -> ApiResult<LeaveAnswer> {

@@ -71,6 +71,9 @@ struct SourceState {
     errors: Vec<String>,
 }
 
+/// Every pod's addresses, by pod.
+pub type Addresses = BTreeMap<PodKey, Vec<IpAddr>>;
+
 /// A compile's inputs: the cluster's generation, the pod addresses, the local pods.
 type Inputs = (u64, BTreeMap<PodKey, Vec<IpAddr>>, BTreeSet<PodKey>);
 
@@ -463,6 +466,18 @@ impl Policy {
         if let Err(e) = r {
             tracing::debug!("policy: saving {}: {e}", path.display());
         }
+    }
+
+    /// What the last compile evaluated, for `weft trace`: the cluster (with a bare pod for every
+    /// identity known only by its address, as compiled) and the pod addresses; `None` before
+    /// every source has been read once (nothing of ours is enforced yet).
+    pub fn inputs(&self) -> Option<(Arc<Cluster>, Addresses)> {
+        if !self.all_synced() {
+            return None;
+        }
+        let cluster = lock(&self.cluster).0.clone();
+        let addresses = lock(&self.last_addresses).clone();
+        Some((with_bare_pods(cluster, &addresses), addresses))
     }
 
     /// Reads the counters again (for status and metrics).

@@ -16,6 +16,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/setup.sh
 source scripts/setup.sh
 
+# A full run also builds the router at the commit the upgrade test starts from (cached under
+# target/), so that tests/tests/upgrade.rs swaps real older routers for this build. Without that
+# commit (a shallow clone) the test says so and passes.
+if [[ $# -eq 0 && -z "${WEFT_OLD_BIN:-}" ]]; then
+  echo "test: scripts/upgrade-test.sh --build-old"
+  if old_bin=$(bash scripts/upgrade-test.sh --build-old); then
+    export WEFT_OLD_BIN="$old_bin"
+  else
+    echo "test: no older router to upgrade from; tests/tests/upgrade.rs will be skipped"
+  fi
+fi
+
 echo "test: cargo build --release --workspace --bins"
 cargo build --release --workspace --bins
 echo "test: cargo test --release --workspace $*"

@@ -6,9 +6,9 @@
 //! refuse nothing (unsigned records from the old ones are accepted and counted). At the end every
 //! record is signed, and a router restarted with `--require-signed-records` still has the mesh.
 //!
-//! Without `WEFT_OLD_BIN` the test says so and passes: CI does not build a second version (it
-//! would double the build); `scripts/upgrade-test.sh` runs it, and docs/install.md has the
-//! figures of the last run.
+//! `scripts/test.sh` (CI) and `scripts/upgrade-test.sh` build the older router and set
+//! `WEFT_OLD_BIN`; without it (a partial `cargo test`, a shallow clone without the pinned commit)
+//! the test says so and passes.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

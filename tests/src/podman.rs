@@ -248,10 +248,18 @@ impl Podman {
     }
 
     /// `podman run --rm` of `image` with the test's limits and `args` (options, then the image,
-    /// then its arguments, as podman takes them): its stdout.
+    /// then its arguments, as podman takes them): its stdout. Without a network: podman's default
+    /// one is a bridge (`cni-podman0`) with firewall rules in the root network namespace.
     pub fn run_rm(&self, args: &[&str]) -> Result<String> {
         let mut c = self.command();
-        c.args(["run", "--rm", "--log-driver", "k8s-file"]);
+        c.args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--log-driver",
+            "k8s-file",
+        ]);
         for u in ULIMITS {
             c.args(["--ulimit", u]);
         }

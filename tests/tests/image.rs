@@ -129,6 +129,17 @@ fn the_image_runs_the_router_under_podman_and_peers_with_a_binary_router() {
             INSTALL_CNI,
         ])
         .unwrap();
+    // Those containers had no network: podman's default bridge would have put `cni-podman0` and
+    // its firewall chains in the root network namespace.
+    let root_links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let root_links = String::from_utf8_lossy(&root_links.stdout);
+    assert!(
+        !root_links.contains("cni-podman"),
+        "podman made a bridge in the root namespace:\n{root_links}"
+    );
     let release_cni = weft_bin().unwrap().with_file_name("weft-cni");
     let stripped = c.lab.dir().join("weft-cni.stripped");
     let out = std::process::Command::new("strip")

@@ -212,7 +212,6 @@ pub struct Verifier {
     /// Legacy names bound to the first key seen first hand; derived names bound to theirs.
     pins: BTreeMap<PeerName, PublicKey>,
     require_signed: bool,
-    unsigned_accepted: u64,
 }
 
 impl Verifier {
@@ -233,11 +232,6 @@ impl Verifier {
     /// Whether unsigned records are refused outright.
     pub fn require_signed(&self) -> bool {
         self.require_signed
-    }
-
-    /// Unsigned records accepted so far (from routers of an older version).
-    pub fn unsigned_accepted(&self) -> u64 {
-        self.unsigned_accepted
     }
 
     /// A control connection authenticated `name` with `key` (a hello signed over the
@@ -287,7 +281,6 @@ impl Verifier {
                 if self.require_signed || self.pins.contains_key(&name) {
                     return Err(Unverified::Unsigned);
                 }
-                self.unsigned_accepted += 1;
                 return Ok(());
             }
             (Some(k), Some(s)) => (k, s),
@@ -413,7 +406,6 @@ mod tests {
         let (osig, lsig) = (owner.sign(IPAM_DOMAIN, b"r"), liar.sign(IPAM_DOMAIN, b"r"));
         let mut v = Verifier::new(false);
         assert_eq!(v.check(name, None, None, IPAM_DOMAIN, body, false), Ok(()));
-        assert_eq!(v.unsigned_accepted(), 1);
         assert_eq!(
             v.check(name, Some(&lpk), Some(&lsig), IPAM_DOMAIN, body, false),
             Ok(())

@@ -101,18 +101,23 @@ fn reload_applies_peers_log_and_policy_dir_and_names_the_rest() {
         h2.underlay_ip
     ));
     let state = c.state_dir(&h1);
-    let out = c
-        .lab
-        .exec_ok(
-            &h1.ns,
-            &[
-                weft_bin().unwrap().to_str().unwrap(),
-                "reload",
-                "--state-dir",
-                state.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
+    let reload = |c: &Cluster| {
+        let weft = weft_bin().unwrap();
+        let argv = [
+            weft.to_str().unwrap(),
+            "reload",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        c.lab.exec(&h1.ns, &argv).unwrap()
+    };
+    let out = reload(&c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.contains(&format!("peer {}:6783 added", h2.underlay_ip)),
         "{out}"
@@ -153,18 +158,7 @@ fn reload_applies_peers_log_and_policy_dir_and_names_the_rest() {
     assert!(forgotten.is_some(), "{}", c.router_log(&h1));
     // A broken file changes nothing and says why.
     write("mtu = \"abc\"\n".into());
-    let out = c
-        .lab
-        .exec(
-            &h1.ns,
-            &[
-                weft_bin().unwrap().to_str().unwrap(),
-                "reload",
-                "--state-dir",
-                state.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
+    let out = reload(&c);
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success() && text.contains("abc"), "{text}");
 }

@@ -122,13 +122,11 @@ impl Daemon {
     /// Every gossiped record we hold, with nicknames resolved from the records themselves.
     fn topology_report(&self) -> Vec<api_status::TopologyRecord> {
         let records = self.gossip.topology_records();
-        let nick = |p: PeerName| {
-            records
-                .iter()
-                .find(|r| r.name == p)
-                .map(|r| r.nickname.clone())
-                .unwrap_or_default()
-        };
+        let nicknames: BTreeMap<PeerName, &str> = records
+            .iter()
+            .map(|r| (r.name, r.nickname.as_str()))
+            .collect();
+        let nick = |p: PeerName| nicknames.get(&p).copied().unwrap_or_default().to_string();
         let mut out: Vec<api_status::TopologyRecord> = records
             .iter()
             .map(|r| api_status::TopologyRecord {

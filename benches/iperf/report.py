@@ -2,12 +2,13 @@
 """Turns the raw output of benches/iperf/run.sh into results (standard library only).
 
     report.py row --row KEY --label TEXT --status ok|na|failed --dir ROW_DIR --results FILE
-        reads ROW_DIR (ping.txt, iperf-1.json, iperf-4.json, cpu-1.txt, cpu-4.txt, na, error,
-        pod_mtu), appends one JSON object to FILE and prints a one-line summary to stderr
+        reads ROW_DIR (ping.txt, iperf-1.json, iperf-4.json, cpu-1.txt, cpu-4.txt, udp-1400.json,
+        udp-64.json, cpu-udp-*.txt, rr.txt, service.json, service.err, na, error, pod_mtu), appends one JSON object to FILE and prints a one-line summary to stderr
     report.py bytes IPERF_JSON
         prints the bytes the iperf3 server received
     report.py final --results FILE --json OUT [--time N ...]
-        prints the table and writes OUT: the rows plus date, kernel, nproc and CPU model
+        prints the tables and issue 15's targets, and writes OUT: the rows plus date, kernel,
+        nproc, CPU model and the targets
 """
 
 import argparse
@@ -81,6 +82,52 @@ def iperf_result(path):
     }
 
 
+def udp_result(path, length):
+    """What the iperf3 server received from a UDP flow of `length`-byte datagrams (-b 0)."""
+    text = read(path)
+    if not text:
+        return {"error": "no iperf3 output"}
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return {"error": "iperf3 output is not JSON: " + text.strip()[:200]}
+    if doc.get("error"):
+        return {"error": "iperf3: " + doc["error"]}
+    recv = doc.get("end", {}).get("sum_received") or doc.get("end", {}).get("sum") or {}
+    if not recv.get("bytes") or not recv.get("seconds"):
+        return {"error": "iperf3 received nothing"}
+    sent = recv.get("packets") or 0
+    received = recv["bytes"] // length
+    return {
+        "datagram_bytes": length,
+        "gbit_per_s": recv["bytes"] * 8 / recv["seconds"] / 1e9,
+        "packets_per_s": round(received / recv["seconds"]),
+        "bytes": recv["bytes"],
+        "sent_packets": sent,
+        "lost_percent": round(recv.get("lost_percent", 0.0), 2),
+    }
+
+
+def rr_result(text):
+    """Transactions per second from `sockperf ping-pong`: replies received / valid duration."""
+    if text is None:
+        return None
+    m = re.search(r"RunTime=([0-9.]+) sec; SentMessages=(\d+); ReceivedMessages=(\d+)", text)
+    if not m:
+        lines = [x for x in text.strip().splitlines() if x.strip()]
+        return {"error": (lines[-1] if lines else "no sockperf output")[:200]}
+    secs, sent, got = float(m.group(1)), int(m.group(2)), int(m.group(3))
+    lat = re.search(r"percentile 50\.000 =\s*([0-9.]+)", text)
+    return {
+        "transactions_per_s": round(got / secs) if secs else None,
+        "seconds": secs,
+        "sent": sent,
+        "received": got,
+        "median_us": float(lat.group(1)) if lat else None,
+        "message_bytes": 14,
+    }
+
+
 def cpu_result(path, received_bytes):
     """CPU time of the whole machine during an iperf3 run, per Gbit received.
 
@@ -135,6 +182,16 @@ def cmd_row(a):
                 r["cpu"] = cpu_result(os.path.join(d, f"cpu-{n}.txt"), r["bytes"])
                 path_check(os.path.join(d, f"path-{n}.txt"), r)
             row[f"iperf_{n}"] = r
+        for length in (1400, 64):
+            r = udp_result(os.path.join(d, f"udp-{length}.json"), length)
+            r["cpu"] = cpu_result(os.path.join(d, f"cpu-udp-{length}.txt"), r.get("bytes"))
+            row[f"udp_{length}"] = r
+        row["rr"] = rr_result(read(os.path.join(d, "rr.txt")))
+        svc = iperf_result(os.path.join(d, "service.json"))
+        err = (read(os.path.join(d, "service.err")) or "").strip()
+        if "error" in svc and err:
+            svc["error"] += f" ({err[:200]})"
+        row["service"] = svc
         mtu = read(os.path.join(d, "pod_mtu"))
         if mtu and mtu.strip().isdigit():
             row["pod_mtu"] = int(mtu)
@@ -165,7 +222,70 @@ def summary(row):
     p = row.get("ping") or {}
     if p.get("median_ms") is not None:
         parts.append(f"RTT median {p['median_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms")
+    u = udp(row, 1400, "gbit_per_s")
+    if u is not None:
+        parts.append(f"UDP {u:.2f} Gbit/s ({row['udp_1400']['lost_percent']} % lost)")
+    k = udp(row, 64, "packets_per_s")
+    if k is not None:
+        parts.append(f"64 B {k / 1000:.0f} kpps")
+    t = rr(row)
+    if t is not None:
+        parts.append(f"{t} trans/s")
+    g = (row.get("service") or {}).get("gbit_per_s")
+    if g is not None:
+        parts.append(f"Service {g:.2f} Gbit/s")
     return ", ".join(parts)
+
+
+def udp(row, length, key):
+    return (row.get(f"udp_{length}") or {}).get(key)
+
+
+def rr(row):
+    return (row.get("rr") or {}).get("transactions_per_s")
+
+
+def cpu_per_gbit(row):
+    if not gbps(row, 1):
+        return None
+    return ((row.get("iperf_1") or {}).get("cpu") or {}).get("cpu_s_per_gbit")
+
+
+# Issue 15's targets, each a comparison with kernel VXLAN (or the other tunnels) in the same run:
+# (text, row, measured value, bound, whether the value must be at most the bound).
+def targets(rows):
+    by = {r["row"]: r for r in rows if r["status"] == "ok"}
+    base = by.get(BASELINE)
+    out = []
+    if base is None:
+        return out
+
+    def ratio(row, f, text, bound, at_most):
+        r = by.get(row)
+        if r is None or f(r) is None or not f(base):
+            return
+        out.append((text.format(label=r["path"]), f(r) / f(base), bound, at_most, "x"))
+
+    for row, bound in (("weft-sleeve", 1.5), ("weft-encrypted", 2.5)):
+        ratio(row, cpu_per_gbit, "{label}: CPU s per Gbit, 1 stream, vs kernel VXLAN", bound, True)
+    for row in ("weft-sleeve", "weft-encrypted"):
+        ratio(row, lambda r: udp(r, 1400, "gbit_per_s"),
+              "{label}: UDP 1400 B Gbit/s vs kernel VXLAN", 0.5, False)
+        ratio(row, lambda r: udp(r, 64, "packets_per_s"),
+              "{label}: 64 B packets/s vs kernel VXLAN", 0.7, False)
+        ratio(row, rr, "{label}: transactions/s vs kernel VXLAN", 0.7, False)
+    enc = by.get("weft-encrypted")
+    others = [gbps(by[k], 1) for k in ("tinc", "nebula", "boringtun") if k in by and gbps(by[k], 1)]
+    if enc and gbps(enc, 1) and others:
+        out.append(("weft sleeve encrypted vs the best of tinc, nebula, boringtun (1 stream)",
+                    gbps(enc, 1) / max(others), 10.0, False, "x"))
+    b = (base.get("ping") or {}).get("median_ms")
+    for row in ("weft-sleeve", "weft-encrypted"):
+        m = ((by.get(row) or {}).get("ping") or {}).get("median_ms")
+        if m is not None and b is not None:
+            out.append((f"{by[row]['path']}: RTT median above kernel VXLAN, us",
+                        (m - b) * 1000, 50.0, True, ""))
+    return out
 
 
 def fmt(v, digits):
@@ -244,6 +364,37 @@ def cmd_final(a):
               if (r.get(f"iperf_{n}") or {}).get("error")]
     if notes:
         print("\n" + "\n".join(f"- {x}" for x in notes))
+
+    header2 = ["path", "UDP 1400 B Gbit/s", "lost %", "64 B kpps", "trans/s (RR)",
+               "RR median us", "Service Gbit/s"]
+    table2 = []
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        k = udp(r, 64, "packets_per_s")
+        table2.append([
+            r["path"], fmt(udp(r, 1400, "gbit_per_s"), 2), fmt(udp(r, 1400, "lost_percent"), 2),
+            fmt(k / 1000 if k is not None else None, 0),
+            str(rr(r)) if rr(r) is not None else "-",
+            fmt((r.get("rr") or {}).get("median_us"), 1),
+            fmt((r.get("service") or {}).get("gbit_per_s"), 2),
+        ])
+    if table2:
+        w2 = [max(len(header2[i]), *(len(t[i]) for t in table2)) for i in range(len(header2))]
+        print()
+        print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
+                        for i, (c, w) in enumerate(zip(header2, w2))).rstrip())
+        print("  ".join("-" * w for w in w2))
+        for t in table2:
+            print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
+                            for i, (c, w) in enumerate(zip(t, w2))).rstrip())
+    goals = targets(rows)
+    if goals:
+        print("\ntargets (issue 15), this run:")
+        for text, value, bound, at_most, unit in goals:
+            met = value <= bound if at_most else value >= bound
+            print(f"- {text}: {value:.2f}{unit} ({'at most' if at_most else 'at least'} "
+                  f"{bound:g}{unit}): {'met' if met else 'NOT met'}")
     print()
 
     doc = {
@@ -266,6 +417,8 @@ def cmd_final(a):
             "wg": first_line(["wg", "--version"]),
         },
         "rows": rows,
+        "targets": [{"what": t, "value": round(v, 3), "bound": b, "at_most": m,
+                     "met": v <= b if m else v >= b} for t, v, b, m, _ in targets(rows)],
     }
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w", encoding="utf-8") as f:

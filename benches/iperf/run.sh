@@ -2,8 +2,9 @@
 # benches/iperf/run.sh: compare overlays on this machine in one run.
 #
 # Every row builds the same small cluster out of network namespaces (two hosts on an underlay
-# bridge, one pod per host), brings one overlay up, measures ping RTT and iperf3 TCP throughput
-# pod to pod, and tears everything down again. Nothing touches the root network namespace: every
+# bridge, one pod per host), brings one overlay up, measures pod to pod ping RTT, iperf3 TCP
+# throughput, UDP throughput (1400 and 64-byte datagrams), sockperf request/response and TCP to a
+# ClusterIP Service (kube-proxy's iptables rules), and tears everything down again. Nothing touches the root network namespace: every
 # link, address, route and sysctl lives in a namespace this script made, whose name starts with
 # a per-run prefix, and every process is started inside one of them and stopped by PID.
 #
@@ -54,10 +55,11 @@ usage() {
 Usage: sudo bash benches/iperf/run.sh [OPTIONS]
 
 Compares overlays between two namespace hosts: iperf3 TCP (1 and 4 streams), ping RTT
-($PING_COUNT samples at ${PING_INTERVAL} s) and CPU seconds per Gbit, one row per path.
+($PING_COUNT samples at ${PING_INTERVAL} s), CPU seconds per Gbit, UDP (1400 and 64-byte
+datagrams), request/response (sockperf) and TCP to a ClusterIP Service, one row per path.
 
 Options:
-  --time N       seconds per iperf3 run (default $TIME)
+  --time N       seconds per measured run, six per row (default $TIME)
   --only LIST    comma-separated subset of: ${ROWS[*]}
   --weft PATH    the weft binary (default \$CARGO_TARGET_DIR/release/weft, else target/release/weft)
   --json FILE    where to write the results (default benches/iperf/results.json)
@@ -343,7 +345,109 @@ measure() {
         fi
         sleep 1
     done
+    measure_udp
+    measure_rr
+    measure_service
     if declare -F row_finish >/dev/null; then row_finish; fi
+}
+
+# UDP through the row's path, one iperf3 flow each, TIME seconds, sent as fast as the sender can
+# (-b 0): 1400-byte datagrams (throughput and loss) and 64-byte datagrams (packets per second
+# received). The server's view (what arrived) is in the client's JSON (end.sum: iperf3 fetches
+# the server's counters at the end). CPU ticks are kept as for TCP.
+measure_udp() {
+    local len before after
+    for len in 1400 64; do
+        log "$ROW: iperf3 UDP, $len-byte datagrams, $TIME s"
+        before=$(cpu_ticks)
+        ip netns exec "$SRC_NS" timeout $((TIME + 30)) \
+            iperf3 --client "$DST_IP" --udp --bitrate 0 --length "$len" --time "$TIME" --json \
+            --connect-timeout 5000 >"$ROW_DIR/udp-$len.json" 2>"$ROW_DIR/udp-$len.err"
+        after=$(cpu_ticks)
+        echo "$before $after $(getconf CLK_TCK)" >"$ROW_DIR/cpu-udp-$len.txt"
+        sleep 1
+    done
+}
+
+# Request/response: one TCP connection, sockperf ping-pong with its smallest message (14 bytes:
+# sockperf's header), one request outstanding at a time, for TIME seconds. Transactions per
+# second = replies received / duration. Needs sockperf (benches/iperf/install.sh).
+RR_PORT=11111
+measure_rr() {
+    if ! command -v sockperf >/dev/null; then
+        echo "sockperf is not installed (benches/iperf/install.sh)" >"$ROW_DIR/rr.txt"
+        return
+    fi
+    log "$ROW: sockperf TCP ping-pong, 14-byte messages, $TIME s"
+    spawn "$DST_NS" sockperf-server sockperf server --tcp -i "$DST_IP" -p "$RR_PORT"
+    wait_for 10 rr_listening || { echo "sockperf server did not start" >"$ROW_DIR/rr.txt"; return; }
+    ip netns exec "$SRC_NS" timeout $((TIME + 30)) sockperf ping-pong --tcp -i "$DST_IP" \
+        -p "$RR_PORT" -m 14 -t "$TIME" >"$ROW_DIR/rr.txt" 2>&1
+}
+rr_listening() { ip netns exec "$DST_NS" ss -Hltn "sport = :$RR_PORT" | grep -q "$RR_PORT"; }
+
+# Pod to a Service: the source host gets the ClusterIP rules kube-proxy (iptables mode) writes
+# for one Service with one endpoint (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT, in
+# PREROUTING for pods and OUTPUT for the host), the source reaches the Service CIDR through its
+# host, and iperf3 (1 TCP stream, TIME seconds) connects to the ClusterIP. On bridged rows the
+# host gets an address on the pod's bridge as the gateway, and bridge netfilter on (in that host
+# namespace), as on a Kubernetes node, so that the endpoint's replies, bridged straight back to
+# the pod, are un-NATed by conntrack.
+SERVICE_IP=10.96.0.10
+measure_service() {
+    local out
+    if ! out=$(service_up 2>&1); then
+        echo "could not set the Service up: ${out//$'\n'/ }" >"$ROW_DIR/service.err"
+        return
+    fi
+    log "$ROW: iperf3 to the Service $SERVICE_IP:5201, 1 stream, $TIME s"
+    ip netns exec "$SRC_NS" timeout $((TIME + 30)) \
+        iperf3 --client "$SERVICE_IP" --time "$TIME" --json --connect-timeout 5000 \
+        >"$ROW_DIR/service.json" 2>"$ROW_DIR/service.err"
+}
+
+service_up() {
+    set -e
+    local dev gw
+    if [[ $SRC_NS == "$H1" ]]; then
+        # The underlay row: the host itself is the client (kube-proxy's OUTPUT rule).
+        ip -n "$H1" route add 10.96.0.0/12 dev eth0
+    else
+        # The pod's gateway if it has one (routed rows, pods attached by weft-cni), else a new
+        # address on the bridge the pod's veth is attached to.
+        gw=$(ip -n "$SRC_NS" -4 -j route show default | "$PYTHON" -c \
+            'import json,sys; r=json.load(sys.stdin); print(r[0].get("gateway", "") if r else "")')
+        if [[ -z $gw ]]; then
+            dev=$(ip -n "$H1" -j link show dev vp1 | "$PYTHON" -c \
+                'import json,sys; print(json.load(sys.stdin)[0]["master"])')
+            gw=10.32.1.254
+            ip -n "$H1" addr add "$gw/16" dev "$dev"
+        fi
+        dev=$(ip -n "$H1" -4 -j addr show to "$gw/32" | "$PYTHON" -c \
+            'import json,sys; print(json.load(sys.stdin)[0]["ifname"])')
+        if ip -n "$H1" -d link show dev "$dev" | grep -q "bridge "; then
+            ip netns exec "$H1" sysctl -qw "net.bridge.bridge-nf-call-iptables=1"
+        fi
+        ip netns exec "$H1" sysctl -qw "net.ipv4.conf.$dev.send_redirects=0"
+        ip netns exec "$H1" sysctl -qw net.ipv4.conf.all.send_redirects=0
+        ip netns exec "$H1" sysctl -qw net.ipv4.ip_forward=1
+        ip -n "$SRC_NS" route add 10.96.0.0/12 via "$gw"
+    fi
+    ip netns exec "$H1" iptables-restore --noflush <<EOF2
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-BENCHIPERF3TCP - [0:0]
+:KUBE-SEP-BENCHIPERF3EP1 - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+-A KUBE-SERVICES -d $SERVICE_IP/32 -p tcp -m comment --comment "bench/iperf3 cluster IP" -m tcp --dport 5201 -j KUBE-SVC-BENCHIPERF3TCP
+-A KUBE-SVC-BENCHIPERF3TCP -m comment --comment "bench/iperf3 -> $DST_IP:5201" -j KUBE-SEP-BENCHIPERF3EP1
+-A KUBE-SEP-BENCHIPERF3EP1 -s $DST_IP/32 -m comment --comment "bench/iperf3" -j KUBE-MARK-MASQ
+-A KUBE-SEP-BENCHIPERF3EP1 -p tcp -m comment --comment "bench/iperf3" -m tcp -j DNAT --to-destination $DST_IP:5201
+COMMIT
+EOF2
 }
 
 # Bytes sent so far on the path the row measures (as row_path_bytes prints them), or nothing if

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
@@ -55,10 +55,25 @@ pub struct Host {
     pub name: String,
     /// The host's namespace, `<prefix>-<name>`.
     pub ns: String,
-    /// The address of `eth0`: 10.200.0.<10 + index>/24.
+    /// The address of `eth0`: 10.200.0.<10 + index>/24. In a lab with an IPv6-only underlay
+    /// ([`Lab::ipv6_only_underlay`]) it is not configured: use [`Host::underlay_addr`].
     pub underlay_ip: Ipv4Addr,
+    /// In a lab with an IPv6-only underlay, the IPv6 address of `eth0`:
+    /// fd00:200::<10 + index>/64 (the last group is the IPv4 address's last byte, in decimal
+    /// digits read as hex, e.g. fd00:200::11 for 10.200.0.11).
+    pub underlay_ip6: Option<Ipv6Addr>,
     /// 1 for the first host, 2 for the second, ...
     pub index: u8,
+}
+
+impl Host {
+    /// The address other hosts reach this one at: `underlay_ip6` when set, else `underlay_ip`.
+    pub fn underlay_addr(&self) -> IpAddr {
+        match self.underlay_ip6 {
+            Some(a) => IpAddr::V6(a),
+            None => IpAddr::V4(self.underlay_ip),
+        }
+    }
 }
 
 /// How to build a pod: see [`Lab::add_pod`].
@@ -170,6 +185,8 @@ pub struct Lab {
     hosts: Vec<Host>,
     pods: Vec<Pod>,
     procs: Vec<Proc>,
+    /// Hosts get only an IPv6 underlay address ([`Lab::ipv6_only_underlay`]).
+    ipv6_only: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -209,6 +226,7 @@ impl Lab {
             hosts: Vec::new(),
             pods: Vec::new(),
             procs: Vec::new(),
+            ipv6_only: false,
         };
         fs::write(lab.dir.join(OWNER_FILE), owner_record()?)
             .with_context(|| format!("writing {}", lab.dir.join(OWNER_FILE).display()))?;
@@ -249,8 +267,32 @@ impl Lab {
         &self.namespaces
     }
 
+    /// Makes the underlay IPv6-only: the hosts added from now on get fd00:200::<10 + index>/64
+    /// on `eth0` (without duplicate address detection, so usable at once) and no IPv4 address.
+    /// Multicast snooping is off on the underlay bridge, so neighbour discovery needs no querier.
+    pub fn ipv6_only_underlay(&mut self) -> Result<()> {
+        ensure!(
+            self.hosts.is_empty(),
+            "choose the underlay's family before adding hosts"
+        );
+        let ul = self.underlay_ns.clone();
+        ip(&[
+            "-n",
+            &ul,
+            "link",
+            "set",
+            UNDERLAY_BRIDGE,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
+        self.ipv6_only = true;
+        Ok(())
+    }
+
     /// Adds a host: namespace `<prefix>-<name>` with `lo` up and `eth0` (MTU 1500, up) at
-    /// 10.200.0.<10 + index>/24, whose veth peer, named `name`, is a port of the underlay bridge.
+    /// 10.200.0.<10 + index>/24 (or its IPv6 counterpart, see [`Lab::ipv6_only_underlay`]), whose veth peer, named `name`, is a port of the underlay bridge.
     ///
     /// `name` must be a valid interface name (at most 15 characters of ASCII letters, digits,
     /// `-`, `_`) and must not be `ul`.
@@ -280,8 +322,20 @@ impl Lab {
             "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", name, "netns", ul,
         ])?;
         ip(&["-n", &ns, "link", "set", "eth0", "mtu", &mtu, "up"])?;
-        let cidr = format!("{underlay_ip}/{UNDERLAY_PREFIX_LEN}");
-        ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+        let underlay_ip6 = self.ipv6_only.then(|| {
+            let last = u16::from_str_radix(&(10 + index).to_string(), 16).expect("decimal digits");
+            Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, last)
+        });
+        match underlay_ip6 {
+            Some(a) => {
+                let cidr = format!("{a}/64");
+                ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0", "nodad"])?;
+            }
+            None => {
+                let cidr = format!("{underlay_ip}/{UNDERLAY_PREFIX_LEN}");
+                ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+            }
+        }
         ip(&[
             "-n",
             ul,
@@ -298,6 +352,7 @@ impl Lab {
             name: name.to_owned(),
             ns,
             underlay_ip,
+            underlay_ip6,
             index,
         };
         self.hosts.push(host.clone());

@@ -10,7 +10,7 @@ use crate::{in_netns, poll_until, Host, Lab, Pod, PodSpec, ProcId, Signal};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weft_api as api;
@@ -93,13 +93,21 @@ impl Cluster {
             "--name".into(),
             host.name.clone(),
             "--listen".into(),
-            host.underlay_ip.to_string(),
+            // An IPv6 underlay in two of the spellings operators type: `[addr]` here,
+            // `[addr]:port` for the seeds.
+            match host.underlay_addr() {
+                IpAddr::V6(a) => format!("[{a}]"),
+                a => a.to_string(),
+            },
             "--state-dir".into(),
             self.state_dir(host).display().to_string(),
         ];
         for p in peers {
             args.push("--peer".into());
-            args.push(p.underlay_ip.to_string());
+            args.push(match p.underlay_addr() {
+                IpAddr::V6(a) => format!("[{a}]:6783"),
+                a => a.to_string(),
+            });
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         args

@@ -1,0 +1,214 @@
+//! An IPv6-only underlay (issue 14): hosts with only fd00:200::/64 addresses, routers listening
+//! on `[addr]` and seeded with `[addr]:6783`, carrying IPv4 pod traffic through the sleeve
+//! (plain and encrypted), the kernel VXLAN fast path over IPv6, and a relay when the direct path
+//! between two hosts is cut.
+//!
+//! Needs root, nftables and the `weft` binary (`scripts/test.sh`).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+use weft_api::status::Report;
+use weft_lab::testbed::{ping, tcp_transfer_paced, wait_ping, weft_bin, Cluster};
+use weft_lab::{Host, Pod};
+
+const SLEEVE: &[&str] = &["--no-fastpath"];
+const SECRET: &str = "the weft test secret, long enough\n";
+
+fn cluster(tag: &str) -> Cluster {
+    assert!(
+        weft_lab::require_root(),
+        "these tests need root and iproute2"
+    );
+    let mut c = Cluster::new(tag, weft_bin().unwrap()).unwrap();
+    c.lab.ipv6_only_underlay().unwrap();
+    c
+}
+
+fn pod_ip(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 32, host, 1)
+}
+
+fn pods(c: &mut Cluster, hosts: &[Host]) -> Vec<Pod> {
+    hosts
+        .iter()
+        .map(|h| c.add_pod(h, "p1", pod_ip(h.index)).unwrap())
+        .collect()
+}
+
+/// Every peer of `r` is reached at an IPv6 address (or through a relay), on the sleeve's port.
+fn assert_ipv6_peers(host: &Host, r: &Report) {
+    assert!(
+        r.listen.starts_with('['),
+        "{} listens on {}",
+        host.name,
+        r.listen
+    );
+    for p in &r.peers {
+        if p.addr.is_empty() {
+            continue; // reached through a relay
+        }
+        let a: std::net::SocketAddr = p
+            .addr
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: peer address {:?}: {e}", host.name, p.addr));
+        assert!(
+            matches!(a.ip(), IpAddr::V6(_)),
+            "{} reaches {} at {}",
+            host.name,
+            p.nickname,
+            p.addr
+        );
+    }
+}
+
+/// Every pod pings every other, and one checksummed transfer crosses from the first to the last.
+fn pods_talk(c: &Cluster, pods: &[Pod]) {
+    for a in pods {
+        for b in pods {
+            if a.ns != b.ns {
+                assert!(
+                    wait_ping(&c.lab, a, b.ip, Duration::from_secs(10)),
+                    "{} cannot reach {}",
+                    a.ns,
+                    b.ip
+                );
+            }
+        }
+    }
+    let t = tcp_transfer_paced(
+        &pods[0],
+        &pods[pods.len() - 1],
+        8 << 20,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(t.intact(), "{t:?}");
+}
+
+#[test]
+fn the_sleeve_carries_pods_over_an_ipv6_only_underlay() {
+    let mut c = cluster("w6s");
+    let hosts = c.full_mesh(3, &[SLEEVE; 3]).unwrap();
+    for h in &hosts {
+        let r = c.status(h).unwrap();
+        assert_ipv6_peers(h, &r);
+        // 20 bytes more of outer header than over IPv4: 1500 - 40 - 8 - sleeve overhead.
+        assert!(r.pod_mtu < 1500 - 48, "pod MTU {} on {}", r.pod_mtu, h.name);
+    }
+    let ps = pods(&mut c, &hosts);
+    let before = c.status(&hosts[0]).unwrap().counters["udp_tx_datagrams"];
+    pods_talk(&c, &ps);
+    let after = c.status(&hosts[0]).unwrap().counters["udp_tx_datagrams"];
+    assert!(
+        after > before + 1000,
+        "h1's sleeve sent {} datagrams",
+        after - before
+    );
+}
+
+#[test]
+fn the_encrypted_sleeve_works_over_an_ipv6_only_underlay() {
+    let mut c = cluster("w6e");
+    let secret = c.lab.dir().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let s = secret.display().to_string();
+    let args: &[&str] = &["--no-fastpath", "--secret-file", &s];
+    let hosts = c.full_mesh(2, &[args, args]).unwrap();
+    for h in &hosts {
+        let r = c.status(h).unwrap();
+        assert_ipv6_peers(h, &r);
+        for p in &r.peers {
+            assert!(
+                !p.encryption.is_empty() && p.encryption != "none",
+                "{} talks to {} in clear",
+                h.name,
+                p.nickname
+            );
+        }
+    }
+    let ps = pods(&mut c, &hosts);
+    pods_talk(&c, &ps);
+}
+
+#[test]
+fn the_fast_path_runs_vxlan_over_an_ipv6_underlay() {
+    let mut c = cluster("w6f");
+    let hosts = c.full_mesh(2, &[]).unwrap();
+    for (h, peer) in [(&hosts[0], "h2"), (&hosts[1], "h1")] {
+        c.wait_path(h, peer, "fast path", Duration::from_secs(30))
+            .unwrap();
+    }
+    let ps = pods(&mut c, &hosts);
+    assert_eq!(ping(&c.lab, &ps[0].ns, ps[1].ip, 3).unwrap().received, 3);
+    // The device is VXLAN over IPv6: its local address is h1's.
+    let link = c
+        .lab
+        .exec_ok(
+            &hosts[0].ns,
+            &["ip", "-d", "-o", "link", "show", "weft-vxlan"],
+        )
+        .unwrap();
+    let local = hosts[0].underlay_ip6.unwrap().to_string();
+    assert!(
+        link.contains(&format!("local {local}")),
+        "weft-vxlan is not bound to {local}: {link}"
+    );
+    let stats = |c: &Cluster| c.lab.link_stats(&hosts[0].ns, "weft-vxlan").unwrap();
+    let (before, vx_before) = (c.status(&hosts[0]).unwrap(), stats(&c));
+    pods_talk(&c, &ps);
+    let (after, vx_after) = (c.status(&hosts[0]).unwrap(), stats(&c));
+    // Bytes, not packets: the device sends TSO super-packets of up to 64 KiB.
+    let vx = vx_after.tx_bytes - vx_before.tx_bytes;
+    let sleeve: u64 = after.peers.iter().map(|p| p.tx_bytes).sum::<u64>()
+        - before.peers.iter().map(|p| p.tx_bytes).sum::<u64>();
+    assert!(
+        vx > 8 << 20,
+        "the VXLAN device sent {vx} bytes of an 8 MiB transfer"
+    );
+    assert!(
+        sleeve < vx / 100,
+        "the router sent {sleeve} bytes while VXLAN sent {vx}"
+    );
+}
+
+#[test]
+fn a_cut_ipv6_link_is_relayed_around() {
+    let mut c = cluster("w6r");
+    let hosts = c.full_mesh(3, &[SLEEVE; 3]).unwrap();
+    let ps = pods(&mut c, &hosts);
+    assert!(wait_ping(&c.lab, &ps[0], ps[2].ip, Duration::from_secs(10)));
+    let (a, b) = (
+        hosts[0].underlay_ip6.unwrap(),
+        hosts[2].underlay_ip6.unwrap(),
+    );
+    let ul = c.lab.underlay_ns().to_string();
+    c.lab
+        .nft(
+            &ul,
+            &format!(
+                "table bridge weftblock {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip6 saddr {a} ip6 daddr {b} drop\n    ip6 saddr {b} ip6 daddr {a} drop\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+    c.wait_path(&hosts[0], "h3", "via h2", Duration::from_secs(20))
+        .unwrap();
+    c.wait_path(&hosts[2], "h1", "via h2", Duration::from_secs(20))
+        .unwrap();
+    let relayed = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    let t = tcp_transfer_paced(
+        &ps[0],
+        &ps[2],
+        4 << 20,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(t.intact(), "{t:?}");
+    let after = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    assert!(
+        after > relayed + 100,
+        "h2 relayed {} datagrams",
+        after - relayed
+    );
+}

@@ -1,7 +1,8 @@
 //! An IPv6-only underlay (issue 14): hosts with only fd00:200::/64 addresses, routers listening
 //! on `[addr]` and seeded with `[addr]:6783`, carrying IPv4 pod traffic through the sleeve
 //! (plain and encrypted), the kernel VXLAN fast path over IPv6, and a relay when the direct path
-//! between two hosts is cut.
+//! between two hosts is cut; pods with (hand-given) IPv6 addresses talking across hosts on the
+//! sleeve and the fast path, and ICMPv6 Packet Too Big for a pod whose MTU is too large.
 //!
 //! Needs root, nftables and the `weft` binary (`scripts/test.sh`).
 
@@ -210,5 +211,115 @@ fn a_cut_ipv6_link_is_relayed_around() {
         after > relayed + 100,
         "h2 relayed {} datagrams",
         after - relayed
+    );
+}
+
+/// Gives `pod` the IPv6 address fd10:32::<host>:<n>/64, usable at once (no duplicate address
+/// detection).
+fn add_ipv6(c: &Cluster, pod: &Pod, host: u8, n: u8) -> String {
+    let a = format!("fd10:32::{host}:{n}");
+    c.lab
+        .exec_ok(
+            &pod.ns,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+        .unwrap();
+    a
+}
+
+fn ping6(c: &Cluster, from: &Pod, to: &str, args: &[&str]) -> String {
+    let mut argv = vec!["ping", "-6", "-n", "-c", "2", "-i", "0.2", "-W", "1"];
+    argv.extend_from_slice(args);
+    argv.push(to);
+    let out = c.lab.exec(&from.ns, &argv).unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn pods_speak_ipv6_across_hosts_and_oversized_packets_get_packet_too_big() {
+    let mut c = cluster("w6p");
+    let hosts = c.full_mesh(2, &[SLEEVE; 2]).unwrap();
+    let pod_mtu = c.status(&hosts[0]).unwrap().pod_mtu;
+    let ps = pods(&mut c, &hosts);
+    let a6 = add_ipv6(&c, &ps[0], 1, 1);
+    let b6 = add_ipv6(&c, &ps[1], 2, 1);
+    // Neighbour discovery crosses the hosts (its multicast is flooded like a broadcast).
+    let ok = weft_lab::poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        ping6(&c, &ps[0], &b6, &[])
+            .contains(" 0% packet loss")
+            .then_some(())
+    });
+    assert!(ok.is_some(), "{}", ping6(&c, &ps[0], &b6, &[]));
+    assert!(ping6(&c, &ps[1], &a6, &[]).contains(" 0% packet loss"));
+
+    // A pod whose interface MTU is larger than the overlay allows (a misconfiguration) sends
+    // 3000-byte packets: the router answers with ICMPv6 Packet Too Big carrying the pod MTU.
+    let big = c
+        .lab
+        .add_pod(
+            &hosts[0],
+            "big",
+            weft_lab::PodSpec::new(Ipv4Addr::new(10, 32, 1, 50), 12, 9000),
+        )
+        .unwrap();
+    add_ipv6(&c, &big, 1, 50);
+    assert!(ping6(&c, &big, &b6, &[]).contains(" 0% packet loss"));
+    let before = c.status(&hosts[0]).unwrap();
+    let text = ping6(&c, &big, &b6, &["-M", "do", "-s", "3000"]);
+    assert!(
+        text.contains(&format!("mtu={pod_mtu}"))
+            || text.contains(&format!("mtu = {pod_mtu}"))
+            || text.contains("Packet too big"),
+        "{text}"
+    );
+    let after = c.status(&hosts[0]).unwrap();
+    assert!(
+        after.counters["icmp_too_big_sent"] > before.counters["icmp_too_big_sent"],
+        "{:?}",
+        after.counters
+    );
+    // The pod's kernel learned the path MTU: the route to the other pod now carries it.
+    let route = c
+        .lab
+        .exec_ok(&big.ns, &["ip", "-6", "route", "get", &b6])
+        .unwrap();
+    assert!(route.contains(&format!("mtu {pod_mtu}")), "{route}");
+    // And large packets now get through, fragmented by the sender to fit.
+    assert!(
+        ping6(&c, &big, &b6, &["-s", "3000"]).contains(" 0% packet loss"),
+        "no large ping after Packet Too Big"
+    );
+}
+
+#[test]
+fn pods_speak_ipv6_over_the_fast_path_on_an_ipv6_underlay() {
+    let mut c = cluster("w6q");
+    let hosts = c.full_mesh(2, &[]).unwrap();
+    c.wait_path(&hosts[0], "h2", "fast path", Duration::from_secs(30))
+        .unwrap();
+    let ps = pods(&mut c, &hosts);
+    let a6 = add_ipv6(&c, &ps[0], 1, 1);
+    let b6 = add_ipv6(&c, &ps[1], 2, 1);
+    let vx_before = c.lab.link_stats(&hosts[0].ns, "weft-vxlan").unwrap();
+    let ok = weft_lab::poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        ping6(&c, &ps[0], &b6, &[])
+            .contains(" 0% packet loss")
+            .then_some(())
+    });
+    assert!(ok.is_some(), "{}", ping6(&c, &ps[0], &b6, &[]));
+    assert!(ping6(&c, &ps[1], &a6, &[]).contains(" 0% packet loss"));
+    let vx_after = c.lab.link_stats(&hosts[0].ns, "weft-vxlan").unwrap();
+    assert!(
+        vx_after.tx_packets >= vx_before.tx_packets + 4,
+        "the pings did not cross the VXLAN device"
     );
 }

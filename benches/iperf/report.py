@@ -186,12 +186,17 @@ def cmd_row(a):
             r = udp_result(os.path.join(d, f"udp-{length}.json"), length)
             r["cpu"] = cpu_result(os.path.join(d, f"cpu-udp-{length}.txt"), r.get("bytes"))
             row[f"udp_{length}"] = r
-        row["rr"] = rr_result(read(os.path.join(d, "rr.txt")))
-        svc = iperf_result(os.path.join(d, "service.json"))
-        err = (read(os.path.join(d, "service.err")) or "").strip()
-        if "error" in svc and err:
-            svc["error"] += f" ({err[:200]})"
-        row["service"] = svc
+        na = read(os.path.join(d, "rr.na"))
+        row["rr"] = {"na": na.strip()} if na else rr_result(read(os.path.join(d, "rr.txt")))
+        na = read(os.path.join(d, "service.na"))
+        if na:
+            row["service"] = {"na": na.strip()}
+        else:
+            svc = iperf_result(os.path.join(d, "service.json"))
+            err = (read(os.path.join(d, "service.err")) or "").strip()
+            if "error" in svc and err:
+                svc["error"] += f" ({err[:200]})"
+            row["service"] = svc
         mtu = read(os.path.join(d, "pod_mtu"))
         if mtu and mtu.strip().isdigit():
             row["pod_mtu"] = int(mtu)

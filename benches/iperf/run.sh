@@ -23,7 +23,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 # --- rows ----------------------------------------------------------------------------------------
 
 # Row keys in the order they run, and their labels in the table.
-ROWS=(underlay vxlan weft-fast weft-sleeve weft-busy weft-encrypted weft-policy-0 weft-policy-100 weft-policy-1000 tinc nebula boringtun)
+ROWS=(underlay vxlan weft-fast weft-sleeve weft-busy weft-encrypted weft-policy-0 weft-policy-100 weft-policy-1000 tinc nebula boringtun underlay6 vxlan6 weft-fast6 weft-sleeve6 weft-encrypted6)
 declare -A LABEL=(
     [underlay]="underlay"
     [vxlan]="kernel VXLAN (hand-built)"
@@ -37,6 +37,11 @@ declare -A LABEL=(
     [tinc]="tinc (switch mode)"
     [nebula]="nebula"
     [boringtun]="boringtun"
+    [underlay6]="IPv6: underlay"
+    [vxlan6]="IPv6: kernel VXLAN (hand-built)"
+    [weft-fast6]="IPv6: weft fast path"
+    [weft-sleeve6]="IPv6: weft sleeve plain"
+    [weft-encrypted6]="IPv6: weft sleeve encrypted"
 )
 
 # --- options -------------------------------------------------------------------------------------
@@ -258,19 +263,24 @@ wait_for() {
 
 # The underlay: namespace UL with bridge "ul", hosts H1 and H2 with eth0 at 10.200.0.11 and .12
 # (/24, MTU 1500), each a veth whose peer is a port of "ul". As in router/src/lab.rs.
+# The rows whose key ends in 6 (V6=1) use an IPv6-only underlay instead: fd00:200::11 and ::12
+# (/64, no duplicate address detection), and their pods talk over IPv6 (fd10:32::<i>:1/64).
 UNDERLAY_MTU=1500
-host_ip() { echo "10.200.0.1$1"; }
+V6=0
+host_ip() { if ((V6)); then echo "fd00:200::1$1"; else echo "10.200.0.1$1"; fi; }
+host_cidr() { if ((V6)); then echo "$(host_ip "$1")/64 nodad"; else echo "$(host_ip "$1")/24"; fi; }
 lab_up() {
     UL=$NSP-ul H1=$NSP-h1 H2=$NSP-h2
     mkns "$UL"
-    run ip -n "$UL" link add ul type bridge
+    run ip -n "$UL" link add ul type bridge mcast_snooping 0
     run ip -n "$UL" link set ul up
     local i h
     for i in 1 2; do
         h=$NSP-h$i
         mkns "$h"
         run ip -n "$h" link add eth0 mtu "$UNDERLAY_MTU" type veth peer name "h$i" mtu "$UNDERLAY_MTU" netns "$UL"
-        run ip -n "$h" addr add "$(host_ip "$i")/24" dev eth0
+        # shellcheck disable=SC2046 # "ADDR/LEN" or "ADDR/LEN nodad"
+        run ip -n "$h" addr add $(host_cidr "$i") dev eth0
         run ip -n "$h" link set eth0 up
         run ip -n "$UL" link set "h$i" master ul up
     done
@@ -285,6 +295,10 @@ pod_add() {
     mkns "$p"
     run ip -n "$p" link add eth0 mtu "$mtu" type veth peer name vp1 mtu "$mtu" netns "$h"
     run ip -n "$p" addr add "$cidr" dev eth0
+    if ((V6)); then
+        local last=${cidr%/*}
+        run ip -n "$p" addr add "fd10:32::$i:${last##*.}/64" dev eth0 nodad
+    fi
     run ip -n "$p" link set eth0 up
     if [[ -n $bridge ]]; then
         run ip -n "$h" link set vp1 master "$bridge"
@@ -374,6 +388,10 @@ measure_udp() {
 # second = replies received / duration. Needs sockperf (benches/iperf/install.sh).
 RR_PORT=11111
 measure_rr() {
+    if [[ $DST_IP == *:* ]]; then
+        echo "sockperf 3.7 (Debian) takes no IPv6 address" >"$ROW_DIR/rr.na"
+        return
+    fi
     if ! command -v sockperf >/dev/null; then
         echo "sockperf is not installed (benches/iperf/install.sh)" >"$ROW_DIR/rr.txt"
         return
@@ -396,6 +414,10 @@ rr_listening() { ip netns exec "$DST_NS" ss -Hltn "sport = :$RR_PORT" | grep -q 
 SERVICE_IP=10.96.0.10
 measure_service() {
     local out
+    if [[ $DST_IP == *:* ]]; then
+        echo "not measured over IPv6 (the kube-proxy rules here are IPv4)" >"$ROW_DIR/service.na"
+        return
+    fi
     if ! out=$(service_up 2>&1); then
         echo "could not set the Service up: ${out//$'\n'/ }" >"$ROW_DIR/service.err"
         return
@@ -484,6 +506,7 @@ row_underlay() {
 #    all-zeros flood entry to the other host (no learning from the network).
 VXLAN_MTU=1450
 row_vxlan() {
+    ((V6)) && VXLAN_MTU=1430 # 20 bytes more of outer header
     lab_up
     local i o h
     for i in 1 2; do
@@ -896,6 +919,15 @@ row_boringtun() {
     PATH_WHAT="h1's boringtun device ${WG_NAME[1]}"
     row_path_bytes() { link_tx_bytes "$H1" "${WG_NAME[1]}"; }
 }
+
+# --- IPv6: the same rows on an IPv6-only underlay, pod to pod over IPv6 ---
+
+v6_pods() { DST_IP=fd10:32::2:1; }
+row_underlay6() { V6=1; row_underlay; DST_IP=$(host_ip 2); }
+row_vxlan6() { V6=1; row_vxlan; v6_pods; }
+row_weft_fast6() { V6=1; row_weft_fast; v6_pods; }
+row_weft_sleeve6() { V6=1; row_weft_sleeve; v6_pods; }
+row_weft_encrypted6() { V6=1; row_weft_encrypted; v6_pods; }
 
 # --- main ----------------------------------------------------------------------------------------
 

@@ -329,20 +329,16 @@ impl Sim {
 
 #[test]
 fn simultaneous_start_every_peer_gets_a_block_and_no_block_has_two_holders() {
-    for n in [3usize, 5] {
+    for (n, v6) in [(3usize, false), (5, false), (3, true), (5, true)] {
         for seed in 0..20 {
-            // Few blocks, so that simultaneous claims collide often.
-            let blocks_prefix = if n == 3 { 22 } else { 21 };
-            let mut sim = Sim::new(
-                n,
-                cfg(
-                    &format!("10.32.0.0/{blocks_prefix}"),
-                    24,
-                    n,
-                    Duration::from_secs(3600),
-                ),
-                seed,
-            );
+            // Few blocks, so that simultaneous claims collide often: 4 for 3 hosts, 8 for 5.
+            let extra = if n == 3 { 2 } else { 3 };
+            let (cidr, block) = if v6 {
+                (format!("fd10:32::/{}", 64 - extra), 64)
+            } else {
+                (format!("10.32.0.0/{}", 24 - extra), 24)
+            };
+            let mut sim = Sim::new(n, cfg(&cidr, block, n, Duration::from_secs(3600)), seed);
             sim.want = vec![1; n];
             assert!(
                 sim.run_until(600, |s| s.all_have(1)),
@@ -357,6 +353,25 @@ fn simultaneous_start_every_peer_gets_a_block_and_no_block_has_two_holders() {
             let held: usize = (0..n).map(|i| sim.held(i).len()).sum();
             assert_eq!(held, sim.want.iter().sum::<usize>());
         }
+    }
+}
+
+/// A pod CIDR of 16 blocks: 10.32.0.0/20 in /24s, or fd10:32::/60 in /64s (IPv6 blocks go
+/// through the same agreement; the property tests draw the family).
+fn sixteen_blocks(v6: bool, init_peers: usize, grace: Duration) -> IpamConfig {
+    if v6 {
+        cfg("fd10:32::/60", 64, init_peers, grace)
+    } else {
+        cfg("10.32.0.0/20", 24, init_peers, grace)
+    }
+}
+
+/// A pod CIDR of 4 blocks: 10.32.0.0/22 in /24s, or fd10:32::/62 in /64s.
+fn four_blocks(v6: bool, init_peers: usize, grace: Duration) -> IpamConfig {
+    if v6 {
+        cfg("fd10:32::/62", 64, init_peers, grace)
+    } else {
+        cfg("10.32.0.0/22", 24, init_peers, grace)
     }
 }
 
@@ -394,7 +409,12 @@ fn three_hosts_each_alone_at_start_claim_nothing() {
 
 #[test]
 fn a_restarted_peer_keeps_its_blocks_and_votes() {
-    let mut sim = Sim::new(3, cfg("10.32.0.0/22", 24, 3, Duration::from_secs(3600)), 11);
+    a_restarted_peer_keeps_its_blocks_and_votes_in(false);
+    a_restarted_peer_keeps_its_blocks_and_votes_in(true);
+}
+
+fn a_restarted_peer_keeps_its_blocks_and_votes_in(v6: bool) {
+    let mut sim = Sim::new(3, four_blocks(v6, 3, Duration::from_secs(3600)), 11);
     sim.want = vec![1; 3];
     assert!(sim.run_until(300, |s| s.all_have(1)));
     let before = sim.ipam(1).own().clone();
@@ -423,7 +443,12 @@ fn a_restarted_peer_keeps_its_blocks_and_votes() {
 
 #[test]
 fn restart_from_a_lost_state_file_adopts_its_record_from_the_peers() {
-    let mut sim = Sim::new(3, cfg("10.32.0.0/22", 24, 3, Duration::from_secs(3600)), 12);
+    restart_from_a_lost_state_file_adopts_its_record_from_the_peers_in(false);
+    restart_from_a_lost_state_file_adopts_its_record_from_the_peers_in(true);
+}
+
+fn restart_from_a_lost_state_file_adopts_its_record_from_the_peers_in(v6: bool) {
+    let mut sim = Sim::new(3, four_blocks(v6, 3, Duration::from_secs(3600)), 12);
     sim.want = vec![1; 3];
     assert!(sim.run_until(300, |s| s.all_have(1)));
     let before = sim.ipam(2).own().clone();
@@ -436,7 +461,12 @@ fn restart_from_a_lost_state_file_adopts_its_record_from_the_peers() {
 
 #[test]
 fn leave_hands_blocks_back_and_stops_counting() {
-    let mut sim = Sim::new(4, cfg("10.32.0.0/22", 24, 4, Duration::from_secs(3600)), 5);
+    leave_hands_blocks_back_and_stops_counting_in(false);
+    leave_hands_blocks_back_and_stops_counting_in(true);
+}
+
+fn leave_hands_blocks_back_and_stops_counting_in(v6: bool) {
+    let mut sim = Sim::new(4, four_blocks(v6, 4, Duration::from_secs(3600)), 5);
     sim.want = vec![1; 4];
     assert!(sim.run_until(300, |s| s.all_have(1)));
     let b3 = sim.held(3)[0];
@@ -463,8 +493,13 @@ fn leave_hands_blocks_back_and_stops_counting() {
 
 #[test]
 fn a_dead_host_is_reclaimed_after_the_grace_period_and_its_block_reused() {
+    a_dead_host_is_reclaimed_after_the_grace_period_and_its_block_reused_in(false);
+    a_dead_host_is_reclaimed_after_the_grace_period_and_its_block_reused_in(true);
+}
+
+fn a_dead_host_is_reclaimed_after_the_grace_period_and_its_block_reused_in(v6: bool) {
     let grace = Duration::from_secs(30);
-    let mut sim = Sim::new(3, cfg("10.32.0.0/22", 24, 3, grace), 21);
+    let mut sim = Sim::new(3, four_blocks(v6, 3, grace), 21);
     sim.want = vec![1; 3];
     assert!(sim.run_until(300, |s| s.all_have(1)));
     let dead = sim.held(2)[0];
@@ -492,9 +527,14 @@ fn a_dead_host_is_reclaimed_after_the_grace_period_and_its_block_reused() {
 
 #[test]
 fn a_deleted_host_is_reclaimed_at_once_but_not_while_it_is_still_reachable() {
+    a_deleted_host_is_reclaimed_at_once_but_not_while_it_is_still_reachable_in(false);
+    a_deleted_host_is_reclaimed_at_once_but_not_while_it_is_still_reachable_in(true);
+}
+
+fn a_deleted_host_is_reclaimed_at_once_but_not_while_it_is_still_reachable_in(v6: bool) {
     // A grace period far beyond the test: only the deletion can reclaim.
     let grace = Duration::from_secs(3600);
-    let mut sim = Sim::new(3, cfg("10.32.0.0/22", 24, 3, grace), 23);
+    let mut sim = Sim::new(3, four_blocks(v6, 3, grace), 23);
     sim.want = vec![1; 3];
     assert!(sim.run_until(300, |s| s.all_have(1)));
     let gone = sim.names[2];
@@ -524,8 +564,13 @@ fn a_deleted_host_is_reclaimed_at_once_but_not_while_it_is_still_reachable() {
 
 #[test]
 fn a_partitioned_minority_is_reclaimed_only_by_the_majority_and_notices_on_healing() {
+    a_partitioned_minority_is_reclaimed_only_by_the_majority_and_notices_on_healing_in(false);
+    a_partitioned_minority_is_reclaimed_only_by_the_majority_and_notices_on_healing_in(true);
+}
+
+fn a_partitioned_minority_is_reclaimed_only_by_the_majority_and_notices_on_healing_in(v6: bool) {
     let grace = Duration::from_secs(20);
-    let mut sim = Sim::new(3, cfg("10.32.0.0/22", 24, 3, grace), 31);
+    let mut sim = Sim::new(3, four_blocks(v6, 3, grace), 31);
     sim.want = vec![1; 3];
     assert!(sim.run_until(300, |s| s.all_have(1)));
     let b2 = sim.held(2)[0];
@@ -549,8 +594,13 @@ fn a_partitioned_minority_is_reclaimed_only_by_the_majority_and_notices_on_heali
 
 #[test]
 fn a_three_way_split_reclaims_nobody() {
+    a_three_way_split_reclaims_nobody_in(false);
+    a_three_way_split_reclaims_nobody_in(true);
+}
+
+fn a_three_way_split_reclaims_nobody_in(v6: bool) {
     let grace = Duration::from_secs(10);
-    let mut sim = Sim::new(3, cfg("10.32.0.0/22", 24, 3, grace), 41);
+    let mut sim = Sim::new(3, four_blocks(v6, 3, grace), 41);
     sim.want = vec![1; 3];
     assert!(sim.run_until(300, |s| s.all_have(1)));
     let held: Vec<_> = (0..3).map(|i| sim.held(i)).collect();
@@ -567,7 +617,12 @@ fn a_three_way_split_reclaims_nobody() {
 
 #[test]
 fn a_two_host_cluster_never_reclaims() {
-    let mut sim = Sim::new(2, cfg("10.32.0.0/22", 24, 2, Duration::from_secs(5)), 51);
+    a_two_host_cluster_never_reclaims_in(false);
+    a_two_host_cluster_never_reclaims_in(true);
+}
+
+fn a_two_host_cluster_never_reclaims_in(v6: bool) {
+    let mut sim = Sim::new(2, four_blocks(v6, 2, Duration::from_secs(5)), 51);
     sim.want = vec![1; 2];
     assert!(sim.run_until(300, |s| s.all_have(1)));
     sim.crash(1);
@@ -597,8 +652,13 @@ fn lost_messages_are_repaired_by_anti_entropy() {
 
 #[test]
 fn a_large_cluster_state_fits_in_chunked_messages() {
+    large_cluster_state_in(cfg("10.0.0.0/8", 24, 1, Duration::from_secs(3600)));
+    // IPv6 blocks are written longer (fd10:32:0:257::/64): still within the frame limit.
+    large_cluster_state_in(cfg("fd10:32::/48", 64, 1, Duration::from_secs(3600)));
+}
+
+fn large_cluster_state_in(c: IpamConfig) {
     // 600 hosts' worth of records with one claim each, synced to a new neighbour.
-    let c = cfg("10.0.0.0/8", 24, 1, Duration::from_secs(3600));
     let now = Instant::now();
     let mut records = Vec::new();
     for i in 0..600u64 {
@@ -703,8 +763,9 @@ proptest! {
         n in 3usize..=5,
         seed in any::<u64>(),
         ops in proptest::collection::vec(op(5), 1..40),
+        v6 in any::<bool>(),
     ) {
-        let mut sim = Sim::new(n, cfg("10.32.0.0/20", 24, n, Duration::from_secs(36_000)), seed);
+        let mut sim = Sim::new(n, sixteen_blocks(v6, n, Duration::from_secs(36_000)), seed);
         for o in ops {
             apply(&mut sim, n, o);
         }
@@ -721,8 +782,9 @@ proptest! {
         n in 3usize..=5,
         seed in any::<u64>(),
         ops in proptest::collection::vec(op_with_crashes(5), 1..40),
+        v6 in any::<bool>(),
     ) {
-        let mut sim = Sim::new(n, cfg("10.32.0.0/20", 24, n, Duration::from_secs(5)), seed);
+        let mut sim = Sim::new(n, sixteen_blocks(v6, n, Duration::from_secs(5)), seed);
         for o in ops {
             apply(&mut sim, n, o);
         }

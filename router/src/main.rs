@@ -356,14 +356,22 @@ fn build_config(a: RouterArgs) -> Result<daemon::Config> {
         Some(c) => {
             let cidr: gossip::ipam::Block = c.parse().with_context(|| {
                 // A prefix with host bits set: name the network the operator probably meant.
-                let meant = c
-                    .split_once('/')
-                    .and_then(|(a, n)| gossip::ipam::Block::new(a.parse().ok()?, n.parse().ok()?));
+                let meant = c.split_once('/').and_then(|(a, n)| {
+                    gossip::ipam::Block::new(a.parse::<std::net::IpAddr>().ok()?, n.parse().ok()?)
+                });
                 match meant {
                     Some(b) => format!("--pod-cidr {c:?} has host bits set: did you mean {b}?"),
                     None => format!("--pod-cidr {c:?} (e.g. 10.32.0.0/12)"),
                 }
             })?;
+            if cidr.is_ipv6() {
+                // The IPAM agreement (gossip::ipam) handles IPv6 blocks; the pod side (addresses,
+                // the CNI result, the port guard, masquerade) does not yet.
+                anyhow::bail!(
+                    "--pod-cidr {cidr}: IPv6 pod CIDRs are not supported yet (pods get IPv4 \
+                     addresses from an IPv4 --pod-cidr such as 10.32.0.0/12)"
+                );
+            }
             let block_prefix = a
                 .pod_block_prefix
                 .unwrap_or_else(|| weft::ipam::default_block_prefix(cidr));

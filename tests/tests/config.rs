@@ -59,6 +59,14 @@ fn typos_bad_values_and_other_versions_are_refused_naming_the_key() {
     assert!(!ok && text.contains("configuration version 1"), "{text}");
     let (ok, text) = check("pod-cidr = \"10.32.0.1/12\"\n", &[]);
     assert!(!ok && text.contains("did you mean 10.32.0.0/12"), "{text}");
+    let (ok, text) = check("pod-cidr = \"fd10:32::1/48\"\n", &[]);
+    assert!(!ok && text.contains("did you mean fd10:32::/48"), "{text}");
+    // IPv6 pod CIDRs parse, and are refused by name until the pod side speaks IPv6.
+    let (ok, text) = check("pod-cidr = \"fd10:32::/48\"\n", &[]);
+    assert!(
+        !ok && text.contains("fd10:32::/48: IPv6 pod CIDRs are not supported yet"),
+        "{text}"
+    );
     let (ok, text) = check("secret-file = \"/nonexistent/weft-secret\"\n", &[]);
     assert!(!ok && text.contains("/nonexistent/weft-secret"), "{text}");
     let (ok, text) = check("listen = \n", &[]);

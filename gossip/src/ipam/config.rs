@@ -2,7 +2,6 @@
 //! cannot be had ([`IpamError`]).
 
 use super::Block;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,13 +22,10 @@ pub struct IpamConfig {
 }
 
 impl IpamConfig {
-    /// Checks the configuration: the block size must lie inside the CIDR, and the CIDR may hold
-    /// at most 2^20 blocks.
-    ///
-    /// IPv4 only today, like [`Block`]: the `32` below and the arithmetic of [`Self::block`]
-    /// assume it.
+    /// Checks the configuration: the block size must lie inside the CIDR (and within the
+    /// family's 32 or 128 bits), and the CIDR may hold at most 2^20 blocks.
     pub fn validate(&self) -> Result<(), String> {
-        if self.block_prefix > 32 || self.block_prefix < self.cidr.prefix() {
+        if self.block_prefix > self.cidr.family_bits() || self.block_prefix < self.cidr.prefix() {
             return Err(format!(
                 "block size /{} does not fit in the pod CIDR {}",
                 self.block_prefix, self.cidr
@@ -52,13 +48,9 @@ impl IpamConfig {
         1u64 << (self.block_prefix - self.cidr.prefix())
     }
 
-    /// The `i`th block of the CIDR. IPv4 arithmetic: IPAM is IPv4 only today (see [`Block`]).
+    /// The `i`th block of the CIDR, of the CIDR's family.
     pub fn block(&self, i: u64) -> Option<Block> {
-        if i >= self.block_count() {
-            return None;
-        }
-        let base = u32::from(self.cidr.base()) + (i << (32 - self.block_prefix)) as u32;
-        Block::new(Ipv4Addr::from(base), self.block_prefix)
+        self.cidr.subblock(self.block_prefix, i)
     }
 
     /// Whether `b` is one of the CIDR's blocks.

@@ -4,14 +4,19 @@
 
 use anyhow::{bail, Context, Result};
 use gossip::ipam::Block;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-/// The default block size for a pod CIDR: /24, or the CIDR's prefix + 2 (four blocks) when the
-/// CIDR is a /23 or smaller.
+/// The default block size for a pod CIDR. IPv4: /24, or the CIDR's prefix + 2 (four blocks)
+/// when the CIDR is a /23 or smaller. IPv6: /64 (Kubernetes' default per-node size) when the CIDR
+/// is a /44 to a /56; for a longer CIDR 8 bits more than it (256 blocks), at most /120; for a
+/// shorter one 20 bits more (2^20 blocks, the most a CIDR may hold).
 pub fn default_block_prefix(cidr: Block) -> u8 {
-    if cidr.prefix() >= 23 {
-        cidr.prefix() + 2
+    let p = cidr.prefix();
+    if cidr.is_ipv6() {
+        (p + 8).max(64).min(p.saturating_add(20)).min(120)
+    } else if p >= 23 {
+        p + 2
     } else {
         24
     }
@@ -25,9 +30,10 @@ pub fn validate(cidr: Block, block_prefix: u8) -> Result<()> {
             cidr.prefix()
         );
     }
-    if block_prefix > 30 {
+    let most = cidr.family_bits() - 2;
+    if block_prefix > most {
         bail!(
-            "--pod-block-prefix {block_prefix} makes blocks of fewer than 4 addresses: it must be 30 or less"
+            "--pod-block-prefix {block_prefix} makes blocks of fewer than 4 addresses: it must be {most} or less"
         );
     }
     Ok(())
@@ -71,22 +77,32 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs(total))
 }
 
+/// A block's first address as IPv4. The router's pod side is IPv4 only for now: its start
+/// refuses an IPv6 pod CIDR, and a block outside the pod CIDR is never held, so an IPv6 block
+/// does not get here (it would map to 0.0.0.0, which is never assignable).
+fn base4(block: Block) -> Ipv4Addr {
+    match block.base() {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
 /// The gateway of a block: its second address.
 pub fn gateway(block: Block) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(block.base()).wrapping_add(1))
+    Ipv4Addr::from(u32::from(base4(block)).wrapping_add(1))
 }
 
 /// The last address of a block.
 pub(crate) fn last(block: Block) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(block.base()).wrapping_add((block.size() - 1) as u32))
+    Ipv4Addr::from(u32::from(base4(block)).wrapping_add((block.size() - 1) as u32))
 }
 
 /// Whether `ip` may be given to a pod: not a block's network or gateway address, not the pod
 /// CIDR's first or last address.
 pub fn assignable(cidr: Block, block: Block, ip: Ipv4Addr) -> bool {
     block.contains(ip)
-        && ip != block.base()
+        && ip != base4(block)
         && ip != gateway(block)
-        && ip != cidr.base()
+        && ip != base4(cidr)
         && ip != last(cidr)
 }

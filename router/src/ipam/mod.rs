@@ -697,6 +697,30 @@ mod tests {
         assert!(validate(b("10.32.0.0/12"), 11).is_err());
         assert!(validate(b("10.32.0.0/28"), 30).is_ok());
         assert!(validate(b("10.32.0.0/28"), 31).is_err());
+        // IPv6: /64 per host for the usual cluster sizes, and always a valid block count.
+        for (cidr, want) in [
+            ("fd10:32::/48", 64),
+            ("fd10:32::/44", 64),
+            ("fd10:32::/56", 64),
+            ("fd10:32::/64", 72),
+            ("fd10:32::/112", 120),
+            ("fd10::/32", 52),
+            ("fd10:32::/120", 120),
+        ] {
+            let c = b(cidr);
+            assert_eq!(default_block_prefix(c), want, "{cidr}");
+            assert!(validate(c, want).is_ok(), "{cidr}");
+            let ipam = gossip::ipam::IpamConfig {
+                cidr: c,
+                block_prefix: want,
+                grace: Duration::from_secs(60),
+                init_peers: 1,
+                state_file: None,
+            };
+            assert_eq!(ipam.validate(), Ok(()), "{cidr}");
+        }
+        assert!(validate(b("fd10:32::/48"), 126).is_ok());
+        assert!(validate(b("fd10:32::/48"), 127).is_err());
     }
 
     #[test]

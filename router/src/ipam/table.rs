@@ -78,7 +78,9 @@ impl Table {
         blocks.sort();
         for b in blocks {
             for i in 2..b.size() {
-                let ip = b.nth(i)?;
+                let std::net::IpAddr::V4(ip) = b.nth(i)? else {
+                    break; // IPv4 only for now (see addr.rs)
+                };
                 if assignable(cidr, b, ip) && !used.contains(&ip) {
                     return Some(ip);
                 }

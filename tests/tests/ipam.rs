@@ -429,7 +429,10 @@ fn leave_refuses_with_reservations_then_hands_everything_back() {
     assert_eq!(st.held.len(), 2, "{:?}", st.held);
     let blocks: Vec<gossip::ipam::Block> = st.held.iter().map(|b| b.parse().unwrap()).collect();
     for b in &blocks {
-        assert!(!got.contains(&b.base()) && !got.contains(&weft::ipam::gateway(*b)));
+        let std::net::IpAddr::V4(base) = b.base() else {
+            panic!("an IPv6 block {b}")
+        };
+        assert!(!got.contains(&base) && !got.contains(&weft::ipam::gateway(*b)));
     }
     // The first block filled completely: 62 addresses, its last one included (unless it is the
     // pod CIDR's last address).
@@ -438,6 +441,9 @@ fn leave_refuses_with_reservations_then_hands_everything_back() {
         .find(|b| got.iter().filter(|ip| b.contains(**ip)).count() >= 61)
         .expect("one block filled up");
     let last = full.nth(63).unwrap();
+    let std::net::IpAddr::V4(last) = last else {
+        panic!("an IPv6 block {full}")
+    };
     if last != Ipv4Addr::new(10, 40, 255, 255) {
         assert!(got.contains(&last), "a block's last address is usable");
     }

@@ -2,7 +2,8 @@
 //! on `[addr]` and seeded with `[addr]:6783`, carrying IPv4 pod traffic through the sleeve
 //! (plain and encrypted), the kernel VXLAN fast path over IPv6, and a relay when the direct path
 //! between two hosts is cut; pods with (hand-given) IPv6 addresses talking across hosts on the
-//! sleeve and the fast path, and ICMPv6 Packet Too Big for a pod whose MTU is too large.
+//! sleeve and the fast path, each neighbour solicitation reaching every remote pod once, and
+//! ICMPv6 Packet Too Big for a pod whose MTU is too large.
 //!
 //! Needs root, nftables and the `weft` binary (`scripts/test.sh`).
 
@@ -321,5 +322,65 @@ fn pods_speak_ipv6_over_the_fast_path_on_an_ipv6_underlay() {
     assert!(
         vx_after.tx_packets >= vx_before.tx_packets + 4,
         "the pings did not cross the VXLAN device"
+    );
+}
+
+/// Counts, in `pod`, the neighbour solicitations for `target` that reach its `eth0` (they go to
+/// the target's solicited-node multicast group, flooded like a broadcast).
+fn count_solicitations(c: &Cluster, pod: &Pod, group: &str) {
+    c.lab
+        .nft(
+            &pod.ns,
+            &format!(
+                "table netdev weftnd {{\n  counter ns {{ }}\n  chain in {{\n    type filter hook ingress device \"eth0\" priority 0; policy accept;\n    ip6 daddr {group} icmpv6 type nd-neighbor-solicit counter name \"ns\"\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+}
+
+fn solicitations(c: &Cluster, pod: &Pod) -> u64 {
+    let out = c
+        .lab
+        .exec_ok(
+            &pod.ns,
+            &["nft", "list", "counter", "netdev", "weftnd", "ns"],
+        )
+        .unwrap();
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {out}"))
+}
+
+#[test]
+fn each_neighbour_solicitation_reaches_every_remote_pod_exactly_once() {
+    let mut c = cluster("w6n");
+    let hosts = c.full_mesh(3, &[SLEEVE; 3]).unwrap();
+    let sender = c.add_pod(&hosts[0], "tx", pod_ip(1)).unwrap();
+    add_ipv6(&c, &sender, 1, 9);
+    let mut ps = vec![c
+        .add_pod(&hosts[0], "p2", Ipv4Addr::new(10, 32, 1, 2))
+        .unwrap()];
+    ps.extend(pods(&mut c, &hosts[1..]));
+    // fd10:32::c8:c8 is nobody's: its solicited-node group is ff02::1:ffc8:c8.
+    for p in &ps {
+        count_solicitations(&c, p, "ff02::1:ffc8:c8");
+    }
+    // The kernel multicasts the solicitation 3 times, a second apart, then gives up.
+    let _ = ping6(&c, &sender, "fd10:32::c8:c8", &["-c", "1", "-W", "4"]);
+    let first = weft_lab::poll_until(Duration::from_secs(6), Duration::from_millis(100), || {
+        let n = solicitations(&c, &ps[0]);
+        (n >= 3).then_some(n)
+    })
+    .expect("the pod on the sender's bridge saw the solicitations");
+    let counts = weft_lab::poll_until(Duration::from_secs(3), Duration::from_millis(100), || {
+        let counts: Vec<u64> = ps.iter().map(|p| solicitations(&c, p)).collect();
+        counts.iter().all(|n| *n == first).then_some(counts)
+    });
+    assert!(
+        counts.is_some(),
+        "solicitations seen per pod (local first): {:?}",
+        ps.iter().map(|p| solicitations(&c, p)).collect::<Vec<_>>()
     );
 }

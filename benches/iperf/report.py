@@ -58,8 +58,8 @@ def ping_stats(text):
     }
 
 
-def iperf_result(path):
-    """Throughput the server received, from `iperf3 --json`."""
+def iperf_json(path):
+    """The document `iperf3 --json` wrote, or {"error": why} when there is none."""
     text = read(path)
     if not text:
         return {"error": "no iperf3 output"}
@@ -69,6 +69,14 @@ def iperf_result(path):
         return {"error": "iperf3 output is not JSON: " + text.strip()[:200]}
     if doc.get("error"):
         return {"error": "iperf3: " + doc["error"]}
+    return doc
+
+
+def iperf_result(path):
+    """Throughput the server received, from `iperf3 --json`."""
+    doc = iperf_json(path)
+    if "error" in doc:
+        return doc
     end = doc.get("end", {})
     recv, sent = end.get("sum_received", {}), end.get("sum_sent", {})
     if not recv.get("bytes"):
@@ -84,15 +92,9 @@ def iperf_result(path):
 
 def udp_result(path, length):
     """What the iperf3 server received from a UDP flow of `length`-byte datagrams (-b 0)."""
-    text = read(path)
-    if not text:
-        return {"error": "no iperf3 output"}
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        return {"error": "iperf3 output is not JSON: " + text.strip()[:200]}
-    if doc.get("error"):
-        return {"error": "iperf3: " + doc["error"]}
+    doc = iperf_json(path)
+    if "error" in doc:
+        return doc
     recv = doc.get("end", {}).get("sum_received") or doc.get("end", {}).get("sum") or {}
     if not recv.get("bytes") or not recv.get("seconds"):
         return {"error": "iperf3 received nothing"}

@@ -650,6 +650,17 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// The packets an nftables named counter in a lab namespace has counted
+    /// (`nft list counter FAMILY TABLE NAME`).
+    pub fn nft_counter(&self, ns: &str, family: &str, table: &str, name: &str) -> Result<u64> {
+        let out = self.exec_ok(ns, &["nft", "list", "counter", family, table, name])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no packet count in {out}"))
+    }
+
     /// Loads an nftables ruleset inside a lab namespace (`nft -f -`, the ruleset on stdin).
     pub fn nft(&self, ns: &str, ruleset: &str) -> Result<()> {
         self.check_own_ns(ns)?;

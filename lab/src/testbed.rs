@@ -478,15 +478,7 @@ pub fn count_arp_requests(lab: &Lab, pod: &Pod, target: Ipv4Addr) -> Result<()> 
 
 /// The count of [`count_arp_requests`] in `pod`.
 pub fn arp_requests(lab: &Lab, pod: &Pod) -> Result<u64> {
-    let out = lab.exec_ok(
-        &pod.ns,
-        &["nft", "list", "counter", "netdev", "weftcount", "arpreq"],
-    )?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("no packet count in {out}"))
+    lab.nft_counter(&pod.ns, "netdev", "weftcount", "arpreq")
 }
 
 /// Result of a TCP transfer between two pods.

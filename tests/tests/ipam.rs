@@ -282,15 +282,7 @@ fn concurrent_allocations_on_three_hosts_are_distinct_and_survive_a_restart() {
 /// The packets of ICMP echo requests from `saddr` that reached namespace `ns`'s input hook, by
 /// an nftables counter installed with [`count_echo_from`].
 fn echo_count(c: &Cluster, ns: &str, name: &str) -> u64 {
-    let out = c
-        .lab
-        .exec_ok(ns, &["nft", "list", "counter", "ip", "weftcount", name])
-        .unwrap();
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no packet count in {out}"))
+    c.lab.nft_counter(ns, "ip", "weftcount", name).unwrap()
 }
 
 /// Counts, in `ns`, echo requests coming from each of `sources` (counter `from_<i>`).

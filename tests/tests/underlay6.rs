@@ -245,6 +245,16 @@ fn ping6(c: &Cluster, from: &Pod, to: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// Pings `to` from `from` until two pings in a row are answered (at most 10 s).
+fn wait_ping6(c: &Cluster, from: &Pod, to: &str) {
+    let ok = weft_lab::poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        ping6(c, from, to, &[])
+            .contains(" 0% packet loss")
+            .then_some(())
+    });
+    assert!(ok.is_some(), "{}", ping6(c, from, to, &[]));
+}
+
 #[test]
 fn pods_speak_ipv6_across_hosts_and_oversized_packets_get_packet_too_big() {
     let mut c = cluster("w6p");
@@ -254,12 +264,7 @@ fn pods_speak_ipv6_across_hosts_and_oversized_packets_get_packet_too_big() {
     let a6 = add_ipv6(&c, &ps[0], 1, 1);
     let b6 = add_ipv6(&c, &ps[1], 2, 1);
     // Neighbour discovery crosses the hosts (its multicast is flooded like a broadcast).
-    let ok = weft_lab::poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
-        ping6(&c, &ps[0], &b6, &[])
-            .contains(" 0% packet loss")
-            .then_some(())
-    });
-    assert!(ok.is_some(), "{}", ping6(&c, &ps[0], &b6, &[]));
+    wait_ping6(&c, &ps[0], &b6);
     assert!(ping6(&c, &ps[1], &a6, &[]).contains(" 0% packet loss"));
 
     // A pod whose interface MTU is larger than the overlay allows (a misconfiguration) sends
@@ -311,12 +316,7 @@ fn pods_speak_ipv6_over_the_fast_path_on_an_ipv6_underlay() {
     let a6 = add_ipv6(&c, &ps[0], 1, 1);
     let b6 = add_ipv6(&c, &ps[1], 2, 1);
     let vx_before = c.lab.link_stats(&hosts[0].ns, "weft-vxlan").unwrap();
-    let ok = weft_lab::poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
-        ping6(&c, &ps[0], &b6, &[])
-            .contains(" 0% packet loss")
-            .then_some(())
-    });
-    assert!(ok.is_some(), "{}", ping6(&c, &ps[0], &b6, &[]));
+    wait_ping6(&c, &ps[0], &b6);
     assert!(ping6(&c, &ps[1], &a6, &[]).contains(" 0% packet loss"));
     let vx_after = c.lab.link_stats(&hosts[0].ns, "weft-vxlan").unwrap();
     assert!(
@@ -339,18 +339,9 @@ fn count_solicitations(c: &Cluster, pod: &Pod, group: &str) {
 }
 
 fn solicitations(c: &Cluster, pod: &Pod) -> u64 {
-    let out = c
-        .lab
-        .exec_ok(
-            &pod.ns,
-            &["nft", "list", "counter", "netdev", "weftnd", "ns"],
-        )
-        .unwrap();
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no packet count in {out}"))
+    c.lab
+        .nft_counter(&pod.ns, "netdev", "weftnd", "ns")
+        .unwrap()
 }
 
 #[test]

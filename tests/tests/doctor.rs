@@ -198,6 +198,7 @@ fn every_check_fails_on_purpose_and_passes_when_fixed() {
             "cni.config_order",
             "links",
             "mtu.underlay",
+            "mtu.pods",
             &format!("peer.{peer}.tcp"),
             &format!("peer.{peer}.udp"),
             &format!("peer.{peer}.vxlan"),
@@ -345,6 +346,25 @@ fn every_check_fails_on_purpose_and_passes_when_fixed() {
     d.c.restart_router(h2).unwrap();
     d.expect(h1, "peer.h2.mtu", Status::Ok);
     d.expect(h2, "mtu.underlay", Status::Ok);
+
+    // A pod attached by hand with MTU 9000 on h1's bridge: the fast path would drop its large
+    // frames without a word. Removing it fixes it.
+    let big =
+        d.c.lab
+            .add_pod(
+                h1,
+                "big",
+                weft_lab::PodSpec::new(std::net::Ipv4Addr::new(10, 32, 1, 50), 12, 9000),
+            )
+            .unwrap();
+    let r = d.expect(h1, "mtu.pods", Status::Fail);
+    assert!(
+        r.get("mtu.pods").unwrap().found.contains("(9000)"),
+        "{}",
+        r.render()
+    );
+    d.c.lab.remove_pod(&big).unwrap();
+    d.expect(h1, "mtu.pods", Status::Ok);
 
     // Everything fixed: no failure or warning left on either host.
     for h in [h1, h2] {

@@ -164,6 +164,23 @@ pub struct Link {
     pub mtu: u32,
     /// Up and not loopback.
     pub up: bool,
+    /// Interface index.
+    pub index: u32,
+    /// The index of the bridge it is a port of.
+    pub controller: Option<u32>,
+}
+
+/// The ports of bridge `bridge` other than `skip` (the router's TAP and VXLAN device): the host
+/// ends of the pods' veths, with their MTUs.
+pub fn bridge_ports(links: &[Link], bridge: &str, skip: &[&str]) -> Vec<(String, u32)> {
+    let Some(b) = links.iter().find(|l| l.fact.name == bridge) else {
+        return Vec::new();
+    };
+    links
+        .iter()
+        .filter(|l| l.controller == Some(b.index) && !skip.contains(&l.fact.name.as_str()))
+        .map(|l| (l.fact.name.clone(), l.mtu))
+        .collect()
 }
 
 /// The links of the caller's network namespace (netlink dumps; nothing is changed).
@@ -198,6 +215,8 @@ pub fn links() -> anyhow::Result<Vec<Link>> {
                 },
                 mtu: l.mtu,
                 up: l.up && !l.loopback,
+                index: l.index,
+                controller: l.controller,
             });
         }
         Ok::<_, anyhow::Error>(out)
@@ -411,7 +430,30 @@ mod tests {
             },
             mtu,
             up,
+            index: 0,
+            controller: None,
         }
+    }
+
+    #[test]
+    fn bridge_ports_are_the_links_it_controls_but_the_routers_own() {
+        let mut links = vec![
+            link("weft", 1436, true, None),
+            link("weft-tap", 65000, true, None),
+            link("weft-vxlan", 1436, true, None),
+            link("vethA", 1436, true, None),
+            link("vethB", 9000, true, None),
+            link("eth0", 1500, true, None),
+        ];
+        for (i, l) in links.iter_mut().enumerate() {
+            l.index = i as u32 + 1;
+            l.controller = (1..5).contains(&i).then_some(1);
+        }
+        assert_eq!(
+            bridge_ports(&links, "weft", &["weft-tap", "weft-vxlan"]),
+            vec![("vethA".to_string(), 1436), ("vethB".to_string(), 9000)]
+        );
+        assert!(bridge_ports(&links, "nobridge", &[]).is_empty());
     }
 
     #[test]

@@ -551,6 +551,51 @@ pub fn underlay_mtu(now: Option<(&str, u32)>, router_underlay: u32, pod_mtu: u32
     }
 }
 
+/// The MTUs of the pods' ports on the bridge (`ports`: the host ends of their veths) against the
+/// pod MTU. A pod whose interface is larger sends frames the overlay cannot carry: the sleeve
+/// answers them with ICMP "fragmentation needed" / "packet too big", but the bridge drops them
+/// without a word on their way to the fast path's VXLAN device, whose MTU is the pod MTU.
+pub fn pod_ports(bridge: &str, ports: &[(String, u32)], pod_mtu: u32, ctx: &Context) -> Check {
+    let name = "mtu.pods";
+    let big: Vec<String> = ports
+        .iter()
+        .filter(|(_, m)| *m > pod_mtu)
+        .map(|(n, m)| format!("{n} ({m})"))
+        .collect();
+    if big.is_empty() {
+        return Check::new(
+            name,
+            Status::Ok,
+            format!(
+                "{} pod port(s) on {bridge}, none above the pod MTU {pod_mtu}",
+                ports.len()
+            ),
+        );
+    }
+    let (status, what) = if ctx.fastpath_off.is_none() {
+        (
+            Status::Fail,
+            "frames above it to pods on other hosts are dropped by the bridge without an ICMP              answer on the fast path (an MTU black hole)",
+        )
+    } else {
+        (
+            Status::Warn,
+            "their larger packets are answered with ICMP by the router (fragmentation needed)              and must be sent again smaller",
+        )
+    };
+    Check::new(
+        name,
+        status,
+        format!(
+            "pod ports on {bridge} above the pod MTU {pod_mtu}: {}; {what}",
+            big.join(", ")
+        ),
+    )
+    .fix(format!(
+        "give those pods (their eth0 and the host end of the veth) MTU {pod_mtu}: weft-cni does          for the pods it attaches; a pod attached otherwise needs it set by hand"
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Peers.
 // ---------------------------------------------------------------------------------------------
@@ -1087,6 +1132,26 @@ mod tests {
             Status::Warn
         );
         assert_eq!(underlay_mtu(None, 1500, 1436).status, Status::Skip);
+    }
+
+    #[test]
+    fn pod_ports_above_the_pod_mtu() {
+        let ports = |m: &[(&str, u32)]| -> Vec<(String, u32)> {
+            m.iter().map(|(n, m)| (n.to_string(), *m)).collect()
+        };
+        let ok = pod_ports("weft", &ports(&[("vethA", 1436)]), 1436, &ctx());
+        assert_eq!(ok.status, Status::Ok, "{ok:?}");
+        assert_eq!(pod_ports("weft", &[], 1436, &ctx()).status, Status::Ok);
+        let big = ports(&[("vethA", 1436), ("vethB", 9000)]);
+        let fast = pod_ports("weft", &big, 1436, &ctx());
+        assert_eq!(fast.status, Status::Fail, "{fast:?}");
+        assert!(fast.found.contains("vethB (9000)") && !fast.found.contains("vethA"));
+        assert!(fast.fix.contains("MTU 1436"));
+        let sleeve = Context {
+            fastpath_off: Some("off: --no-fastpath".into()),
+            ..ctx()
+        };
+        assert_eq!(pod_ports("weft", &big, 1436, &sleeve).status, Status::Warn);
     }
 
     #[test]

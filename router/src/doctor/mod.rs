@@ -3,7 +3,7 @@
 //! Two halves: [`judge`], pure functions from facts to [`Check`]s (every level decided there,
 //! unit-tested without the system), and [`gather`], the reading layer. [`run`] ties them
 //! together in this order: the local router, kernel features, sysctls, the CNI configuration,
-//! devices of other overlays, the underlay MTU, then per peer TCP (a real connect from this
+//! devices of other overlays, the underlay MTU, the MTU of the pods' ports, then per peer TCP (a real connect from this
 //! host), UDP and VXLAN (what the router's own heartbeats and probes see: a third party gets no
 //! answer from the sleeve) and the pod MTU, and last the clock (skipped: nothing measures it).
 //!
@@ -137,6 +137,10 @@ pub fn run(opts: &Options) -> Report {
             r.underlay_mtu,
             r.pod_mtu,
         ));
+        if let Ok(l) = &links {
+            let ports = gather::bridge_ports(l, &r.bridge, &[&r.tap, &r.fastpath.device]);
+            checks.push(judge::pod_ports(&r.bridge, &ports, r.pod_mtu, &ctx));
+        }
         checks.extend(peers(r, &ctx, opts.probe_timeout));
     }
     checks.push(judge::clock(

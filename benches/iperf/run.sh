@@ -406,56 +406,63 @@ rr_listening() { ip netns exec "$DST_NS" ss -Hltn "sport = :$RR_PORT" | grep -q 
 
 # Pod to a Service: the source host gets the ClusterIP rules kube-proxy (iptables mode) writes
 # for one Service with one endpoint (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT, in
-# PREROUTING for pods and OUTPUT for the host), the source reaches the Service CIDR through its
-# host, and iperf3 (1 TCP stream, TIME seconds) connects to the ClusterIP. On bridged rows the
-# host gets an address on the pod's bridge as the gateway, and bridge netfilter on (in that host
-# namespace), as on a Kubernetes node, so that the endpoint's replies, bridged straight back to
-# the pod, are un-NATed by conntrack.
-SERVICE_IP=10.96.0.10
+# PREROUTING for pods and OUTPUT for the host; ip6tables for the IPv6 rows), the source reaches
+# the Service CIDR through its host, and iperf3 (1 TCP stream, TIME seconds) connects to the
+# ClusterIP. On bridged rows the host gets an address on the pod's bridge as the gateway, and
+# bridge netfilter on (in that host namespace), as on a Kubernetes node, so that the endpoint's
+# replies, bridged straight back to the pod, are un-NATed by conntrack.
 measure_service() {
-    local out
-    if [[ $DST_IP == *:* ]]; then
-        echo "not measured over IPv6 (the kube-proxy rules here are IPv4)" >"$ROW_DIR/service.na"
-        return
-    fi
-    if ! out=$(service_up 2>&1); then
+    local out svc=10.96.0.10
+    [[ $DST_IP == *:* ]] && svc=fd00:10:96::a
+    if ! out=$(service_up "$svc" 2>&1); then
         echo "could not set the Service up: ${out//$'\n'/ }" >"$ROW_DIR/service.err"
         return
     fi
-    log "$ROW: iperf3 to the Service $SERVICE_IP:5201, 1 stream, $TIME s"
+    log "$ROW: iperf3 to the Service $svc port 5201, 1 stream, $TIME s"
     ip netns exec "$SRC_NS" timeout $((TIME + 30)) \
-        iperf3 --client "$SERVICE_IP" --time "$TIME" --json --connect-timeout 5000 \
+        iperf3 --client "$svc" --time "$TIME" --json --connect-timeout 5000 \
         >"$ROW_DIR/service.json" 2>"$ROW_DIR/service.err"
 }
 
+# service_up SERVICE_IP: the route to the Service CIDR and kube-proxy's rules (see above).
 service_up() {
     set -e
-    local dev gw
+    local svc=$1 dev gw v=4 cidr=10.96.0.0/12 tables=iptables-restore br_sysctl=iptables
+    local host_len=32 ep="$DST_IP:5201" lan=10.32.1.254/16
+    if [[ $svc == *:* ]]; then
+        v=6 cidr=fd00:10:96::/112 tables=ip6tables-restore br_sysctl=ip6tables host_len=128
+        ep="[$DST_IP]:5201" lan=fd10:32::1:fe/64
+    fi
     if [[ $SRC_NS == "$H1" ]]; then
         # The underlay row: the host itself is the client (kube-proxy's OUTPUT rule).
-        ip -n "$H1" route add 10.96.0.0/12 dev eth0
+        ip -n "$H1" -$v route add "$cidr" dev eth0
     else
         # The pod's gateway if it has one (routed rows, pods attached by weft-cni), else a new
         # address on the bridge the pod's veth is attached to.
-        gw=$(ip -n "$SRC_NS" -4 -j route show default | "$PYTHON" -c \
+        gw=$(ip -n "$SRC_NS" -$v -j route show default | "$PYTHON" -c \
             'import json,sys; r=json.load(sys.stdin); print(r[0].get("gateway", "") if r else "")')
         if [[ -z $gw ]]; then
             dev=$(ip -n "$H1" -j link show dev vp1 | "$PYTHON" -c \
                 'import json,sys; print(json.load(sys.stdin)[0]["master"])')
-            gw=10.32.1.254
-            ip -n "$H1" addr add "$gw/16" dev "$dev"
+            gw=${lan%/*}
+            ip -n "$H1" addr add "$lan" dev "$dev" nodad 2>/dev/null ||
+                ip -n "$H1" addr add "$lan" dev "$dev"
         fi
-        dev=$(ip -n "$H1" -4 -j addr show to "$gw/32" | "$PYTHON" -c \
+        dev=$(ip -n "$H1" -$v -j addr show to "$gw/$host_len" | "$PYTHON" -c \
             'import json,sys; print(json.load(sys.stdin)[0]["ifname"])')
         if ip -n "$H1" -d link show dev "$dev" | grep -q "bridge "; then
-            ip netns exec "$H1" sysctl -qw "net.bridge.bridge-nf-call-iptables=1"
+            ip netns exec "$H1" sysctl -qw "net.bridge.bridge-nf-call-$br_sysctl=1"
         fi
-        ip netns exec "$H1" sysctl -qw "net.ipv4.conf.$dev.send_redirects=0"
-        ip netns exec "$H1" sysctl -qw net.ipv4.conf.all.send_redirects=0
-        ip netns exec "$H1" sysctl -qw net.ipv4.ip_forward=1
-        ip -n "$SRC_NS" route add 10.96.0.0/12 via "$gw"
+        if ((v == 4)); then
+            ip netns exec "$H1" sysctl -qw "net.ipv4.conf.$dev.send_redirects=0"
+            ip netns exec "$H1" sysctl -qw net.ipv4.conf.all.send_redirects=0
+            ip netns exec "$H1" sysctl -qw net.ipv4.ip_forward=1
+        else
+            ip netns exec "$H1" sysctl -qw net.ipv6.conf.all.forwarding=1
+        fi
+        ip -n "$SRC_NS" -$v route add "$cidr" via "$gw"
     fi
-    ip netns exec "$H1" iptables-restore --noflush <<EOF2
+    ip netns exec "$H1" "$tables" --noflush <<EOF2
 *nat
 :KUBE-SERVICES - [0:0]
 :KUBE-SVC-BENCHIPERF3TCP - [0:0]
@@ -464,10 +471,10 @@ service_up() {
 -A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 -A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
--A KUBE-SERVICES -d $SERVICE_IP/32 -p tcp -m comment --comment "bench/iperf3 cluster IP" -m tcp --dport 5201 -j KUBE-SVC-BENCHIPERF3TCP
--A KUBE-SVC-BENCHIPERF3TCP -m comment --comment "bench/iperf3 -> $DST_IP:5201" -j KUBE-SEP-BENCHIPERF3EP1
--A KUBE-SEP-BENCHIPERF3EP1 -s $DST_IP/32 -m comment --comment "bench/iperf3" -j KUBE-MARK-MASQ
--A KUBE-SEP-BENCHIPERF3EP1 -p tcp -m comment --comment "bench/iperf3" -m tcp -j DNAT --to-destination $DST_IP:5201
+-A KUBE-SERVICES -d $svc/$host_len -p tcp -m comment --comment "bench/iperf3 cluster IP" -m tcp --dport 5201 -j KUBE-SVC-BENCHIPERF3TCP
+-A KUBE-SVC-BENCHIPERF3TCP -m comment --comment "bench/iperf3 -> $ep" -j KUBE-SEP-BENCHIPERF3EP1
+-A KUBE-SEP-BENCHIPERF3EP1 -s $DST_IP/$host_len -m comment --comment "bench/iperf3" -j KUBE-MARK-MASQ
+-A KUBE-SEP-BENCHIPERF3EP1 -p tcp -m comment --comment "bench/iperf3" -m tcp -j DNAT --to-destination $ep
 COMMIT
 EOF2
 }

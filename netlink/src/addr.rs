@@ -99,6 +99,29 @@ impl Netlink {
         )))
     }
 
+    /// Every address of this network namespace with its interface index and prefix length
+    /// (both families; the interface's own address, `IFA_LOCAL`, where it differs).
+    pub async fn addresses(&self) -> Result<Vec<(u32, IpAddr, u8)>> {
+        let addrs: Vec<AddressMessage> =
+            self.handle.address().get().execute().try_collect().await?;
+        Ok(addrs
+            .iter()
+            .filter_map(|a| {
+                let local = a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Local(x) => Some(*x),
+                    _ => None,
+                });
+                let ip = local.or_else(|| {
+                    a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Address(x) => Some(*x),
+                        _ => None,
+                    })
+                })?;
+                Some((a.header.index, ip, a.header.prefix_len))
+            })
+            .collect())
+    }
+
     /// Every address of this network namespace (any interface, both families).
     pub async fn local_addresses(&self) -> Result<Vec<IpAddr>> {
         let addrs: Vec<AddressMessage> =

@@ -397,3 +397,49 @@ fn each_neighbour_solicitation_reaches_every_remote_pod_exactly_once() {
         ps.iter().map(|p| solicitations(&c, p)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn doctor_checks_an_ipv6_underlay() {
+    let mut c = cluster("w6d");
+    let hosts = c.full_mesh(2, &[]).unwrap();
+    c.wait_path(&hosts[0], "h2", "fast path", Duration::from_secs(30))
+        .unwrap();
+    let weft = weft_bin().unwrap().display().to_string();
+    let sd = c.state_dir(&hosts[0]).display().to_string();
+    let cni = c.lab.dir().join("cni").display().to_string();
+    let out = c
+        .lab
+        .exec(
+            &hosts[0].ns,
+            &[
+                &weft,
+                "doctor",
+                "--state-dir",
+                &sd,
+                "--cni-conf-dir",
+                &cni,
+                "--json",
+            ],
+        )
+        .unwrap();
+    let r: weft_api::doctor::Report = serde_json::from_slice(&out.stdout).unwrap();
+    println!("{}", r.render());
+    for name in [
+        "mtu.underlay",
+        "mtu.pods",
+        "peer.h2.tcp",
+        "peer.h2.udp",
+        "peer.h2.vxlan",
+        "peer.h2.mtu",
+    ] {
+        let check = r
+            .get(name)
+            .unwrap_or_else(|| panic!("no check {name}:\n{}", r.render()));
+        assert_eq!(
+            check.status,
+            weft_api::doctor::Status::Ok,
+            "{name}:\n{}",
+            r.render()
+        );
+    }
+}

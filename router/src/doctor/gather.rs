@@ -168,6 +168,8 @@ pub struct Link {
     pub index: u32,
     /// The index of the bridge it is a port of.
     pub controller: Option<u32>,
+    /// Its addresses, both families.
+    pub ips: Vec<IpAddr>,
 }
 
 /// The ports of bridge `bridge` other than `skip` (the router's TAP and VXLAN device): the host
@@ -187,6 +189,7 @@ pub fn bridge_ports(links: &[Link], bridge: &str, skip: &[&str]) -> Vec<(String,
 pub fn links() -> anyhow::Result<Vec<Link>> {
     weft_netlink::block_on(|nl| async move {
         let mut out = Vec::new();
+        let all = nl.addresses().await.unwrap_or_default();
         for l in nl.links().await? {
             let kind = l.kind.as_ref().map(|k| k.to_string()).unwrap_or_default();
             let vxlan_port = if kind == "vxlan" {
@@ -199,12 +202,17 @@ pub fn links() -> anyhow::Result<Vec<Link>> {
             } else {
                 None
             };
-            let addrs = nl
-                .ipv4_addresses(l.index)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(a, p)| super::judge::ipv4_net(a, p))
+            let ips: Vec<(IpAddr, u8)> = all
+                .iter()
+                .filter(|(i, _, _)| *i == l.index)
+                .map(|(_, a, p)| (*a, *p))
+                .collect();
+            let addrs = ips
+                .iter()
+                .filter_map(|(a, p)| match a {
+                    IpAddr::V4(a) => super::judge::ipv4_net(*a, *p),
+                    IpAddr::V6(_) => None,
+                })
                 .collect();
             out.push(Link {
                 fact: LinkFact {
@@ -217,6 +225,7 @@ pub fn links() -> anyhow::Result<Vec<Link>> {
                 up: l.up && !l.loopback,
                 index: l.index,
                 controller: l.controller,
+                ips: ips.into_iter().map(|(a, _)| a).collect(),
             });
         }
         Ok::<_, anyhow::Error>(out)
@@ -233,12 +242,9 @@ pub fn underlay(links: &[Link], ip: IpAddr) -> Option<(String, u32)> {
             .min_by_key(|l| l.mtu)
             .map(|l| (l.fact.name.clone(), l.mtu));
     }
-    let IpAddr::V4(v4) = ip else {
-        return None;
-    };
     links
         .iter()
-        .find(|l| l.fact.addrs.iter().any(|a| a.addr() == v4))
+        .find(|l| l.ips.contains(&ip))
         .map(|l| (l.fact.name.clone(), l.mtu))
 }
 
@@ -426,12 +432,16 @@ mod tests {
                 name: name.into(),
                 kind: String::new(),
                 vxlan_port: None,
-                addrs: addr.into_iter().map(|a| a.parse().unwrap()).collect(),
+                addrs: addr.into_iter().filter_map(|a| a.parse().ok()).collect(),
             },
             mtu,
             up,
             index: 0,
             controller: None,
+            ips: addr
+                .into_iter()
+                .map(|a| a.split('/').next().unwrap().parse().unwrap())
+                .collect(),
         }
     }
 
@@ -462,7 +472,12 @@ mod tests {
             link("lo", 65536, false, Some("127.0.0.1/8")),
             link("eth0", 1400, true, Some("10.200.0.11/24")),
             link("weft", 1436, true, Some("10.32.0.1/12")),
+            link("eth1", 9000, true, Some("fd00:200::11/64")),
         ];
+        assert_eq!(
+            underlay(&links, "fd00:200::11".parse().unwrap()),
+            Some(("eth1".into(), 9000))
+        );
         assert_eq!(
             underlay(&links, "10.200.0.11".parse().unwrap()),
             Some(("eth0".into(), 1400))

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 use weft_api::status::Report;
-use weft_lab::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
+use weft_lab::testbed::{auto_cipher, ping, tcp_transfer_paced, weft_bin, Cluster};
 use weft_lab::{in_netns, poll_until, Host, Pod, Signal};
 
 const SECRET: &str = "the weft test secret, long enough\n";
@@ -29,23 +29,6 @@ fn secret_file(c: &Cluster, name: &str, content: &str) -> String {
 
 /// Both AEADs, as `--cipher` names them.
 const CIPHERS: [&str; 2] = ["chacha20-poly1305", "aes-256-gcm"];
-
-/// What `--cipher auto` chooses between two routers on this machine: AES-256-GCM when the CPU has
-/// AES instructions (the routers check the same features).
-fn auto_cipher() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    let hw = std::arch::is_x86_feature_detected!("aes")
-        && std::arch::is_x86_feature_detected!("pclmulqdq");
-    #[cfg(target_arch = "aarch64")]
-    let hw = std::arch::is_aarch64_feature_detected!("aes");
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let hw = false;
-    if hw {
-        "aes-256-gcm"
-    } else {
-        "chacha20-poly1305"
-    }
-}
 
 /// Two hosts with the same router arguments and one pod each.
 fn pair_in(c: &mut Cluster, args: &[&str]) -> (Vec<Host>, Vec<Pod>) {

@@ -163,9 +163,10 @@ impl DataKeys {
     /// The keys for `aead`. ChaCha20-Poly1305 keeps the keys as derived (what routers before the
     /// negotiation use, so they still agree); any other AEAD gets keys of its own, each
     /// `HKDF-SHA256(salt = "weft data key <aead name> v1", ikm = the ChaCha20-Poly1305 key)`
-    /// expanded with the same label: one-way, so the same bytes never key two AEADs and keys
-    /// for one reveal nothing of the other's. Binding keys already bound to another AEAD than
-    /// ChaCha20-Poly1305 derives from the bound ones (nothing does that).
+    /// expanded with the same label: the same bytes never key two AEADs, and the key in use
+    /// reveals nothing of the ChaCha20-Poly1305 key it came from (which the pair then never
+    /// uses). Meant for keys as [`derive_data_keys`] gives them; binding keys already bound to
+    /// another AEAD derives from the bound ones (nothing does that).
     pub fn bind(self, aead: Aead) -> DataKeys {
         if aead == self.aead {
             return self;

@@ -148,4 +148,6 @@ impl CryptoError {
 #[cfg(test)]
 mod handover_tests;
 #[cfg(test)]
+mod rekey_tests;
+#[cfg(test)]
 mod tests;

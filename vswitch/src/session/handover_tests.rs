@@ -2,7 +2,7 @@
 //! the two ends can open what the other seals, old and new keys overlap with a replay window
 //! each, and the old keys go after the grace period. Each test runs once per AEAD.
 
-use super::tests::{epoch_of, open_s, pair, seal_s, short_policy};
+use super::rekey_tests::{epoch_of, open_s, pair, seal_s, short_policy};
 use super::*;
 use std::time::{Duration, Instant};
 

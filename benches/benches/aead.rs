@@ -1,7 +1,8 @@
-//! ChaCha20-Poly1305 from `ring` against RustCrypto's `chacha20poly1305`: seal and open in place
-//! at a minimal frame (64 B), a full frame on a 1500-byte underlay (1400 B) and a maximal UDP
-//! payload (64 KiB). The result chose the implementation behind `vswitch::session`; see
-//! `docs/encryption.md` for the table.
+//! ChaCha20-Poly1305 from `ring` against RustCrypto's `chacha20poly1305`, and `ring`'s
+//! AES-256-GCM beside them: seal and open in place at a minimal frame (64 B), a full frame on a
+//! 1500-byte underlay (1400 B) and a maximal UDP payload (64 KiB). The first result chose the
+//! implementation behind `vswitch::session`; see `docs/encryption.md` for the table, and
+//! `docs/performance.md` for the two AEADs the sleeve negotiates.
 //!
 //! Both are called the way the sleeve uses them: one in-place operation per datagram with a
 //! detached 16-byte tag and 29 bytes of associated data (the sleeve header with its ttl zeroed,
@@ -10,15 +11,17 @@
 //! Run with `cargo bench -p weft-benches --bench aead -- --warm-up-time 1 --measurement-time 3`.
 //! Two more groups: `aead/ring/21x64` compares one AEAD per datagram with one per frame for a
 //! datagram of 21 small frames, and `session` measures `vswitch::session` itself (seal, and open
-//! with the replay window) at the same sizes as above.
+//! with the replay window) at the same sizes as above. The groups with `aes-256-gcm` in their
+//! name are the same measurements with AES-256-GCM (`aead/ring/aes-256-gcm`,
+//! `session/aes-256-gcm`); the others are ChaCha20-Poly1305.
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::ChaCha20Poly1305;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use vswitch::session::{Key, Opener, Sealer, HEADROOM};
+use vswitch::session::{Aead, Key, Opener, Sealer, HEADROOM};
 use vswitch::wire::sleeve::{push_frame, PeerName, SleeveHeader};
 
 /// Plaintext sizes.
@@ -34,8 +37,13 @@ fn nonce_bytes(counter: u64) -> [u8; 12] {
 }
 
 fn ring_aead(c: &mut Criterion) {
-    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &KEY).unwrap());
-    let mut g = c.benchmark_group("aead/ring");
+    ring_aead_with(c, "aead/ring", &CHACHA20_POLY1305);
+    ring_aead_with(c, "aead/ring/aes-256-gcm", &AES_256_GCM);
+}
+
+fn ring_aead_with(c: &mut Criterion, group: &str, algorithm: &'static ring::aead::Algorithm) {
+    let key = LessSafeKey::new(UnboundKey::new(algorithm, &KEY).unwrap());
+    let mut g = c.benchmark_group(group);
     for size in SIZES {
         g.throughput(Throughput::Bytes(size as u64));
         let mut buf = vec![0xa5u8; size];
@@ -179,12 +187,17 @@ fn datagram(size: usize) -> (Vec<u8>, usize) {
 /// `vswitch::session` itself: header checks, the header move, the AEAD, and on open the replay
 /// window. Sizes are of the plain datagram.
 fn session(c: &mut Criterion) {
+    session_with(c, "session", Aead::ChaCha20Poly1305);
+    session_with(c, "session/aes-256-gcm", Aead::Aes256Gcm);
+}
+
+fn session_with(c: &mut Criterion, group: &str, aead: Aead) {
     let now = Instant::now();
-    let mut g = c.benchmark_group("session");
+    let mut g = c.benchmark_group(group);
     for size in SIZES {
         g.throughput(Throughput::Bytes(size as u64));
         let (template, plain_len) = datagram(size);
-        let mut sealer = Sealer::new(now, 1, Key::new(KEY));
+        let mut sealer = Sealer::new(now, 1, Key::for_aead(aead, KEY));
         g.bench_with_input(BenchmarkId::new("seal", size), &size, |b, _| {
             b.iter_batched_ref(
                 || template.clone(),
@@ -194,8 +207,8 @@ fn session(c: &mut Criterion) {
         });
 
         // Every open needs a fresh counter: each input is sealed in the (untimed) setup.
-        let mut sealer = Sealer::new(now, 1, Key::new(KEY));
-        let mut opener = Opener::new(1, Key::new(KEY), Duration::from_secs(10));
+        let mut sealer = Sealer::new(now, 1, Key::for_aead(aead, KEY));
+        let mut opener = Opener::new(1, Key::for_aead(aead, KEY), Duration::from_secs(10));
         g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
             b.iter_batched_ref(
                 || {

@@ -23,14 +23,16 @@ REPO=$(cd "$HERE/../.." && pwd)
 # --- rows ----------------------------------------------------------------------------------------
 
 # Row keys in the order they run, and their labels in the table.
-ROWS=(underlay vxlan weft-fast weft-sleeve weft-busy weft-encrypted weft-policy-0 weft-policy-100 weft-policy-1000 tinc nebula boringtun underlay6 vxlan6 weft-fast6 weft-sleeve6 weft-encrypted6)
+ROWS=(underlay vxlan weft-fast weft-sleeve weft-busy weft-encrypted weft-encrypted-aes weft-encrypted-chacha weft-policy-0 weft-policy-100 weft-policy-1000 tinc nebula boringtun underlay6 vxlan6 weft-fast6 weft-sleeve6 weft-encrypted6)
 declare -A LABEL=(
     [underlay]="underlay"
     [vxlan]="kernel VXLAN (hand-built)"
     [weft-fast]="weft fast path"
     [weft-sleeve]="weft sleeve plain"
     [weft-busy]="weft sleeve plain, busy-poll"
-    [weft-encrypted]="weft sleeve encrypted"
+    [weft-encrypted]="weft sleeve encrypted (--cipher auto)"
+    [weft-encrypted-aes]="weft sleeve encrypted, AES-256-GCM"
+    [weft-encrypted-chacha]="weft sleeve encrypted, ChaCha20-Poly1305"
     [weft-policy-0]="weft fast path, policy on, 0 policies"
     [weft-policy-100]="weft fast path, 100 policies on the pod"
     [weft-policy-1000]="weft fast path, 1000 policies on the pod"
@@ -741,20 +743,34 @@ row_weft_policy_0() { weft_policy_row 0; }
 row_weft_policy_100() { weft_policy_row 100; }
 row_weft_policy_1000() { weft_policy_row 1000; }
 
-# 5. weft's sleeve with a cluster secret (encrypted).
-row_weft_encrypted() {
+# 5. weft's sleeve with a cluster secret (encrypted): --cipher auto (AES-256-GCM where both hosts
+# have AES instructions, ChaCha20-Poly1305 otherwise), or each AEAD pinned.
+weft_encrypted_row() {
+    local cipher=$1 enc want
     need_weft
     weft_help | grep -q -- '--secret-file' || na "not implemented: weft router --help shows no --secret-file"
+    if [[ $cipher != auto ]]; then
+        weft_help | grep -q -- '--cipher' || na "not implemented: weft router --help shows no --cipher"
+    fi
     head -c 32 /dev/urandom | base64 >"$ROW_DIR/secret"
     chmod 600 "$ROW_DIR/secret"
+    local pin=()
+    [[ $cipher == auto ]] || pin=(--cipher "$cipher")
     # shellcheck disable=SC2046 # zero or one word
-    weft_up --secret-file "$ROW_DIR/secret" $(weft_fast_path_off_args)
-    local enc
+    weft_up --secret-file "$ROW_DIR/secret" "${pin[@]}" $(weft_fast_path_off_args)
     enc=$(weft_query 1 "','.join(p['encryption'] for p in r['peers'])")
-    [[ $enc == chacha20-poly1305 ]] || fail "the peer's data is not encrypted (encryption: $enc)"
+    case $cipher in
+        auto) [[ $enc == chacha20-poly1305 || $enc == aes-256-gcm ]] ||
+            fail "the peer's data is not encrypted (encryption: $enc)" ;;
+        *) [[ $enc == "$cipher" ]] || fail "the peer's data is not sealed with $cipher (encryption: $enc)" ;;
+    esac
+    log "encryption: $enc"
     PATH_WHAT="h1's sleeve (weft status: bytes sent to peers)"
     row_path_bytes() { weft_sleeve_bytes; }
 }
+row_weft_encrypted() { weft_encrypted_row auto; }
+row_weft_encrypted_aes() { weft_encrypted_row aes-256-gcm; }
+row_weft_encrypted_chacha() { weft_encrypted_row chacha20-poly1305; }
 
 # --- tinc: switch mode, a TAP device per host bridged with the pod ---
 

@@ -39,6 +39,7 @@ fn hello() -> Hello {
         key: None,
         sig: None,
         time_ms: None,
+        ciphers: Vec::new(),
     }
 }
 

@@ -2,7 +2,8 @@
 //! fabric of its unit tests seen from peer 1: sleeve neighbours 2 and 3, fast-path neighbour 4,
 //! peer 5 behind 3, neighbour 6 with an encryption session. The first input byte picks the
 //! source address (10.0.0.x), whether the cluster is encrypted and whether neighbour 6 seals the
-//! rest first (with the session's key, as it would); the rest is the datagram.
+//! rest first (with the session's key, as it would, under the AEAD bit 0x20 picks); the rest is the
+//! datagram.
 //!
 //! `inspect`, opening with the session, `decide` and the walk over the delivered frames must
 //! never panic, and:
@@ -20,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 use vswitch::engine::{Action, Delivery, Discard, Engine, Fabric, Inspected, Peer};
-use vswitch::session::{Key, Opener, Sealer, HEADROOM, TAG_LEN};
+use vswitch::session::{Aead, Key, Opener, Sealer, HEADROOM, TAG_LEN};
 use vswitch::wire::sleeve::{SleeveDatagram, SleeveKind, HEADER_LEN};
 use vswitch::wire::PeerName;
 
@@ -84,13 +85,19 @@ fuzz_target!(|data: &[u8]| {
     let from = addr(ctl & 7);
     let encrypted = ctl & 0x08 != 0;
     let seal = ctl & 0x10 != 0;
+    // Neighbour 6's session seals with either AEAD.
+    let aead = if ctl & 0x20 != 0 {
+        Aead::Aes256Gcm
+    } else {
+        Aead::ChaCha20Poly1305
+    };
     let now = Instant::now();
     let engine = Engine::new(ME, encrypted, now - Duration::from_secs(1));
     let fabric = fabric();
 
     // What arrives: the plain bytes, or the same sealed by neighbour 6's session.
     let mut dgram = if seal && SleeveDatagram::new_checked(plain).is_ok() {
-        let mut sealer = Sealer::new(now, 0, Key::new(KEY));
+        let mut sealer = Sealer::new(now, 0, Key::for_aead(aead, KEY));
         let mut buf = vec![0u8; HEADROOM + plain.len() + TAG_LEN];
         buf[HEADROOM..HEADROOM + plain.len()].copy_from_slice(plain);
         let n = sealer.seal_in_place(&mut buf, plain.len()).expect("seal");
@@ -117,7 +124,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Inspected::Sealed { header, hop } => {
             assert!(hop.enc);
-            let mut opener = Opener::new(0, Key::new(KEY), Duration::from_secs(10));
+            let mut opener = Opener::new(0, Key::for_aead(aead, KEY), Duration::from_secs(10));
             let Ok(range) = opener.open_in_place(now, &mut dgram) else {
                 return;
             };

@@ -2,7 +2,7 @@
 //!
 //! Peers talk over TCP (port 6783 by default). This crate owns what they say and what they make of
 //! it: the message formats and their framing ([`proto`]), the pure handshake and connection rules
-//! ([`mesh`]), the topology gossip ([`core`]), the cluster IPAM agreement ([`ipam`]), and a thin
+//! ([`mesh`]), the sleeve's AEAD per neighbour pair ([`cipher`]), the topology gossip ([`core`]), the cluster IPAM agreement ([`ipam`]), and a thin
 //! tokio driver ([`driver`]) that dials seeds, accepts connections, runs the handshake and
 //! heartbeats, and reports peers coming and going as [`driver::Event`]s.
 //!
@@ -10,6 +10,7 @@
 //! Only the driver does I/O.
 #![forbid(unsafe_code)]
 
+pub mod cipher;
 pub mod core;
 pub mod driver;
 pub mod ipam;
@@ -76,6 +77,15 @@ pub enum Error {
         /// Our setting.
         ours: String,
         /// The peer's setting.
+        theirs: String,
+    },
+    /// No AEAD both sides offer for the sleeve (a `--cipher` pin the peer cannot meet: another
+    /// pin, or a router older than the negotiation, which seals with ChaCha20-Poly1305 only).
+    #[error("no cipher in common: this host offers {ours}, the peer offers {theirs} (see --cipher; routers before the negotiation offer chacha20-poly1305 only)")]
+    NoCommonCipher {
+        /// Our offer, in preference order.
+        ours: String,
+        /// The peer's offer.
         theirs: String,
     },
     /// The peer's hello names a peer whose host key we know, with another key or without one.

@@ -155,6 +155,7 @@ mod tests {
             key: None,
             sig: None,
             time_ms: None,
+            ciphers: Vec::new(),
         }
     }
 

@@ -62,6 +62,10 @@ pub struct Hello {
     /// Absent from routers before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_ms: Option<u64>,
+    /// The AEADs the sender can seal the sleeve with, in its order of preference
+    /// ([`crate::cipher`]). Absent from routers before the negotiation: ChaCha20-Poly1305 only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ciphers: Vec<String>,
 }
 
 impl Hello {
@@ -244,6 +248,7 @@ mod tests {
             key: None,
             sig: None,
             time_ms: None,
+            ciphers: Vec::new(),
         }
     }
 
@@ -265,6 +270,31 @@ mod tests {
             assert_eq!(len, bytes.len() - 4);
             assert_eq!(decode_body(&bytes[4..]).unwrap(), msg);
         }
+    }
+
+    #[test]
+    fn the_cipher_list_is_optional_and_in_order() {
+        // A hello from a router before the negotiation has no list: ChaCha20-Poly1305 only.
+        let old = r#"{"type":"hello","protocol":"weft","min_version":1,"max_version":2,"name":1,"uid":2,"nickname":"a","udp_port":1,"pod_mtu":1}"#;
+        let Message::Hello(h) = decode_body(old.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert!(h.ciphers.is_empty());
+        assert_eq!(
+            crate::cipher::parse_offer(&h.ciphers),
+            vec![vswitch::Aead::ChaCha20Poly1305]
+        );
+        // Ours carries it, in order; an empty one is not sent at all.
+        let mut a = hello(1, 1);
+        let json = String::from_utf8(encode(&Message::Hello(a.clone()))[4..].to_vec()).unwrap();
+        assert!(!json.contains("ciphers"), "{json}");
+        a.ciphers = vec!["aes-256-gcm".into(), "chacha20-poly1305".into()];
+        let json = String::from_utf8(encode(&Message::Hello(a.clone()))[4..].to_vec()).unwrap();
+        assert!(
+            json.contains(r#""ciphers":["aes-256-gcm","chacha20-poly1305"]"#),
+            "{json}"
+        );
+        assert_eq!(decode_body(json.as_bytes()).unwrap(), Message::Hello(a));
     }
 
     #[test]

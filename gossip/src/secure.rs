@@ -22,6 +22,7 @@ pub use keyring::{Fingerprint, Keyring};
 use crate::Error;
 use ring::{digest, hkdf};
 use std::fmt;
+use vswitch::Aead;
 use zeroize::Zeroize;
 
 /// The Noise protocol used on control connections.
@@ -146,13 +147,41 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A pair's data keys, from one side's point of view. Zeroed on drop.
+/// A pair's data keys, from one side's point of view, and the AEAD they are for. Zeroed on drop.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DataKeys {
     /// Key for what this side sends.
     pub send: [u8; 32],
     /// Key for what this side receives.
     pub recv: [u8; 32],
+    /// The AEAD the keys are for: ChaCha20-Poly1305 as derived, another after
+    /// [`DataKeys::bind`].
+    pub aead: Aead,
+}
+
+impl DataKeys {
+    /// The keys for `aead`. ChaCha20-Poly1305 keeps the keys as derived (what routers before the
+    /// negotiation use, so they still agree); any other AEAD gets keys of its own, each
+    /// `HKDF-SHA256(salt = "weft data key <aead name> v1", ikm = the ChaCha20-Poly1305 key)`
+    /// expanded with the same label: the same bytes never key two AEADs, and the key in use
+    /// reveals nothing of the ChaCha20-Poly1305 key it came from (which the pair then never
+    /// uses). Meant for keys as [`derive_data_keys`] gives them; binding keys already bound to
+    /// another AEAD derives from the bound ones (nothing does that).
+    pub fn bind(self, aead: Aead) -> DataKeys {
+        if aead == self.aead {
+            return self;
+        }
+        let label = format!("weft data key {} v1", aead.name());
+        let one = |key: &[u8; 32]| {
+            let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, label.as_bytes()).extract(key);
+            expand(&prk, label.as_bytes())
+        };
+        DataKeys {
+            send: one(&self.send),
+            recv: one(&self.recv),
+            aead,
+        }
+    }
 }
 
 impl Drop for DataKeys {
@@ -186,7 +215,8 @@ fn expand(prk: &hkdf::Prk, info: &[u8]) -> [u8; 32] {
 }
 
 /// Derives a pair's data keys from input keying material (the handshake hash, or a rekey's fresh
-/// material) and the secret. The dialer of the connection is the `initiator`.
+/// material) and the secret, for ChaCha20-Poly1305; [`DataKeys::bind`] turns them into keys for
+/// the AEAD the pair chose. The dialer of the connection is the `initiator`.
 pub fn derive_data_keys(ikm: &[u8], secret: &Secret, initiator: bool) -> DataKeys {
     let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, secret.psk());
     let prk = salt.extract(ikm);
@@ -196,11 +226,13 @@ pub fn derive_data_keys(ikm: &[u8], secret: &Secret, initiator: bool) -> DataKey
         DataKeys {
             send: i2r,
             recv: r2i,
+            aead: Aead::ChaCha20Poly1305,
         }
     } else {
         DataKeys {
             send: r2i,
             recv: i2r,
+            aead: Aead::ChaCha20Poly1305,
         }
     }
 }
@@ -421,6 +453,31 @@ mod tests {
             let mode = if noise { Mode::Noise } else { Mode::Plain };
             proptest::prop_assert_eq!(parse_preamble(preamble(mode, flags)).unwrap(), (mode, flags));
         }
+    }
+
+    #[test]
+    fn binding_to_aes_gives_other_keys_that_both_ends_agree_on() {
+        let s = secret("a cluster secret of 16+ bytes");
+        let (i, r) = (
+            derive_data_keys(b"hash", &s, true),
+            derive_data_keys(b"hash", &s, false),
+        );
+        assert_eq!(i.aead, Aead::ChaCha20Poly1305);
+        // ChaCha20-Poly1305 keeps the keys old routers derive.
+        assert_eq!(i.clone().bind(Aead::ChaCha20Poly1305), i);
+        let (ia, ra) = (
+            i.clone().bind(Aead::Aes256Gcm),
+            r.clone().bind(Aead::Aes256Gcm),
+        );
+        assert_eq!((ia.send, ia.recv), (ra.recv, ra.send));
+        assert_eq!(ia.aead, Aead::Aes256Gcm);
+        for k in [ia.send, ia.recv] {
+            assert!(
+                k != i.send && k != i.recv,
+                "AES keys differ from the ChaCha20 ones"
+            );
+        }
+        assert_ne!(ia.send, ia.recv);
     }
 
     #[test]

@@ -17,6 +17,24 @@ use weft_api as api;
 use weft_api::ipam::IpamReport;
 use weft_api::status::Report;
 
+/// The AEAD two routers on `--cipher auto` choose on this machine, as `weft status` names it:
+/// `aes-256-gcm` when the CPU has AES instructions (the features the router checks),
+/// `chacha20-poly1305` otherwise.
+pub fn auto_cipher() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    let hw = std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    let hw = std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let hw = false;
+    if hw {
+        "aes-256-gcm"
+    } else {
+        "chacha20-poly1305"
+    }
+}
+
 /// Finds the `weft` binary: `$WEFT_BIN`, else next to the running executable (or one directory
 /// up, for test binaries in `target/<profile>/deps/`).
 pub fn weft_bin() -> Result<PathBuf> {

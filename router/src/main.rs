@@ -209,6 +209,11 @@ struct RouterArgs {
     /// Datagrams after which data keys are replaced (encrypted clusters).
     #[arg(long, default_value_t = 1 << 32)]
     rekey_after_packets: u64,
+    /// The AEAD sealing data to each peer (encrypted clusters): auto (AES-256-GCM with peers
+    /// that also have AES hardware, ChaCha20-Poly1305 otherwise), aes-256-gcm or
+    /// chacha20-poly1305 (a peer that cannot use the pinned one is refused).
+    #[arg(long, default_value = "auto")]
+    cipher: gossip::cipher::CipherSetting,
     /// Never use the kernel VXLAN fast path (always the sleeve).
     #[arg(long)]
     no_fastpath: bool,
@@ -430,6 +435,7 @@ fn build_config(a: RouterArgs) -> Result<daemon::Config> {
         secret_file: a.secret_file.clone(),
         trusted_subnets,
         rekey,
+        cipher: a.cipher,
         fastpath: !a.no_fastpath,
         require_signed_records: a.require_signed_records,
         vni: a.vni,

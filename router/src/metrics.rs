@@ -512,7 +512,7 @@ fn secrets(o: &mut Out, r: &Report, s: &weft_api::status::SecretsReport) {
     o.head(
         "weft_peer_data_key_age_seconds",
         "gauge",
-        "Age of the data key sent with to a neighbour, labelled with the secret of its connection.",
+        "Age of the data key sent with to a neighbour, labelled with the secret of its connection and the AEAD it seals with.",
     );
     for p in &r.peers {
         if let (Some(age), Some(f)) = (p.key_age_secs, &p.secret) {
@@ -520,6 +520,7 @@ fn secrets(o: &mut Out, r: &Report, s: &weft_api::status::SecretsReport) {
                 ("peer", p.name.as_str()),
                 ("nickname", p.nickname.as_str()),
                 ("secret", f.as_str()),
+                ("cipher", p.encryption.as_str()),
             ];
             o.val("weft_peer_data_key_age_seconds", &labels, age);
         }

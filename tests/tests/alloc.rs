@@ -9,15 +9,19 @@
 //! pod, which the receive side joins into super-frames (GRO) before the TAP write, and the pod's
 //! resets come back: that path must allocate nothing either. Not timed.
 //!
+//! The encrypted sleeve is checked the same way, once per AEAD: the fake peer seals its echo
+//! requests with a session whose keys match the data plane's and opens the replies.
+//!
 //! Needs root (network namespaces).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vswitch::session::HEADROOM;
 use vswitch::wire::sleeve::{push_frame, SleeveDatagram, SleeveHeader};
-use vswitch::{Fdb, PeerName, Switch};
+use vswitch::{Aead, Fdb, Key, PeerName, RekeyPolicy, Session, Switch};
 use weft::dataplane::{Dataplane, Fabric, PeerCounters, PeerEntry, Shared};
 use weft::sys::tap::Tap;
 use weft_lab::{in_netns, Lab, PodSpec};
@@ -25,6 +29,10 @@ use weft_lab::{in_netns, Lab, PodSpec};
 struct Counting;
 
 static PACKET_PATH_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+/// The count is global to the process: the tests take turns, so that one's warm-up does not
+/// land in the other's measurement.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 // SAFETY: every method forwards to the system allocator unchanged; counting has no effect on
 // the memory handed out.
@@ -134,6 +142,7 @@ fn ipv4_frame(
 
 #[test]
 fn the_per_packet_path_does_not_allocate() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     assert!(
         weft_lab::require_root(),
         "this test needs root and iproute2"
@@ -303,5 +312,160 @@ fn the_per_packet_path_does_not_allocate() {
     assert_eq!(
         allocs, 0,
         "the per-packet path allocated {allocs} times for {replies} round trips"
+    );
+}
+
+/// The echo round trips through the encrypted sleeve, with each AEAD: sealing the replies and
+/// opening the requests allocate nothing either.
+#[test]
+fn the_encrypted_per_packet_path_does_not_allocate() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        weft_lab::require_root(),
+        "this test needs root and iproute2"
+    );
+    for (tag, aead) in [("wac", Aead::ChaCha20Poly1305), ("waa", Aead::Aes256Gcm)] {
+        encrypted_round_trips(tag, aead);
+    }
+}
+
+fn encrypted_round_trips(tag: &str, aead: Aead) {
+    let mut lab = Lab::new(tag).unwrap();
+    let h1 = lab.add_host("h1").unwrap();
+    let h2 = lab.add_host("h2").unwrap();
+    let me = PeerName(1);
+    let peer = PeerName(2);
+    let peer_addr = SocketAddr::V4(SocketAddrV4::new(h2.underlay_ip, 6783));
+    let h1_addr = SocketAddr::V4(SocketAddrV4::new(h1.underlay_ip, 6783));
+    let (to_peer, to_me) = ([0x31u8; 32], [0x13u8; 32]);
+    let now = Instant::now();
+    let policy = RekeyPolicy::default();
+    let key = |b| Key::for_aead(aead, b);
+    let session = Arc::new(Mutex::new(Session::new(
+        now,
+        0,
+        key(to_peer),
+        key(to_me),
+        policy,
+    )));
+
+    let pod_mtu = 1411u32;
+    let dp = in_netns(&h1.ns, move || {
+        let tap = weft_netlink::block_on(|nl| async move {
+            let bridge = nl.ensure_bridge("weft", pod_mtu).await?;
+            let tap = Tap::open("weft-tap")?;
+            nl.attach("weft-tap", bridge, 65_000).await?;
+            Ok::<_, anyhow::Error>(tap)
+        })
+        .unwrap();
+        let socket = UdpSocket::bind(h1_addr).unwrap();
+        let shared = Arc::new(Shared::new(
+            me,
+            pod_mtu,
+            1500 - 28,
+            true,
+            Switch::new(Fdb::new(1024, Duration::from_secs(300))),
+        ));
+        shared.fabric.store(Arc::new(Fabric::direct(
+            me,
+            vec![PeerEntry {
+                name: peer,
+                udp_addr: Some(peer_addr),
+                counters: Arc::new(PeerCounters::default()),
+                session: Some(session),
+                fast: false,
+            }],
+        )));
+        Dataplane::start(shared, tap, socket).unwrap()
+    })
+    .unwrap();
+    let pod = lab
+        .add_pod(
+            &h1,
+            "p1",
+            PodSpec::new(Ipv4Addr::new(10, 32, 1, 1), 12, pod_mtu),
+        )
+        .unwrap();
+    let remote_mac = [0x02, 0x77, 0, 0, 0, 0x99];
+    let remote_ip = Ipv4Addr::new(10, 32, 2, 1);
+    lab.exec_ok(
+        &pod.ns,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &remote_ip.to_string(),
+            "lladdr",
+            "02:77:00:00:00:99",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    )
+    .unwrap();
+
+    // The fake peer's half of the session: it sends with what h1 receives with, and back.
+    let theirs = Arc::new(Mutex::new(Session::new(
+        now,
+        0,
+        key(to_me),
+        key(to_peer),
+        policy,
+    )));
+    let (pod_mac, pod_ip) = (pod.mac, pod.ip);
+    let round_trips = move |n: u16, first: u16| -> u64 {
+        let mut s = theirs.lock().unwrap();
+        let sock = UdpSocket::bind(peer_addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let mut replies = 0u64;
+        for seq in first..first + n {
+            let frame = echo_request(remote_mac, pod_mac, remote_ip, pod_ip, seq);
+            let mut dgram = vec![0u8; 2048];
+            let plain = &mut dgram[HEADROOM..];
+            let mut len = SleeveHeader::frames(peer, me).emit(plain).unwrap();
+            len = push_frame(plain, len, &frame).unwrap();
+            let total = s.seal_in_place(&mut dgram, len).unwrap();
+            sock.send_to(&dgram[..total], h1_addr).unwrap();
+            while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                let Ok(range) = s.open_in_place(Instant::now(), &mut buf[..n]) else {
+                    continue;
+                };
+                let Ok(d) = SleeveDatagram::new_checked(&buf[range]) else {
+                    continue;
+                };
+                let is_reply = d
+                    .frames()
+                    .flatten()
+                    .any(|f| f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == 1 && f[34] == 0);
+                if is_reply {
+                    replies += 1;
+                    break;
+                }
+            }
+        }
+        replies
+    };
+    let round_trips = Arc::new(round_trips);
+    let warm_up = round_trips.clone();
+    let warm = in_netns(&h2.ns, move || warm_up(50, 0)).unwrap();
+    assert!(
+        warm >= 45,
+        "{aead}: only {warm} of 50 warm-up echo replies came back"
+    );
+    let before = PACKET_PATH_ALLOCS.load(Ordering::Relaxed);
+    let measured = round_trips.clone();
+    let replies = in_netns(&h2.ns, move || measured(1000, 100)).unwrap();
+    let allocs = PACKET_PATH_ALLOCS.load(Ordering::Relaxed) - before;
+    dp.stop();
+    assert!(
+        replies >= 990,
+        "{aead}: only {replies} of 1000 echo replies came back"
+    );
+    assert_eq!(
+        allocs, 0,
+        "{aead}: the encrypted per-packet path allocated {allocs} times for {replies} round trips"
     );
 }

@@ -218,7 +218,9 @@ fn encrypted_sleeve_transfers_complete_and_rekey_under_underlay_loss() {
     print_rows("encrypted", &rows);
     let reports: Vec<_> = hs.iter().map(|h| c.status(h).unwrap()).collect();
     for r in &reports {
-        assert_eq!(r.peers[0].encryption, "chacha20-poly1305");
+        // Whichever AEAD `--cipher auto` chose on this CPU.
+        let enc = r.peers[0].encryption.as_str();
+        assert!(matches!(enc, "aes-256-gcm" | "chacha20-poly1305"), "{enc}");
         // Rekeys every second went on through the loss: several, none refused (the log check
         // above), and no datagram was refused for its key.
         eprintln!("{}: {} rekeys", r.nickname, r.peers[0].rekeys);

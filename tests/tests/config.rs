@@ -44,6 +44,34 @@ fn the_effective_configuration_says_where_each_value_came_from() {
 }
 
 #[test]
+fn the_cipher_comes_from_the_file_the_environment_or_the_default() {
+    let (ok, text) = check("config-version = 1\n", &[]);
+    assert!(
+        ok && text.contains("cipher = \"auto\"  # default"),
+        "{text}"
+    );
+    let (ok, text) = check("cipher = \"aes-256-gcm\"\n", &[]);
+    assert!(
+        ok && text.contains("cipher = \"aes-256-gcm\"  # file"),
+        "{text}"
+    );
+    let (ok, text) = check(
+        "cipher = \"aes-256-gcm\"\n",
+        &[("WEFT_CIPHER", "chacha20-poly1305")],
+    );
+    assert!(
+        ok && text.contains("cipher = \"chacha20-poly1305\"  # environment"),
+        "{text}"
+    );
+    let (ok, text) = check("cipher = \"aes-128-gcm\"\n", &[]);
+    assert!(
+        !ok && text.contains("aes-128-gcm")
+            && text.contains("auto, aes-256-gcm or chacha20-poly1305"),
+        "{text}"
+    );
+}
+
+#[test]
 fn typos_bad_values_and_other_versions_are_refused_naming_the_key() {
     let (ok, text) = check("pod_cidr = \"10.32.0.0/12\"\n", &[]);
     assert!(

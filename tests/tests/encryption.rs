@@ -1,5 +1,6 @@
 //! Encrypted clusters end to end: what the underlay sees, peers without the secret, replayed
-//! and tampered datagrams, and rekeying under load.
+//! and tampered datagrams and rekeying under load (each with both AEADs), and the AEAD each
+//! pair negotiates (`--cipher`).
 //!
 //! Needs root (network namespaces), tcpdump, and the `weft` binary (`scripts/test.sh`).
 
@@ -7,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 use weft_api::status::Report;
-use weft_lab::testbed::{ping, tcp_transfer_paced, weft_bin, Cluster};
+use weft_lab::testbed::{auto_cipher, ping, tcp_transfer_paced, weft_bin, Cluster};
 use weft_lab::{in_netns, poll_until, Host, Pod, Signal};
 
 const SECRET: &str = "the weft test secret, long enough\n";
@@ -25,6 +26,9 @@ fn secret_file(c: &Cluster, name: &str, content: &str) -> String {
     std::fs::write(&p, content).unwrap();
     p.display().to_string()
 }
+
+/// Both AEADs, as `--cipher` names them.
+const CIPHERS: [&str; 2] = ["chacha20-poly1305", "aes-256-gcm"];
 
 /// Two hosts with the same router arguments and one pod each.
 fn pair_in(c: &mut Cluster, args: &[&str]) -> (Vec<Host>, Vec<Pod>) {
@@ -136,7 +140,7 @@ fn the_underlay_sees_neither_payload_nor_pod_addresses() {
     let (hs, pods) = pair_in(&mut c, &["--secret-file", &s]);
     let r = c.status(&hs[0]).unwrap();
     assert!(r.encrypted);
-    assert_eq!(r.peers[0].encryption, "chacha20-poly1305");
+    assert_eq!(r.peers[0].encryption, auto_cipher());
     assert_eq!(
         r.pod_mtu, 1411,
         "the pod MTU accounts for the encryption overhead"
@@ -227,11 +231,18 @@ fn drops(c: &Cluster, h: &Host, reason: &str) -> u64 {
 
 #[test]
 fn replayed_and_tampered_datagrams_are_dropped_and_counted() {
-    let mut c = cluster("wet");
+    for (tag, cipher) in ["wet", "wea"].into_iter().zip(CIPHERS) {
+        replayed_and_tampered_with(tag, cipher);
+    }
+}
+
+fn replayed_and_tampered_with(tag: &str, cipher: &str) {
+    let mut c = cluster(tag);
     let s = secret_file(&c, "secret", SECRET);
-    let args: &[&str] = &["--secret-file", &s];
+    let args: &[&str] = &["--secret-file", &s, "--cipher", cipher];
     let (hs, pods) = pair_in(&mut c, args);
     let (h1, h2) = (&hs[0], &hs[1]);
+    assert_eq!(c.status(h1).unwrap().peers[0].encryption, cipher);
     assert!(ping(&c.lab, &pods[0].ns, pods[1].ip, 1).unwrap().received == 1);
     let captured = capture_pings(&mut c, &pods, "replay");
     // A frames datagram h1 sealed (kind 1, flags 1, from h1's port 6783 — all captured ones are
@@ -272,9 +283,22 @@ fn replayed_and_tampered_datagrams_are_dropped_and_counted() {
 
 #[test]
 fn a_transfer_across_several_rekeys_arrives_intact() {
-    let mut c = cluster("wek");
+    for (tag, cipher) in ["wek", "wef"].into_iter().zip(CIPHERS) {
+        rekeys_with(tag, cipher);
+    }
+}
+
+fn rekeys_with(tag: &str, cipher: &str) {
+    let mut c = cluster(tag);
     let s = secret_file(&c, "secret", SECRET);
-    let args: &[&str] = &["--secret-file", &s, "--rekey-after", "1"];
+    let args: &[&str] = &[
+        "--secret-file",
+        &s,
+        "--rekey-after",
+        "1",
+        "--cipher",
+        cipher,
+    ];
     let (hs, pods) = pair_in(&mut c, args);
     let (h1, h2) = (&hs[0], &hs[1]);
     let (p1, p2) = (&pods[0], &pods[1]);
@@ -291,6 +315,9 @@ fn a_transfer_across_several_rekeys_arrives_intact() {
     let r2 = c.status(h2).unwrap();
     assert!(r2.peers[0].rekeys >= 3, "{:?}", r2.peers[0]);
     assert!(r1.peers[0].rekeys >= 3, "{:?}", r1.peers[0]);
+    // Rekeys keep the pair's AEAD.
+    assert_eq!(r1.peers[0].encryption, cipher);
+    assert_eq!(r2.peers[0].encryption, cipher);
     let lost: u64 = ["crypto_unknown_key", "crypto_auth_failed", "crypto_too_old"]
         .iter()
         .map(|k| r1.drops[*k] + r2.drops[*k])
@@ -394,4 +421,68 @@ fn encrypted_routers_started_together_agree_on_their_data_keys() {
             c.router_log(&hs[1])
         );
     }
+}
+
+/// Each pair of routers negotiates its AEAD: two on `auto` (one of them pinned to AES-256-GCM
+/// in the second cluster) seal with AES-256-GCM where the CPU has AES instructions; a router
+/// pinned to ChaCha20-Poly1305 and one on `auto` agree on ChaCha20-Poly1305; both report it and
+/// traffic passes. Two pins that cannot meet are refused, with both named.
+#[test]
+fn each_pair_negotiates_its_cipher() {
+    let want_auto = auto_cipher();
+    let pin = |a: &'static str| -> Vec<&'static str> { vec!["--cipher", a] };
+    for (tag, a1, a2, want) in [
+        ("wca", vec![], vec![], want_auto),
+        ("wcp", pin("aes-256-gcm"), vec![], "aes-256-gcm"),
+        ("wcc", pin("chacha20-poly1305"), vec![], "chacha20-poly1305"),
+    ] {
+        let mut c = cluster(tag);
+        let s = secret_file(&c, "secret", SECRET);
+        let args1: Vec<&str> = ["--secret-file", s.as_str()]
+            .into_iter()
+            .chain(a1)
+            .collect();
+        let args2: Vec<&str> = ["--secret-file", s.as_str()]
+            .into_iter()
+            .chain(a2)
+            .collect();
+        let hs = c.full_mesh(2, &[&args1, &args2]).unwrap();
+        let p1 = c
+            .add_pod(&hs[0], "p1", Ipv4Addr::new(10, 32, 1, 1))
+            .unwrap();
+        let p2 = c
+            .add_pod(&hs[1], "p1", Ipv4Addr::new(10, 32, 2, 1))
+            .unwrap();
+        for h in &hs {
+            let r = c.status(h).unwrap();
+            assert_eq!(r.peers[0].encryption, want, "{tag} on {}", h.name);
+        }
+        assert_eq!(ping(&c.lab, &p1.ns, p2.ip, 3).unwrap().received, 3, "{tag}");
+        let t =
+            tcp_transfer_paced(&p1, &p2, 8 << 20, Duration::ZERO, Duration::from_secs(30)).unwrap();
+        assert!(t.intact(), "{tag}: {t:?}");
+    }
+
+    let mut c = cluster("wcx");
+    let s = secret_file(&c, "secret", SECRET);
+    let h1 = c.add_host("h1").unwrap();
+    let h2 = c.add_host("h2").unwrap();
+    c.start_router(&h1, &[], &["--secret-file", &s, "--cipher", "aes-256-gcm"])
+        .unwrap();
+    c.start_router(
+        &h2,
+        &[&h1],
+        &["--secret-file", &s, "--cipher", "chacha20-poly1305"],
+    )
+    .unwrap();
+    let err = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        target_error(&c.status(&h2).ok()?)
+    })
+    .expect("h2 reports why it cannot connect");
+    assert!(err.contains("no cipher in common"), "{err}");
+    assert!(
+        err.contains("aes-256-gcm") && err.contains("chacha20-poly1305"),
+        "{err}"
+    );
+    assert!(c.status(&h1).unwrap().peers.is_empty());
 }

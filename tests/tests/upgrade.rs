@@ -72,6 +72,25 @@ fn distinct(pods: &[CniPod]) {
 /// bad signature or a wrong key. (Unsigned records are accepted from old routers, or refused when they are a copy,
 /// stripped by an old router, of a signing owner's record newer than ours: the owner's own copy
 /// arrives too.)
+/// With hosts `..=upgraded` on this build and the rest on the old one: a pair of new routers
+/// seals with what `--cipher auto` chooses here, a pair with an old router with
+/// ChaCha20-Poly1305 (the old router offers nothing else).
+fn ciphers_as_negotiated(c: &Cluster, hosts: &[Host], upgraded: usize) {
+    let new = |name: &str| hosts[..=upgraded].iter().any(|h| h.name == name);
+    for h in hosts {
+        let r = c.status(h).unwrap();
+        for p in &r.peers {
+            let want = if new(&h.name) && new(&p.nickname) {
+                weft_lab::testbed::auto_cipher()
+            } else {
+                "chacha20-poly1305"
+            };
+            // An old router shows what it always showed.
+            assert_eq!(p.encryption, want, "{} -> {}", h.name, p.nickname);
+        }
+    }
+}
+
 fn refused_nothing(c: &Cluster, h: &Host) {
     let r = c.status(h).unwrap();
     let refused: Vec<(&String, &u64)> = r
@@ -157,6 +176,9 @@ fn rolling_upgrade(tag: &str, encrypted: bool) {
         all_talk(&c, &pods);
         for up in &hosts[..=i] {
             refused_nothing(&c, up);
+        }
+        if encrypted {
+            ciphers_as_negotiated(&c, &hosts, i);
         }
     }
 

@@ -17,6 +17,6 @@ pub mod switch;
 pub mod wire;
 
 pub use fdb::{Fdb, Location};
-pub use session::{CryptoError, Key, Opener, RekeyPolicy, Sealer, Session};
+pub use session::{Aead, CryptoError, Key, Opener, RekeyPolicy, Sealer, Session};
 pub use switch::{Decision, DropReason, Switch};
 pub use wire::{MacAddr, PeerName};

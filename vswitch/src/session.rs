@@ -3,7 +3,8 @@
 //! control plane's handshake, time is passed in, nothing here sleeps, spawns or logs.
 //!
 //! An encrypted datagram is a plain sleeve datagram whose body has been encrypted and
-//! authenticated with ChaCha20-Poly1305 (`ring`), with the header left in clear so that relays can
+//! authenticated with the AEAD of its key ([`Aead`]: ChaCha20-Poly1305 or AES-256-GCM, `ring`),
+//! with the header left in clear so that relays can
 //! route it and decrement its ttl without holding any key:
 //!
 //! ```text
@@ -66,7 +67,7 @@ pub use format::{
     HEADROOM, MIN_ENCRYPTED_LEN, OVERHEAD, TAG_LEN,
 };
 pub use handover::Handover;
-pub use key::{Key, KEY_LEN};
+pub use key::{Aead, Key, KEY_LEN};
 pub use open::{KeyEpochs, Opener};
 pub use rekey::{RekeyPolicy, Session};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
@@ -146,5 +147,7 @@ impl CryptoError {
 
 #[cfg(test)]
 mod handover_tests;
+#[cfg(test)]
+mod rekey_tests;
 #[cfg(test)]
 mod tests;

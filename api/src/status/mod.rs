@@ -184,8 +184,9 @@ pub struct PeerReport {
     pub relayed_datagrams: u64,
     /// Drops of this peer's traffic, by reason (zero counts left out).
     pub drops: BTreeMap<String, u64>,
-    /// Data encryption with this neighbour: `chacha20-poly1305`, `trusted` (in clear by
-    /// `--trusted-subnets`), or `none` (no secret, or not a neighbour).
+    /// Data encryption with this neighbour: the AEAD the pair seals with, `aes-256-gcm` or
+    /// `chacha20-poly1305` (`--cipher`), `trusted` (in clear by `--trusted-subnets`), or `none`
+    /// (no secret, or not a neighbour).
     pub encryption: String,
     /// Why this neighbour uses the fast path or the sleeve (empty for peers reached by relay).
     #[serde(default)]

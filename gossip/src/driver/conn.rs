@@ -1,10 +1,11 @@
 //! Control connections: the accept loop (with its rate and connection limits) and the task that
-//! runs one connection, inbound or outbound: secure channel, hello exchange, admission by
-//! [`crate::mesh`], then heartbeats and messages until it ends.
+//! runs one connection, inbound or outbound: secure channel, hello exchange, the sleeve's AEAD
+//! ([`crate::cipher`]), admission by [`crate::mesh`], then heartbeats and messages until it ends.
 
 use super::codec::{secure_channel, Codec};
 use super::ipam::dispatch_ipam;
 use super::{dispatch, ConnRecord, Event, PeerInfo, Shared, TargetState};
+use crate::cipher;
 use crate::mesh::Admitted;
 use crate::proto::{self, Message};
 use crate::topology::ConnEntry;
@@ -198,6 +199,18 @@ pub(super) async fn run_conn(
             return refuse(&mut wr, &codec, e).await;
         }
     }
+    // With a secret, the sleeve's AEAD for this pair, chosen from the two hellos as sent (both
+    // ends compute the same), and the data keys bound to it. Without one there is nothing to seal.
+    let keys = match keys {
+        Some(k) => match cipher::choose(
+            &cipher::parse_offer(&ours.ciphers),
+            &cipher::parse_offer(&theirs.ciphers),
+        ) {
+            Ok(aead) => Some(k.bind(aead)),
+            Err(e) => return refuse(&mut wr, &codec, e).await,
+        },
+        None => None,
+    };
     // `conn` is set when the connection is admitted and gets its id.
     let mut info = PeerInfo {
         name,

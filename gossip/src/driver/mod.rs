@@ -20,6 +20,8 @@
 //!
 //! This file holds the configuration and the state the tasks share.
 
+#[cfg(test)]
+mod cipher_tests;
 mod codec;
 mod conn;
 mod handle;
@@ -92,6 +94,9 @@ pub struct Config {
     pub host_key: Option<Arc<crate::sign::HostKey>>,
     /// Refuse unsigned records (`--require-signed-records`).
     pub require_signed: bool,
+    /// The AEADs we offer for the sleeve, in our order of preference ([`crate::cipher::offer`]);
+    /// with secrets, each connection's data keys are bound to the one chosen with the peer.
+    pub ciphers: Vec<vswitch::Aead>,
 }
 
 impl Config {
@@ -116,6 +121,7 @@ impl Config {
             ipam: None,
             host_key: None,
             require_signed: false,
+            ciphers: crate::cipher::offer(crate::cipher::CipherSetting::Auto, false),
         }
     }
 
@@ -134,6 +140,7 @@ impl Config {
             key: None,
             sig: None,
             time_ms: None,
+            ciphers: crate::cipher::offer_names(&self.ciphers),
         }
     }
 }

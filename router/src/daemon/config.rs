@@ -9,6 +9,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 use vswitch::RekeyPolicy;
 
+/// Whether this CPU has the instructions AES-256-GCM is fast with: AES and carry-less multiply
+/// on x86_64 (AES-NI, PCLMULQDQ), AES on aarch64; false elsewhere.
+pub fn hardware_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
 /// The default control (TCP) and data (UDP) port.
 pub const DEFAULT_PORT: u16 = 6783;
 
@@ -47,6 +65,8 @@ pub struct Config {
     pub trusted_subnets: Vec<IpNet>,
     /// When data keys are replaced.
     pub rekey: RekeyPolicy,
+    /// The sleeve's AEAD: `auto` or pinned (`--cipher`).
+    pub cipher: gossip::cipher::CipherSetting,
     /// Use the kernel VXLAN fast path with peers where it works (clusters without a secret).
     pub fastpath: bool,
     /// Refuse unsigned gossip and IPAM records.
@@ -145,6 +165,7 @@ impl Config {
             format!("{:?}", self.rekey),
             format!("{:?}", new.rekey),
         );
+        cmp("cipher", self.cipher.to_string(), new.cipher.to_string());
         cmp(
             "no-fastpath",
             self.fastpath.to_string(),

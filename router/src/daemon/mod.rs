@@ -36,7 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vswitch::{Key, Location, PeerName, Session};
+use vswitch::{Location, PeerName, Session};
 use weft_api::control::{LeaveAnswer, SeedAnswer};
 use weft_netlink::{LinkCounters, Netlink};
 
@@ -389,7 +389,7 @@ impl Daemon {
         old: Option<Arc<Mutex<Session>>>,
     ) -> Arc<Mutex<Session>> {
         let now = Instant::now();
-        let (send, recv) = (Key::new(k.send), Key::new(k.recv));
+        let (send, recv) = rekey::session_keys(k);
         if info.version < gossip::proto::HANDOVER_VERSION {
             return Arc::new(Mutex::new(Session::new(now, 0, send, recv, self.cfg.rekey)));
         }

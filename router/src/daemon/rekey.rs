@@ -2,6 +2,7 @@
 //! control channel when a session is old or has carried enough packets, and answering proposals;
 //! and the listener's half of handing a session over to a new connection's keys
 //! ([`Message::Handover`]). Only messages that came on the neighbour's current connection count.
+//! Every key keeps the AEAD the pair chose on that connection (`gossip::cipher`).
 
 use super::*;
 use gossip::proto::Message;
@@ -47,12 +48,8 @@ impl Daemon {
                 let Some(k) = n.info.keys.as_ref().filter(|_| !n.info.outbound) else {
                     return;
                 };
-                let how = lock(&session).handover_as_listener(
-                    now,
-                    epoch,
-                    Key::new(k.send),
-                    Key::new(k.recv),
-                );
+                let (send, recv) = session_keys(k);
+                let how = lock(&session).handover_as_listener(now, epoch, send, recv);
                 self.gossip.send_on(conn, Message::HandoverAck { epoch });
                 tracing::info!(peer = %from, epoch, ?how, "data keys of the new connection installed");
                 let addr = self.udp_addr(n);
@@ -76,13 +73,10 @@ impl Daemon {
                     tracing::warn!(peer = %from, "malformed rekey material");
                     return;
                 };
-                let keys = gossip::secure::derive_data_keys(&material, &secret, false);
-                let installed = lock(&session).install_as_responder(
-                    now,
-                    epoch,
-                    Key::new(keys.send),
-                    Key::new(keys.recv),
-                );
+                let keys =
+                    gossip::secure::derive_data_keys(&material, &secret, false).bind(pair_aead(n));
+                let (send, recv) = session_keys(&keys);
+                let installed = lock(&session).install_as_responder(now, epoch, send, recv);
                 match installed {
                     Ok(()) => {
                         n.rekeys += 1;
@@ -98,14 +92,11 @@ impl Daemon {
                 if e != epoch {
                     return;
                 }
-                let keys = gossip::secure::derive_data_keys(&material, ours, true);
+                let keys =
+                    gossip::secure::derive_data_keys(&material, ours, true).bind(pair_aead(n));
                 n.rekey = None;
-                match lock(&session).install_as_initiator(
-                    now,
-                    epoch,
-                    Key::new(keys.send),
-                    Key::new(keys.recv),
-                ) {
+                let (send, recv) = session_keys(&keys);
+                match lock(&session).install_as_initiator(now, epoch, send, recv) {
                     Ok(()) => {
                         n.rekeys += 1;
                         tracing::debug!(peer = %from, epoch, "rekeyed");
@@ -155,6 +146,20 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The session keys of a pair's data keys, for the AEAD they are bound to.
+pub(super) fn session_keys(k: &gossip::secure::DataKeys) -> (Key, Key) {
+    (Key::for_aead(k.aead, k.send), Key::for_aead(k.aead, k.recv))
+}
+
+/// The AEAD the pair chose on its current connection: rekeys keep it (ChaCha20-Poly1305 for a
+/// neighbour without keys, which has no session to rekey either).
+fn pair_aead(n: &Neighbor) -> vswitch::Aead {
+    n.info
+        .keys
+        .as_ref()
+        .map_or(vswitch::Aead::ChaCha20Poly1305, |k| k.aead)
 }
 
 fn hex(b: &[u8]) -> String {

@@ -57,8 +57,13 @@ impl Daemon {
                 };
                 let rtt_us = c.rtt_us.load(Relaxed);
                 let session = n.and_then(|n| n.session.as_ref());
+                // The AEAD datagrams are sealed with now; before the first key of a handover
+                // is in use, the one the pair chose on its connection.
                 let encryption = match (n, session) {
-                    (Some(_), Some(_)) => "chacha20-poly1305",
+                    (Some(n), Some(s)) => lock(s)
+                        .aead()
+                        .or(n.info.keys.as_ref().map(|k| k.aead))
+                        .map_or("chacha20-poly1305", vswitch::Aead::name),
                     (Some(_), None) if self.cfg.secrets.is_some() => "trusted",
                     _ => "none",
                 };

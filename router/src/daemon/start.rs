@@ -183,6 +183,21 @@ pub async fn run(cfg: Config) -> Result<()> {
     gcfg.secrets = cfg.secrets.clone();
     gcfg.host_key = Some(host_key.clone());
     gcfg.require_signed = cfg.require_signed_records;
+    let hardware_aes = hardware_aes();
+    gcfg.ciphers = gossip::cipher::offer(cfg.cipher, hardware_aes);
+    if cfg.secrets.is_some() {
+        tracing::info!(
+            cipher = %cfg.cipher,
+            hardware_aes,
+            offer = %gossip::cipher::offer_names(&gcfg.ciphers).join(","),
+            "sleeve AEAD"
+        );
+        if cfg.cipher == gossip::cipher::CipherSetting::Pinned(vswitch::Aead::Aes256Gcm)
+            && !hardware_aes
+        {
+            tracing::warn!("--cipher aes-256-gcm on a CPU without AES instructions: AES-256-GCM runs in software here, slower than chacha20-poly1305 (auto would choose that)");
+        }
+    }
     if let Some(o) = &cfg.ipam {
         ipam::validate(o.cidr, o.block_prefix)?;
         let init_peers = match (o.init_peers, &kube) {

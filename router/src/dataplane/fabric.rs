@@ -46,4 +46,10 @@ impl Peer for PeerEntry {
     fn encrypts(&self) -> bool {
         self.session.is_some()
     }
+
+    fn aead(&self) -> Option<vswitch::Aead> {
+        self.session
+            .as_ref()
+            .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).aead())
+    }
 }

@@ -116,7 +116,10 @@ impl<P: Peer> Snapshot<'_, P> {
         };
         let hop_name = route.hop.name();
         let encryption = if route.hop.encrypts() {
-            "chacha20-poly1305"
+            route
+                .hop
+                .aead()
+                .map_or("chacha20-poly1305", vswitch::Aead::name)
         } else if self.encrypted && !route.is_fast() {
             "trusted"
         } else {

@@ -26,6 +26,11 @@ pub trait Peer {
     /// Its traffic is encrypted (there is a session with it): datagrams in clear from it are
     /// refused.
     fn encrypts(&self) -> bool;
+    /// The AEAD its datagrams are sealed with now, when it encrypts and that is known (for
+    /// reports such as `weft trace`; the engine does not use it).
+    fn aead(&self) -> Option<crate::session::Aead> {
+        None
+    }
 }
 
 /// Peers, next hops and broadcast trees; see the module documentation.

@@ -1,18 +1,16 @@
 //! Tests of the hand-over to a new control connection's keys (`handover.rs`): in every ordering
 //! the two ends can open what the other seals, old and new keys overlap with a replay window
-//! each, and the old keys go after the grace period.
+//! each, and the old keys go after the grace period. Each test runs once per AEAD.
 
-use super::tests::{epoch_of, open_s, pair, seal_s, short_policy};
+use super::rekey_tests::{epoch_of, open_s, pair, seal_s, short_policy};
 use super::*;
 use std::time::{Duration, Instant};
 
 /// The new connection's keys, as the dialler (A) and the listener (B) derive them.
-fn conn_keys(seed: u8) -> ((Key, Key), (Key, Key)) {
+fn conn_keys(aead: Aead, seed: u8) -> ((Key, Key), (Key, Key)) {
     let (a2b, b2a) = ([seed; KEY_LEN], [seed ^ 0xff; KEY_LEN]);
-    (
-        (Key::new(a2b), Key::new(b2a)),
-        (Key::new(b2a), Key::new(a2b)),
-    )
+    let k = |b| Key::for_aead(aead, b);
+    ((k(a2b), k(b2a)), (k(b2a), k(a2b)))
 }
 
 /// Whatever each side seals now opens on the other side.
@@ -25,16 +23,22 @@ fn each_opens_the_other(a: &mut Session, b: &mut Session, now: Instant, tag: u32
 
 #[test]
 fn a_replacement_seen_by_both_ends_loses_nothing() {
+    for aead in Aead::ALL {
+        a_replacement_seen_by_both_ends_loses_nothing_with(aead);
+    }
+}
+
+fn a_replacement_seen_by_both_ends_loses_nothing_with(aead: Aead) {
     let t0 = Instant::now();
     let policy = short_policy();
-    let (mut a, mut b) = pair(t0, policy);
+    let (mut a, mut b) = pair(aead, t0, policy);
     // In flight under the old keys, both ways, from before the new connection.
     let a_old: Vec<_> = (0..4).map(|n| seal_s(&mut a, n)).collect();
     let b_old: Vec<_> = (100..104).map(|n| seal_s(&mut b, n)).collect();
     let b_stragglers: Vec<_> = (104..106).map(|n| seal_s(&mut b, n)).collect();
 
     // A (the dialler) is up first: it accepts the new keys but keeps sending the old ones.
-    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(0x31);
+    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(aead, 0x31);
     let epoch = a.handover_as_dialler(t0, a_send, a_recv);
     assert_eq!(epoch, 1, "not a live epoch of A");
     assert_eq!(a.send_epoch(), Some(0));
@@ -83,9 +87,15 @@ fn a_replacement_seen_by_both_ends_loses_nothing() {
 
 #[test]
 fn old_and_new_keys_keep_a_replay_window_each() {
+    for aead in Aead::ALL {
+        old_and_new_keys_keep_a_replay_window_each_with(aead);
+    }
+}
+
+fn old_and_new_keys_keep_a_replay_window_each_with(aead: Aead) {
     let t0 = Instant::now();
-    let (mut a, mut b) = pair(t0, short_policy());
-    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(0x42);
+    let (mut a, mut b) = pair(aead, t0, short_policy());
+    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(aead, 0x42);
     let epoch = a.handover_as_dialler(t0, a_send, a_recv);
     b.handover_as_listener(t0, epoch, b_send, b_recv);
     // Counter 0 under the old key and counter 0 under the new key are different datagrams.
@@ -96,7 +106,7 @@ fn old_and_new_keys_keep_a_replay_window_each() {
     assert_eq!(open_s(&mut a, t0, new0.clone()), Ok(2));
     assert_eq!(open_s(&mut a, t0, new0), Err(CryptoError::Replayed));
     // A's old receive key (B's old send key) has its own window: counter 0 under it is new.
-    let (_, mut b2) = pair(t0, short_policy());
+    let (_, mut b2) = pair(aead, t0, short_policy());
     let b_old0 = seal_s(&mut b2, 4);
     assert_eq!(open_s(&mut a, t0, b_old0.clone()), Ok(4));
     assert_eq!(open_s(&mut a, t0, b_old0), Err(CryptoError::Replayed));
@@ -104,9 +114,15 @@ fn old_and_new_keys_keep_a_replay_window_each() {
 
 #[test]
 fn the_dialler_switches_on_the_answer_without_traffic() {
+    for aead in Aead::ALL {
+        the_dialler_switches_on_the_answer_without_traffic_with(aead);
+    }
+}
+
+fn the_dialler_switches_on_the_answer_without_traffic_with(aead: Aead) {
     let t0 = Instant::now();
-    let (mut a, mut b) = pair(t0, short_policy());
-    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(0x53);
+    let (mut a, mut b) = pair(aead, t0, short_policy());
+    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(aead, 0x53);
     let epoch = a.handover_as_dialler(t0, a_send, a_recv);
     b.handover_as_listener(t0, epoch, b_send, b_recv);
     assert!(a.confirm(t0), "the listener's answer");
@@ -120,6 +136,12 @@ fn the_dialler_switches_on_the_answer_without_traffic() {
 
 #[test]
 fn a_first_connection_hands_over_from_empty_sessions() {
+    for aead in Aead::ALL {
+        a_first_connection_hands_over_from_empty_sessions_with(aead);
+    }
+}
+
+fn a_first_connection_hands_over_from_empty_sessions_with(aead: Aead) {
     let t0 = Instant::now();
     let policy = short_policy();
     let (mut a, mut b) = (Session::empty(policy), Session::empty(policy));
@@ -130,7 +152,7 @@ fn a_first_connection_hands_over_from_empty_sessions() {
         "nothing to seal with yet"
     );
     assert!(!a.rekey_due(t0 + policy.max_age));
-    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(0x64);
+    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(aead, 0x64);
     let epoch = a.handover_as_dialler(t0, a_send, a_recv);
     assert_eq!(epoch, 0);
     assert_eq!(a.send_epoch(), None, "A waits for B");
@@ -146,13 +168,19 @@ fn a_first_connection_hands_over_from_empty_sessions() {
 
 #[test]
 fn an_epoch_the_listener_still_receives_under_starts_it_over() {
+    for aead in Aead::ALL {
+        an_epoch_the_listener_still_receives_under_starts_it_over_with(aead);
+    }
+}
+
+fn an_epoch_the_listener_still_receives_under_starts_it_over_with(aead: Aead) {
     // The listener's keys are out of step with the dialler's: A had no session (it saw the old
     // connection close before the new one came up), B kept its old one at epoch 0.
     let t0 = Instant::now();
     let policy = short_policy();
-    let (_, mut b) = pair(t0, policy);
+    let (_, mut b) = pair(aead, t0, policy);
     let mut a = Session::empty(policy);
-    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(0x75);
+    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(aead, 0x75);
     let epoch = a.handover_as_dialler(t0, a_send, a_recv);
     assert_eq!(epoch, 0);
     assert_eq!(
@@ -165,20 +193,26 @@ fn an_epoch_the_listener_still_receives_under_starts_it_over() {
 
 #[test]
 fn an_epoch_in_the_listeners_grace_period_replaces_the_straggler_key() {
+    for aead in Aead::ALL {
+        an_epoch_in_the_listeners_grace_period_replaces_the_straggler_key_with(aead);
+    }
+}
+
+fn an_epoch_in_the_listeners_grace_period_replaces_the_straggler_key_with(aead: Aead) {
     let t0 = Instant::now();
     let policy = short_policy();
-    let (mut a, mut b) = pair(t0, policy);
+    let (mut a, mut b) = pair(aead, t0, policy);
     // A rekey to epoch 1, completed both ways: both hold 0 as previous.
     let (ab, ba) = ([0x11; KEY_LEN], [0x22; KEY_LEN]);
-    b.install_as_responder(t0, 1, Key::new(ba), Key::new(ab))
+    b.install_as_responder(t0, 1, Key::for_aead(aead, ba), Key::for_aead(aead, ab))
         .unwrap();
-    a.install_as_initiator(t0, 1, Key::new(ab), Key::new(ba))
+    a.install_as_initiator(t0, 1, Key::for_aead(aead, ab), Key::for_aead(aead, ba))
         .unwrap();
     each_opens_the_other(&mut a, &mut b, t0, 1);
     // A then saw the connection close and starts from nothing (B kept its session): as an
     // empty dialler it proposes epoch 0, B's key in its grace period.
     let mut a = Session::empty(policy);
-    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(0x86);
+    let ((a_send, a_recv), (b_send, b_recv)) = conn_keys(aead, 0x86);
     assert_eq!(a.handover_as_dialler(t0, a_send, a_recv), 0);
     assert_eq!(b.recv_epochs().unwrap().previous, Some(0));
     // B's previous key (epoch 0) gives way; its current one stays.
@@ -199,20 +233,26 @@ fn an_epoch_in_the_listeners_grace_period_replaces_the_straggler_key() {
 
 #[test]
 fn simultaneous_dials_end_on_the_winners_keys_in_either_order() {
+    for aead in Aead::ALL {
+        simultaneous_dials_end_on_the_winners_keys_in_either_order_with(aead);
+    }
+}
+
+fn simultaneous_dials_end_on_the_winners_keys_in_either_order_with(aead: Aead) {
     let t0 = Instant::now();
     let policy = short_policy();
     // A dials B (the connection that wins) while B dials A (the loser). B saw its own
     // connection first in both orders.
     for a_saw_the_loser in [false, true] {
         let (mut a, mut b) = (Session::empty(policy), Session::empty(policy));
-        let ((lb_send, lb_recv), (la_send, la_recv)) = conn_keys(0x97); // B dialled the loser
+        let ((lb_send, lb_recv), (la_send, la_recv)) = conn_keys(aead, 0x97); // B dialled the loser
         let e_loser = b.handover_as_dialler(t0, lb_send, lb_recv);
         if a_saw_the_loser {
             // A is the loser's listener and got B's epoch before the winner came up.
             a.handover_as_listener(t0, e_loser, la_send, la_recv);
             each_opens_the_other(&mut a, &mut b, t0, 1);
         }
-        let ((wa_send, wa_recv), (wb_send, wb_recv)) = conn_keys(0xa8); // A dialled the winner
+        let ((wa_send, wa_recv), (wb_send, wb_recv)) = conn_keys(aead, 0xa8); // A dialled the winner
         let e_winner = a.handover_as_dialler(t0, wa_send, wa_recv);
         b.handover_as_listener(t0, e_winner, wb_send, wb_recv);
         assert_eq!(b.send_epoch(), Some(e_winner));
@@ -223,9 +263,9 @@ fn simultaneous_dials_end_on_the_winners_keys_in_either_order() {
         // Later rekeys work from there.
         let next = a.next_epoch();
         let (ab, ba) = ([0x11; KEY_LEN], [0x22; KEY_LEN]);
-        b.install_as_responder(t0, next, Key::new(ba), Key::new(ab))
+        b.install_as_responder(t0, next, Key::for_aead(aead, ba), Key::for_aead(aead, ab))
             .unwrap();
-        a.install_as_initiator(t0, next, Key::new(ab), Key::new(ba))
+        a.install_as_initiator(t0, next, Key::for_aead(aead, ab), Key::for_aead(aead, ba))
             .unwrap();
         each_opens_the_other(&mut a, &mut b, t0, 8);
         assert_eq!(a.send_epoch(), Some(next));
@@ -235,18 +275,24 @@ fn simultaneous_dials_end_on_the_winners_keys_in_either_order() {
 
 #[test]
 fn a_handover_on_top_of_an_unfinished_one_keeps_every_key_in_use() {
+    for aead in Aead::ALL {
+        a_handover_on_top_of_an_unfinished_one_keeps_every_key_in_use_with(aead);
+    }
+}
+
+fn a_handover_on_top_of_an_unfinished_one_keeps_every_key_in_use_with(aead: Aead) {
     // Y re-handshakes (it dials C2); X, having seen C1 close, redials at once (it dials C3). X
     // installs C2's keys as listener and starts sending with them, then hands over to C3's as
     // dialler before Y was seen using C2's: Y may switch to C2's keys at any moment.
     let t0 = Instant::now();
     let policy = short_policy();
-    let (mut x, mut y) = pair(t0, policy);
-    let ((y2_send, y2_recv), (x2_send, x2_recv)) = conn_keys(0xb9);
+    let (mut x, mut y) = pair(aead, t0, policy);
+    let ((y2_send, y2_recv), (x2_send, x2_recv)) = conn_keys(aead, 0xb9);
     let e2 = y.handover_as_dialler(t0, y2_send, y2_recv);
     x.handover_as_listener(t0, e2, x2_send, x2_recv);
     let x_on_c2 = seal_s(&mut x, 1);
     let y_still_old = seal_s(&mut y, 2);
-    let ((x3_send, x3_recv), (y3_send, y3_recv)) = conn_keys(0xca);
+    let ((x3_send, x3_recv), (y3_send, y3_recv)) = conn_keys(aead, 0xca);
     let e3 = x.handover_as_dialler(t0, x3_send, x3_recv);
     assert_ne!(e3, e2);
     // X still opens Y's old keys, and C2's once Y switches to them.

@@ -257,6 +257,12 @@ impl Session {
         self.sealer.as_ref().map(Sealer::epoch)
     }
 
+    /// The AEAD datagrams are sealed with (that of the current send key); `None` while there is
+    /// no send key.
+    pub fn aead(&self) -> Option<super::Aead> {
+        self.sealer.as_ref().map(Sealer::aead)
+    }
+
     /// The epoch of the send key held back until the initiator switches, if any.
     pub fn pending_send_epoch(&self) -> Option<u8> {
         self.pending.as_ref().map(|p| p.epoch)

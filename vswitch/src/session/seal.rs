@@ -1,7 +1,7 @@
 //! The sending half: one key, one counter.
 
 use super::format::{self, ENCRYPTED_HEADER_LEN, HEADROOM, TAG_LEN};
-use super::key::{Cipher, Key};
+use super::key::{Aead, Cipher, Key};
 use super::CryptoError;
 use crate::wire::sleeve::HEADER_LEN;
 use core::fmt;
@@ -91,6 +91,11 @@ impl Sealer {
         self.installed = now;
     }
 
+    /// The AEAD of the current send key.
+    pub fn aead(&self) -> Aead {
+        self.cipher.aead()
+    }
+
     /// The epoch of the current send key.
     pub fn epoch(&self) -> u8 {
         self.epoch
@@ -116,6 +121,7 @@ impl Sealer {
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sealer")
+            .field("aead", &self.cipher.aead())
             .field("epoch", &self.epoch)
             .field("counter", &self.counter)
             .finish_non_exhaustive()

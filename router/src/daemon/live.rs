@@ -161,13 +161,14 @@ impl Daemon {
             }
         }
         for (name, nick) in self.routes_view().peers {
-            if name != self.name && !asked.iter().any(|a| a.name == name) {
-                if !not_asked.iter().any(|n| n.0 == nick) {
-                    not_asked.push((
-                        nick,
-                        "no direct connection (reached through a relay)".into(),
-                    ));
-                }
+            if name != self.name
+                && !asked.iter().any(|a| a.name == name)
+                && !not_asked.iter().any(|n| n.0 == nick)
+            {
+                not_asked.push((
+                    nick,
+                    "no direct connection (reached through a relay)".into(),
+                ));
             }
         }
         answer.live = Some(LiveTrace {

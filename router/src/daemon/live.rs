@@ -114,17 +114,16 @@ impl Daemon {
             port,
         };
         let id: u64 = rand::random::<u64>() >> 11; // exact in JSON numbers
-        let stale = WINDOW + GRACE + Duration::from_secs(10);
-        lock(&self.live.pending).retain(|_, t| t.armed_at.elapsed() < stale);
         if lock(&self.live.pending).len() >= MAX_PENDING {
             return Err(bad(
                 "too many live traces under way; try again in a few seconds",
             ));
         }
         let now = Instant::now();
+        // Our own window also covers the wait for the neighbours' confirmations.
         self.shared
             .watch
-            .arm(id, signature, WINDOW, now)
+            .arm(id, signature, WINDOW + ARM_WAIT, now)
             .map_err(|e| bad(&e.to_string()))?;
         let kernel = self.start_trace_log().and_then(|()| {
             apply_table(&self.shared.watch).map_err(|e| format!("the trace table: {e}"))
@@ -139,27 +138,26 @@ impl Daemon {
             signature,
             window_ms: WINDOW.as_millis() as u32,
         };
-        let mut asked = Vec::new();
-        let mut not_asked = Vec::new();
-        let mut conns = Vec::new();
-        for n in lock(&self.neighbors).values() {
-            let i = &n.info;
-            if i.version < TRACE_VERSION {
-                not_asked.push((
-                    i.nickname.clone(),
-                    format!("its router speaks protocol version {}", i.version),
-                ));
-            } else {
-                conns.push(i.conn);
-                asked.push(Asked {
-                    name: i.name,
-                    nickname: i.nickname.clone(),
-                    clock_offset_ms: i.clock_offset_ms,
-                    armed: false,
-                    report: None,
-                });
-            }
-        }
+        let neighbours: Vec<_> = lock(&self.neighbors)
+            .values()
+            .map(|n| (n.info.clone(), n.info.version))
+            .collect();
+        let (ok, older) = pure::split_by_version(neighbours, TRACE_VERSION);
+        let mut not_asked: Vec<(String, String)> = older
+            .into_iter()
+            .map(|(i, why)| (i.nickname, why))
+            .collect();
+        let conns: Vec<u64> = ok.iter().map(|i| i.conn).collect();
+        let asked: Vec<Asked> = ok
+            .into_iter()
+            .map(|i| Asked {
+                name: i.name,
+                nickname: i.nickname,
+                clock_offset_ms: i.clock_offset_ms,
+                armed: false,
+                report: None,
+            })
+            .collect();
         for (name, nick) in self.routes_view().peers {
             if name != self.name
                 && !asked.iter().any(|a| a.name == name)
@@ -223,7 +221,7 @@ impl Daemon {
         let unknown = || crate::Error::BadRequest(format!("no live trace {} under way", req.id));
         let deadline = {
             let p = lock(&self.live.pending);
-            p.get(&req.id).ok_or_else(unknown)?.armed_at + WINDOW + GRACE
+            p.get(&req.id).ok_or_else(unknown)?.armed_at + ARM_WAIT + WINDOW + GRACE
         };
         loop {
             let done = {
@@ -305,6 +303,17 @@ impl Daemon {
             }
         }
         Ok(answer)
+    }
+
+    /// Forgets live traces whose prober never reported (called every liveness tick): their
+    /// watch and kernel rules go once the window and its grace are long past.
+    pub(super) fn expire_live(&self) {
+        let stale = WINDOW + ARM_WAIT + GRACE + Duration::from_secs(5);
+        lock(&self.live.pending).retain(|_, t| t.armed_at.elapsed() < stale);
+        if self.shared.watch.on() && self.shared.watch.expire(Instant::now(), stale) {
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || apply_table(&shared.watch));
+        }
     }
 
     /// A neighbour's [`Message::TraceArm`] or [`Message::TraceReport`], which came on `conn`.

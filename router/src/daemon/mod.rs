@@ -439,6 +439,7 @@ impl Daemon {
     /// Sends heartbeats to every neighbour (when `send`; to those whose path is in doubt on every
     /// round, see [`heartbeat_due`]) and re-evaluates which UDP paths work.
     fn heartbeat_round(&self, send: bool) {
+        self.expire_live();
         let now = self.shared.now_ms();
         let mut changed = false;
         let mut flips = Vec::new();

@@ -37,6 +37,25 @@ pub fn kernel_detail(
     format!("{} -> {}", side(into), side(out))
 }
 
+/// Which neighbours may be armed: those whose connection negotiated `min_version` or later
+/// ([`gossip::proto::TRACE_VERSION`]); the others, with the reason, are not asked (a router of
+/// an earlier version would close the connection on a message it does not know).
+pub fn split_by_version<T>(
+    neighbours: impl IntoIterator<Item = (T, u16)>,
+    min_version: u16,
+) -> (Vec<T>, Vec<(T, String)>) {
+    let mut asked = Vec::new();
+    let mut not_asked = Vec::new();
+    for (n, version) in neighbours {
+        if version >= min_version {
+            asked.push(n);
+        } else {
+            not_asked.push((n, format!("its router speaks protocol version {version}")));
+        }
+    }
+    (asked, not_asked)
+}
+
 /// One host's answer to an arm, as the daemon collected it.
 #[derive(Debug, Clone)]
 pub enum Answer {
@@ -156,6 +175,22 @@ mod tests {
             detail: detail.into(),
             at_us,
         }
+    }
+
+    #[test]
+    fn older_neighbours_are_never_armed() {
+        let (asked, not) = split_by_version(
+            [("h2", 3), ("h3", 2), ("h4", 1)],
+            gossip::proto::TRACE_VERSION,
+        );
+        assert_eq!(asked, ["h2"]);
+        assert_eq!(
+            not,
+            [
+                ("h3", "its router speaks protocol version 2".to_string()),
+                ("h4", "its router speaks protocol version 1".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -99,6 +99,16 @@ impl Watch {
         Ok(())
     }
 
+    /// Drops traces whose window closed more than `grace` before `now` and nobody took (a
+    /// prober that never reported): the data plane stops looking. True if any was dropped.
+    pub fn expire(&self, now: Instant, grace: Duration) -> bool {
+        let mut a = self.lock();
+        let before = a.len();
+        a.retain(|t| t.until + grace > now);
+        self.on.store(!a.is_empty(), Relaxed);
+        a.len() != before
+    }
+
     /// The signatures of the traces armed (the kernel table is made of them).
     pub fn signatures(&self) -> Vec<Signature> {
         self.lock().iter().map(|t| t.signature).collect()
@@ -253,6 +263,9 @@ mod tests {
         let (events, cut) = w.take(3).unwrap();
         assert_eq!(events.len(), MAX_EVENTS);
         assert!(cut);
+        assert!(!w.expire(now, Duration::from_secs(1)));
+        assert!(w.expire(now + Duration::from_secs(10), Duration::from_secs(1)));
+        assert!(!w.on());
         // Long past their window, old arms make room.
         let later = now + Duration::from_secs(60);
         w.arm(100, sig(), Duration::from_secs(2), later).unwrap();

@@ -187,15 +187,6 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
         text.contains("bridge") && text.contains("x/isolate-c"),
         "{text}"
     );
-    // Live, on the bridge: h1's kernel sees the probe go from a's port to c's, and no reply
-    // (x/isolate-c drops it at ingress).
-    let (_, l) = live(&c, h1, &["x/a", "x/c"]);
-    assert_eq!(l.observed, "bridge", "{l:#?}");
-    assert_eq!(l.matched, Some(true), "{l:#?}");
-    assert!(has(&l, &h1.name, "kernel", "probe", "pod "), "{l:#?}");
-    assert!(l.hops.iter().all(|h| h.direction == "probe"), "{l:#?}");
-    assert_eq!(l.rtt_us, None, "{l:#?}");
-    assert!(!seen(&l, "-> pod").is_empty(), "{l:#?}");
 
     // Pods on two hosts on the fast path: the VXLAN device carries the pings.
     let t = trace(&c, h1, &["x/a", "y/b"]);
@@ -225,38 +216,6 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
         sleeve_frames < 5,
         "{sleeve_frames} frames went through the sleeve"
     );
-    // Live, on the fast path: both kernels see the probe and the reply cross the VXLAN device,
-    // the sleeve sees nothing.
-    let (_, l) = live(&c, h1, &["x/a", "y/b"]);
-    assert_eq!(l.observed, "fast path", "{l:#?}");
-    assert_eq!(l.matched, Some(true), "{l:#?}");
-    assert!(l.rtt_us.is_some(), "{l:#?}");
-    for (host, dir, needle) in [
-        (&h1.name, "probe", "-> vxlan"),
-        (&h2.name, "probe", "vxlan "),
-        (&h2.name, "reply", "-> vxlan"),
-        (&h1.name, "reply", "vxlan "),
-    ] {
-        assert!(
-            has(&l, host, "kernel", dir, needle),
-            "{host} {dir} {needle}: {l:#?}"
-        );
-    }
-    assert!(
-        !l.hops.iter().any(|h| h.point.starts_with("sleeve")),
-        "{l:#?}"
-    );
-    assert!(
-        l.hosts
-            .iter()
-            .any(|h| h.host == h2.name && h.status == "answered"),
-        "{l:#?}"
-    );
-    // TCP to a closed port: the RST comes back, the source port is the mark.
-    let (_, l) = live(&c, h1, &["x/a", "y/b", "--port", "81"]);
-    assert_eq!(l.proto, "tcp");
-    assert!(l.rtt_us.is_some(), "{l:#?}");
-    assert!(has(&l, &h2.name, "kernel", "reply", "-> vxlan"), "{l:#?}");
 
     // To h3 (no fast path there): the sleeve, with the reason, in clear.
     let t = trace(&c, h1, &["x/a", &d3.ip.to_string()]);
@@ -275,17 +234,6 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
     pings(&c, &a, d3.ip, 10);
     let (_, sl) = counters(&c, h1, &h3.name);
     assert!(sl >= sl0 + 10, "sleeve frames to h3: {sl0} -> {sl}");
-    // Live, on the sleeve in clear: h1 seals it for h3, h3 takes it in and hands it to the pod.
-    let (_, l) = live(&c, h1, &["x/a", "y/d"]);
-    assert_eq!(l.observed, "sleeve", "{l:#?}");
-    assert_eq!(l.matched, Some(true), "{l:#?}");
-    assert!(l.rtt_us.is_some(), "{l:#?}");
-    assert!(has(&l, &h1.name, "kernel", "probe", "-> tap"), "{l:#?}");
-    assert!(has(&l, &h1.name, "sleeve out", "probe", "plain"), "{l:#?}");
-    assert!(has(&l, &h3.name, "sleeve in", "probe", &h1.name), "{l:#?}");
-    assert!(has(&l, &h3.name, "kernel", "probe", "tap "), "{l:#?}");
-    assert!(has(&l, &h3.name, "sleeve out", "reply", ""), "{l:#?}");
-    assert!(has(&l, &h1.name, "sleeve in", "reply", ""), "{l:#?}");
 
     // Asked on h3, which is neither end's host: it says so.
     let t = trace(&c, h3, &["x/a", "y/b"]);
@@ -376,6 +324,68 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
         "{l:#?}"
     );
     c.lab.nft(&ul, "delete table bridge weftblock\n").unwrap();
+
+    // `--live` on the other paths, once h1 reaches h3 directly and h2 on the fast path again
+    // (run here rather than beside each static trace: with them before the cut, the relay
+    // stage's first pings failed in 4 of 6 runs; see docs/testing.md).
+    c.wait_path(h1, &h3.name, "direct", Duration::from_secs(30))
+        .unwrap();
+    c.wait_path(h1, &h2.name, "fast path", Duration::from_secs(30))
+        .unwrap();
+    pings(&c, &a, d3.ip, 1);
+    pings(&c, &a, b.ip, 1);
+    // Live, on the bridge: h1's kernel sees the probe go from a's port to c's, and no reply
+    // (x/isolate-c drops it at ingress).
+    let (_, l) = live(&c, h1, &["x/a", "x/c"]);
+    assert_eq!(l.observed, "bridge", "{l:#?}");
+    assert_eq!(l.matched, Some(true), "{l:#?}");
+    assert!(has(&l, &h1.name, "kernel", "probe", "pod "), "{l:#?}");
+    assert!(l.hops.iter().all(|h| h.direction == "probe"), "{l:#?}");
+    assert_eq!(l.rtt_us, None, "{l:#?}");
+    assert!(!seen(&l, "-> pod").is_empty(), "{l:#?}");
+    // Live, on the fast path: both kernels see the probe and the reply cross the VXLAN device,
+    // the sleeve sees nothing.
+    let (_, l) = live(&c, h1, &["x/a", "y/b"]);
+    assert_eq!(l.observed, "fast path", "{l:#?}");
+    assert_eq!(l.matched, Some(true), "{l:#?}");
+    assert!(l.rtt_us.is_some(), "{l:#?}");
+    for (host, dir, needle) in [
+        (&h1.name, "probe", "-> vxlan"),
+        (&h2.name, "probe", "vxlan "),
+        (&h2.name, "reply", "-> vxlan"),
+        (&h1.name, "reply", "vxlan "),
+    ] {
+        assert!(
+            has(&l, host, "kernel", dir, needle),
+            "{host} {dir} {needle}: {l:#?}"
+        );
+    }
+    assert!(
+        !l.hops.iter().any(|h| h.point.starts_with("sleeve")),
+        "{l:#?}"
+    );
+    assert!(
+        l.hosts
+            .iter()
+            .any(|h| h.host == h2.name && h.status == "answered"),
+        "{l:#?}"
+    );
+    // TCP to a closed port: the RST comes back, the source port is the mark.
+    let (_, l) = live(&c, h1, &["x/a", "y/b", "--port", "81"]);
+    assert_eq!(l.proto, "tcp");
+    assert!(l.rtt_us.is_some(), "{l:#?}");
+    assert!(has(&l, &h2.name, "kernel", "reply", "-> vxlan"), "{l:#?}");
+    // Live, on the sleeve in clear: h1 seals it for h3, h3 takes it in and hands it to the pod.
+    let (_, l) = live(&c, h1, &["x/a", "y/d"]);
+    assert_eq!(l.observed, "sleeve", "{l:#?}");
+    assert_eq!(l.matched, Some(true), "{l:#?}");
+    assert!(l.rtt_us.is_some(), "{l:#?}");
+    assert!(has(&l, &h1.name, "kernel", "probe", "-> tap"), "{l:#?}");
+    assert!(has(&l, &h1.name, "sleeve out", "probe", "plain"), "{l:#?}");
+    assert!(has(&l, &h3.name, "sleeve in", "probe", &h1.name), "{l:#?}");
+    assert!(has(&l, &h3.name, "kernel", "probe", "tap "), "{l:#?}");
+    assert!(has(&l, &h3.name, "sleeve out", "reply", ""), "{l:#?}");
+    assert!(has(&l, &h1.name, "sleeve in", "reply", ""), "{l:#?}");
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,6 +16,7 @@
 //! | `GET /v1/ipam` | | [`ipam::IpamReport`] |
 //! | `POST /v1/ports/guard` | [`guard::GuardRequest`] | [`guard::GuardAnswer`] |
 //! | `POST /v1/trace` | [`trace::TraceRequest`] | [`trace::TraceAnswer`] |
+//! | `POST /v1/trace/report` | [`trace::LiveReportRequest`] | [`trace::TraceAnswer`] |
 //!
 //! `weft doctor --json` prints a [`doctor::Report`] (no endpoint: the CLI makes the checks).
 //!

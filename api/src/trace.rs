@@ -18,6 +18,28 @@ pub struct TraceRequest {
     /// The destination port (TCP, UDP); ignored for ICMP.
     #[serde(default)]
     pub port: Option<u16>,
+    /// `weft trace --live`: also arm the hosts for a real probe; the answer's
+    /// [`TraceAnswer::live`] says what to send and from which namespace, and
+    /// `POST /v1/trace/report` ([`LiveReportRequest`]) completes it once sent.
+    #[serde(default)]
+    pub live: bool,
+}
+
+/// `POST /v1/trace/report`: the probe of live trace `id` was sent (or could not be); the
+/// answer is the [`TraceAnswer`] with [`LiveTrace::hops`] filled in once every armed host
+/// answered or the window closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveReportRequest {
+    /// The live trace's identifier ([`LiveTrace::id`]).
+    pub id: u64,
+    /// When the probe left, the prober's wall clock, Unix microseconds.
+    pub sent_at_us: u64,
+    /// How long the answer took (echo reply, SYN-ACK or RST), when one came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u64>,
+    /// What the prober has to say (no answer, a send error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn default_proto() -> String {
@@ -184,6 +206,78 @@ pub struct TraceAnswer {
     /// What the trace could not tell, or what the reader should know.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// `--live`: the probe and, once reported, what each host saw of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveTrace>,
+}
+
+/// A live trace: the marked probe and the hops it was seen at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveTrace {
+    /// The trace's identifier (the hosts' reports carry it).
+    pub id: u64,
+    /// The source pod's network namespace, which the probe is sent from.
+    pub netns: String,
+    /// The probe's source address.
+    pub src: String,
+    /// Its destination address.
+    pub dst: String,
+    /// `icmp`, `tcp` or `udp`.
+    pub proto: String,
+    /// The mark: the ICMP echo identifier, or the TCP/UDP source port.
+    pub key: u16,
+    /// The destination port (TCP, UDP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// How long the hosts watch after arming, milliseconds.
+    pub window_ms: u32,
+    /// What was seen, in time order (empty until reported).
+    #[serde(default)]
+    pub hops: Vec<LiveHop>,
+    /// Every host asked (or not), and how it answered.
+    #[serde(default)]
+    pub hosts: Vec<LiveHost>,
+    /// The round trip the prober measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u64>,
+    /// The path the probe was seen to take: `bridge`, `fast path`, `sleeve`, `relay` or
+    /// `unseen`.
+    #[serde(default)]
+    pub observed: String,
+    /// Whether it is the path the static trace predicts (`None` until reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<bool>,
+    /// What the reader should know (clocks, hosts not asked, the prober's note).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// One place the probe (or its reply) was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveHop {
+    /// The host (nickname).
+    pub host: String,
+    /// `kernel` (a netfilter hook), `tap in`, `sleeve out`, `sleeve in`, `relay`, `tap out`.
+    pub point: String,
+    /// `probe` or `reply`.
+    pub direction: String,
+    /// What was seen there.
+    pub detail: String,
+    /// Microseconds after the probe was sent (that host's clock against the prober's).
+    pub at_us: i64,
+}
+
+/// A host asked to watch, and how it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveHost {
+    /// The host (nickname).
+    pub host: String,
+    /// `answered`, `no answer`, `refused: ...`, `not asked: ...`.
+    pub status: String,
+    /// Its clock against ours as the control connection measured it, milliseconds: the
+    /// cross-host times are only as good as this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// The text of `weft trace`: the two ends, one line per hop, the outcome and the notes.
@@ -228,7 +322,55 @@ pub fn render(t: &TraceAnswer) -> String {
     for n in &t.notes {
         let _ = writeln!(out, "note: {n}");
     }
+    if let Some(l) = &t.live {
+        render_live(&mut out, l);
+    }
     out
+}
+
+/// The live part: the probe, one line per observation with its time, the hosts, the verdict.
+fn render_live(out: &mut String, l: &LiveTrace) {
+    let mark = if l.proto == "icmp" {
+        format!("echo id {}", l.key)
+    } else {
+        format!("source port {}", l.key)
+    };
+    let _ = writeln!(
+        out,
+        "live probe {}{} {} -> {} ({mark})",
+        l.proto,
+        l.port.map(|p| format!("/{p}")).unwrap_or_default(),
+        l.src,
+        l.dst
+    );
+    let width = l.hops.iter().map(|h| h.host.len()).max().unwrap_or(0);
+    for h in &l.hops {
+        let line = format!(
+            "  {:>+9}us  {:<width$}  {:<10}  {:<5}  {}",
+            h.at_us, h.host, h.point, h.direction, h.detail
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if let Some(r) = l.rtt_us {
+        let _ = writeln!(out, "round trip: {r}us");
+    }
+    for h in &l.hosts {
+        let clock = h
+            .clock_offset_ms
+            .map(|c| format!(" (clock offset {c:+}ms)"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "host {}: {}{clock}", h.host, h.status);
+    }
+    let verdict = match l.matched {
+        Some(true) => "matches the static trace",
+        Some(false) => "DIFFERS from the static trace",
+        None => "not compared",
+    };
+    let _ = writeln!(out, "live path: {} ({verdict})", l.observed);
+    for n in &l.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +409,7 @@ mod tests {
             hops: vec![sleeve, ingress],
             outcome: "denied by policy".into(),
             notes: vec!["a note".into()],
+            live: None,
         };
         let text = render(&t);
         let lines: Vec<&str> = text.lines().collect();
@@ -284,5 +427,61 @@ mod tests {
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains(r#""kind":"fast_path""#) || json.contains(r#""kind":"sleeve""#));
         assert_eq!(serde_json::from_str::<TraceAnswer>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn renders_the_live_hops_and_old_requests_still_parse() {
+        let old: TraceRequest = serde_json::from_str(r#"{"from":"x/a","to":"y/b"}"#).unwrap();
+        assert!(!old.live);
+        let hop = |host: &str, point: &str, direction: &str, detail: &str, at_us| LiveHop {
+            host: host.into(),
+            point: point.into(),
+            direction: direction.into(),
+            detail: detail.into(),
+            at_us,
+        };
+        let l = LiveTrace {
+            id: 9,
+            netns: "/var/run/netns/a".into(),
+            src: "10.32.0.2".into(),
+            dst: "10.32.16.2".into(),
+            proto: "icmp".into(),
+            key: 4660,
+            port: None,
+            window_ms: 2000,
+            hops: vec![
+                hop("h1", "kernel", "probe", "pod veth1 -> vxlan weft-vxlan", 35),
+                hop(
+                    "h2",
+                    "kernel",
+                    "probe",
+                    "vxlan weft-vxlan -> pod veth2",
+                    120,
+                ),
+            ],
+            hosts: vec![LiveHost {
+                host: "h2".into(),
+                status: "answered".into(),
+                clock_offset_ms: Some(0),
+            }],
+            rtt_us: Some(250),
+            observed: "fast path".into(),
+            matched: Some(true),
+            notes: vec![],
+        };
+        let mut out = String::new();
+        render_live(&mut out, &l);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "live probe icmp 10.32.0.2 -> 10.32.16.2 (echo id 4660)"
+        );
+        assert_eq!(
+            lines[1],
+            "        +35us  h1  kernel      probe  pod veth1 -> vxlan weft-vxlan"
+        );
+        assert_eq!(lines[3], "round trip: 250us");
+        assert_eq!(lines[4], "host h2: answered (clock offset +0ms)");
+        assert_eq!(lines[5], "live path: fast path (matches the static trace)");
     }
 }

@@ -20,6 +20,7 @@ pub mod routes;
 pub mod secure;
 pub mod sign;
 pub mod topology;
+pub mod trace;
 
 pub use vswitch::PeerName;
 

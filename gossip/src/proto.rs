@@ -14,10 +14,14 @@ pub const PROTOCOL: &str = "weft";
 /// Lowest control protocol version this build speaks.
 pub const MIN_VERSION: u16 = 1;
 /// Highest control protocol version this build speaks.
-pub const MAX_VERSION: u16 = 2;
+pub const MAX_VERSION: u16 = 3;
 /// The version from which the dialler of an encrypted connection hands the data session over to
 /// the connection's keys with [`Message::Handover`] (version 1: both ends switch to them at once).
 pub const HANDOVER_VERSION: u16 = 2;
+/// The version from which a connection carries [`Message::TraceArm`] and
+/// [`Message::TraceReport`] (`weft trace --live`); they are never sent to a peer of an earlier
+/// version, which would close the connection on a message it does not know.
+pub const TRACE_VERSION: u16 = 3;
 /// The [`Message::Goodbye`] reason of a connection closed because a newer connection to the same
 /// peer replaced it: the receiver waits a moment for that connection before it reports the peer
 /// down (older routers send `closing` and are reported down at once, as before).
@@ -182,6 +186,16 @@ pub enum Message {
     },
     /// Cluster IPAM (see [`crate::ipam`]).
     Ipam(crate::ipam::IpamMsg),
+    /// From [`TRACE_VERSION`]: watch for a `weft trace --live` probe (see [`crate::trace`]).
+    TraceArm(crate::trace::Arm),
+    /// From [`TRACE_VERSION`]: the answer to [`Message::TraceArm`] once the sender watches
+    /// (the prober sends only then); a refusal is a [`Message::TraceReport`] with the reason.
+    TraceArmed {
+        /// The arm's identifier.
+        id: u64,
+    },
+    /// From [`TRACE_VERSION`]: what the sender saw of a probe it was armed for.
+    TraceReport(crate::trace::Report),
 }
 
 /// Frames `msg` for the wire: length prefix and JSON body.

@@ -19,6 +19,15 @@ pub struct Logged {
     pub prefix: String,
     /// The start of the packet from its network header (at most the copy range).
     pub payload: Vec<u8>,
+    /// The interfaces it came in and goes out by (indexes; 0: none). For a bridged packet these
+    /// are the bridge, and `phys_in` / `phys_out` the bridge ports.
+    pub dev_in: u32,
+    /// See `dev_in`.
+    pub dev_out: u32,
+    /// The bridge port it came in by (bridged packets with br_netfilter; 0: none).
+    pub phys_in: u32,
+    /// The bridge port it goes out by (0: none).
+    pub phys_out: u32,
 }
 
 /// A socket bound to one log group.
@@ -86,11 +95,19 @@ impl NflogListener {
                 let mut l = Logged {
                     prefix: String::new(),
                     payload: Vec::new(),
+                    dev_in: 0,
+                    dev_out: 0,
+                    phys_in: 0,
+                    phys_out: 0,
                 };
                 for nla in nlas {
                     match nla {
                         PacketNla::Prefix(p) => l.prefix = p.to_string_lossy().into_owned(),
                         PacketNla::Payload(p) => l.payload = p,
+                        PacketNla::IfIndexInDev(i) => l.dev_in = i,
+                        PacketNla::IfIndexOutDev(i) => l.dev_out = i,
+                        PacketNla::IfIndexPhysInDev(i) => l.phys_in = i,
+                        PacketNla::IfIndexPhysOutDev(i) => l.phys_out = i,
                         _ => {}
                     }
                 }

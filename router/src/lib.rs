@@ -29,6 +29,7 @@ pub mod guard;
 pub mod ipam;
 pub mod metrics;
 pub mod policy;
+pub mod probe;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;

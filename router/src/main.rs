@@ -118,6 +118,11 @@ enum Command {
         /// The destination port (TCP, UDP).
         #[arg(long)]
         port: Option<u16>,
+        /// Also send a real probe, marked, from inside the source pod's network namespace, and
+        /// report every hop it was seen at (on this host and its neighbours) with timings, and
+        /// whether that is the path explained. Run on the source pod's host.
+        #[arg(long)]
+        live: bool,
         /// Print the answer as JSON (weft_api::trace::TraceAnswer).
         #[arg(long)]
         json: bool,
@@ -604,6 +609,7 @@ fn main() -> Result<()> {
             to,
             proto,
             port,
+            live,
             json,
             state_dir,
         } => {
@@ -612,8 +618,27 @@ fn main() -> Result<()> {
                 to,
                 proto: proto.unwrap_or_default(),
                 port,
+                live,
             };
-            let t: api::trace::TraceAnswer = api::post(&state_dir, "/v1/trace", &req)?;
+            let mut t: api::trace::TraceAnswer = api::post(&state_dir, "/v1/trace", &req)?;
+            if let Some(l) = t.live.clone() {
+                // Armed: send the probe, then ask for what the hosts saw of it.
+                let sent = match weft::probe::send(&l) {
+                    Ok(s) => s,
+                    Err(e) => weft::probe::Sent {
+                        sent_at_us: weft::trace::watch::wall_us(),
+                        rtt_us: None,
+                        note: Some(format!("the probe was not sent: {e:#}")),
+                    },
+                };
+                let report = api::trace::LiveReportRequest {
+                    id: l.id,
+                    sent_at_us: sent.sent_at_us,
+                    rtt_us: sent.rtt_us,
+                    note: sent.note,
+                };
+                t = api::post(&state_dir, "/v1/trace/report", &report)?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {

@@ -110,6 +110,53 @@ fn refused_nothing(c: &Cluster, h: &Host) {
     assert!(keyed.is_empty(), "{}: {keyed:?}", h.name);
 }
 
+/// `weft trace --live` on the one upgraded host (h1): the older routers (h2, h3) are not asked
+/// (they would close the connection on a message they do not know), h1's own hops show, and
+/// the mesh stays as it was.
+fn live_trace_skips_old_routers(c: &Cluster, hosts: &[Host], pods: &[CniPod]) {
+    let bin = weft_bin().unwrap();
+    let dir = c.state_dir(&hosts[0]);
+    let (from, to) = (pods[0].ip.to_string(), pods[1].ip.to_string());
+    let out = c
+        .lab
+        .exec_ok(
+            &hosts[0].ns,
+            &[
+                bin.to_str().unwrap(),
+                "trace",
+                &from,
+                &to,
+                "--live",
+                "--json",
+                "--state-dir",
+                dir.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let t: weft_api::trace::TraceAnswer =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    eprintln!("{}", weft_api::trace::render(&t));
+    let l = t.live.expect("a live part");
+    for h in &hosts[1..] {
+        let st = l.hosts.iter().find(|x| x.host == h.name).unwrap();
+        assert!(
+            st.status
+                .starts_with("not asked: its router speaks protocol version"),
+            "{l:#?}"
+        );
+    }
+    assert!(
+        l.hops
+            .iter()
+            .any(|h| h.host == hosts[0].name && h.direction == "probe"),
+        "{l:#?}"
+    );
+    wait_mesh(c, hosts);
+    for h in hosts {
+        refused_nothing(c, h);
+    }
+}
+
 #[test]
 fn a_rolling_upgrade_of_an_encrypted_cluster() {
     rolling_upgrade("wue", true);
@@ -179,6 +226,9 @@ fn rolling_upgrade(tag: &str, encrypted: bool) {
         }
         if encrypted {
             ciphers_as_negotiated(&c, &hosts, i);
+        }
+        if i == 0 {
+            live_trace_skips_old_routers(&c, &hosts, &pods);
         }
     }
 

@@ -376,7 +376,10 @@ pub(super) async fn run_conn(
                 | Message::RekeyAck { .. }
                 | Message::Handover { .. }
                 | Message::HandoverAck { .. }
-                | Message::Probe { .. }),
+                | Message::Probe { .. }
+                | Message::TraceArm(_)
+                | Message::TraceArmed { .. }
+                | Message::TraceReport(_)),
             )) => {
                 let _ = shared.events.send(Event::Control {
                     from: name,

@@ -59,7 +59,8 @@ pub enum Event {
         /// The peer.
         from: PeerName,
         /// [`Message::Rekey`], [`Message::RekeyAck`], [`Message::Handover`],
-        /// [`Message::HandoverAck`] or [`Message::Probe`].
+        /// [`Message::HandoverAck`], [`Message::Probe`], [`Message::TraceArm`],
+        /// [`Message::TraceArmed`] or [`Message::TraceReport`].
         msg: Message,
         /// The connection it came on ([`PeerInfo::conn`]).
         conn: u64,

@@ -9,11 +9,14 @@
 //! * `rekey`, `report`, `server`, `secrets`: rekeying, status reports, the API server, rereading
 //!   the secret file.
 //! * `trace`: `POST /v1/trace`, the daemon's state handed to [`crate::trace`].
+//! * `live`: `weft trace --live`: arming this host and its neighbours, the kernel's trace
+//!   table and log, the reports (`POST /v1/trace/report`).
 //! * the fast path's round is beside the fast path ([`crate::fastpath::round`]).
 
 pub mod config;
 pub mod config_file;
 mod kubernetes;
+mod live;
 mod rekey;
 mod reload;
 mod report;
@@ -124,6 +127,8 @@ pub(crate) struct Daemon {
     pub(crate) config_peers: Mutex<Vec<SocketAddr>>,
     /// The log filter in force.
     pub(crate) log_filter: Mutex<String>,
+    /// Live traces (`weft trace --live`) under way.
+    pub(crate) live: live::Live,
 }
 
 /// The fast-path state of one neighbour.
@@ -307,7 +312,12 @@ impl Daemon {
                 msg,
                 conn,
                 secret,
-            } => self.on_rekey(from, msg, conn, secret),
+            } => match msg {
+                msg @ (gossip::proto::Message::TraceArm(_)
+                | gossip::proto::Message::TraceArmed { .. }
+                | gossip::proto::Message::TraceReport(_)) => self.on_trace_message(from, msg, conn),
+                msg => self.on_rekey(from, msg, conn, secret),
+            },
             Event::Topology => {
                 self.publish_fabric();
                 // MACs behind peers that are no longer reachable at all are forgotten.
@@ -429,6 +439,7 @@ impl Daemon {
     /// Sends heartbeats to every neighbour (when `send`; to those whose path is in doubt on every
     /// round, see [`heartbeat_due`]) and re-evaluates which UDP paths work.
     fn heartbeat_round(&self, send: bool) {
+        self.expire_live();
         let now = self.shared.now_ms();
         let mut changed = false;
         let mut flips = Vec::new();

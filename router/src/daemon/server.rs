@@ -84,6 +84,7 @@ pub(super) async fn serve_api(
         .route("/v1/ports/guard", post(guard_port))
         .route("/v1/leave", post(leave))
         .route("/v1/trace", post(trace))
+        .route("/v1/trace/report", post(trace_report))
         .route(
             "/v1/reload",
             post(|State(d): State<Arc<Daemon>>| async move {
@@ -206,10 +207,24 @@ async fn trace(
     b: axum::body::Bytes,
 ) -> ApiResult<weft_api::trace::TraceAnswer> {
     let req: weft_api::trace::TraceRequest = body(&b)?;
-    let answer = tokio::task::spawn_blocking(move || d.trace(&req))
-        .await
-        .map_err(|e| ipam::Error::Internal(format!("trace: {e}")))?;
+    let answer = tokio::task::spawn_blocking(move || {
+        if req.live {
+            d.trace_live(&req)
+        } else {
+            d.trace(&req)
+        }
+    })
+    .await
+    .map_err(|e| ipam::Error::Internal(format!("trace: {e}")))?;
     Ok(Json(answer?))
+}
+
+async fn trace_report(
+    State(d): State<Arc<Daemon>>,
+    b: axum::body::Bytes,
+) -> ApiResult<weft_api::trace::TraceAnswer> {
+    let req: weft_api::trace::LiveReportRequest = body(&b)?;
+    Ok(Json(d.trace_report(&req).await?))
 }
 
 async fn leave(State(d): State<Arc<Daemon>>, b: axum::body::Bytes) -> ApiResult<LeaveAnswer> {

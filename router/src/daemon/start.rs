@@ -301,6 +301,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         secret_file: Mutex::new(Default::default()),
         config_peers: Mutex::new(cfg.peers.clone()),
         log_filter: Mutex::new(cfg.log.clone()),
+        live: Default::default(),
     });
 
     if let (Some((client, _, peers)), Some(p)) = (kube, &daemon.policy) {

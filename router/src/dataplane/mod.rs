@@ -115,6 +115,9 @@ pub struct Shared {
     pub busy_poll: Duration,
     /// Time zero for the millisecond timestamps in [`PeerCounters`].
     pub epoch: Instant,
+    /// Live traces armed (`weft trace --live`): the thread records what it does with a marked
+    /// frame; one relaxed load per frame when none is.
+    pub watch: crate::trace::watch::Watch,
     running: AtomicBool,
 }
 
@@ -140,6 +143,7 @@ impl Shared {
             csum_elide: !disabled("csum-elide"),
             busy_poll: Duration::ZERO,
             epoch: Instant::now(),
+            watch: Default::default(),
             running: AtomicBool::new(true),
         }
     }

@@ -273,9 +273,15 @@ impl TapOut<'_> {
             }
             return;
         }
+        let watch = &shared.watch;
         match fabric.unicast_route(decision) {
             Some(r) if r.is_fast() => {
                 let (addr, dst) = (r.addr, r.dst);
+                if watch.on() {
+                    watch.observe_frame(frame, "tap in", || {
+                        format!("handed to the VXLAN device for {}", dst.name)
+                    });
+                }
                 // The peer is on the fast path: hand the frame to its kernel VXLAN device,
                 // so that its bridge learns our pod's MAC on the VXLAN port and answers
                 // there; our own bridge then learns the peer's MAC there too.
@@ -295,6 +301,20 @@ impl TapOut<'_> {
             }
             Some(r) => {
                 c.unicast_frames.fetch_add(1, Relaxed);
+                if watch.on() {
+                    watch.observe_frame(frame, "sleeve out", || {
+                        let sealed = if r.hop.session.is_some() {
+                            "encrypted"
+                        } else {
+                            "plain"
+                        };
+                        if r.hop.name == r.dst.name {
+                            format!("to {}, {sealed}", r.dst.name)
+                        } else {
+                            format!("to {} via {}, {sealed}", r.dst.name, r.hop.name)
+                        }
+                    });
+                }
                 self.encap
                     .push(r.hop, r.addr, &r.dst.counters, r.dst.name, frame);
             }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use vswitch::engine::{Action, Delivery, Discard, Engine, Inspected};
 use vswitch::offload::{self, Coalescer, Pushed, VNET_HDR_LEN};
 use vswitch::session::{self, HEADROOM};
-use vswitch::wire::Caps;
+use vswitch::wire::{Caps, SleeveDatagram};
 use vswitch::{CryptoError, Decision};
 
 /// Datagrams received per `recvmmsg`.
@@ -175,6 +175,9 @@ fn receive(
         Action::Drop { reason, peer } => discard(reason, peer),
         Action::Ignore => {}
         Action::Relay { origin, hop, addr } => {
+            if shared.watch.on() {
+                watch_relay(shared, plain, origin, hop);
+            }
             relayed(origin, forward(io, hop, addr, plain, &mut rx.scratch));
         }
         Action::Answer { origin, to, len } => {
@@ -211,6 +214,18 @@ fn receive(
             }
             deliver(shared, io, origin, plain, now, rx);
         }
+    }
+}
+
+/// Records a relayed datagram's marked frames for the live traces armed.
+fn watch_relay(shared: &Shared, plain: &[u8], origin: &PeerEntry, hop: &PeerEntry) {
+    let Ok(d) = SleeveDatagram::new_checked(plain) else {
+        return;
+    };
+    for frame in d.frames().map_while(Result::ok) {
+        shared.watch.observe_frame(frame, "relay", || {
+            format!("from {} passed on to {}", origin.name, hop.name)
+        });
     }
 }
 
@@ -286,6 +301,11 @@ fn deliver(
             }
         }
         let frame = &*frame;
+        if shared.watch.on() {
+            shared.watch.observe_frame(frame, "sleeve in", || {
+                format!("from {}, to the TAP port", origin.name)
+            });
+        }
         match tap.write(frame) {
             Ok(_) => {
                 c.tap_tx_frames.fetch_add(1, Relaxed);

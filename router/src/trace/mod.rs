@@ -19,8 +19,10 @@ use weft_policy::reference::{self, DirectionVerdict, Protocol};
 use weft_policy::{Cluster, PodKey};
 
 mod endpoints;
+pub mod live;
 #[cfg(test)]
 mod tests;
+pub mod watch;
 
 use endpoints::Found;
 pub use endpoints::{Flow, Target};
@@ -448,5 +450,6 @@ pub fn explain<P: Peer>(
         hops,
         outcome: outcome.unwrap_or_else(|| "delivered".into()),
         notes,
+        live: None,
     })
 }

@@ -91,6 +91,26 @@ impl FlowRepr {
     }
 }
 
+/// The identifier of the ICMP (or ICMPv6) echo request or reply at the start of the IP packet
+/// `b` (`weft trace --live` marks its ICMP probes with it); `None` for anything else or a
+/// capture cut before it.
+pub fn echo_id(b: &[u8]) -> Option<u16> {
+    let first = *b.first()?;
+    let (protocol, transport, types) = match first >> 4 {
+        4 if b.len() >= 20 => (b[9], usize::from(first & 0x0f) * 4, (1u8, [8u8, 0u8])),
+        6 if b.len() >= 40 => (b[6], 40, (58, [128, 129])),
+        _ => return None,
+    };
+    if protocol != types.0 || transport < 20 {
+        return None;
+    }
+    let h = b.get(transport..transport + 6)?;
+    types
+        .1
+        .contains(&h[0])
+        .then(|| u16::from_be_bytes([h[4], h[5]]))
+}
+
 impl std::fmt::Display for FlowRepr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.ports {
@@ -117,6 +137,25 @@ mod tests {
         0x45, 0x00, 0x00, 0x3c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 10, 32, 0, 2, 10,
         32, 1, 3, 0x9c, 0x40, 0x00, 0x50,
     ];
+
+    #[test]
+    fn echo_ids_of_requests_and_replies_only() {
+        let mut b = vec![
+            0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 1, 0, 0, 10, 32, 0, 2, 10, 32, 1, 3,
+        ];
+        b.extend_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 1]);
+        assert_eq!(echo_id(&b), Some(0x1234));
+        b[20] = 0;
+        assert_eq!(echo_id(&b), Some(0x1234));
+        b[20] = 3;
+        assert_eq!(echo_id(&b), None);
+        b[20] = 8;
+        assert_eq!(echo_id(&b[..24]), None);
+        b[9] = 6;
+        assert_eq!(echo_id(&b), None);
+        assert_eq!(echo_id(&[]), None);
+        assert_eq!(echo_id(&[0x41; 30]), None);
+    }
 
     #[test]
     fn a_cut_tcp_packet_gives_its_flow() {

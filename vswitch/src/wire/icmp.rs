@@ -185,6 +185,21 @@ fn reply_v6(eth: EthernetRepr, packet: &[u8], mtu: u32, out: &mut [u8]) -> Resul
     Ok(TooBig::Reply(total))
 }
 
+/// Writes an ICMPv4 echo request (type 8) with identifier `id`, sequence `seq` and `payload`
+/// into `out`, checksum included, without an IP header (a raw socket adds it): the probe of
+/// `weft trace --live`. Returns its length.
+pub fn echo_request(id: u16, seq: u16, payload: &[u8], out: &mut [u8]) -> Result<usize> {
+    let len = ICMP_HEADER_LEN + payload.len();
+    let b = out.get_mut(..len).ok_or(Error::BufferTooSmall)?;
+    b[..ICMP_HEADER_LEN].copy_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
+    b[4..6].copy_from_slice(&id.to_be_bytes());
+    b[6..8].copy_from_slice(&seq.to_be_bytes());
+    b[ICMP_HEADER_LEN..].copy_from_slice(payload);
+    let sum = checksum::checksum(b);
+    b[2..4].copy_from_slice(&sum.to_be_bytes());
+    Ok(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,5 +555,15 @@ mod tests {
             too_big_reply(&eth(HOST_B, 0x0806, &PING), 1400, &mut []),
             Ok(TooBig::NoReply)
         );
+    }
+
+    #[test]
+    fn an_echo_request_checks_out() {
+        let mut out = [0u8; 32];
+        let len = echo_request(0x1234, 1, b"weft", &mut out).unwrap();
+        assert_eq!(len, 12);
+        assert_eq!(&out[..8], &[8, 0, out[2], out[3], 0x12, 0x34, 0, 1]);
+        assert!(checksum::verify(&out[..len]));
+        assert!(echo_request(1, 1, &[0; 64], &mut out).is_err());
     }
 }

@@ -278,6 +278,14 @@ fn traces_name_the_path_and_the_policy_the_packets_take() {
         Duration::from_secs(30),
     )
     .unwrap();
+    // Both ends route through h2 before pods talk: h3's replies must take the relay too.
+    c.wait_path(
+        h3,
+        &h1.name,
+        &format!("via {}", h2.name),
+        Duration::from_secs(30),
+    )
+    .unwrap();
     let t = trace(&c, h1, &["x/a", "y/d"]);
     eprintln!("{}", trace_cmd(&c, h1, &["x/a", "y/d"], false));
     assert_eq!(

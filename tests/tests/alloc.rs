@@ -140,24 +140,38 @@ fn ipv4_frame(
     f
 }
 
-#[test]
-fn the_per_packet_path_does_not_allocate() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    assert!(
-        weft_lab::require_root(),
-        "this test needs root and iproute2"
-    );
-    let mut lab = Lab::new("wal").unwrap();
+/// The lab both tests use: hosts h1 and h2, the data plane of "h1" started on a thread inside
+/// h1's namespace (its threads inherit it) with one sleeve peer, "h2" (`session`: encrypted), and
+/// a pod on h1's bridge that answers the remote address 10.32.2.1 at MAC 02:77:00:00:00:99 without
+/// asking for it.
+struct Setup {
+    lab: Lab,
+    h2: weft_lab::Host,
+    h1_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    dp: Dataplane,
+    shared: Arc<Shared>,
+    pod: weft_lab::Pod,
+}
+
+const ME: PeerName = PeerName(1);
+const PEER: PeerName = PeerName(2);
+const REMOTE_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x99];
+const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(10, 32, 2, 1);
+
+fn setup(
+    tag: &str,
+    pod_mtu: u32,
+    max_datagram: usize,
+    session: Option<Arc<Mutex<Session>>>,
+) -> Setup {
+    let mut lab = Lab::new(tag).unwrap();
     let h1 = lab.add_host("h1").unwrap();
     let h2 = lab.add_host("h2").unwrap();
-    let me = PeerName(1);
-    let peer = PeerName(2);
     let peer_addr = SocketAddr::V4(SocketAddrV4::new(h2.underlay_ip, 6783));
     let h1_addr = SocketAddr::V4(SocketAddrV4::new(h1.underlay_ip, 6783));
-
-    // The data plane of "h1", started on a thread inside h1's namespace (its threads inherit it).
-    let pod_mtu = 1436u32;
-    let dp = in_netns(&h1.ns, move || {
+    let encrypted = session.is_some();
+    let (dp, shared) = in_netns(&h1.ns, move || {
         let tap = weft_netlink::block_on(|nl| async move {
             let bridge = nl.ensure_bridge("weft", pod_mtu).await?;
             let tap = Tap::open("weft-tap")?;
@@ -167,19 +181,19 @@ fn the_per_packet_path_does_not_allocate() {
         .unwrap();
         let socket = UdpSocket::bind(h1_addr).unwrap();
         let shared = Arc::new(Shared::new(
-            me,
+            ME,
             pod_mtu,
-            pod_mtu as usize + 64 - 28,
-            false,
+            max_datagram,
+            encrypted,
             Switch::new(Fdb::new(1024, Duration::from_secs(300))),
         ));
         shared.fabric.store(Arc::new(Fabric::direct(
-            me,
+            ME,
             vec![PeerEntry {
-                name: peer,
+                name: PEER,
                 udp_addr: Some(peer_addr),
                 counters: Arc::new(PeerCounters::default()),
-                session: None,
+                session,
                 fast: false,
             }],
         )));
@@ -187,7 +201,6 @@ fn the_per_packet_path_does_not_allocate() {
         (dp, shared)
     })
     .unwrap();
-    let (dp, shared) = dp;
     let pod = lab
         .add_pod(
             &h1,
@@ -195,16 +208,13 @@ fn the_per_packet_path_does_not_allocate() {
             PodSpec::new(Ipv4Addr::new(10, 32, 1, 1), 12, pod_mtu),
         )
         .unwrap();
-    let remote_mac = [0x02, 0x77, 0, 0, 0, 0x99];
-    let remote_ip = Ipv4Addr::new(10, 32, 2, 1);
-    // The pod answers the remote without asking for its MAC.
     lab.exec_ok(
         &pod.ns,
         &[
             "ip",
             "neigh",
             "replace",
-            &remote_ip.to_string(),
+            &REMOTE_IP.to_string(),
             "lladdr",
             "02:77:00:00:00:99",
             "dev",
@@ -214,6 +224,35 @@ fn the_per_packet_path_does_not_allocate() {
         ],
     )
     .unwrap();
+    Setup {
+        lab,
+        h2,
+        h1_addr,
+        peer_addr,
+        dp,
+        shared,
+        pod,
+    }
+}
+
+#[test]
+fn the_per_packet_path_does_not_allocate() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        weft_lab::require_root(),
+        "this test needs root and iproute2"
+    );
+    let pod_mtu = 1436u32;
+    let Setup {
+        lab: _lab, // dropped at the end: it removes the namespaces
+        h2,
+        h1_addr,
+        peer_addr,
+        dp,
+        shared,
+        pod,
+    } = setup("wal", pod_mtu, pod_mtu as usize + 64 - 28, None);
+    let (me, peer, remote_mac, remote_ip) = (ME, PEER, REMOTE_MAC, REMOTE_IP);
 
     // The fake peer: sends echo requests in sleeve datagrams, counts the replies that come back.
     let pod_mac = pod.mac;
@@ -330,13 +369,6 @@ fn the_encrypted_per_packet_path_does_not_allocate() {
 }
 
 fn encrypted_round_trips(tag: &str, aead: Aead) {
-    let mut lab = Lab::new(tag).unwrap();
-    let h1 = lab.add_host("h1").unwrap();
-    let h2 = lab.add_host("h2").unwrap();
-    let me = PeerName(1);
-    let peer = PeerName(2);
-    let peer_addr = SocketAddr::V4(SocketAddrV4::new(h2.underlay_ip, 6783));
-    let h1_addr = SocketAddr::V4(SocketAddrV4::new(h1.underlay_ip, 6783));
     let (to_peer, to_me) = ([0x31u8; 32], [0x13u8; 32]);
     let now = Instant::now();
     let policy = RekeyPolicy::default();
@@ -350,60 +382,16 @@ fn encrypted_round_trips(tag: &str, aead: Aead) {
     )));
 
     let pod_mtu = 1411u32;
-    let dp = in_netns(&h1.ns, move || {
-        let tap = weft_netlink::block_on(|nl| async move {
-            let bridge = nl.ensure_bridge("weft", pod_mtu).await?;
-            let tap = Tap::open("weft-tap")?;
-            nl.attach("weft-tap", bridge, 65_000).await?;
-            Ok::<_, anyhow::Error>(tap)
-        })
-        .unwrap();
-        let socket = UdpSocket::bind(h1_addr).unwrap();
-        let shared = Arc::new(Shared::new(
-            me,
-            pod_mtu,
-            1500 - 28,
-            true,
-            Switch::new(Fdb::new(1024, Duration::from_secs(300))),
-        ));
-        shared.fabric.store(Arc::new(Fabric::direct(
-            me,
-            vec![PeerEntry {
-                name: peer,
-                udp_addr: Some(peer_addr),
-                counters: Arc::new(PeerCounters::default()),
-                session: Some(session),
-                fast: false,
-            }],
-        )));
-        Dataplane::start(shared, tap, socket).unwrap()
-    })
-    .unwrap();
-    let pod = lab
-        .add_pod(
-            &h1,
-            "p1",
-            PodSpec::new(Ipv4Addr::new(10, 32, 1, 1), 12, pod_mtu),
-        )
-        .unwrap();
-    let remote_mac = [0x02, 0x77, 0, 0, 0, 0x99];
-    let remote_ip = Ipv4Addr::new(10, 32, 2, 1);
-    lab.exec_ok(
-        &pod.ns,
-        &[
-            "ip",
-            "neigh",
-            "replace",
-            &remote_ip.to_string(),
-            "lladdr",
-            "02:77:00:00:00:99",
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ],
-    )
-    .unwrap();
+    let Setup {
+        lab: _lab, // dropped at the end: it removes the namespaces
+        h2,
+        h1_addr,
+        peer_addr,
+        dp,
+        pod,
+        ..
+    } = setup(tag, pod_mtu, 1500 - 28, Some(session));
+    let (me, peer, remote_mac, remote_ip) = (ME, PEER, REMOTE_MAC, REMOTE_IP);
 
     // The fake peer's half of the session: it sends with what h1 receives with, and back.
     let theirs = Arc::new(Mutex::new(Session::new(

@@ -382,6 +382,38 @@ impl Cluster {
         }
     }
 
+    /// Runs `weft doctor --json` inside `host`'s namespace against its router, with CNI
+    /// configurations read from `cni_conf_dir`: the report and the exit code.
+    pub fn doctor(
+        &self,
+        host: &Host,
+        cni_conf_dir: &std::path::Path,
+    ) -> Result<(weft_api::doctor::Report, Option<i32>)> {
+        let weft = self.weft.display().to_string();
+        let sd = self.state_dir(host).display().to_string();
+        let cni = cni_conf_dir.display().to_string();
+        let out = self.lab.exec(
+            &host.ns,
+            &[
+                &weft,
+                "doctor",
+                "--state-dir",
+                &sd,
+                "--cni-conf-dir",
+                &cni,
+                "--json",
+            ],
+        )?;
+        let r = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "doctor's JSON does not parse: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok((r, out.status.code()))
+    }
+
     /// Adds a pod with `ip`/12 to `host`, with the MTU its router computed.
     pub fn add_pod(&mut self, host: &Host, name: &str, ip: Ipv4Addr) -> Result<Pod> {
         let mtu = self.status(host)?.pod_mtu;

@@ -43,34 +43,9 @@ impl Doc {
     /// Runs `weft doctor --json` inside `h`'s namespace; checks the exit code against the
     /// report.
     fn run(&self, h: &Host) -> Report {
-        let weft = self.weft.display().to_string();
-        let sd = self.c.state_dir(h).display().to_string();
-        let cni = self.cni_dir(h).display().to_string();
-        let out = self
-            .c
-            .lab
-            .exec(
-                &h.ns,
-                &[
-                    &weft,
-                    "doctor",
-                    "--state-dir",
-                    &sd,
-                    "--cni-conf-dir",
-                    &cni,
-                    "--json",
-                ],
-            )
-            .unwrap();
-        let r: Report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "doctor's JSON does not parse ({e}): {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        let (r, code) = self.c.doctor(h, &self.cni_dir(h)).unwrap();
         assert_eq!(
-            out.status.code(),
+            code,
             Some(r.exit_code()),
             "exit code against the report:\n{}",
             r.render()

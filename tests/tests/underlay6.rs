@@ -404,25 +404,7 @@ fn doctor_checks_an_ipv6_underlay() {
     let hosts = c.full_mesh(2, &[]).unwrap();
     c.wait_path(&hosts[0], "h2", "fast path", Duration::from_secs(30))
         .unwrap();
-    let weft = weft_bin().unwrap().display().to_string();
-    let sd = c.state_dir(&hosts[0]).display().to_string();
-    let cni = c.lab.dir().join("cni").display().to_string();
-    let out = c
-        .lab
-        .exec(
-            &hosts[0].ns,
-            &[
-                &weft,
-                "doctor",
-                "--state-dir",
-                &sd,
-                "--cni-conf-dir",
-                &cni,
-                "--json",
-            ],
-        )
-        .unwrap();
-    let r: weft_api::doctor::Report = serde_json::from_slice(&out.stdout).unwrap();
+    let (r, _) = c.doctor(&hosts[0], &c.lab.dir().join("cni")).unwrap();
     println!("{}", r.render());
     for name in [
         "mtu.underlay",

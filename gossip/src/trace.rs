@@ -23,6 +23,19 @@ pub const TCP: u8 = 6;
 /// UDP.
 pub const UDP: u8 = 17;
 
+/// The protocol number of a probe protocol's name (`icmp`, `tcp`, `udp`).
+pub fn protocol(name: &str) -> Option<u8> {
+    match name {
+        "icmp" => Some(ICMP),
+        "tcp" => Some(TCP),
+        "udp" => Some(UDP),
+        _ => None,
+    }
+}
+
+/// The note of a report whose events were cut at [`MAX_EVENTS`].
+pub const CUT_NOTE: &str = "more events than kept; cut";
+
 /// What marks a probe and its answer: the addresses, the protocol, and the ICMP echo
 /// identifier or the TCP/UDP source port the prober chose at random.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +214,14 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_protocols_by_name() {
+        assert_eq!(protocol("icmp"), Some(ICMP));
+        assert_eq!(protocol("tcp"), Some(TCP));
+        assert_eq!(protocol("udp"), Some(UDP));
+        assert_eq!(protocol("sctp"), None);
+    }
 
     fn flow(src: &str, dst: &str, protocol: u8, ports: Option<(u16, u16)>) -> FlowRepr {
         FlowRepr {

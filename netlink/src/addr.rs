@@ -106,19 +106,7 @@ impl Netlink {
             self.handle.address().get().execute().try_collect().await?;
         Ok(addrs
             .iter()
-            .filter_map(|a| {
-                let local = a.attributes.iter().find_map(|attr| match attr {
-                    AddressAttribute::Local(x) => Some(*x),
-                    _ => None,
-                });
-                let ip = local.or_else(|| {
-                    a.attributes.iter().find_map(|attr| match attr {
-                        AddressAttribute::Address(x) => Some(*x),
-                        _ => None,
-                    })
-                })?;
-                Some((a.header.index, ip, a.header.prefix_len))
-            })
+            .filter_map(|a| Some((a.header.index, own_address(a)?, a.header.prefix_len)))
             .collect())
     }
 
@@ -154,19 +142,7 @@ impl Netlink {
             if a.header.family != AddressFamily::Inet {
                 continue;
             }
-            // IFA_LOCAL is the interface's own address (IFA_ADDRESS differs only on
-            // point-to-point links).
-            let local = a.attributes.iter().find_map(|attr| match attr {
-                AddressAttribute::Local(IpAddr::V4(x)) => Some(*x),
-                _ => None,
-            });
-            let addr = local.or_else(|| {
-                a.attributes.iter().find_map(|attr| match attr {
-                    AddressAttribute::Address(IpAddr::V4(x)) => Some(*x),
-                    _ => None,
-                })
-            });
-            if let Some(x) = addr {
+            if let Some(IpAddr::V4(x)) = own_address(a) {
                 out.push((x, a.header.prefix_len));
             }
         }
@@ -215,4 +191,19 @@ impl Netlink {
         }
         Ok(())
     }
+}
+
+/// An address message's own address: `IFA_LOCAL`, else `IFA_ADDRESS` (they differ only on
+/// point-to-point links, where `IFA_ADDRESS` is the other end's).
+fn own_address(a: &AddressMessage) -> Option<IpAddr> {
+    let local = a.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Local(x) => Some(*x),
+        _ => None,
+    });
+    local.or_else(|| {
+        a.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Address(x) => Some(*x),
+            _ => None,
+        })
+    })
 }

@@ -5,6 +5,7 @@
 //! awaited; TCP: a connection from the trace's source port, the SYN-ACK or RST awaited; UDP: one
 //! datagram from the trace's source port, no answer expected.
 
+use crate::trace::watch::wall_us;
 use anyhow::{anyhow, Context, Result};
 use gossip::trace::{Direction, Signature, ICMP, TCP};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -30,12 +31,8 @@ pub struct Sent {
 
 /// The signature the daemon armed for, from its answer.
 pub fn signature(l: &LiveTrace) -> Result<Signature> {
-    let proto = match l.proto.as_str() {
-        "icmp" => ICMP,
-        "tcp" => TCP,
-        "udp" => gossip::trace::UDP,
-        p => return Err(anyhow!("unknown probe protocol {p}")),
-    };
+    let proto = gossip::trace::protocol(&l.proto)
+        .ok_or_else(|| anyhow!("unknown probe protocol {}", l.proto))?;
     Ok(Signature {
         src: l.src.parse().context("the probe's source")?,
         dst: l.dst.parse().context("the probe's destination")?,
@@ -63,10 +60,6 @@ pub fn send(live: &LiveTrace) -> Result<Sent> {
         })
         .context("starting the probe thread")?;
     t.join().map_err(|_| anyhow!("the probe thread panicked"))?
-}
-
-fn wall_us() -> u64 {
-    crate::trace::watch::wall_us()
 }
 
 fn icmp_probe(sig: &Signature) -> Result<Sent> {

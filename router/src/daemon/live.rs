@@ -11,7 +11,7 @@ use super::*;
 use crate::trace::live::{self as pure, Answer, HostAnswer};
 use crate::trace::watch::Watch;
 use gossip::proto::{Message, TRACE_VERSION};
-use gossip::trace::{Arm, Report, Signature, ICMP, MAX_WINDOW_MS, TCP, UDP};
+use gossip::trace::{Arm, Report, Signature, CUT_NOTE, ICMP, MAX_WINDOW_MS};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use weft_api::trace::{LiveReportRequest, LiveTrace, TraceAnswer, TraceRequest};
@@ -94,13 +94,12 @@ impl Daemon {
             .filter(|n| !n.is_empty())
             .ok_or_else(|| bad("the source's reservation has no network namespace"))?;
         let proto_name = answer.flow.split('/').next().unwrap_or("icmp").to_string();
-        let (proto, port) = match proto_name.as_str() {
-            "icmp" => (ICMP, None),
-            "tcp" | "udp" => match req.port {
-                Some(p) => (if proto_name == "tcp" { TCP } else { UDP }, Some(p)),
-                None => return Err(bad("a TCP or UDP probe needs --port")),
-            },
-            _ => return Err(bad("the probe is ICMP, TCP or UDP")),
+        let proto = gossip::trace::protocol(&proto_name)
+            .ok_or_else(|| bad("the probe is ICMP, TCP or UDP"))?;
+        let port = match (proto, req.port) {
+            (ICMP, _) => None,
+            (_, Some(p)) => Some(p),
+            (_, None) => return Err(bad("a TCP or UDP probe needs --port")),
         };
         let key = match proto {
             ICMP => rand::random::<u16>(),
@@ -245,10 +244,7 @@ impl Daemon {
             clock_offset_ms: None,
             answer: Answer::Report(Report {
                 id: req.id,
-                note: local
-                    .as_ref()
-                    .filter(|l| l.1)
-                    .map(|_| "more events than kept; cut".into()),
+                note: local.as_ref().filter(|l| l.1).map(|_| CUT_NOTE.into()),
                 events: local.map(|l| l.0).unwrap_or_default(),
             }),
         }];
@@ -386,7 +382,7 @@ impl Daemon {
             let (events, cut) = shared.watch.take(id).unwrap_or_default();
             let w = shared.clone();
             let _ = tokio::task::spawn_blocking(move || apply_table(&w.watch)).await;
-            let note = note.or_else(|| cut.then(|| "more events than kept; cut".to_string()));
+            let note = note.or_else(|| cut.then(|| CUT_NOTE.to_string()));
             gossip.send_on(
                 conn,
                 Message::TraceReport(Report { id, events, note }.bounded()),

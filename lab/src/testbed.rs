@@ -606,7 +606,10 @@ pub fn tcp_transfer_paced(
                 }
             };
             s.set_nonblocking(false)?;
-            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            // The whole budget, not less: under loss, TCP in the pods may back off for tens of
+            // seconds between two segments (a retransmission lost several times over), and the
+            // transfer is bounded by `timeout` as a whole anyway.
+            s.set_read_timeout(Some(timeout))?;
             let mut buf = vec![0u8; 256 * 1024];
             let (mut n, mut h) = (0u64, FNV_INIT);
             loop {
@@ -628,11 +631,11 @@ pub fn tcp_transfer_paced(
         .recv_timeout(Duration::from_secs(5))
         .context("receiver did not start")?;
     let client_ns = from.ns.clone();
-    let (sent_hash, start) = in_netns(&client_ns, move || -> Result<(u64, Instant)> {
+    let sent_hash = in_netns(&client_ns, move || -> Result<(u64, Instant)> {
         let start = Instant::now();
         // The whole budget: under heavy loss on the underlay the SYN may need several tries.
         let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-        s.set_write_timeout(Some(Duration::from_secs(30)))?;
+        s.set_write_timeout(Some(timeout))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for chunk in buf.chunks_mut(8) {
@@ -658,10 +661,19 @@ pub fn tcp_transfer_paced(
         }
         s.shutdown(std::net::Shutdown::Write)?;
         Ok((h, start))
-    })??;
-    let (received, received_hash, end) = server
+    })?;
+    let received = server
         .join()
-        .map_err(|_| anyhow::anyhow!("receiver panicked"))???;
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))
+        .and_then(|r| r?);
+    // Either end's failure names the other's too: a sender's "Broken pipe" is the receiver
+    // having given up, and the receiver says why.
+    let (sent_hash, start, (received, received_hash, end)) = match (sent_hash, received) {
+        (Ok((h, s)), Ok(r)) => (h, s, r),
+        (Err(e), Ok(_)) => return Err(e.context("sender")),
+        (Ok(_), Err(e)) => return Err(e.context("receiver")),
+        (Err(s), Err(r)) => anyhow::bail!("sender: {s:#}; receiver: {r:#}"),
+    };
     Ok(Transfer {
         bytes,
         secs: end.duration_since(start).as_secs_f64(),

@@ -12,7 +12,7 @@
 //! Failures answer with an HTTP error status and an [`ApiError`](crate::ApiError) body.
 
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One pod interface, as the container runtime names it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -63,6 +63,33 @@ pub struct Allocation {
     pub mtu: u32,
     /// The bridge to attach the host end to.
     pub bridge: String,
+    /// The pod's IPv6 address on a dual-stack cluster (a second, IPv6 `--pod-cidr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Assignment>,
+}
+
+impl Allocation {
+    /// Every address of the pod: IPv4 first, then IPv6 on a dual-stack cluster.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let mut v = vec![IpAddr::V4(self.address)];
+        v.extend(self.ipv6.as_ref().map(|s| IpAddr::V6(s.address)));
+        v
+    }
+}
+
+/// A pod's IPv6 address on a dual-stack cluster. It is mapped from the pod's IPv4 address (the
+/// IPv6 pod CIDR's first address plus the IPv4 address's offset in the IPv4 pod CIDR), so the
+/// IPv4 agreement makes it unique too, and a pod gets both addresses or neither.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv6Assignment {
+    /// The pod's IPv6 address.
+    pub address: Ipv6Addr,
+    /// Its prefix length: the IPv6 pod CIDR's.
+    pub prefix_len: u8,
+    /// The IPv6 default gateway: the bridge's IPv6 address in the pod's block.
+    pub gateway: Ipv6Addr,
+    /// The IPv6 pod CIDR.
+    pub cidr: String,
 }
 
 /// A reservation, as `GET /v1/ipam` lists it.
@@ -82,6 +109,18 @@ pub struct Reservation {
     /// The pod's identity given at ADD, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// The IPv6 address on a dual-stack cluster (mapped from `address`, see [`Ipv6Assignment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+impl Reservation {
+    /// Every address of the pod: IPv4 first, then IPv6 on a dual-stack cluster.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let mut v = vec![IpAddr::V4(self.address)];
+        v.extend(self.ipv6.map(IpAddr::V6));
+        v
+    }
 }
 
 /// `POST /v1/ipam/release` answer.
@@ -116,6 +155,9 @@ pub struct IpamReport {
     pub reason: String,
     /// The pod CIDR (empty when IPAM is off).
     pub cidr: String,
+    /// The IPv6 pod CIDR on a dual-stack cluster (empty otherwise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cidr6: String,
     /// The bridge pods attach to.
     pub bridge: String,
     /// The pod MTU.

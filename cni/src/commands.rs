@@ -7,11 +7,11 @@ use crate::env::Env;
 use crate::error::{
     Failure, CHECK_MISMATCH, INVALID_CONFIG, LINK_FAILURE, NOT_AVAILABLE, UNKNOWN_CONTAINER,
 };
-use crate::netns::{format_mac, host_ns, in_host, set_if_sysctl, Netns, OrFailure};
+use crate::netns::{format_mac, host_ns, in_host, set_if6_sysctl, set_if_sysctl, Netns, OrFailure};
 use crate::result::{CniResult, Interface, Ip, Route};
 use crate::{log, names, router};
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weft_api::guard::{GuardRequest, Port};
@@ -57,8 +57,13 @@ pub fn add(env: &Env, cfg: &Config) -> Result<String, Failure> {
             pod: env.pod()?,
         },
     )?;
+    let six = alloc
+        .ipv6
+        .as_ref()
+        .map(|s| format!(" and {}/{} via {}", s.address, s.prefix_len, s.gateway))
+        .unwrap_or_default();
     log::line(&format!(
-        "ADD {container_id}/{ifname}: {}/{} via {} on {} (mtu {})",
+        "ADD {container_id}/{ifname}: {}/{} via {}{six} on {} (mtu {})",
         alloc.address, alloc.prefix_len, alloc.gateway, alloc.bridge, alloc.mtu
     ));
     let mtu = cfg.mtu.unwrap_or(alloc.mtu);
@@ -91,6 +96,30 @@ pub fn add(env: &Env, cfg: &Config) -> Result<String, Failure> {
         }
     };
     let gateway = alloc.gateway.to_string();
+    let mut ips = vec![Ip {
+        address: format!("{}/{}", alloc.address, alloc.prefix_len),
+        gateway: Some(gateway.clone()),
+        interface: Some(1),
+        ..Ip::default()
+    }];
+    let mut routes = vec![Route {
+        dst: "0.0.0.0/0".into(),
+        gw: Some(gateway),
+        ..Route::default()
+    }];
+    if let Some(s) = &alloc.ipv6 {
+        ips.push(Ip {
+            address: format!("{}/{}", s.address, s.prefix_len),
+            gateway: Some(s.gateway.to_string()),
+            interface: Some(1),
+            ..Ip::default()
+        });
+        routes.push(Route {
+            dst: "::/0".into(),
+            gw: Some(s.gateway.to_string()),
+            ..Route::default()
+        });
+    }
     let ours = CniResult {
         interfaces: vec![
             Interface {
@@ -107,17 +136,8 @@ pub fn add(env: &Env, cfg: &Config) -> Result<String, Failure> {
                 ..Interface::default()
             },
         ],
-        ips: vec![Ip {
-            address: format!("{}/{}", alloc.address, alloc.prefix_len),
-            gateway: Some(gateway.clone()),
-            interface: Some(1),
-            ..Ip::default()
-        }],
-        routes: vec![Route {
-            dst: "0.0.0.0/0".into(),
-            gw: Some(gateway),
-            ..Route::default()
-        }],
+        ips,
+        routes,
         dns: None,
     };
     // weft-cni is normally first in a chain; behind another plugin, its result comes first and
@@ -169,7 +189,11 @@ fn wire(
 
     // Pod: the pair (its host end created straight in the host namespace), the address, the
     // kernel's gratuitous ARP on address changes (arp_notify), and the IPv6 link-local address
-    // derived from the MAC (the one the port guard allows), all before the link goes up.
+    // derived from the MAC (the one the port guard allows), all before the link goes up. On a
+    // dual-stack cluster also the IPv6 address, usable at once: no duplicate address detection
+    // on the interface (accept_dad 0; the cluster's IPAM made the address unique) and the
+    // address added with nodad; and the unsolicited neighbour advertisement on address changes
+    // (ndisc_notify), IPv6's gratuitous ARP.
     let host_ns_file = host_ns()?;
     let (name, peer, addr, plen) = (
         ifname.to_owned(),
@@ -177,6 +201,7 @@ fn wire(
         alloc.address,
         alloc.prefix_len,
     );
+    let six = alloc.ipv6.as_ref().map(|s| (s.address, s.prefix_len));
     let (pod_index, pod_mac) = netns.run(move |nl| async move {
         nl.create_veth(&name, &peer, mtu, &host_ns_file)
             .await
@@ -194,6 +219,14 @@ fn wire(
         nl.add_ipv4_address(link.index, addr, plen)
             .await
             .or_link_failure(|| format!("adding {addr}/{plen} to {name}"))?;
+        if let Some((a6, p6)) = six {
+            set_if6_sysctl(&name, "disable_ipv6", "0")?;
+            set_if6_sysctl(&name, "accept_dad", "0")?;
+            set_if6_sysctl(&name, "ndisc_notify", "1")?;
+            nl.add_address(link.index, std::net::IpAddr::V6(a6), p6)
+                .await
+                .or_link_failure(|| format!("adding {a6}/{p6} to {name}"))?;
+        }
         let mac = link
             .mac
             .ok_or_else(|| Failure::new(LINK_FAILURE, format!("{name} has no MAC address")))?;
@@ -218,15 +251,22 @@ fn wire(
         Ok(link.mac.as_ref().map(format_mac).unwrap_or_default())
     })?;
 
-    // Pod: up, and the default route.
+    // Pod: up, and the default routes.
     let (name, gw) = (ifname.to_owned(), alloc.gateway);
+    let gw6 = alloc.ipv6.as_ref().map(|s| s.gateway);
     netns.run(move |nl| async move {
         nl.set_up(pod_index)
             .await
             .or_link_failure(|| format!("bringing {name} up"))?;
         nl.add_default_route(pod_index, gw)
             .await
-            .or_link_failure(|| format!("adding the default route via {gw} on {name}"))
+            .or_link_failure(|| format!("adding the default route via {gw} on {name}"))?;
+        if let Some(gw6) = gw6 {
+            nl.add_default_route6(pod_index, gw6)
+                .await
+                .or_link_failure(|| format!("adding the IPv6 default route via {gw6} on {name}"))?;
+        }
+        Ok(())
     })?;
 
     // Host: wait until the bridge forwards on the host end...
@@ -417,6 +457,22 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
             )
         })?;
     let gateway: Option<Ipv4Addr> = ip.gateway.as_deref().and_then(|g| g.parse().ok());
+    // On a dual-stack cluster the IPv6 address too.
+    let six: Option<(Ipv6Addr, u8, Option<Ipv6Addr>)> = match held.ipv6 {
+        None => None,
+        Some(a6) => {
+            let p6 = prefix_len_of(&report.cidr6).unwrap_or(128);
+            let want = format!("{a6}/{p6}");
+            let ip6 = ips.iter().find(|ip| ip.address == want).ok_or_else(|| {
+                let listed: Vec<&str> = ips.iter().map(|ip| ip.address.as_str()).collect();
+                Failure::new(
+                    CHECK_MISMATCH,
+                    format!("prevResult gives {ifname} {listed:?}, the router holds {want} too"),
+                )
+            })?;
+            Some((a6, p6, ip6.gateway.as_deref().and_then(|g| g.parse().ok())))
+        }
+    };
 
     // The pod's namespace: the interface, its address, the default route.
     let netns = Netns::open(Path::new(netns_path))?;
@@ -436,15 +492,36 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
             return Err(Failure::new(CHECK_MISMATCH, format!("{name} is down")));
         }
         let addrs = nl
-            .ipv4_addresses(link.index)
+            .link_addresses(link.index)
             .await
             .or_link_failure(|| "listing addresses")?;
-        if !addrs.contains(&(address, prefix_len)) {
-            return Err(Failure::new(
-                CHECK_MISMATCH,
-                format!("{name} does not have {address}/{prefix_len}"),
-            )
-            .details(format!("it has {addrs:?}")));
+        let want = std::iter::once((IpAddr::V4(address), prefix_len))
+            .chain(six.map(|(a6, p6, _)| (IpAddr::V6(a6), p6)));
+        for (a, p) in want {
+            if !addrs.contains(&(a, p)) {
+                return Err(
+                    Failure::new(CHECK_MISMATCH, format!("{name} does not have {a}/{p}"))
+                        .details(format!("it has {addrs:?}")),
+                );
+            }
+        }
+        if let Some((_, _, gw6)) = six {
+            let routes = nl
+                .default_routes6()
+                .await
+                .or_link_failure(|| "listing IPv6 routes")?;
+            let ok = routes
+                .iter()
+                .any(|(gw, oif)| *oif == Some(link.index) && (gw6.is_none() || *gw == gw6));
+            if !ok {
+                return Err(Failure::new(
+                    CHECK_MISMATCH,
+                    format!(
+                        "the pod has no IPv6 default route via {} on {name}",
+                        gw6.map_or("its gateway".to_owned(), |g| g.to_string())
+                    ),
+                ));
+            }
         }
         let routes = nl
             .default_routes()
@@ -486,9 +563,11 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
     })
 }
 
-/// `N` of `A.B.C.D/N`.
+/// `N` of `A.B.C.D/N` (at most 32) or of an IPv6 `ADDR/N` (at most 128).
 fn prefix_len_of(cidr: &str) -> Option<u8> {
-    cidr.split_once('/')?.1.parse().ok().filter(|n| *n <= 32)
+    let (a, n) = cidr.split_once('/')?;
+    let most = if a.contains(':') { 128 } else { 32 };
+    n.parse().ok().filter(|n| *n <= most)
 }
 
 /// STATUS: whether the router can serve an ADD now.
@@ -557,6 +636,8 @@ mod tests {
     fn prefix_lengths() {
         assert_eq!(prefix_len_of("10.32.0.0/12"), Some(12));
         assert_eq!(prefix_len_of("10.32.0.0/33"), None);
+        assert_eq!(prefix_len_of("fd10:32::/48"), Some(48));
+        assert_eq!(prefix_len_of("fd10:32::/129"), None);
         assert_eq!(prefix_len_of(""), None);
     }
 }

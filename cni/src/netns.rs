@@ -58,6 +58,16 @@ pub fn set_if_sysctl(ifname: &str, key: &str, value: &str) -> Result<(), Failure
     })
 }
 
+/// Sets the IPv6 sysctl `net.ipv6.conf.<ifname>.<key>` in the calling thread's namespace.
+pub fn set_if6_sysctl(ifname: &str, key: &str, value: &str) -> Result<(), Failure> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{key}");
+    std::fs::write(&path, value).map_err(|e| {
+        Failure::new(IO_FAILURE, format!("writing {value} to {path}")).details(format!(
+            "{e} (a dual-stack pod needs IPv6 in its network namespace)"
+        ))
+    })
+}
+
 /// Runs `f` with a netlink connection opened in the calling thread's namespace, on a new
 /// current-thread tokio runtime ([`weft_netlink::block_on`]).
 fn block_on<T, F, Fut>(f: F) -> Result<T, Failure>

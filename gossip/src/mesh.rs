@@ -151,6 +151,7 @@ mod tests {
             udp_port: 6783,
             pod_mtu: 1436,
             pod_cidr: None,
+            pod_cidr6: None,
             block_prefix: None,
             key: None,
             sig: None,

@@ -51,6 +51,11 @@ pub struct Hello {
     /// The sender's pod CIDR (`--pod-cidr`), when it runs cluster IPAM; peers must agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_cidr: Option<crate::ipam::Block>,
+    /// The sender's IPv6 pod CIDR on a dual-stack cluster (a second `--pod-cidr`): every pod's
+    /// IPv6 address is mapped from its IPv4 one into it, so it needs no agreement of its own, but
+    /// peers must have the same one. Absent from routers before dual-stack pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr6: Option<crate::ipam::Block>,
     /// The sender's IPAM block size (prefix length), when it runs cluster IPAM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_prefix: Option<u8>,
@@ -118,9 +123,13 @@ impl Hello {
 
     /// How the sender runs IPAM, as shown in errors: `10.32.0.0/12 in /24 blocks` or `no IPAM`.
     pub fn describe_ipam(&self) -> String {
+        let six = self
+            .pod_cidr6
+            .map(|c| format!(" and IPv6 pod CIDR {c}"))
+            .unwrap_or_default();
         match (self.pod_cidr, self.block_prefix) {
-            (Some(c), Some(p)) => format!("pod CIDR {c} in /{p} blocks"),
-            (Some(c), None) => format!("pod CIDR {c}"),
+            (Some(c), Some(p)) => format!("pod CIDR {c} in /{p} blocks{six}"),
+            (Some(c), None) => format!("pod CIDR {c}{six}"),
             _ => "no IPAM (no --pod-cidr)".into(),
         }
     }
@@ -128,7 +137,9 @@ impl Hello {
     /// Refuses a peer whose IPAM settings differ from ours (one with IPAM and one without
     /// included).
     pub fn check_ipam(&self, theirs: &Hello) -> Result<(), Error> {
-        if (self.pod_cidr, self.block_prefix) != (theirs.pod_cidr, theirs.block_prefix) {
+        if (self.pod_cidr, self.block_prefix, self.pod_cidr6)
+            != (theirs.pod_cidr, theirs.block_prefix, theirs.pod_cidr6)
+        {
             return Err(Error::IpamMismatch {
                 ours: self.describe_ipam(),
                 theirs: theirs.describe_ipam(),
@@ -258,6 +269,7 @@ mod tests {
             udp_port: 6783,
             pod_mtu: 1436,
             pod_cidr: None,
+            pod_cidr6: None,
             block_prefix: None,
             key: None,
             sig: None,
@@ -333,6 +345,12 @@ mod tests {
             e.contains("10.32.0.0/12") && e.contains("10.48.0.0/12"),
             "{e}"
         );
+        // A dual-stack peer and an IPv4-only one disagree, and both CIDRs are named.
+        let mut d = a.clone();
+        d.pod_cidr6 = Some("fd10:32::/48".parse().unwrap());
+        let e = a.check_ipam(&d).unwrap_err().to_string();
+        assert!(e.contains("fd10:32::/48"), "{e}");
+        assert!(d.check_ipam(&d.clone()).is_ok());
         b.pod_cidr = a.pod_cidr;
         b.block_prefix = Some(26);
         assert!(a.check_ipam(&b).unwrap_err().to_string().contains("/26"));

@@ -452,8 +452,9 @@ pub struct PingStats {
     pub max_ms: f64,
 }
 
-/// Pings `to` from namespace `ns` `count` times, 0.2 s apart.
-pub fn ping(lab: &Lab, ns: &str, to: Ipv4Addr, count: u32) -> Result<PingStats> {
+/// Pings `to` (either family) from namespace `ns` `count` times, 0.2 s apart.
+pub fn ping(lab: &Lab, ns: &str, to: impl Into<IpAddr>, count: u32) -> Result<PingStats> {
+    let to: IpAddr = to.into();
     let out = lab.exec(
         ns,
         &[
@@ -508,7 +509,8 @@ fn parse_ping(text: &str) -> Option<PingStats> {
 }
 
 /// Pings `to` from `from` once every 10 ms until one answer comes, for at most `timeout`.
-pub fn wait_ping(lab: &Lab, from: &Pod, to: Ipv4Addr, timeout: Duration) -> bool {
+pub fn wait_ping(lab: &Lab, from: &Pod, to: impl Into<IpAddr>, timeout: Duration) -> bool {
+    let to: IpAddr = to.into();
     poll_until(timeout, Duration::from_millis(10), || {
         ping(lab, &from.ns, to, 1).ok().filter(|p| p.received == 1)
     })
@@ -583,9 +585,22 @@ pub fn tcp_transfer_paced(
     spread: Duration,
     timeout: Duration,
 ) -> Result<Transfer> {
-    let addr = SocketAddr::from((to.ip, 5201));
+    tcp_transfer_between(&from.ns, &to.ns, IpAddr::V4(to.ip), bytes, spread, timeout)
+}
+
+/// Like [`tcp_transfer_paced`], between namespaces `from_ns` and `to_ns`, to `to` (an address of
+/// `to_ns`, either family).
+pub fn tcp_transfer_between(
+    from_ns: &str,
+    to_ns: &str,
+    to: IpAddr,
+    bytes: u64,
+    spread: Duration,
+    timeout: Duration,
+) -> Result<Transfer> {
+    let addr = SocketAddr::new(to, 5201);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server_ns = to.ns.clone();
+    let server_ns = to_ns.to_owned();
     let server = std::thread::spawn(move || {
         in_netns(&server_ns, move || -> Result<(u64, u64, Instant)> {
             let l = TcpListener::bind(addr)?;
@@ -630,7 +645,7 @@ pub fn tcp_transfer_paced(
     ready_rx
         .recv_timeout(Duration::from_secs(5))
         .context("receiver did not start")?;
-    let client_ns = from.ns.clone();
+    let client_ns = from_ns.to_owned();
     let sent_hash = in_netns(&client_ns, move || -> Result<(u64, Instant)> {
         let start = Instant::now();
         // The whole budget: under heavy loss on the underlay the SYN may need several tries.

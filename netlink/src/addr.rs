@@ -1,16 +1,19 @@
-//! Addresses and routes: the underlay's MTU and addresses, a link's IPv4 addresses (the
-//! bridge's are the IPAM gateways), and IPv4 default routes (a pod's, and the host's).
+//! Addresses and routes: the underlay's MTU and addresses, a link's addresses (the bridge's are
+//! the IPAM gateways; IPv6 ones are added without duplicate address detection), and default
+//! routes (a pod's of both families, and the host's IPv4 ones).
 
 use crate::errno;
 use crate::error::Error;
 use crate::error::{Context, Result};
 use crate::Netlink;
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An IPv4 default route of the main routing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,22 @@ impl Netlink {
     pub async fn add_default_route(&self, index: u32, gateway: Ipv4Addr) -> Result<()> {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .gateway(gateway)
+            .output_interface(index)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .with_context(|| format!("adding the default route via {gateway} on link {index}"))
+    }
+
+    /// Adds the IPv6 default route via `gateway` out of the link with index `index`, in the
+    /// main table; an existing default route is an error.
+    pub async fn add_default_route6(&self, index: u32, gateway: Ipv6Addr) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
             .gateway(gateway)
             .output_interface(index)
             .build();
@@ -67,6 +86,33 @@ impl Netlink {
                     }
                 }
                 route
+            })
+            .collect())
+    }
+
+    /// The IPv6 default routes of the main table: (gateway, output interface).
+    pub async fn default_routes6(&self) -> Result<Vec<(Option<Ipv6Addr>, Option<u32>)>> {
+        let msgs: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing IPv6 routes")?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.destination_prefix_length == 0 && m.header.table == MAIN_TABLE)
+            .map(|m| {
+                let (mut gw, mut oif) = (None, None);
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gw = Some(*g),
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                (gw, oif)
             })
             .collect())
     }
@@ -129,6 +175,20 @@ impl Netlink {
 
     /// The IPv4 addresses of the link with index `index`, with their prefix lengths.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        Ok(self
+            .link_addresses(index)
+            .await?
+            .into_iter()
+            .filter_map(|(ip, len)| match ip {
+                IpAddr::V4(x) => Some((x, len)),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// The addresses of both families of the link with index `index`, with their prefix
+    /// lengths (IPv6 link-local ones included).
+    pub async fn link_addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
         let addrs: Vec<AddressMessage> = self
             .handle
             .address()
@@ -137,27 +197,32 @@ impl Netlink {
             .execute()
             .try_collect()
             .await?;
-        let mut out = Vec::new();
-        for a in addrs.iter().filter(|a| a.header.index == index) {
-            if a.header.family != AddressFamily::Inet {
-                continue;
-            }
-            if let Some(IpAddr::V4(x)) = own_address(a) {
-                out.push((x, a.header.prefix_len));
-            }
-        }
-        Ok(out)
+        Ok(addrs
+            .iter()
+            .filter(|a| a.header.index == index)
+            .filter(|a| matches!(a.header.family, AddressFamily::Inet | AddressFamily::Inet6))
+            .filter_map(|a| Some((own_address(a)?, a.header.prefix_len)))
+            .collect())
     }
 
     /// Adds `ip/prefix_len` to the link with index `index`; an address already there is fine.
     pub async fn add_ipv4_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        match self
-            .handle
-            .address()
-            .add(index, IpAddr::V4(ip), prefix_len)
-            .execute()
-            .await
-        {
+        self.add_address(index, IpAddr::V4(ip), prefix_len).await
+    }
+
+    /// Adds `ip/prefix_len` to the link with index `index`; an address already there is fine.
+    /// An IPv6 address is added with `IFA_F_NODAD` (`ip addr add ... nodad`): it is usable at
+    /// once, without the second or more of duplicate address detection, because the cluster's
+    /// IPAM already made it unique.
+    pub async fn add_address(&self, index: u32, ip: IpAddr, prefix_len: u8) -> Result<()> {
+        let mut req = self.handle.address().add(index, ip, prefix_len);
+        if ip.is_ipv6() {
+            let m = req.message_mut();
+            m.header.flags |= AddressHeaderFlags::Nodad;
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("adding {ip}/{prefix_len} to link {index}")),
@@ -167,12 +232,18 @@ impl Netlink {
     /// Removes `ip/prefix_len` from the link with index `index`; an address already gone is
     /// fine.
     pub async fn del_ipv4_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        self.del_address(index, IpAddr::V4(ip), prefix_len).await
+    }
+
+    /// Removes `ip/prefix_len` (either family) from the link with index `index`; an address
+    /// already gone is fine.
+    pub async fn del_address(&self, index: u32, ip: IpAddr, prefix_len: u8) -> Result<()> {
         let addrs: Vec<AddressMessage> = self
             .handle
             .address()
             .get()
             .set_link_index_filter(index)
-            .set_address_filter(IpAddr::V4(ip))
+            .set_address_filter(ip)
             .execute()
             .try_collect()
             .await?;

@@ -235,9 +235,10 @@ struct RouterArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:6782).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
-    /// The cluster's pod CIDR (the same on every host): turns pod IPAM on.
-    #[arg(long, env = "WEFT_POD_CIDR")]
-    pod_cidr: Option<String>,
+    /// The cluster's pod CIDR (the same on every host): turns pod IPAM on. Give it twice, an
+    /// IPv4 and an IPv6 CIDR (e.g. 10.32.0.0/12 and fd10:32::/48), for dual-stack pods.
+    #[arg(long, env = "WEFT_POD_CIDR", value_delimiter = ',')]
+    pod_cidr: Vec<String>,
     /// Prefix length of the blocks the pod CIDR is split into, one or more per host (default:
     /// 24, or the CIDR's prefix + 2 when the CIDR is a /23 or smaller).
     #[arg(long)]
@@ -361,27 +362,9 @@ fn build_config(a: RouterArgs) -> Result<daemon::Config> {
         max_packets: a.rekey_after_packets.max(1),
         ..Default::default()
     };
-    let ipam = match &a.pod_cidr {
+    let ipam = match pod_cidrs(&a.pod_cidr)? {
         None => None,
-        Some(c) => {
-            let cidr: gossip::ipam::Block = c.parse().with_context(|| {
-                // A prefix with host bits set: name the network the operator probably meant.
-                let meant = c.split_once('/').and_then(|(a, n)| {
-                    gossip::ipam::Block::new(a.parse::<std::net::IpAddr>().ok()?, n.parse().ok()?)
-                });
-                match meant {
-                    Some(b) => format!("--pod-cidr {c:?} has host bits set: did you mean {b}?"),
-                    None => format!("--pod-cidr {c:?} (e.g. 10.32.0.0/12)"),
-                }
-            })?;
-            if cidr.is_ipv6() {
-                // The IPAM agreement (gossip::ipam) handles IPv6 blocks; the pod side (addresses,
-                // the CNI result, the port guard, masquerade) does not yet.
-                anyhow::bail!(
-                    "--pod-cidr {cidr}: IPv6 pod CIDRs are not supported yet (pods get IPv4 \
-                     addresses from an IPv4 --pod-cidr such as 10.32.0.0/12)"
-                );
-            }
+        Some((cidr, dual)) => {
             let block_prefix = a
                 .pod_block_prefix
                 .unwrap_or_else(|| weft::ipam::default_block_prefix(cidr));
@@ -392,6 +375,7 @@ fn build_config(a: RouterArgs) -> Result<daemon::Config> {
             }
             Some(daemon::IpamOptions {
                 cidr,
+                dual,
                 block_prefix,
                 grace,
                 init_peers: a.ipam_init_peers,
@@ -484,6 +468,44 @@ fn seed(state_dir: &std::path::Path, path: &str, addr: String) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// One `--pod-cidr`, checked (a prefix with host bits set names the network meant).
+fn pod_cidr(c: &str) -> Result<gossip::ipam::Block> {
+    c.trim().parse().with_context(|| {
+        let meant = c.trim().split_once('/').and_then(|(a, n)| {
+            gossip::ipam::Block::new(a.parse::<std::net::IpAddr>().ok()?, n.parse().ok()?)
+        });
+        match meant {
+            Some(b) => format!("--pod-cidr {c:?} has host bits set: did you mean {b}?"),
+            None => format!("--pod-cidr {c:?} (e.g. 10.32.0.0/12, or fd10:32::/48 beside it)"),
+        }
+    })
+}
+
+/// The `--pod-cidr` values: none (no IPAM), one IPv4 CIDR, or an IPv4 and an IPv6 one (dual
+/// stack, either order). The IPv4 one is agreed in blocks; the IPv6 one is mapped from it.
+fn pod_cidrs(
+    given: &[String],
+) -> Result<Option<(gossip::ipam::Block, Option<weft::ipam::DualStack>)>> {
+    let cidrs = given
+        .iter()
+        .map(|c| pod_cidr(c))
+        .collect::<Result<Vec<_>>>()?;
+    let (v6, v4): (Vec<_>, Vec<_>) = cidrs.iter().partition(|c| c.is_ipv6());
+    match (v4.as_slice(), v6.as_slice()) {
+        ([], []) => Ok(None),
+        ([c], []) => Ok(Some((*c, None))),
+        ([c4], [c6]) => Ok(Some((*c4, Some(weft::ipam::DualStack::new(*c4, *c6)?)))),
+        ([], [c6]) => anyhow::bail!(
+            "--pod-cidr {c6}: IPv6-only pod networks are not supported yet; give an IPv4 \
+             --pod-cidr beside it (e.g. 10.32.0.0/12) for dual-stack pods"
+        ),
+        _ => anyhow::bail!(
+            "--pod-cidr is given at most once per family (one IPv4 and one IPv6 CIDR), not {}",
+            given.join(", ")
+        ),
+    }
 }
 
 fn main() -> Result<()> {

@@ -134,6 +134,8 @@ pub struct CniPod {
     pub prefix_len: u8,
     /// The gateway from the result's `ips`.
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 address from the result's `ips`, on a dual-stack cluster.
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// The whole ADD result.
     pub result: Value,
 }
@@ -432,7 +434,7 @@ impl Drop for Cni {
 }
 
 impl CniPod {
-    /// Reads a CNI result: the first IPv4 entry of `ips`.
+    /// Reads a CNI result: the first IPv4 entry of `ips` (and the first IPv6 one).
     pub fn from_result(
         host: &Host,
         ns: &str,
@@ -450,7 +452,20 @@ impl CniPod {
             })
             .ok_or_else(|| anyhow!("no IPv4 address in the CNI result {result}"))?;
         let gateway = ip.2["gateway"].as_str().and_then(|g| g.parse().ok());
+        let ip6 = result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|i| {
+                i["address"]
+                    .as_str()?
+                    .split_once('/')?
+                    .0
+                    .parse::<std::net::Ipv6Addr>()
+                    .ok()
+            });
         Ok(CniPod {
+            ip6,
             host: host.clone(),
             ns: ns.to_owned(),
             container_id: container_id.to_owned(),

@@ -37,7 +37,7 @@ fn the_effective_configuration_says_where_each_value_came_from() {
         "mtu = \"1400\"  # environment",
         "no-fastpath = true  # file",
         "max-macs = \"8192\"  # default",
-        "pod-cidr = \"10.32.0.0/12\"  # file",
+        "pod-cidr = [\"10.32.0.0/12\"]  # file",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
@@ -89,10 +89,22 @@ fn typos_bad_values_and_other_versions_are_refused_naming_the_key() {
     assert!(!ok && text.contains("did you mean 10.32.0.0/12"), "{text}");
     let (ok, text) = check("pod-cidr = \"fd10:32::1/48\"\n", &[]);
     assert!(!ok && text.contains("did you mean fd10:32::/48"), "{text}");
-    // IPv6 pod CIDRs parse, and are refused by name until the pod side speaks IPv6.
+    // An IPv6 pod CIDR alone (an IPv6-only pod network) is refused by name; beside an IPv4
+    // one (dual stack) it is taken, as a list; two of one family, or an IPv6 CIDR too small
+    // for the IPv4 one's addresses, are refused.
     let (ok, text) = check("pod-cidr = \"fd10:32::/48\"\n", &[]);
     assert!(
-        !ok && text.contains("fd10:32::/48: IPv6 pod CIDRs are not supported yet"),
+        !ok && text
+            .contains("--pod-cidr fd10:32::/48: IPv6-only pod networks are not supported yet"),
+        "{text}"
+    );
+    let (ok, text) = check("pod-cidr = [\"10.32.0.0/12\", \"fd10:32::/48\"]\n", &[]);
+    assert!(ok, "{text}");
+    let (ok, text) = check("pod-cidr = [\"10.32.0.0/12\", \"10.48.0.0/12\"]\n", &[]);
+    assert!(!ok && text.contains("at most once per family"), "{text}");
+    let (ok, text) = check("pod-cidr = [\"10.32.0.0/12\", \"fd10:32::/120\"]\n", &[]);
+    assert!(
+        !ok && text.contains("is smaller than 10.32.0.0/12"),
         "{text}"
     );
     let (ok, text) = check("secret-file = \"/nonexistent/weft-secret\"\n", &[]);

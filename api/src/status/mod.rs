@@ -93,6 +93,12 @@ pub struct Report {
 pub struct IpamSection {
     /// The pod CIDR.
     pub cidr: String,
+    /// The IPv6 pod CIDR of a dual-stack cluster (empty otherwise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cidr6: String,
+    /// On a dual-stack cluster, the IPv6 twin of each held block, in the order of `held`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held6: Vec<String>,
     /// The block size.
     pub block_prefix: u8,
     /// Whether traffic from pods to outside the pod CIDR is masqueraded.

@@ -333,9 +333,14 @@ impl Report {
             let _ = writeln!(out, "\nIPAM: off (no --pod-cidr)");
             return out;
         };
+        let six = if i.cidr6.is_empty() {
+            String::new()
+        } else {
+            format!(" and IPv6 pod CIDR {} (mapped from IPv4)", i.cidr6)
+        };
         let _ = writeln!(
             out,
-            "\nIPAM: pod CIDR {} in /{} blocks, masquerade {}, {}",
+            "\nIPAM: pod CIDR {} in /{} blocks{six}, masquerade {}, {}",
             i.cidr,
             i.block_prefix,
             if i.masquerade { "on" } else { "off" },
@@ -351,7 +356,15 @@ impl Report {
             if i.held.is_empty() {
                 "none".into()
             } else {
-                i.held.join(" ")
+                i.held
+                    .iter()
+                    .enumerate()
+                    .map(|(n, b)| match i.held6.get(n) {
+                        Some(b6) => format!("{b} ({b6})"),
+                        None => b.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
             }
         );
         let _ = writeln!(out, "  reservations: {}", i.reservations.len());

@@ -90,6 +90,9 @@ pub struct Config {
     pub secrets: Option<Keyring>,
     /// Cluster IPAM (`--pod-cidr`): off when `None`.
     pub ipam: Option<crate::ipam::IpamConfig>,
+    /// The dual-stack IPv6 pod CIDR (a second `--pod-cidr`), told to peers in the hello, which
+    /// must agree ([`proto::Hello::pod_cidr6`]).
+    pub pod_cidr6: Option<crate::ipam::Block>,
     /// The host's key: our topology and IPAM records are signed with it ([`crate::sign`]).
     pub host_key: Option<Arc<crate::sign::HostKey>>,
     /// Refuse unsigned records (`--require-signed-records`).
@@ -119,6 +122,7 @@ impl Config {
             accept_burst: 100.0,
             secrets: None,
             ipam: None,
+            pod_cidr6: None,
             host_key: None,
             require_signed: false,
             ciphers: crate::cipher::offer(crate::cipher::CipherSetting::Auto, false),
@@ -136,6 +140,7 @@ impl Config {
             udp_port: self.udp_port,
             pod_mtu: self.pod_mtu,
             pod_cidr: self.ipam.as_ref().map(|i| i.cidr),
+            pod_cidr6: self.pod_cidr6,
             block_prefix: self.ipam.as_ref().map(|i| i.block_prefix),
             key: None,
             sig: None,

@@ -211,8 +211,10 @@ impl Config {
 /// The IPAM flags of `weft router`.
 #[derive(Debug, Clone)]
 pub struct IpamOptions {
-    /// The pod CIDR.
+    /// The pod CIDR (the one blocks are agreed of).
     pub cidr: gossip::ipam::Block,
+    /// A dual-stack cluster's IPv6 pod CIDR, and the mapping into it.
+    pub dual: Option<crate::ipam::DualStack>,
     /// The block size (validated against the CIDR).
     pub block_prefix: u8,
     /// How long a host may be unreachable before its blocks are reclaimed.

@@ -26,6 +26,10 @@ pub const WINDOW: Duration = Duration::from_millis(2000);
 const GRACE: Duration = Duration::from_millis(1500);
 /// How long the neighbours' confirmations that they watch are awaited before the probe goes.
 const ARM_WAIT: Duration = Duration::from_millis(1500);
+/// How long after the prober's report this host's own events are taken, at least: the kernel
+/// hands each logged packet over at once, but the thread reading the log may not have run yet
+/// (with no neighbour to wait for, the report comes a few hundred microseconds after the reply).
+const KERNEL_SETTLE: Duration = Duration::from_millis(500);
 /// Our own live traces awaiting their report, at most.
 const MAX_PENDING: usize = 4;
 
@@ -89,7 +93,7 @@ impl Daemon {
             .map(|i| i.reservations())
             .unwrap_or_default()
             .into_iter()
-            .find(|r| std::net::IpAddr::V4(r.address) == src)
+            .find(|r| r.addresses().contains(&src))
             .map(|r| r.netns)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| bad("the source's reservation has no network namespace"))?;
@@ -218,6 +222,7 @@ impl Daemon {
         req: &LiveReportRequest,
     ) -> Result<TraceAnswer, crate::Error> {
         let unknown = || crate::Error::BadRequest(format!("no live trace {} under way", req.id));
+        let settled = Instant::now() + KERNEL_SETTLE;
         let deadline = {
             let p = lock(&self.live.pending);
             p.get(&req.id).ok_or_else(unknown)?.armed_at + ARM_WAIT + WINDOW + GRACE
@@ -228,7 +233,8 @@ impl Daemon {
                 let t = p.get(&req.id).ok_or_else(unknown)?;
                 t.asked.iter().all(|a| a.report.is_some())
             };
-            if done || Instant::now() >= deadline {
+            let now = Instant::now();
+            if (done && now >= settled) || now >= deadline.max(settled) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -272,6 +272,8 @@ impl Daemon {
                 let (ready, reason) = i.readiness();
                 weft_api::status::IpamSection {
                     cidr: i.cidr().to_string(),
+                    cidr6: i.cidr6().map(|c| c.to_string()).unwrap_or_default(),
+                    held6: i.held6().iter().map(|b| b.to_string()).collect(),
                     block_prefix: i.block_prefix(),
                     masquerade: i.masquerade(),
                     held: i.held().iter().map(|b| b.to_string()).collect(),

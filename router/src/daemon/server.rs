@@ -146,6 +146,7 @@ async fn ipam_report(State(d): State<Arc<Daemon>>) -> Json<IpamReport> {
             ready: false,
             reason: gossip::ipam::IpamError::Disabled.to_string(),
             cidr: String::new(),
+            cidr6: String::new(),
             bridge: d.cfg.bridge.clone(),
             mtu: d.shared.pod_mtu,
             reservations: Vec::new(),

@@ -215,8 +215,10 @@ pub async fn run(cfg: Config) -> Result<()> {
                 1 + others.len()
             }
         };
+        gcfg.pod_cidr6 = o.dual.map(|d| d.cidr6);
         tracing::info!(
             cidr = %o.cidr,
+            cidr6 = ?o.dual.map(|d| d.cidr6),
             block_prefix = o.block_prefix,
             init_peers,
             grace_secs = o.grace.as_secs(),
@@ -239,6 +241,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             let i = Ipam::open(
                 ipam::Settings {
                     cidr: o.cidr,
+                    dual: o.dual,
                     block_prefix: o.block_prefix,
                     masquerade: o.masquerade,
                     state_dir: cfg.state_dir.clone(),

@@ -50,7 +50,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn port_rules(r: &Reservation) -> Option<PortRules> {
     let p = r.port.as_ref()?;
     let mac = rules::parse_mac(&p.mac)?;
-    rules::valid_port_name(&p.name).then(|| PortRules::new(&p.name, mac, &[r.address]))
+    rules::valid_port_name(&p.name).then(|| {
+        let mut rules = PortRules::new(&p.name, mac, &[r.address]);
+        rules.ipv6.extend(r.ipv6);
+        rules
+    })
 }
 
 /// Runs `script` with `nft -f -` off the async threads.
@@ -209,6 +213,7 @@ mod tests {
             netns: String::new(),
             port: None,
             pod: None,
+            ipv6: None,
         };
         assert_eq!(port_rules(&r), None);
         r.port = Some(Port {
@@ -220,6 +225,13 @@ mod tests {
         assert_eq!(
             p.ipv6,
             vec!["fe80::ff:fe00:1".parse::<std::net::Ipv6Addr>().unwrap()]
+        );
+        // On a dual-stack cluster the pod's IPv6 address is allowed too.
+        r.ipv6 = Some("fd10:32::2".parse().unwrap());
+        let p = port_rules(&r).unwrap();
+        assert_eq!(
+            p.ipv6,
+            ["fe80::ff:fe00:1", "fd10:32::2"].map(|a| a.parse::<std::net::Ipv6Addr>().unwrap())
         );
         r.port.as_mut().unwrap().name = "bad\"name".into();
         assert_eq!(port_rules(&r), None);

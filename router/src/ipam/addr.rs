@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use gossip::ipam::Block;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// The default block size for a pod CIDR. IPv4: /24, or the CIDR's prefix + 2 (four blocks)
@@ -105,4 +105,56 @@ pub fn assignable(cidr: Block, block: Block, ip: Ipv4Addr) -> bool {
         && ip != gateway(block)
         && ip != base4(cidr)
         && ip != last(cidr)
+}
+
+/// A dual-stack cluster's IPv6 pod CIDR and the IPv4 one its addresses are mapped from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DualStack {
+    /// The IPv4 pod CIDR (the one the cluster agrees blocks of).
+    pub cidr4: Block,
+    /// The IPv6 pod CIDR.
+    pub cidr6: Block,
+}
+
+impl DualStack {
+    /// Checks the pair: `cidr4` IPv4, `cidr6` IPv6 and at least as large (so that every IPv4
+    /// address of the pod CIDR has its own IPv6 one).
+    pub fn new(cidr4: Block, cidr6: Block) -> Result<DualStack> {
+        if cidr4.is_ipv6() || !cidr6.is_ipv6() {
+            bail!("a dual-stack cluster has one IPv4 and one IPv6 --pod-cidr (got {cidr4} and {cidr6})");
+        }
+        let bits4 = 32 - cidr4.prefix();
+        if 128 - cidr6.prefix() < bits4 {
+            bail!(
+                "--pod-cidr {cidr6} is smaller than {cidr4}: every pod's IPv6 address is mapped from \
+                 its IPv4 one, so the IPv6 pod CIDR needs at least {bits4} host bits (a /{} or \
+                 larger, e.g. a /48)",
+                128 - bits4
+            );
+        }
+        Ok(DualStack { cidr4, cidr6 })
+    }
+
+    /// The IPv6 address of the pod (or gateway) with the IPv4 address `v4`: the IPv6 CIDR's
+    /// first address plus `v4`'s offset in the IPv4 CIDR (`10.32.1.5` in `10.32.0.0/12` is
+    /// `fd10:32::105` in `fd10:32::/48`). `None` for an address outside the IPv4 CIDR.
+    pub fn map(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
+        if !self.cidr4.contains(v4) {
+            return None;
+        }
+        let (IpAddr::V4(base4), IpAddr::V6(base6)) = (self.cidr4.base(), self.cidr6.base()) else {
+            return None;
+        };
+        let offset = u32::from(v4) - u32::from(base4);
+        Some(Ipv6Addr::from(u128::from(base6) + u128::from(offset)))
+    }
+
+    /// The IPv6 twin of the IPv4 block `b`: where its addresses map to (`10.32.1.0/24` is
+    /// `fd10:32::100/120` in the example of [`DualStack::map`]).
+    pub fn block(&self, b: Block) -> Option<Block> {
+        let IpAddr::V4(base) = b.base() else {
+            return None;
+        };
+        Block::new(self.map(base)?, 128 - (32 - b.prefix()))
+    }
 }

@@ -35,7 +35,7 @@ use anyhow::{Context, Result};
 use gossip::driver::Gossip;
 use gossip::ipam::{Block, IpamError};
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -69,6 +69,8 @@ struct Claims {
 /// The router's IPAM: reservations, allocation, the bridge's gateways, masquerading.
 pub struct Ipam {
     cidr: Block,
+    /// The IPv6 pod CIDR of a dual-stack cluster.
+    dual: Option<DualStack>,
     block_prefix: u8,
     masquerade: bool,
     path: PathBuf,
@@ -115,6 +117,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Settings {
     /// The pod CIDR.
     pub cidr: Block,
+    /// The IPv6 pod CIDR of a dual-stack cluster.
+    pub dual: Option<DualStack>,
     /// The block size.
     pub block_prefix: u8,
     /// Masquerade traffic from pods to outside the pod CIDR.
@@ -133,9 +137,11 @@ impl Ipam {
     /// Loads the reservations and logs those in blocks this host does not hold.
     pub fn open(s: Settings, gossip: Gossip, nl: Netlink) -> Result<Ipam> {
         let path = s.state_dir.join(RESERVATIONS_FILE);
-        let table = Table::load(&path, s.cidr)?;
+        let mut table = Table::load(&path, s.cidr)?;
+        table.map_ipv6(|v4| s.dual.and_then(|d| d.map(v4)));
         tracing::info!(
             cidr = %s.cidr,
+            cidr6 = ?s.dual.map(|d| d.cidr6),
             block_prefix = s.block_prefix,
             "IPAM on: {} reservation(s) loaded from {}",
             table.len(),
@@ -143,6 +149,7 @@ impl Ipam {
         );
         let ipam = Ipam {
             cidr: s.cidr,
+            dual: s.dual,
             block_prefix: s.block_prefix,
             masquerade: s.masquerade,
             path,
@@ -169,6 +176,16 @@ impl Ipam {
         self.cidr
     }
 
+    /// The IPv6 pod CIDR of a dual-stack cluster.
+    pub fn cidr6(&self) -> Option<Block> {
+        self.dual.map(|d| d.cidr6)
+    }
+
+    /// The dual-stack IPv6 address of the IPv4 pod address `v4`.
+    fn ipv6_of(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.dual.and_then(|d| d.map(v4))
+    }
+
     /// The block size.
     pub fn block_prefix(&self) -> u8 {
         self.block_prefix
@@ -184,6 +201,15 @@ impl Ipam {
         let mut b = self.gossip.ipam_blocks();
         b.sort();
         b
+    }
+
+    /// On a dual-stack cluster, the IPv6 twin of each held block (in the order of
+    /// [`Ipam::held`]); empty otherwise.
+    pub fn held6(&self) -> Vec<Block> {
+        match self.dual {
+            Some(d) => self.held().into_iter().filter_map(|b| d.block(b)).collect(),
+            None => Vec::new(),
+        }
     }
 
     /// Every reservation.
@@ -242,6 +268,14 @@ impl Ipam {
             .copied()
             .or_else(|| Block::new(ip, self.block_prefix))
             .unwrap_or(self.cidr);
+        let ipv6 = self.dual.and_then(|d| {
+            Some(weft_api::ipam::Ipv6Assignment {
+                address: d.map(ip)?,
+                prefix_len: d.cidr6.prefix(),
+                gateway: d.map(gateway(block))?,
+                cidr: d.cidr6.to_string(),
+            })
+        });
         Allocation {
             address: ip,
             prefix_len: self.cidr.prefix(),
@@ -249,6 +283,7 @@ impl Ipam {
             cidr: self.cidr.to_string(),
             mtu: self.pod_mtu,
             bridge: self.bridge.clone(),
+            ipv6,
         }
     }
 
@@ -322,18 +357,30 @@ impl Ipam {
                     let (before, snapshot) = {
                         let mut t = lock(&self.table);
                         let before = t.clone();
-                        t.insert(a.clone(), ip, netns.clone(), pod.clone());
+                        t.insert(
+                            a.clone(),
+                            (ip, self.ipv6_of(ip)),
+                            netns.clone(),
+                            pod.clone(),
+                        );
                         (before, t.clone())
                     };
                     if let Err(e) = self.persist(&snapshot) {
                         *lock(&self.table) = before;
                         return Err(e);
                     }
-                    tracing::info!(
-                        container = %a.container_id,
-                        ifname = %a.ifname,
-                        "reserved {ip}"
-                    );
+                    match self.ipv6_of(ip) {
+                        Some(v6) => tracing::info!(
+                            container = %a.container_id,
+                            ifname = %a.ifname,
+                            "reserved {ip} and {v6}"
+                        ),
+                        None => tracing::info!(
+                            container = %a.container_id,
+                            ifname = %a.ifname,
+                            "reserved {ip}"
+                        ),
+                    }
                     return Ok(self.allocation(ip));
                 }
             }
@@ -493,6 +540,7 @@ impl Ipam {
             ready,
             reason,
             cidr: self.cidr.to_string(),
+            cidr6: self.cidr6().map(|c| c.to_string()).unwrap_or_default(),
             bridge: self.bridge.clone(),
             mtu: self.pod_mtu,
             reservations: self.reservations(),
@@ -515,20 +563,29 @@ impl Ipam {
             .link(&self.bridge)
             .await?
             .with_context(|| format!("no bridge {}", self.bridge))?;
-        let want: BTreeSet<Ipv4Addr> = held.iter().map(|b| gateway(*b)).collect();
-        let have = self.nl.ipv4_addresses(link.index).await?;
+        // Each held block's gateway, with its CIDR's prefix length; on a dual-stack cluster its
+        // IPv6 twin too.
+        let mut want: BTreeSet<(IpAddr, u8)> = BTreeSet::new();
+        for b in &held {
+            let gw = gateway(*b);
+            want.insert((IpAddr::V4(gw), self.cidr.prefix()));
+            if let Some((d, v6)) = self.dual.and_then(|d| Some((d, d.map(gw)?))) {
+                want.insert((IpAddr::V6(v6), d.cidr6.prefix()));
+            }
+        }
+        let ours =
+            |ip: &IpAddr| self.cidr.contains(*ip) || self.cidr6().is_some_and(|c| c.contains(*ip));
+        let have = self.nl.link_addresses(link.index).await?;
         for (ip, len) in &have {
-            if self.cidr.contains(*ip) && !(want.contains(ip) && *len == self.cidr.prefix()) {
-                self.nl.del_ipv4_address(link.index, *ip, *len).await?;
+            if ours(ip) && !want.contains(&(*ip, *len)) {
+                self.nl.del_address(link.index, *ip, *len).await?;
                 tracing::info!(bridge = %self.bridge, "removed {ip}/{len}: its block is not held");
             }
         }
-        for ip in &want {
-            if !have.contains(&(*ip, self.cidr.prefix())) {
-                self.nl
-                    .add_ipv4_address(link.index, *ip, self.cidr.prefix())
-                    .await?;
-                tracing::info!(bridge = %self.bridge, "gateway {ip}/{} added", self.cidr.prefix());
+        for (ip, len) in &want {
+            if !have.contains(&(*ip, *len)) {
+                self.nl.add_address(link.index, *ip, *len).await?;
+                tracing::info!(bridge = %self.bridge, "gateway {ip}/{len} added");
             }
         }
         *last = Some(held);
@@ -542,9 +599,9 @@ impl Ipam {
         let Some(link) = self.nl.link(&self.bridge).await? else {
             return Ok(());
         };
-        for (ip, len) in self.nl.ipv4_addresses(link.index).await? {
-            if self.cidr.contains(ip) {
-                self.nl.del_ipv4_address(link.index, ip, len).await?;
+        for (ip, len) in self.nl.link_addresses(link.index).await? {
+            if self.cidr.contains(ip) || self.cidr6().is_some_and(|c| c.contains(ip)) {
+                self.nl.del_address(link.index, ip, len).await?;
             }
         }
         Ok(())
@@ -555,8 +612,14 @@ impl Ipam {
     pub async fn setup_host(&self) -> Result<()> {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
             .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
+        if self.dual.is_some() {
+            // Hosts route their pods' IPv6 traffic too (docs/operations.md: an interface that
+            // takes its address from router advertisements needs accept_ra=2 from now on).
+            std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1\n")
+                .context("enabling IPv6 forwarding (/proc/sys/net/ipv6/conf/all/forwarding)")?;
+        }
         let ruleset = if self.masquerade {
-            masquerade_ruleset(self.cidr)
+            masquerade_ruleset(self.cidr, self.cidr6())
         } else {
             remove_ruleset()
         };
@@ -628,9 +691,14 @@ impl Ipam {
             ifname = %a.ifname,
             port = %port.name,
             mac = %port.mac,
-            "guarding the port: {} and {}",
-            new.address,
-            rules.ipv6[0]
+            "guarding the port: {}",
+            rules
+                .ipv4
+                .iter()
+                .map(ToString::to_string)
+                .chain(rules.ipv6.iter().map(ToString::to_string))
+                .collect::<Vec<_>>()
+                .join(" and ")
         );
         Ok(GuardAnswer {
             port,
@@ -743,10 +811,25 @@ mod tests {
         let mut t = Table::default();
         // Network, gateway (and here also the CIDR's first address) are skipped.
         assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 2)));
-        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), String::new(), None);
-        t.insert(att("b"), Ipv4Addr::new(10, 32, 0, 4), String::new(), None);
+        t.insert(
+            att("a"),
+            (Ipv4Addr::new(10, 32, 0, 2), None),
+            String::new(),
+            None,
+        );
+        t.insert(
+            att("b"),
+            (Ipv4Addr::new(10, 32, 0, 4), None),
+            String::new(),
+            None,
+        );
         assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 3)));
-        t.insert(att("c"), Ipv4Addr::new(10, 32, 0, 3), String::new(), None);
+        t.insert(
+            att("c"),
+            (Ipv4Addr::new(10, 32, 0, 3), None),
+            String::new(),
+            None,
+        );
         assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 5)));
         // A block's broadcast-looking last address is a normal pod address, except the CIDR's.
         let top = b("10.47.255.0/24");
@@ -770,7 +853,7 @@ mod tests {
         let mut t = Table::default();
         let mut got = Vec::new();
         while let Some(ip) = t.pick(cidr, &blocks) {
-            t.insert(att(&ip.to_string()), ip, String::new(), None);
+            t.insert(att(&ip.to_string()), (ip, None), String::new(), None);
             got.push(ip);
         }
         // 10.9.0.2, .3 in the first; .14 in the last (.15 is the CIDR's last address).
@@ -787,8 +870,18 @@ mod tests {
     #[test]
     fn lost_reservations_are_those_outside_held_blocks() {
         let mut t = Table::default();
-        t.insert(att("a"), Ipv4Addr::new(10, 32, 0, 2), String::new(), None);
-        t.insert(att("b"), Ipv4Addr::new(10, 32, 7, 2), String::new(), None);
+        t.insert(
+            att("a"),
+            (Ipv4Addr::new(10, 32, 0, 2), None),
+            String::new(),
+            None,
+        );
+        t.insert(
+            att("b"),
+            (Ipv4Addr::new(10, 32, 7, 2), None),
+            String::new(),
+            None,
+        );
         let lost = t.lost(&[b("10.32.0.0/24")]);
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].address, Ipv4Addr::new(10, 32, 7, 2));
@@ -804,11 +897,16 @@ mod tests {
         let mut t = Table::default();
         t.insert(
             att("a"),
-            Ipv4Addr::new(10, 32, 0, 2),
+            (Ipv4Addr::new(10, 32, 0, 2), None),
             "/run/netns/x".into(),
             None,
         );
-        t.insert(att("b"), Ipv4Addr::new(10, 32, 0, 3), String::new(), None);
+        t.insert(
+            att("b"),
+            (Ipv4Addr::new(10, 32, 0, 3), None),
+            String::new(),
+            None,
+        );
         t.save(&path, cidr).unwrap();
         assert_eq!(Table::load(&path, cidr).unwrap(), t);
         // Another pod CIDR: the reservations outside it are dropped.
@@ -830,8 +928,38 @@ mod tests {
 
     #[test]
     fn the_masquerade_script_replaces_one_table() {
-        let s = masquerade_ruleset(b("10.32.0.0/12"));
+        let s = masquerade_ruleset(b("10.32.0.0/12"), None);
         assert!(s.starts_with("table ip weft\ndelete table ip weft\n"));
         assert!(s.contains("ip saddr 10.32.0.0/12 ip daddr != 10.32.0.0/12 counter masquerade"));
+        // An IPv6 table left from a dual-stack run goes; a dual-stack cluster gets one.
+        assert!(
+            s.ends_with("table ip6 weft\ndelete table ip6 weft\n"),
+            "{s}"
+        );
+        let d = masquerade_ruleset(b("10.32.0.0/12"), Some(b("fd10:32::/48")));
+        assert!(d.contains("ip6 saddr fd10:32::/48 ip6 daddr != fd10:32::/48 counter masquerade"));
+        assert!(d.contains("ip saddr 10.32.0.0/12 ip daddr != 10.32.0.0/12 counter masquerade"));
+    }
+
+    #[test]
+    fn dual_stack_addresses_are_mapped_from_ipv4() {
+        let d = DualStack::new(b("10.32.0.0/12"), b("fd10:32::/48")).unwrap();
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(
+            d.map("10.32.1.5".parse().unwrap()),
+            Some(v6("fd10:32::105"))
+        );
+        assert_eq!(
+            d.map("10.47.255.254".parse().unwrap()),
+            Some(v6("fd10:32::f:fffe"))
+        );
+        assert_eq!(d.map("10.48.0.1".parse().unwrap()), None);
+        assert_eq!(d.block(b("10.32.1.0/24")), Some(b("fd10:32::100/120")));
+        // The IPv6 CIDR must hold as many addresses as the IPv4 one, and be IPv6.
+        let e = DualStack::new(b("10.32.0.0/12"), b("fd10:32::/112")).unwrap_err();
+        assert!(e.to_string().contains("/108"), "{e}");
+        assert!(DualStack::new(b("10.32.0.0/12"), b("fd10:32::/108")).is_ok());
+        assert!(DualStack::new(b("fd10:32::/48"), b("10.32.0.0/12")).is_err());
+        assert!(DualStack::new(b("10.32.0.0/12"), b("10.48.0.0/12")).is_err());
     }
 }

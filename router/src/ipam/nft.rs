@@ -1,14 +1,16 @@
-//! The masquerade table (`table ip weft`) as an `nft -f` script, its removal, and running `nft`.
+//! The masquerade tables (`table ip weft`, and `table ip6 weft` on a dual-stack cluster) as an
+//! `nft -f` script, its removal, and running `nft`.
 
 use super::*;
 use anyhow::{bail, Context, Result};
 use gossip::ipam::Block;
 use std::io::Write;
 
-/// The nftables script that replaces `table ip weft` with the masquerade rule, atomically (the
-/// whole script is one transaction).
-pub fn masquerade_ruleset(cidr: Block) -> String {
-    format!(
+/// The nftables script that replaces `table ip weft` with the masquerade rule, and on a
+/// dual-stack cluster `table ip6 weft` with IPv6's (or removes a `table ip6 weft` left from
+/// one), atomically (the whole script is one transaction). Pod to pod is never masqueraded.
+pub fn masquerade_ruleset(cidr: Block, cidr6: Option<Block>) -> String {
+    let mut s = format!(
         "table ip {NFT_TABLE}\n\
          delete table ip {NFT_TABLE}\n\
          table ip {NFT_TABLE} {{\n\
@@ -16,13 +18,29 @@ pub fn masquerade_ruleset(cidr: Block) -> String {
          \x20   type nat hook postrouting priority srcnat; policy accept;\n\
          \x20   ip saddr {cidr} ip daddr != {cidr} counter masquerade comment \"weft: pods to outside the pod CIDR\"\n\
          \x20 }}\n\
-         }}\n"
-    )
+         }}\n\
+         table ip6 {NFT_TABLE}\n\
+         delete table ip6 {NFT_TABLE}\n"
+    );
+    if let Some(c6) = cidr6 {
+        s.push_str(&format!(
+            "table ip6 {NFT_TABLE} {{\n\
+             \x20 chain postrouting {{\n\
+             \x20   type nat hook postrouting priority srcnat; policy accept;\n\
+             \x20   ip6 saddr {c6} ip6 daddr != {c6} counter masquerade comment \"weft: pods to outside the IPv6 pod CIDR\"\n\
+             \x20 }}\n\
+             }}\n"
+        ));
+    }
+    s
 }
 
-/// The nftables script that removes `table ip weft` (and succeeds when there is none).
+/// The nftables script that removes `table ip weft` and `table ip6 weft` (and succeeds when
+/// there are none).
 pub fn remove_ruleset() -> String {
-    format!("table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n")
+    format!(
+        "table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\ntable ip6 {NFT_TABLE}\ndelete table ip6 {NFT_TABLE}\n"
+    )
 }
 
 /// Runs `nft -f -` with `script` on stdin.

@@ -7,7 +7,7 @@ use gossip::ipam::Block;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use weft_api::ipam::{Attachment, PodRef, Reservation};
 
@@ -50,15 +50,30 @@ impl Table {
         self.map.get(a)
     }
 
-    /// Records a reservation (with no guarded port yet).
-    pub fn insert(&mut self, a: Attachment, ip: Ipv4Addr, netns: String, pod: Option<PodRef>) {
+    /// Records a reservation (with no guarded port yet); `ipv6` is its dual-stack address.
+    pub fn insert(
+        &mut self,
+        a: Attachment,
+        (ip, ipv6): (Ipv4Addr, Option<Ipv6Addr>),
+        netns: String,
+        pod: Option<PodRef>,
+    ) {
         self.restore(Reservation {
             attachment: a,
             address: ip,
             netns,
             port: None,
             pod,
+            ipv6,
         });
+    }
+
+    /// Sets every reservation's IPv6 address to `map` of its IPv4 one (at start: the IPv6 pod
+    /// CIDR may have been added, changed or removed since the file was written).
+    pub fn map_ipv6(&mut self, map: impl Fn(Ipv4Addr) -> Option<Ipv6Addr>) {
+        for r in self.map.values_mut() {
+            r.ipv6 = map(r.address);
+        }
     }
 
     /// Records `r` as it is (port included).

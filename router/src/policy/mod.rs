@@ -333,7 +333,7 @@ impl Policy {
                 Some(PodEntry {
                     namespace: p.namespace.clone(),
                     name: p.name.clone(),
-                    addrs: vec![IpAddr::V4(r.address)],
+                    addrs: r.addresses(),
                 })
             })
             .collect();
@@ -529,10 +529,16 @@ impl Policy {
         let (namespaces, pods, policies) = cluster.counts();
         let mut local_pods = Vec::new();
         let counters = &st.counters;
-        let count =
-            |a: IpAddr, d: Direction, v: Verdict| counters.get(&(a, d, v)).map_or(0, |c| c.0);
+        // A dual-stack pod's counts are those of both its addresses.
+        let count = |addrs: &[IpAddr], d: Direction, v: Verdict| -> u64 {
+            addrs
+                .iter()
+                .map(|a| counters.get(&(*a, d, v)).map_or(0, |c| c.0))
+                .sum()
+        };
         for r in ipam.reservations() {
             let addr = IpAddr::V4(r.address);
+            let all = r.addresses();
             let mut p = PodPolicy {
                 pod: r
                     .pod
@@ -549,10 +555,10 @@ impl Policy {
                 };
                 (p.ingress, p.egress) = cluster.selecting(&key);
             }
-            p.allowed_in = count(addr, Direction::Ingress, Verdict::Allowed);
-            p.allowed_out = count(addr, Direction::Egress, Verdict::Allowed);
-            p.dropped_in = count(addr, Direction::Ingress, Verdict::Dropped);
-            p.dropped_out = count(addr, Direction::Egress, Verdict::Dropped);
+            p.allowed_in = count(&all, Direction::Ingress, Verdict::Allowed);
+            p.allowed_out = count(&all, Direction::Egress, Verdict::Allowed);
+            p.dropped_in = count(&all, Direction::Ingress, Verdict::Dropped);
+            p.dropped_out = count(&all, Direction::Egress, Verdict::Dropped);
             local_pods.push(p);
         }
         let mut dropped = BTreeMap::new();

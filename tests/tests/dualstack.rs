@@ -1,0 +1,401 @@
+//! Dual-stack pods (issue 14): routers with two `--pod-cidr` (10.32.0.0/12 and fd10:32::/48) on an
+//! IPv6-only underlay, pods added through upstream `cnitool`. Each ADD result carries both
+//! addresses (the IPv6 one mapped from the IPv4 one), both gateways and both default routes;
+//! every pod reaches every other over both families on the plain sleeve, the encrypted sleeve
+//! and the kernel VXLAN fast path, and through a relay when a direct path is cut; hosts reach
+//! pods over IPv6; pod to pod is never translated, pod to outside is masqueraded (`table ip6
+//! weft`); CHECK verifies the IPv6 address and route, DEL frees both.
+//!
+//! Needs root, nftables, cnitool and the release `weft` and `weft-cni` binaries
+//! (`scripts/test.sh`).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+use weft_lab::testbed::{ping, tcp_transfer_between, weft_bin, Cluster};
+use weft_lab::{in_netns, poll_until, Host};
+use weft_tests::cni::{weft_networks, Cni, CniPod};
+
+const CIDR4: &str = "10.32.0.0/12";
+const CIDR6: &str = "fd10:32::/48";
+const SECRET: &str = "the weft test secret, long enough\n";
+
+fn cluster(tag: &str) -> Cluster {
+    assert!(
+        weft_lab::require_root(),
+        "these tests need root and iproute2"
+    );
+    let mut c = Cluster::new(tag, weft_bin().unwrap()).unwrap();
+    c.lab.ipv6_only_underlay().unwrap();
+    c
+}
+
+/// Three dual-stack IPAM hosts with `extra` router flags (and a cluster secret when `secret`),
+/// one cnitool pod each.
+fn dual_cluster(
+    tag: &str,
+    extra: &[&str],
+    secret: bool,
+) -> (Cluster, Vec<Host>, Cni, Vec<String>, Vec<CniPod>) {
+    let mut c = cluster(tag);
+    let secret_file = c.lab.dir().join("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let secret_file = secret_file.display().to_string();
+    let mut args = vec![
+        "--pod-cidr",
+        CIDR4,
+        "--pod-cidr",
+        CIDR6,
+        "--ipam-init-peers",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    if secret {
+        args.extend_from_slice(&["--secret-file", &secret_file]);
+    }
+    let hosts = c.full_mesh(3, &[&args[..], &args[..], &args[..]]).unwrap();
+    let cni = Cni::new(&c.lab).unwrap();
+    let nets = weft_networks(&c, &cni, &hosts);
+    let mut pods = Vec::new();
+    for (h, net) in hosts.iter().zip(&nets) {
+        let ns = c.lab.add_netns(&format!("{}-p1", h.name)).unwrap();
+        pods.push(cni.cnitool_add(&c.lab, h, net, &ns).unwrap());
+    }
+    (c, hosts, cni, nets, pods)
+}
+
+/// The IPv6 address mapped from `v4` (fd10:32:: plus its offset in 10.32.0.0/12).
+fn mapped(v4: std::net::Ipv4Addr) -> Ipv6Addr {
+    let offset = u32::from(v4) - u32::from(std::net::Ipv4Addr::new(10, 32, 0, 0));
+    Ipv6Addr::from(u128::from("fd10:32::".parse::<Ipv6Addr>().unwrap()) + u128::from(offset))
+}
+
+fn wait_ping(c: &Cluster, from_ns: &str, to: IpAddr) -> bool {
+    poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        ping(&c.lab, from_ns, to, 1)
+            .ok()
+            .filter(|p| p.received == 1)
+    })
+    .is_some()
+}
+
+/// The ADD result of `p` holds both families on the pod's interface, both gateways and both
+/// default routes, and the IPv6 address is the one mapped from the IPv4 address.
+fn assert_dual_result(p: &CniPod) {
+    let ip6 = p
+        .ip6
+        .unwrap_or_else(|| panic!("no IPv6 address: {}", p.result));
+    assert_eq!(ip6, mapped(p.ip), "{}", p.result);
+    let ips = p.result["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2, "{}", p.result);
+    let v6 = ips
+        .iter()
+        .find(|i| i["address"].as_str().unwrap().contains(':'))
+        .unwrap();
+    assert_eq!(v6["address"], format!("{ip6}/48"));
+    assert_eq!(v6["interface"], 1);
+    let gw6: Ipv6Addr = v6["gateway"].as_str().unwrap().parse().unwrap();
+    assert_eq!(gw6, mapped(p.gateway.unwrap()));
+    let routes: Vec<&str> = p.result["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["dst"].as_str().unwrap())
+        .collect();
+    assert_eq!(routes, ["0.0.0.0/0", "::/0"], "{}", p.result);
+}
+
+/// Every pod reaches every other over both families, and a checksummed transfer crosses from the
+/// first pod to the last over IPv6.
+fn pods_talk_both_families(c: &Cluster, pods: &[CniPod]) {
+    for a in pods {
+        for b in pods {
+            if a.ns == b.ns {
+                continue;
+            }
+            for to in [IpAddr::V4(b.ip), IpAddr::V6(b.ip6.unwrap())] {
+                assert!(
+                    wait_ping(c, &a.ns, to),
+                    "{} ({} on {}) cannot reach {to}\n{}",
+                    a.ns,
+                    a.ip,
+                    a.host.name,
+                    c.router_log(&a.host)
+                );
+            }
+        }
+    }
+    let (from, to) = (&pods[0], &pods[pods.len() - 1]);
+    let t = tcp_transfer_between(
+        &from.ns,
+        &to.ns,
+        IpAddr::V6(to.ip6.unwrap()),
+        8 << 20,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(t.intact(), "{t:?}");
+}
+
+/// Accepts one TCP connection on `bind` in `ns`, answers `reply`, returns the peer's address.
+fn serve_once(
+    ns: &str,
+    bind: SocketAddr,
+    reply: &'static [u8],
+) -> std::thread::JoinHandle<SocketAddr> {
+    let ns = ns.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let l = TcpListener::bind(bind).unwrap();
+            l.set_nonblocking(true).unwrap();
+            tx.send(()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                match l.accept() {
+                    Ok((mut s, peer)) => {
+                        s.set_nonblocking(false).unwrap();
+                        s.write_all(reply).unwrap();
+                        return peer;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        assert!(Instant::now() < deadline, "no connection to {bind}");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("accept on {bind}: {e}"),
+                }
+            }
+        })
+        .unwrap()
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    h
+}
+
+fn fetch(ns: &str, to: SocketAddr) -> String {
+    in_netns(ns, move || {
+        let s = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(1)).ok()
+        });
+        let mut s = s.unwrap_or_else(|| panic!("cannot connect to {to}"));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+#[test]
+fn dual_stack_pods_on_the_plain_sleeve() {
+    let (mut c, hosts, cni, nets, pods) = dual_cluster("wds", &["--no-fastpath"], false);
+    for p in &pods {
+        assert_dual_result(p);
+    }
+    // The router lists both addresses of each reservation, and the bridge has both gateways.
+    for (h, p) in hosts.iter().zip(&pods) {
+        let r = c.ipam(h).unwrap();
+        assert_eq!(r.cidr6, CIDR6);
+        let res = r.reservations.iter().find(|r| r.address == p.ip).unwrap();
+        assert_eq!(res.ipv6, p.ip6);
+        let gw6 = mapped(p.gateway.unwrap());
+        let addrs = c
+            .lab
+            .exec_ok(&h.ns, &["ip", "-6", "addr", "show", "dev", "weft"])
+            .unwrap();
+        assert!(addrs.contains(&format!("{gw6}/48")), "{}: {addrs}", h.name);
+        let status = c.status(h).unwrap();
+        let text = status.render_ipam_summary();
+        assert!(text.contains("IPv6 pod CIDR fd10:32::/48"), "{text}");
+    }
+    // No duplicate address detection: the pod's IPv6 address is usable (not tentative) at once.
+    let flags = c
+        .lab
+        .exec_ok(&pods[0].ns, &["ip", "-6", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    assert!(!flags.contains("tentative"), "{flags}");
+
+    pods_talk_both_families(&c, &pods);
+
+    // A new pod announces itself with an unsolicited neighbour advertisement to all nodes
+    // (IPv6's gratuitous ARP), which reaches a pod on another host.
+    c.lab
+        .nft(
+            &pods[1].ns,
+            "table ip6 na {\n  counter unsolicited {}\n  chain input {\n    type filter hook input priority 0; policy accept;\n    icmpv6 type nd-neighbor-advert ip6 daddr ff02::1 counter name unsolicited\n  }\n}\n",
+        )
+        .unwrap();
+    let ns = c.lab.add_netns("h1-p2").unwrap();
+    let late = cni.cnitool_add(&c.lab, &hosts[0], &nets[0], &ns).unwrap();
+    assert_dual_result(&late);
+    let seen = poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        c.lab
+            .nft_counter(&pods[1].ns, "ip6", "na", "unsolicited")
+            .ok()
+            .filter(|n| *n > 0)
+    });
+    assert!(
+        seen.is_some(),
+        "no unsolicited neighbour advertisement reached h2's pod"
+    );
+
+    // Hosts reach their own pods and other hosts' pods over IPv6.
+    for h in &hosts {
+        for p in &pods {
+            let to = IpAddr::V6(p.ip6.unwrap());
+            assert!(
+                wait_ping(&c, &h.ns, to),
+                "host {} cannot reach {to}",
+                h.name
+            );
+        }
+    }
+
+    // Pod to pod over IPv6: not translated. Pod to outside (another host's underlay address):
+    // masqueraded to the pod's host's address.
+    let (a, b) = (&pods[0], &pods[2]);
+    let server = serve_once(
+        &b.ns,
+        SocketAddr::new(IpAddr::V6(b.ip6.unwrap()), 7001),
+        b"pod",
+    );
+    assert_eq!(
+        fetch(&a.ns, SocketAddr::new(IpAddr::V6(b.ip6.unwrap()), 7001)),
+        "pod"
+    );
+    assert_eq!(
+        server.join().unwrap().ip(),
+        IpAddr::V6(a.ip6.unwrap()),
+        "pod-to-pod over IPv6 is not translated"
+    );
+    let outside = IpAddr::V6(hosts[1].underlay_ip6.unwrap());
+    let server = serve_once(&hosts[1].ns, SocketAddr::new(outside, 7002), b"host");
+    assert_eq!(fetch(&a.ns, SocketAddr::new(outside, 7002)), "host");
+    assert_eq!(
+        server.join().unwrap().ip(),
+        IpAddr::V6(hosts[0].underlay_ip6.unwrap()),
+        "pod-to-outside over IPv6 is masqueraded to the host's address"
+    );
+
+    // CHECK passes, then fails once the IPv6 address is gone; DEL frees both addresses.
+    for (p, net) in pods.iter().zip(&nets) {
+        let out = cni
+            .cnitool(&c.lab, &p.host, "check", net, &p.ns, &[])
+            .unwrap();
+        assert!(out.success(), "CHECK of {}: {out}", p.ns);
+    }
+    let victim = &pods[1];
+    let cidr = format!("{}/48", victim.ip6.unwrap());
+    c.lab
+        .exec_ok(
+            &victim.ns,
+            &["ip", "-6", "addr", "del", &cidr, "dev", "eth0"],
+        )
+        .unwrap();
+    let out = cni
+        .cnitool(&c.lab, &victim.host, "check", &nets[1], &victim.ns, &[])
+        .unwrap();
+    assert!(
+        !out.success(),
+        "CHECK passed without the IPv6 address: {out}"
+    );
+    assert!(
+        out.to_string().contains(&victim.ip6.unwrap().to_string()),
+        "{out}"
+    );
+    let out = cni
+        .cnitool(&c.lab, &victim.host, "del", &nets[1], &victim.ns, &[])
+        .unwrap();
+    assert!(out.success(), "DEL: {out}");
+    assert!(c.ipam(&victim.host).unwrap().reservations.is_empty());
+    // Its host's bridge keeps both gateways (the block is still held).
+    let addrs = c
+        .lab
+        .exec_ok(
+            &victim.host.ns,
+            &["ip", "-6", "addr", "show", "dev", "weft"],
+        )
+        .unwrap();
+    assert!(
+        addrs.contains(&format!("{}/48", mapped(victim.gateway.unwrap()))),
+        "{addrs}"
+    );
+}
+
+#[test]
+fn dual_stack_pods_on_the_encrypted_sleeve_and_through_a_relay() {
+    let (c, hosts, _cni, _nets, pods) = dual_cluster("wde", &["--no-fastpath"], true);
+    for h in &hosts {
+        let r = c.status(h).unwrap();
+        assert!(
+            r.peers.iter().all(|p| p.encryption != "none"),
+            "{:?}",
+            r.peers
+        );
+    }
+    pods_talk_both_families(&c, &pods);
+
+    // Cut h1-h3 on the underlay: both families go through h2.
+    let (a, b) = (
+        hosts[0].underlay_ip6.unwrap(),
+        hosts[2].underlay_ip6.unwrap(),
+    );
+    let ul = c.lab.underlay_ns().to_string();
+    c.lab
+        .nft(
+            &ul,
+            &format!(
+                "table bridge weftblock {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip6 saddr {a} ip6 daddr {b} drop\n    ip6 saddr {b} ip6 daddr {a} drop\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+    c.wait_path(&hosts[0], "h3", "via h2", Duration::from_secs(20))
+        .unwrap();
+    c.wait_path(&hosts[2], "h1", "via h2", Duration::from_secs(20))
+        .unwrap();
+    let relayed = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    for to in [IpAddr::V4(pods[2].ip), IpAddr::V6(pods[2].ip6.unwrap())] {
+        assert!(wait_ping(&c, &pods[0].ns, to), "no relayed ping to {to}");
+    }
+    let t = tcp_transfer_between(
+        &pods[0].ns,
+        &pods[2].ns,
+        IpAddr::V6(pods[2].ip6.unwrap()),
+        4 << 20,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(t.intact(), "{t:?}");
+    let after = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    assert!(
+        after > relayed + 100,
+        "h2 relayed {} datagrams",
+        after - relayed
+    );
+}
+
+#[test]
+fn dual_stack_pods_on_the_fast_path() {
+    let (c, hosts, _cni, _nets, pods) = dual_cluster("wdf", &[], false);
+    for h in &hosts {
+        for p in hosts.iter().filter(|p| p.name != h.name) {
+            c.wait_path(h, &p.name, "fast path", Duration::from_secs(30))
+                .unwrap();
+        }
+    }
+    let stats = |c: &Cluster| c.lab.link_stats(&hosts[0].ns, "weft-vxlan").unwrap();
+    let (before, vx_before) = (c.status(&hosts[0]).unwrap(), stats(&c));
+    pods_talk_both_families(&c, &pods);
+    let (after, vx_after) = (c.status(&hosts[0]).unwrap(), stats(&c));
+    // The IPv6 transfer went through the kernel's VXLAN device, not the router.
+    let vx = vx_after.tx_bytes - vx_before.tx_bytes;
+    let sleeve: u64 = after.peers.iter().map(|p| p.tx_bytes).sum::<u64>()
+        - before.peers.iter().map(|p| p.tx_bytes).sum::<u64>();
+    assert!(vx > 8 << 20, "the VXLAN device sent {vx} bytes");
+    assert!(
+        sleeve < vx / 100,
+        "the router sent {sleeve} bytes while VXLAN sent {vx}"
+    );
+}

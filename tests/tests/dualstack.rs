@@ -399,3 +399,78 @@ fn dual_stack_pods_on_the_fast_path() {
         "the router sent {sleeve} bytes while VXLAN sent {vx}"
     );
 }
+
+/// Whether one ping from `from_ns` to `to` is answered within a second.
+fn answers(c: &Cluster, from_ns: &str, to: IpAddr) -> bool {
+    ping(&c.lab, from_ns, to, 1).is_ok_and(|p| p.received == 1)
+}
+
+#[test]
+fn network_policy_covers_both_families() {
+    let mut c = cluster("wdp");
+    let dir = c.lab.dir().join("policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pods_yaml = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {n}, namespace: x, labels: {{app: {n}}}}}\nspec: {{containers: [{{name: main, image: none}}]}}\n"
+            )
+        })
+        .collect::<String>();
+    std::fs::write(
+        dir.join("00-cluster.yaml"),
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n{pods_yaml}"),
+    )
+    .unwrap();
+    let d = dir.display().to_string();
+    let args = [
+        "--pod-cidr",
+        CIDR4,
+        "--pod-cidr",
+        CIDR6,
+        "--ipam-init-peers",
+        "2",
+        "--no-fastpath",
+        "--policy-dir",
+        &d,
+    ];
+    let hosts = c.full_mesh(2, &[&args[..], &args[..]]).unwrap();
+    let cni = Cni::new(&c.lab).unwrap();
+    let nets = weft_networks(&c, &cni, &hosts);
+    let add = |c: &mut Cluster, h: usize, name: &str| {
+        weft_tests::cni::add_pod_with_identity(c, &cni, &hosts[h], &nets[h], "x", name)
+    };
+    let a = add(&mut c, 0, "a");
+    let b = add(&mut c, 1, "b");
+    let cc = add(&mut c, 0, "c");
+    let (b4, b6) = (IpAddr::V4(b.ip), IpAddr::V6(b.ip6.unwrap()));
+    for from in [&a, &cc] {
+        for to in [b4, b6] {
+            assert!(
+                wait_ping(&c, &from.ns, to),
+                "{} cannot reach {to} without policy",
+                from.ns
+            );
+        }
+    }
+    // Only x/a may reach x/b: over IPv6 as over IPv4 (the pods' identities carry both addresses).
+    std::fs::write(
+        dir.join(".p.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: only-a, namespace: x}\nspec:\n  podSelector: {matchLabels: {app: b}}\n  policyTypes: [Ingress]\n  ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]\n",
+    )
+    .unwrap();
+    std::fs::rename(dir.join(".p.yaml"), dir.join("p.yaml")).unwrap();
+    for to in [b6, b4] {
+        let denied = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            (!answers(&c, &cc.ns, to)).then_some(())
+        });
+        assert!(
+            denied.is_some(),
+            "x/c still reaches x/b at {to} under the policy"
+        );
+        assert!(answers(&c, &a.ns, to), "x/a no longer reaches x/b at {to}");
+    }
+    // x/c stays denied over IPv6 (the verdict was not a lost ping).
+    assert!(!answers(&c, &cc.ns, b6));
+}

@@ -55,8 +55,8 @@ pub struct GuardedPort {
     pub attachment: Attachment,
     /// The port and the pod's MAC address.
     pub port: Port,
-    /// The pod's IPv4 address.
-    pub address: Ipv4Addr,
+    /// The pod's address (its IPv4 one on a dual-stack cluster).
+    pub address: std::net::IpAddr,
     /// Frames from the pod that the guard dropped.
     pub dropped_packets: u64,
     /// Their bytes.

@@ -12,7 +12,7 @@
 //! Failures answer with an HTTP error status and an [`ApiError`](crate::ApiError) body.
 
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 /// One pod interface, as the container runtime names it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -51,12 +51,12 @@ pub struct AllocateRequest {
 /// An address handed to a pod, and how the pod is to be wired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocation {
-    /// The pod's address.
-    pub address: Ipv4Addr,
+    /// The pod's address: IPv4, or IPv6 on an IPv6-only pod network.
+    pub address: IpAddr,
     /// Its prefix length: the whole pod CIDR's, since every pod is on one L2 segment.
     pub prefix_len: u8,
     /// The default gateway: the host bridge's address in the pod's block.
-    pub gateway: Ipv4Addr,
+    pub gateway: IpAddr,
     /// The pod CIDR, `A.B.C.D/N`.
     pub cidr: String,
     /// The pod MTU the router computed.
@@ -69,9 +69,9 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    /// Every address of the pod: IPv4 first, then IPv6 on a dual-stack cluster.
+    /// Every address of the pod: `address` first, then IPv6 on a dual-stack cluster.
     pub fn addresses(&self) -> Vec<IpAddr> {
-        let mut v = vec![IpAddr::V4(self.address)];
+        let mut v = vec![self.address];
         v.extend(self.ipv6.as_ref().map(|s| IpAddr::V6(s.address)));
         v
     }
@@ -98,8 +98,8 @@ pub struct Reservation {
     /// Who holds it.
     #[serde(flatten)]
     pub attachment: Attachment,
-    /// The address.
-    pub address: Ipv4Addr,
+    /// The address: IPv4, or IPv6 on an IPv6-only pod network.
+    pub address: IpAddr,
     /// The netns path given at ADD.
     #[serde(default)]
     pub netns: String,
@@ -115,9 +115,9 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Every address of the pod: IPv4 first, then IPv6 on a dual-stack cluster.
+    /// Every address of the pod: `address` first, then IPv6 on a dual-stack cluster.
     pub fn addresses(&self) -> Vec<IpAddr> {
-        let mut v = vec![IpAddr::V4(self.address)];
+        let mut v = vec![self.address];
         v.extend(self.ipv6.map(IpAddr::V6));
         v
     }

@@ -11,7 +11,7 @@ use crate::netns::{format_mac, host_ns, in_host, set_if6_sysctl, set_if_sysctl, 
 use crate::result::{CniResult, Interface, Ip, Route};
 use crate::{log, names, router};
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weft_api::guard::{GuardRequest, Port};
@@ -103,7 +103,7 @@ pub fn add(env: &Env, cfg: &Config) -> Result<String, Failure> {
         ..Ip::default()
     }];
     let mut routes = vec![Route {
-        dst: "0.0.0.0/0".into(),
+        dst: default_dst(alloc.gateway).into(),
         gw: Some(gateway),
         ..Route::default()
     }];
@@ -115,7 +115,7 @@ pub fn add(env: &Env, cfg: &Config) -> Result<String, Failure> {
             ..Ip::default()
         });
         routes.push(Route {
-            dst: "::/0".into(),
+            dst: default_dst(IpAddr::V6(s.gateway)).into(),
             gw: Some(s.gateway.to_string()),
             ..Route::default()
         });
@@ -216,14 +216,16 @@ fn wire(
         set_if_sysctl(&name, "arp_notify", "1")?;
         // Without IPv6 in the pod there is no such file, and nothing to derive.
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode"), "0");
-        nl.add_ipv4_address(link.index, addr, plen)
-            .await
-            .or_link_failure(|| format!("adding {addr}/{plen} to {name}"))?;
-        if let Some((a6, p6)) = six {
+        if addr.is_ipv6() || six.is_some() {
             set_if6_sysctl(&name, "disable_ipv6", "0")?;
             set_if6_sysctl(&name, "accept_dad", "0")?;
             set_if6_sysctl(&name, "ndisc_notify", "1")?;
-            nl.add_address(link.index, std::net::IpAddr::V6(a6), p6)
+        }
+        nl.add_address(link.index, addr, plen)
+            .await
+            .or_link_failure(|| format!("adding {addr}/{plen} to {name}"))?;
+        if let Some((a6, p6)) = six {
+            nl.add_address(link.index, IpAddr::V6(a6), p6)
                 .await
                 .or_link_failure(|| format!("adding {a6}/{p6} to {name}"))?;
         }
@@ -258,9 +260,11 @@ fn wire(
         nl.set_up(pod_index)
             .await
             .or_link_failure(|| format!("bringing {name} up"))?;
-        nl.add_default_route(pod_index, gw)
-            .await
-            .or_link_failure(|| format!("adding the default route via {gw} on {name}"))?;
+        match gw {
+            IpAddr::V4(g) => nl.add_default_route(pod_index, g).await,
+            IpAddr::V6(g) => nl.add_default_route6(pod_index, g).await,
+        }
+        .or_link_failure(|| format!("adding the default route via {gw} on {name}"))?;
         if let Some(gw6) = gw6 {
             nl.add_default_route6(pod_index, gw6)
                 .await
@@ -456,7 +460,7 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
                 format!("prevResult gives {ifname} {listed:?}, the router holds {expected}"),
             )
         })?;
-    let gateway: Option<Ipv4Addr> = ip.gateway.as_deref().and_then(|g| g.parse().ok());
+    let gateway: Option<IpAddr> = ip.gateway.as_deref().and_then(|g| g.parse().ok());
     // On a dual-stack cluster the IPv6 address too.
     let six: Option<(Ipv6Addr, u8, Option<Ipv6Addr>)> = match held.ipv6 {
         None => None,
@@ -495,7 +499,7 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
             .link_addresses(link.index)
             .await
             .or_link_failure(|| "listing addresses")?;
-        let want = std::iter::once((IpAddr::V4(address), prefix_len))
+        let want = std::iter::once((address, prefix_len))
             .chain(six.map(|(a6, p6, _)| (IpAddr::V6(a6), p6)));
         for (a, p) in want {
             if !addrs.contains(&(a, p)) {
@@ -523,13 +527,27 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
                 ));
             }
         }
-        let routes = nl
-            .default_routes()
-            .await
-            .or_link_failure(|| "listing routes")?;
-        let ok = routes
-            .iter()
-            .any(|r| r.oif == Some(link.index) && (gateway.is_none() || r.gateway == gateway));
+        let ok = match address {
+            IpAddr::V4(_) => {
+                let routes = nl
+                    .default_routes()
+                    .await
+                    .or_link_failure(|| "listing routes")?;
+                routes.iter().any(|r| {
+                    r.oif == Some(link.index)
+                        && (gateway.is_none() || r.gateway.map(IpAddr::V4) == gateway)
+                })
+            }
+            IpAddr::V6(_) => {
+                let routes = nl
+                    .default_routes6()
+                    .await
+                    .or_link_failure(|| "listing IPv6 routes")?;
+                routes.iter().any(|(gw, oif)| {
+                    *oif == Some(link.index) && (gateway.is_none() || gw.map(IpAddr::V6) == gateway)
+                })
+            }
+        };
         if !ok {
             return Err(Failure::new(
                 CHECK_MISMATCH,
@@ -561,6 +579,15 @@ pub fn check(env: &Env, cfg: &Config) -> Result<(), Failure> {
         }
         Ok(())
     })
+}
+
+/// The default route's destination in `gw`'s family.
+fn default_dst(gw: IpAddr) -> &'static str {
+    if gw.is_ipv6() {
+        "::/0"
+    } else {
+        "0.0.0.0/0"
+    }
 }
 
 /// `N` of `A.B.C.D/N` (at most 32) or of an IPv6 `ADDR/N` (at most 128).

@@ -8,7 +8,6 @@
 
 use serde_json::{json, Value};
 use std::io::Write as _;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -330,7 +329,7 @@ impl Setup {
         run(Some(&self.host.ns), &vars, stdin)
     }
 
-    fn reserved(&self, cid: &str) -> Option<Ipv4Addr> {
+    fn reserved(&self, cid: &str) -> Option<std::net::IpAddr> {
         ipam(&self.state_dir)?
             .reservations
             .into_iter()

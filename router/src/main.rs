@@ -235,8 +235,8 @@ struct RouterArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:6782).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
-    /// The cluster's pod CIDR (the same on every host): turns pod IPAM on. Give it twice, an
-    /// IPv4 and an IPv6 CIDR (e.g. 10.32.0.0/12 and fd10:32::/48), for dual-stack pods.
+    /// The cluster's pod CIDR (the same on every host): turns pod IPAM on. IPv4 or IPv6; give it
+    /// twice, an IPv4 and an IPv6 CIDR (e.g. 10.32.0.0/12 and fd10:32::/48), for dual-stack pods.
     #[arg(long, env = "WEFT_POD_CIDR", value_delimiter = ',')]
     pod_cidr: Vec<String>,
     /// Prefix length of the blocks the pod CIDR is split into, one or more per host (default:
@@ -483,8 +483,9 @@ fn pod_cidr(c: &str) -> Result<gossip::ipam::Block> {
     })
 }
 
-/// The `--pod-cidr` values: none (no IPAM), one IPv4 CIDR, or an IPv4 and an IPv6 one (dual
-/// stack, either order). The IPv4 one is agreed in blocks; the IPv6 one is mapped from it.
+/// The `--pod-cidr` values: none (no IPAM), one CIDR of either family (agreed in blocks), or an
+/// IPv4 and an IPv6 one (dual stack, either order: the IPv4 one is agreed in blocks, the IPv6
+/// one is mapped from it).
 fn pod_cidrs(
     given: &[String],
 ) -> Result<Option<(gossip::ipam::Block, Option<weft::ipam::DualStack>)>> {
@@ -497,10 +498,7 @@ fn pod_cidrs(
         ([], []) => Ok(None),
         ([c], []) => Ok(Some((*c, None))),
         ([c4], [c6]) => Ok(Some((*c4, Some(weft::ipam::DualStack::new(*c4, *c6)?)))),
-        ([], [c6]) => anyhow::bail!(
-            "--pod-cidr {c6}: IPv6-only pod networks are not supported yet; give an IPv4 \
-             --pod-cidr beside it (e.g. 10.32.0.0/12) for dual-stack pods"
-        ),
+        ([], [c6]) => Ok(Some((*c6, None))),
         _ => anyhow::bail!(
             "--pod-cidr is given at most once per family (one IPv4 and one IPv6 CIDR), not {}",
             given.join(", ")

@@ -262,7 +262,7 @@ fn cni_cluster(
 }
 
 /// Every reservation of every host, checked to be distinct: address -> (host, container id).
-fn all_reservations(c: &Cluster, hosts: &[Host]) -> BTreeMap<Ipv4Addr, (String, String)> {
+fn all_reservations(c: &Cluster, hosts: &[Host]) -> BTreeMap<std::net::IpAddr, (String, String)> {
     let mut all = BTreeMap::new();
     for h in hosts {
         for r in c.ipam(h).unwrap().reservations {
@@ -431,7 +431,11 @@ fn a_router_restarted_many_times_leaves_nothing_behind() {
     // A new pod still gets an address nobody has.
     let ns = c.lab.add_netns("h1-new").unwrap();
     let p = cni.cnitool_add(&c.lab, h1, &nets[0], &ns).unwrap();
-    assert!(!addrs.contains_key(&p.ip), "{} given twice", p.ip);
+    assert!(
+        !addrs.contains_key(&std::net::IpAddr::V4(p.ip)),
+        "{} given twice",
+        p.ip
+    );
     all_reservations(&c, &hosts);
 }
 

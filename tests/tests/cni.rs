@@ -163,7 +163,10 @@ fn reservations(c: &Cluster, host: &Host) -> BTreeMap<String, Ipv4Addr> {
         .unwrap()
         .reservations
         .into_iter()
-        .map(|r| (r.attachment.container_id, r.address))
+        .map(|r| match r.address {
+            std::net::IpAddr::V4(a) => (r.attachment.container_id, a),
+            std::net::IpAddr::V6(a) => panic!("an IPv6 address {a} from an IPv4 pod CIDR"),
+        })
         .collect()
 }
 

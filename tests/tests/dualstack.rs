@@ -1,10 +1,16 @@
-//! Dual-stack pods (issue 14): routers with two `--pod-cidr` (10.32.0.0/12 and fd10:32::/48) on an
-//! IPv6-only underlay, pods added through upstream `cnitool`. Each ADD result carries both
-//! addresses (the IPv6 one mapped from the IPv4 one), both gateways and both default routes;
-//! every pod reaches every other over both families on the plain sleeve, the encrypted sleeve
-//! and the kernel VXLAN fast path, and through a relay when a direct path is cut; hosts reach
-//! pods over IPv6; pod to pod is never translated, pod to outside is masqueraded (`table ip6
-//! weft`); CHECK verifies the IPv6 address and route, DEL frees both.
+//! Dual-stack and IPv6-only pods (issue 14), on an IPv6-only underlay, pods added through
+//! upstream `cnitool`.
+//!
+//! Dual stack: routers with two `--pod-cidr` (10.32.0.0/12 and fd10:32::/48). Each ADD result
+//! carries both addresses (the IPv6 one mapped from the IPv4 one), both gateways and both default
+//! routes; every pod reaches every other over both families on the plain sleeve, the encrypted
+//! sleeve and the kernel VXLAN fast path, and through a relay when a direct path is cut; hosts
+//! reach pods over IPv6; pod to pod is never translated, pod to outside is masqueraded (`table
+//! ip6 weft`); CHECK verifies the IPv6 address and route, DEL frees both; NetworkPolicy judges
+//! both families.
+//!
+//! IPv6-only: one `--pod-cidr fd10:32::/48`, /64 blocks agreed through the mesh, the same
+//! traffic on the encrypted sleeve and the fast path.
 //!
 //! Needs root, nftables, cnitool and the release `weft` and `weft-cni` binaries
 //! (`scripts/test.sh`).
@@ -473,4 +479,175 @@ fn network_policy_covers_both_families() {
     }
     // x/c stays denied over IPv6 (the verdict was not a lost ping).
     assert!(!answers(&c, &cc.ns, b6));
+}
+
+/// A pod of an IPv6-only pod network, from its ADD result.
+struct Pod6 {
+    host: Host,
+    ns: String,
+    ip: Ipv6Addr,
+    gateway: Ipv6Addr,
+}
+
+/// An IPv6-only pod network (`--pod-cidr fd10:32::/48` alone, /64 blocks agreed through the
+/// mesh) on 3 hosts, on the encrypted sleeve or (`fast`) the kernel VXLAN fast path: each cnitool result has one IPv6 address and the `::/0`
+/// route, no IPv4 address is on the pod, every pod reaches every other (ping and a checksummed
+/// transfer), hosts reach pods, pod to outside is masqueraded and pod to pod is not, CHECK
+/// passes and DEL frees the address.
+fn ipv6_only(tag: &str, fast: bool) {
+    let mut c = cluster(tag);
+    let secret = c.lab.dir().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    let mut args = vec!["--pod-cidr", CIDR6, "--ipam-init-peers", "3"];
+    if !fast {
+        // The sleeve, encrypted (the fast path runs without a secret).
+        args.extend_from_slice(&["--no-fastpath", "--secret-file", &secret]);
+    }
+    let hosts = c.full_mesh(3, &[&args[..], &args[..], &args[..]]).unwrap();
+    if fast {
+        for h in &hosts {
+            for p in hosts.iter().filter(|p| p.name != h.name) {
+                c.wait_path(h, &p.name, "fast path", Duration::from_secs(30))
+                    .unwrap();
+            }
+        }
+    }
+    let cni = Cni::new(&c.lab).unwrap();
+    let nets = weft_networks(&c, &cni, &hosts);
+    let mut pods = Vec::new();
+    for (h, net) in hosts.iter().zip(&nets) {
+        let ns = c.lab.add_netns(&format!("{}-p1", h.name)).unwrap();
+        let out = cni.cnitool(&c.lab, h, "add", net, &ns, &[]).unwrap();
+        assert!(out.success(), "ADD on {}: {out}", h.name);
+        let r = out.json().unwrap();
+        let ips = r["ips"].as_array().unwrap();
+        assert_eq!(ips.len(), 1, "{r}");
+        let (addr, len) = ips[0]["address"].as_str().unwrap().split_once('/').unwrap();
+        assert_eq!(len, "48", "{r}");
+        assert_eq!(ips[0]["interface"], 1, "{r}");
+        let ip: Ipv6Addr = addr.parse().unwrap();
+        let gateway: Ipv6Addr = ips[0]["gateway"].as_str().unwrap().parse().unwrap();
+        assert_eq!(r["routes"][0]["dst"], "::/0", "{r}");
+        assert_eq!(r["routes"].as_array().unwrap().len(), 1, "{r}");
+        // In a /64 block of the CIDR, the gateway being the block's second address.
+        let block = u128::from(ip) & !((1u128 << 64) - 1);
+        assert_eq!(u128::from(gateway), block + 1, "{r}");
+        assert!(u128::from(ip) >= block + 2, "{r}");
+        let v4 = c
+            .lab
+            .exec_ok(&ns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+            .unwrap();
+        assert!(
+            v4.trim().is_empty(),
+            "an IPv4 address on an IPv6-only pod: {v4}"
+        );
+        pods.push((
+            Pod6 {
+                host: h.clone(),
+                ns,
+                ip,
+                gateway,
+            },
+            net.clone(),
+        ));
+    }
+    for (a, _) in &pods {
+        for (b, _) in &pods {
+            if a.ns != b.ns {
+                assert!(
+                    wait_ping(&c, &a.ns, IpAddr::V6(b.ip)),
+                    "{} cannot reach {}\n{}",
+                    a.ns,
+                    b.ip,
+                    c.router_log(&a.host)
+                );
+            }
+        }
+        for h in &hosts {
+            assert!(
+                wait_ping(&c, &h.ns, IpAddr::V6(a.ip)),
+                "host {} cannot reach {}",
+                h.name,
+                a.ip
+            );
+        }
+    }
+    let (p0, p2) = (&pods[0].0, &pods[2].0);
+    let vx = |c: &Cluster| {
+        c.lab
+            .link_stats(&hosts[0].ns, "weft-vxlan")
+            .map(|s| s.tx_bytes)
+    };
+    let vx_before = vx(&c);
+    let t = tcp_transfer_between(
+        &p0.ns,
+        &p2.ns,
+        IpAddr::V6(p2.ip),
+        8 << 20,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(t.intact(), "{t:?}");
+    if fast {
+        // The transfer went through the kernel's VXLAN device.
+        let sent = vx(&c).unwrap() - vx_before.unwrap();
+        assert!(sent > 8 << 20, "the VXLAN device sent {sent} bytes");
+    }
+    let server = serve_once(&p2.ns, SocketAddr::new(IpAddr::V6(p2.ip), 7001), b"pod");
+    assert_eq!(
+        fetch(&p0.ns, SocketAddr::new(IpAddr::V6(p2.ip), 7001)),
+        "pod"
+    );
+    assert_eq!(
+        server.join().unwrap().ip(),
+        IpAddr::V6(p0.ip),
+        "pod to pod is not translated"
+    );
+    let outside = IpAddr::V6(hosts[1].underlay_ip6.unwrap());
+    let server = serve_once(&hosts[1].ns, SocketAddr::new(outside, 7002), b"host");
+    assert_eq!(fetch(&p0.ns, SocketAddr::new(outside, 7002)), "host");
+    assert_eq!(
+        server.join().unwrap().ip(),
+        IpAddr::V6(hosts[0].underlay_ip6.unwrap()),
+        "pod to outside is masqueraded to the host's address"
+    );
+    // No IPv4 masquerade table is left on an IPv6-only host, and the bridge has the IPv6
+    // gateway.
+    let tables = c
+        .lab
+        .exec_ok(&hosts[0].ns, &["nft", "list", "tables"])
+        .unwrap();
+    assert!(
+        tables.contains("table ip6 weft") && !tables.contains("table ip weft\n"),
+        "{tables}"
+    );
+    let br = c
+        .lab
+        .exec_ok(&hosts[0].ns, &["ip", "-6", "addr", "show", "dev", "weft"])
+        .unwrap();
+    assert!(br.contains(&format!("{}/48", p0.gateway)), "{br}");
+    for (p, net) in &pods {
+        let out = cni
+            .cnitool(&c.lab, &p.host, "check", net, &p.ns, &[])
+            .unwrap();
+        assert!(out.success(), "CHECK of {}: {out}", p.ns);
+    }
+    let (p, net) = &pods[1];
+    let out = cni
+        .cnitool(&c.lab, &p.host, "del", net, &p.ns, &[])
+        .unwrap();
+    assert!(out.success(), "DEL: {out}");
+    assert!(c.ipam(&p.host).unwrap().reservations.is_empty());
+}
+
+#[test]
+fn ipv6_only_pods_on_the_encrypted_sleeve() {
+    ipv6_only("wos", false);
+}
+
+#[test]
+fn ipv6_only_pods_on_the_fast_path() {
+    ipv6_only("wof", true);
 }

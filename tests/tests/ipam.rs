@@ -20,6 +20,14 @@ use weft_lab::{poll_until, Host, PodSpec, Signal};
 
 const CIDR: &str = "10.32.0.0/12";
 
+/// The IPv4 address `ip` (these tests run an IPv4 pod CIDR).
+fn v4(ip: std::net::IpAddr) -> Ipv4Addr {
+    match ip {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(a) => panic!("an IPv6 address {a} from an IPv4 pod CIDR"),
+    }
+}
+
 fn cidr() -> gossip::ipam::Block {
     CIDR.parse().unwrap()
 }
@@ -110,7 +118,7 @@ fn assert_gateways(c: &Cluster, h: &Host) {
     assert!(!blocks.is_empty(), "{} holds no block", h.name);
     let want: BTreeSet<(Ipv4Addr, u8)> = blocks
         .iter()
-        .map(|b| (weft::ipam::gateway(*b), 12))
+        .map(|b| (v4(weft::ipam::gateway(*b)), 12))
         .collect();
     let have: BTreeSet<(Ipv4Addr, u8)> = addresses(c, &h.ns, "weft")
         .into_iter()
@@ -174,7 +182,7 @@ fn concurrent_allocations_on_three_hosts_are_distinct_and_survive_a_restart() {
 
     let all: Vec<Ipv4Addr> = by_host
         .iter()
-        .flat_map(|m| m.values().map(|a| a.address))
+        .flat_map(|m| m.values().map(|a| v4(a.address)))
         .collect();
     let distinct: BTreeSet<Ipv4Addr> = all.iter().copied().collect();
     assert_eq!(distinct.len(), 150, "addresses handed out twice: {all:?}");
@@ -315,7 +323,7 @@ fn pods_leaving_the_pod_cidr_are_masqueraded_and_pod_traffic_is_not() {
         let a = allocate(&c.state_dir(h), &format!("pod{i}")).unwrap();
         let pod = c
             .lab
-            .add_pod(h, "p1", PodSpec::new(a.address, a.prefix_len, a.mtu))
+            .add_pod(h, "p1", PodSpec::new(v4(a.address), a.prefix_len, a.mtu))
             .unwrap();
         c.lab
             .exec_ok(
@@ -336,7 +344,7 @@ fn pods_leaving_the_pod_cidr_are_masqueraded_and_pod_traffic_is_not() {
     let (p2, a2) = &pods[1];
 
     // Pod to pod across hosts: the pod's own source address arrives.
-    count_echo_from(&c, &p2.ns, &[a1.address, h1.underlay_ip]);
+    count_echo_from(&c, &p2.ns, &[v4(a1.address), h1.underlay_ip]);
     assert!(
         weft_lab::testbed::wait_ping(&c.lab, p1, a2.address, Duration::from_secs(15)),
         "pod on h1 cannot reach the pod on h2"
@@ -349,15 +357,15 @@ fn pods_leaving_the_pod_cidr_are_masqueraded_and_pod_traffic_is_not() {
     );
 
     // Host to pod: the host's gateway address (inside the pod CIDR) arrives untranslated.
-    count_echo_from(&c, &p1.ns, &[a2.gateway]);
+    count_echo_from(&c, &p1.ns, &[v4(a2.gateway)]);
     let reached = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        c.lab.ping(&h2.ns, a1.address).ok().filter(|ok| *ok)
+        c.lab.ping(&h2.ns, v4(a1.address)).ok().filter(|ok| *ok)
     });
     assert!(reached.is_some(), "h2 cannot reach the pod on h1");
     assert!(echo_count(&c, &p1.ns, "from_0") >= 1);
 
     // Pod to outside the pod CIDR (h2's underlay address): translated to h1's address.
-    count_echo_from(&c, &h2.ns, &[h1.underlay_ip, a1.address]);
+    count_echo_from(&c, &h2.ns, &[h1.underlay_ip, v4(a1.address)]);
     assert!(
         weft_lab::testbed::wait_ping(&c.lab, p1, h2.underlay_ip, Duration::from_secs(10)),
         "pod on h1 cannot reach h2's underlay address: {}",
@@ -413,7 +421,7 @@ fn leave_refuses_with_reservations_then_hands_everything_back() {
     // 70 addresses need two.
     let mut got = BTreeSet::new();
     for i in 0..70 {
-        got.insert(allocate(&dir, &format!("c{i}")).unwrap().address);
+        got.insert(v4(allocate(&dir, &format!("c{i}")).unwrap().address));
     }
     assert_eq!(got.len(), 70);
     let r: Report = api::get(&dir, "/v1/status").unwrap();
@@ -424,7 +432,7 @@ fn leave_refuses_with_reservations_then_hands_everything_back() {
         let std::net::IpAddr::V4(base) = b.base() else {
             panic!("an IPv6 block {b}")
         };
-        assert!(!got.contains(&base) && !got.contains(&weft::ipam::gateway(*b)));
+        assert!(!got.contains(&base) && !got.contains(&v4(weft::ipam::gateway(*b))));
     }
     // The first block filled completely: 62 addresses, its last one included (unless it is the
     // pod CIDR's last address).

@@ -88,7 +88,7 @@ impl Samples {
     }
 }
 
-fn reservations(c: &Cluster, h: &Host) -> BTreeMap<String, Ipv4Addr> {
+fn reservations(c: &Cluster, h: &Host) -> BTreeMap<String, std::net::IpAddr> {
     c.ipam(h)
         .unwrap()
         .reservations

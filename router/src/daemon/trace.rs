@@ -49,13 +49,19 @@ impl Daemon {
             .map(|i| i.reservations())
             .unwrap_or_default()
             .into_iter()
-            .map(|r| LocalPod {
-                addr: r.address,
-                pod: r.pod.map(|p| PodKey {
-                    namespace: p.namespace,
-                    name: p.name,
-                }),
-                mac: r.port.and_then(|p| p.mac.parse().ok()),
+            .filter_map(|r| {
+                // `weft trace` speaks IPv4 for now: a pod of an IPv6-only network is not listed.
+                let std::net::IpAddr::V4(addr) = r.address else {
+                    return None;
+                };
+                Some(LocalPod {
+                    addr,
+                    pod: r.pod.map(|p| PodKey {
+                        namespace: p.namespace,
+                        name: p.name,
+                    }),
+                    mac: r.port.and_then(|p| p.mac.parse().ok()),
+                })
             })
             .collect();
         let mesh_pods = self

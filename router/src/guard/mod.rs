@@ -51,8 +51,19 @@ pub fn port_rules(r: &Reservation) -> Option<PortRules> {
     let p = r.port.as_ref()?;
     let mac = rules::parse_mac(&p.mac)?;
     rules::valid_port_name(&p.name).then(|| {
-        let mut rules = PortRules::new(&p.name, mac, &[r.address]);
-        rules.ipv6.extend(r.ipv6);
+        let v4: Vec<std::net::Ipv4Addr> = (r.addresses().into_iter())
+            .filter_map(|a| match a {
+                std::net::IpAddr::V4(x) => Some(x),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        let mut rules = PortRules::new(&p.name, mac, &v4);
+        rules
+            .ipv6
+            .extend(r.addresses().into_iter().filter_map(|a| match a {
+                std::net::IpAddr::V6(x) => Some(x),
+                std::net::IpAddr::V4(_) => None,
+            }));
         rules
     })
 }

@@ -77,33 +77,33 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs(total))
 }
 
-/// A block's first address as IPv4. The router's pod side is IPv4 only for now: its start
-/// refuses an IPv6 pod CIDR, and a block outside the pod CIDR is never held, so an IPv6 block
-/// does not get here (it would map to 0.0.0.0, which is never assignable).
-fn base4(block: Block) -> Ipv4Addr {
-    match block.base() {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+/// The `i`th address after `a` (wrapping), in `a`'s family.
+fn offset(a: IpAddr, i: u128) -> IpAddr {
+    match a {
+        IpAddr::V4(x) => IpAddr::V4(Ipv4Addr::from(u32::from(x).wrapping_add(i as u32))),
+        IpAddr::V6(x) => IpAddr::V6(Ipv6Addr::from(u128::from(x).wrapping_add(i))),
     }
 }
 
 /// The gateway of a block: its second address.
-pub fn gateway(block: Block) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(base4(block)).wrapping_add(1))
+pub fn gateway(block: Block) -> IpAddr {
+    offset(block.base(), 1)
 }
 
 /// The last address of a block.
-pub(crate) fn last(block: Block) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(base4(block)).wrapping_add((block.size() - 1) as u32))
+pub(crate) fn last(block: Block) -> IpAddr {
+    let host_bits = u32::from(block.family_bits() - block.prefix());
+    let size = 1u128.checked_shl(host_bits).unwrap_or(0).wrapping_sub(1);
+    offset(block.base(), size)
 }
 
 /// Whether `ip` may be given to a pod: not a block's network or gateway address, not the pod
 /// CIDR's first or last address.
-pub fn assignable(cidr: Block, block: Block, ip: Ipv4Addr) -> bool {
+pub fn assignable(cidr: Block, block: Block, ip: IpAddr) -> bool {
     block.contains(ip)
-        && ip != base4(block)
+        && ip != block.base()
         && ip != gateway(block)
-        && ip != base4(cidr)
+        && ip != cidr.base()
         && ip != last(cidr)
 }
 
@@ -138,7 +138,10 @@ impl DualStack {
     /// The IPv6 address of the pod (or gateway) with the IPv4 address `v4`: the IPv6 CIDR's
     /// first address plus `v4`'s offset in the IPv4 CIDR (`10.32.1.5` in `10.32.0.0/12` is
     /// `fd10:32::105` in `fd10:32::/48`). `None` for an address outside the IPv4 CIDR.
-    pub fn map(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
+    pub fn map(&self, ip: IpAddr) -> Option<Ipv6Addr> {
+        let IpAddr::V4(v4) = ip else {
+            return None;
+        };
         if !self.cidr4.contains(v4) {
             return None;
         }
@@ -152,9 +155,9 @@ impl DualStack {
     /// The IPv6 twin of the IPv4 block `b`: where its addresses map to (`10.32.1.0/24` is
     /// `fd10:32::100/120` in the example of [`DualStack::map`]).
     pub fn block(&self, b: Block) -> Option<Block> {
-        let IpAddr::V4(base) = b.base() else {
+        if b.is_ipv6() {
             return None;
-        };
-        Block::new(self.map(base)?, 128 - (32 - b.prefix()))
+        }
+        Block::new(self.map(b.base())?, 128 - (32 - b.prefix()))
     }
 }

@@ -35,7 +35,7 @@ use anyhow::{Context, Result};
 use gossip::driver::Gossip;
 use gossip::ipam::{Block, IpamError};
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -182,8 +182,8 @@ impl Ipam {
     }
 
     /// The dual-stack IPv6 address of the IPv4 pod address `v4`.
-    fn ipv6_of(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
-        self.dual.and_then(|d| d.map(v4))
+    fn ipv6_of(&self, ip: IpAddr) -> Option<Ipv6Addr> {
+        self.dual.and_then(|d| d.map(ip))
     }
 
     /// The block size.
@@ -260,7 +260,7 @@ impl Ipam {
         lost
     }
 
-    fn allocation(&self, ip: Ipv4Addr) -> Allocation {
+    fn allocation(&self, ip: IpAddr) -> Allocation {
         let blocks = self.held();
         let block = blocks
             .iter()
@@ -568,7 +568,7 @@ impl Ipam {
         let mut want: BTreeSet<(IpAddr, u8)> = BTreeSet::new();
         for b in &held {
             let gw = gateway(*b);
-            want.insert((IpAddr::V4(gw), self.cidr.prefix()));
+            want.insert((gw, self.cidr.prefix()));
             if let Some((d, v6)) = self.dual.and_then(|d| Some((d, d.map(gw)?))) {
                 want.insert((IpAddr::V6(v6), d.cidr6.prefix()));
             }
@@ -610,9 +610,11 @@ impl Ipam {
     /// Turns on IPv4 forwarding, loads (or, with masquerading off, removes) the masquerade
     /// table, and reconciles the port guard with the reservations.
     pub async fn setup_host(&self) -> Result<()> {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
-            .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
-        if self.dual.is_some() {
+        if !self.cidr.is_ipv6() {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
+                .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
+        }
+        if self.dual.is_some() || self.cidr.is_ipv6() {
             // Hosts route their pods' IPv6 traffic too (docs/operations.md: an interface that
             // takes its address from router advertisements needs accept_ra=2 from now on).
             std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1\n")
@@ -747,6 +749,36 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ip4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d))
+    }
+
+    #[test]
+    fn ipv6_blocks_hand_out_addresses_like_ipv4_ones() {
+        let cidr = b("fd10:32::/48");
+        let blk = b("fd10:32:0:7::/64");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut t = Table::default();
+        assert_eq!(t.pick(cidr, &[blk]), Some(ip("fd10:32:0:7::2")));
+        t.insert(att("a"), (ip("fd10:32:0:7::2"), None), String::new(), None);
+        assert_eq!(t.pick(cidr, &[blk]), Some(ip("fd10:32:0:7::3")));
+        assert_eq!(gateway(blk), ip("fd10:32:0:7::1"));
+        // The CIDR's last address is never a pod's; a block's last one may be.
+        let top = b("fd10:32:ffff:ffff::/64");
+        assert!(!assignable(
+            cidr,
+            top,
+            ip("fd10:32:ffff:ffff:ffff:ffff:ffff:ffff")
+        ));
+        assert!(assignable(
+            cidr,
+            top,
+            ip("fd10:32:ffff:ffff:ffff:ffff:ffff:fffe")
+        ));
+        assert!(assignable(cidr, blk, ip("fd10:32:0:7:ffff:ffff:ffff:ffff")));
+        assert!(!assignable(cidr, blk, ip("fd10:32:0:7::")));
+    }
+
     fn att(id: &str) -> Attachment {
         Attachment {
             container_id: id.into(),
@@ -810,38 +842,23 @@ mod tests {
         let blk = b("10.32.0.0/24");
         let mut t = Table::default();
         // Network, gateway (and here also the CIDR's first address) are skipped.
-        assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 2)));
-        t.insert(
-            att("a"),
-            (Ipv4Addr::new(10, 32, 0, 2), None),
-            String::new(),
-            None,
-        );
-        t.insert(
-            att("b"),
-            (Ipv4Addr::new(10, 32, 0, 4), None),
-            String::new(),
-            None,
-        );
-        assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 3)));
-        t.insert(
-            att("c"),
-            (Ipv4Addr::new(10, 32, 0, 3), None),
-            String::new(),
-            None,
-        );
-        assert_eq!(t.pick(cidr, &[blk]), Some(Ipv4Addr::new(10, 32, 0, 5)));
+        assert_eq!(t.pick(cidr, &[blk]), Some(ip4(10, 32, 0, 2)));
+        t.insert(att("a"), (ip4(10, 32, 0, 2), None), String::new(), None);
+        t.insert(att("b"), (ip4(10, 32, 0, 4), None), String::new(), None);
+        assert_eq!(t.pick(cidr, &[blk]), Some(ip4(10, 32, 0, 3)));
+        t.insert(att("c"), (ip4(10, 32, 0, 3), None), String::new(), None);
+        assert_eq!(t.pick(cidr, &[blk]), Some(ip4(10, 32, 0, 5)));
         // A block's broadcast-looking last address is a normal pod address, except the CIDR's.
         let top = b("10.47.255.0/24");
-        assert!(assignable(cidr, top, Ipv4Addr::new(10, 47, 255, 254)));
-        assert!(!assignable(cidr, top, Ipv4Addr::new(10, 47, 255, 255)));
-        assert!(assignable(cidr, blk, Ipv4Addr::new(10, 32, 0, 255)));
-        assert!(!assignable(cidr, blk, Ipv4Addr::new(10, 32, 0, 1)));
+        assert!(assignable(cidr, top, ip4(10, 47, 255, 254)));
+        assert!(!assignable(cidr, top, ip4(10, 47, 255, 255)));
+        assert!(assignable(cidr, blk, ip4(10, 32, 0, 255)));
+        assert!(!assignable(cidr, blk, ip4(10, 32, 0, 1)));
         // Lower blocks first, whatever order they come in.
         let other = b("10.32.5.0/24");
         assert_eq!(
             Table::default().pick(cidr, &[other, blk]),
-            Some(Ipv4Addr::new(10, 32, 0, 2))
+            Some(ip4(10, 32, 0, 2))
         );
         assert_eq!(t.pick(cidr, &[]), None);
     }
@@ -859,32 +876,18 @@ mod tests {
         // 10.9.0.2, .3 in the first; .14 in the last (.15 is the CIDR's last address).
         assert_eq!(
             got,
-            vec![
-                Ipv4Addr::new(10, 9, 0, 2),
-                Ipv4Addr::new(10, 9, 0, 3),
-                Ipv4Addr::new(10, 9, 0, 14)
-            ]
+            vec![ip4(10, 9, 0, 2), ip4(10, 9, 0, 3), ip4(10, 9, 0, 14)]
         );
     }
 
     #[test]
     fn lost_reservations_are_those_outside_held_blocks() {
         let mut t = Table::default();
-        t.insert(
-            att("a"),
-            (Ipv4Addr::new(10, 32, 0, 2), None),
-            String::new(),
-            None,
-        );
-        t.insert(
-            att("b"),
-            (Ipv4Addr::new(10, 32, 7, 2), None),
-            String::new(),
-            None,
-        );
+        t.insert(att("a"), (ip4(10, 32, 0, 2), None), String::new(), None);
+        t.insert(att("b"), (ip4(10, 32, 7, 2), None), String::new(), None);
         let lost = t.lost(&[b("10.32.0.0/24")]);
         assert_eq!(lost.len(), 1);
-        assert_eq!(lost[0].address, Ipv4Addr::new(10, 32, 7, 2));
+        assert_eq!(lost[0].address, ip4(10, 32, 7, 2));
     }
 
     #[test]
@@ -897,16 +900,11 @@ mod tests {
         let mut t = Table::default();
         t.insert(
             att("a"),
-            (Ipv4Addr::new(10, 32, 0, 2), None),
+            (ip4(10, 32, 0, 2), None),
             "/run/netns/x".into(),
             None,
         );
-        t.insert(
-            att("b"),
-            (Ipv4Addr::new(10, 32, 0, 3), None),
-            String::new(),
-            None,
-        );
+        t.insert(att("b"), (ip4(10, 32, 0, 3), None), String::new(), None);
         t.save(&path, cidr).unwrap();
         assert_eq!(Table::load(&path, cidr).unwrap(), t);
         // Another pod CIDR: the reservations outside it are dropped.
@@ -939,6 +937,14 @@ mod tests {
         let d = masquerade_ruleset(b("10.32.0.0/12"), Some(b("fd10:32::/48")));
         assert!(d.contains("ip6 saddr fd10:32::/48 ip6 daddr != fd10:32::/48 counter masquerade"));
         assert!(d.contains("ip saddr 10.32.0.0/12 ip daddr != 10.32.0.0/12 counter masquerade"));
+        // An IPv6-only pod network: the IPv6 rule, and an IPv4 table left behind goes.
+        let six = masquerade_ruleset(b("fd10:32::/48"), None);
+        assert!(
+            six.starts_with("table ip weft\ndelete table ip weft\ntable ip6 weft\n"),
+            "{six}"
+        );
+        assert!(six.contains("ip6 saddr fd10:32::/48 ip6 daddr != fd10:32::/48 counter masquerade"));
+        assert!(!six.contains("ip saddr"), "{six}");
     }
 
     #[test]

@@ -6,31 +6,31 @@ use anyhow::{bail, Context, Result};
 use gossip::ipam::Block;
 use std::io::Write;
 
-/// The nftables script that replaces `table ip weft` with the masquerade rule, and on a
-/// dual-stack cluster `table ip6 weft` with IPv6's (or removes a `table ip6 weft` left from
-/// one), atomically (the whole script is one transaction). Pod to pod is never masqueraded.
+/// The nftables script that replaces `table ip weft` and `table ip6 weft` with the masquerade
+/// rule of each family that has a pod CIDR (`cidr`, and the dual-stack `cidr6`), and removes the
+/// table of a family that has none (left from an earlier configuration), atomically (the whole
+/// script is one transaction). Pod to pod is never masqueraded.
 pub fn masquerade_ruleset(cidr: Block, cidr6: Option<Block>) -> String {
-    let mut s = format!(
-        "table ip {NFT_TABLE}\n\
-         delete table ip {NFT_TABLE}\n\
-         table ip {NFT_TABLE} {{\n\
-         \x20 chain postrouting {{\n\
-         \x20   type nat hook postrouting priority srcnat; policy accept;\n\
-         \x20   ip saddr {cidr} ip daddr != {cidr} counter masquerade comment \"weft: pods to outside the pod CIDR\"\n\
-         \x20 }}\n\
-         }}\n\
-         table ip6 {NFT_TABLE}\n\
-         delete table ip6 {NFT_TABLE}\n"
-    );
-    if let Some(c6) = cidr6 {
+    let (v4, v6) = if cidr.is_ipv6() {
+        (None, Some(cidr))
+    } else {
+        (Some(cidr), cidr6)
+    };
+    let mut s = String::new();
+    for (family, ip, c) in [("ip", "ip", v4), ("ip6", "ip6", v6)] {
         s.push_str(&format!(
-            "table ip6 {NFT_TABLE} {{\n\
-             \x20 chain postrouting {{\n\
-             \x20   type nat hook postrouting priority srcnat; policy accept;\n\
-             \x20   ip6 saddr {c6} ip6 daddr != {c6} counter masquerade comment \"weft: pods to outside the IPv6 pod CIDR\"\n\
-             \x20 }}\n\
-             }}\n"
+            "table {family} {NFT_TABLE}\ndelete table {family} {NFT_TABLE}\n"
         ));
+        if let Some(c) = c {
+            s.push_str(&format!(
+                "table {family} {NFT_TABLE} {{\n\
+                 \x20 chain postrouting {{\n\
+                 \x20   type nat hook postrouting priority srcnat; policy accept;\n\
+                 \x20   {ip} saddr {c} {ip} daddr != {c} counter masquerade comment \"weft: pods to outside the pod CIDR\"\n\
+                 \x20 }}\n\
+                 }}\n"
+            ));
+        }
     }
     s
 }

@@ -7,7 +7,7 @@ use gossip::ipam::Block;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 use weft_api::ipam::{Attachment, PodRef, Reservation};
 
@@ -41,7 +41,7 @@ impl Table {
     }
 
     /// The address of `a`, if it holds one.
-    pub fn get(&self, a: &Attachment) -> Option<Ipv4Addr> {
+    pub fn get(&self, a: &Attachment) -> Option<IpAddr> {
         self.map.get(a).map(|r| r.address)
     }
 
@@ -54,7 +54,7 @@ impl Table {
     pub fn insert(
         &mut self,
         a: Attachment,
-        (ip, ipv6): (Ipv4Addr, Option<Ipv6Addr>),
+        (ip, ipv6): (IpAddr, Option<Ipv6Addr>),
         netns: String,
         pod: Option<PodRef>,
     ) {
@@ -68,9 +68,9 @@ impl Table {
         });
     }
 
-    /// Sets every reservation's IPv6 address to `map` of its IPv4 one (at start: the IPv6 pod
-    /// CIDR may have been added, changed or removed since the file was written).
-    pub fn map_ipv6(&mut self, map: impl Fn(Ipv4Addr) -> Option<Ipv6Addr>) {
+    /// Sets every reservation's dual-stack IPv6 address to `map` of its address (at start: the
+    /// IPv6 pod CIDR may have been added, changed or removed since the file was written).
+    pub fn map_ipv6(&mut self, map: impl Fn(IpAddr) -> Option<Ipv6Addr>) {
         for r in self.map.values_mut() {
             r.ipv6 = map(r.address);
         }
@@ -87,15 +87,15 @@ impl Table {
     }
 
     /// The lowest assignable address of `blocks` (lowest block first) that nobody holds.
-    pub fn pick(&self, cidr: Block, blocks: &[Block]) -> Option<Ipv4Addr> {
-        let used: BTreeSet<Ipv4Addr> = self.map.values().map(|r| r.address).collect();
+    pub fn pick(&self, cidr: Block, blocks: &[Block]) -> Option<IpAddr> {
+        let used: BTreeSet<IpAddr> = self.map.values().map(|r| r.address).collect();
         let mut blocks = blocks.to_vec();
         blocks.sort();
         for b in blocks {
+            // At most one more than the reservations is ever looked at per block (the lowest
+            // free address), so an IPv6 /64 costs no more than an IPv4 /24.
             for i in 2..b.size() {
-                let std::net::IpAddr::V4(ip) = b.nth(i)? else {
-                    break; // IPv4 only for now (see addr.rs)
-                };
+                let Some(ip) = b.nth(i) else { break };
                 if assignable(cidr, b, ip) && !used.contains(&ip) {
                     return Some(ip);
                 }

@@ -537,7 +537,7 @@ impl Policy {
                 .sum()
         };
         for r in ipam.reservations() {
-            let addr = IpAddr::V4(r.address);
+            let addr = r.address;
             let all = r.addresses();
             let mut p = PodPolicy {
                 pod: r

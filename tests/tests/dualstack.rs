@@ -132,16 +132,18 @@ fn pods_talk_both_families(c: &Cluster, pods: &[CniPod]) {
         }
     }
     let (from, to) = (&pods[0], &pods[pods.len() - 1]);
-    let t = tcp_transfer_between(
-        &from.ns,
-        &to.ns,
-        IpAddr::V6(to.ip6.unwrap()),
-        8 << 20,
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    assert!(t.intact(), "{t:?}");
+    for (addr, mib) in [(IpAddr::V4(to.ip), 2), (IpAddr::V6(to.ip6.unwrap()), 8)] {
+        let t = tcp_transfer_between(
+            &from.ns,
+            &to.ns,
+            addr,
+            mib << 20,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(t.intact(), "{addr}: {t:?}");
+    }
 }
 
 /// Accepts one TCP connection on `bind` in `ns`, answers `reply`, returns the peer's address.
@@ -214,6 +216,11 @@ fn dual_stack_pods_on_the_plain_sleeve() {
         let status = c.status(h).unwrap();
         let text = status.render_ipam_summary();
         assert!(text.contains("IPv6 pod CIDR fd10:32::/48"), "{text}");
+        let text = status.render_ipam();
+        assert!(
+            text.contains(&format!("{} {}", p.ip, p.ip6.unwrap())),
+            "{text}"
+        );
     }
     // No duplicate address detection: the pod's IPv6 address is usable (not tentative) at once.
     let flags = c
@@ -343,6 +350,18 @@ fn dual_stack_pods_on_the_encrypted_sleeve_and_through_a_relay() {
     pods_talk_both_families(&c, &pods);
 
     // Cut h1-h3 on the underlay: both families go through h2.
+    relayed_around_a_cut(
+        &c,
+        &hosts,
+        (&pods[0].ns, &pods[2].ns),
+        &[IpAddr::V4(pods[2].ip), IpAddr::V6(pods[2].ip6.unwrap())],
+    );
+}
+
+/// Cuts the underlay between h1 and h3, waits until each sees the other through h2, and checks
+/// that pod `from` reaches pod `to` at each of `targets` (ping) and over the last one (a
+/// checksummed transfer), h2 relaying.
+fn relayed_around_a_cut(c: &Cluster, hosts: &[Host], (from, to): (&str, &str), targets: &[IpAddr]) {
     let (a, b) = (
         hosts[0].underlay_ip6.unwrap(),
         hosts[2].underlay_ip6.unwrap(),
@@ -361,13 +380,13 @@ fn dual_stack_pods_on_the_encrypted_sleeve_and_through_a_relay() {
     c.wait_path(&hosts[2], "h1", "via h2", Duration::from_secs(20))
         .unwrap();
     let relayed = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
-    for to in [IpAddr::V4(pods[2].ip), IpAddr::V6(pods[2].ip6.unwrap())] {
-        assert!(wait_ping(&c, &pods[0].ns, to), "no relayed ping to {to}");
+    for to in targets {
+        assert!(wait_ping(c, from, *to), "no relayed ping to {to}");
     }
     let t = tcp_transfer_between(
-        &pods[0].ns,
-        &pods[2].ns,
-        IpAddr::V6(pods[2].ip6.unwrap()),
+        from,
+        to,
+        *targets.last().unwrap(),
         4 << 20,
         Duration::from_secs(1),
         Duration::from_secs(60),
@@ -490,19 +509,21 @@ struct Pod6 {
 }
 
 /// An IPv6-only pod network (`--pod-cidr fd10:32::/48` alone, /64 blocks agreed through the
-/// mesh) on 3 hosts, on the encrypted sleeve or (`fast`) the kernel VXLAN fast path: each cnitool result has one IPv6 address and the `::/0`
+/// mesh) on 3 hosts, on the data path `path`: each cnitool result has one IPv6 address and the `::/0`
 /// route, no IPv4 address is on the pod, every pod reaches every other (ping and a checksummed
-/// transfer), hosts reach pods, pod to outside is masqueraded and pod to pod is not, CHECK
-/// passes and DEL frees the address.
-fn ipv6_only(tag: &str, fast: bool) {
+/// transfer), hosts reach pods, pod to outside is masqueraded and pod to pod is not, a relay
+/// carries pods around a cut link (plain), CHECK passes and DEL frees the address.
+fn ipv6_only(tag: &str, path: Path) {
+    let fast = path == Path::Fast;
     let mut c = cluster(tag);
     let secret = c.lab.dir().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
     let secret = secret.display().to_string();
     let mut args = vec!["--pod-cidr", CIDR6, "--ipam-init-peers", "3"];
-    if !fast {
-        // The sleeve, encrypted (the fast path runs without a secret).
-        args.extend_from_slice(&["--no-fastpath", "--secret-file", &secret]);
+    match path {
+        Path::Plain => args.push("--no-fastpath"),
+        Path::Encrypted => args.extend_from_slice(&["--no-fastpath", "--secret-file", &secret]),
+        Path::Fast => {}
     }
     let hosts = c.full_mesh(3, &[&args[..], &args[..], &args[..]]).unwrap();
     if fast {
@@ -634,6 +655,9 @@ fn ipv6_only(tag: &str, fast: bool) {
             .unwrap();
         assert!(out.success(), "CHECK of {}: {out}", p.ns);
     }
+    if path == Path::Plain {
+        relayed_around_a_cut(&c, &hosts, (&p0.ns, &p2.ns), &[IpAddr::V6(p2.ip)]);
+    }
     let (p, net) = &pods[1];
     let out = cni
         .cnitool(&c.lab, &p.host, "del", net, &p.ns, &[])
@@ -642,12 +666,28 @@ fn ipv6_only(tag: &str, fast: bool) {
     assert!(c.ipam(&p.host).unwrap().reservations.is_empty());
 }
 
+/// The data path an IPv6-only test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The sleeve in clear, and a relay around a cut link.
+    Plain,
+    /// The encrypted sleeve.
+    Encrypted,
+    /// The kernel VXLAN fast path.
+    Fast,
+}
+
+#[test]
+fn ipv6_only_pods_on_the_plain_sleeve_and_through_a_relay() {
+    ipv6_only("wop", Path::Plain);
+}
+
 #[test]
 fn ipv6_only_pods_on_the_encrypted_sleeve() {
-    ipv6_only("wos", false);
+    ipv6_only("wos", Path::Encrypted);
 }
 
 #[test]
 fn ipv6_only_pods_on_the_fast_path() {
-    ipv6_only("wof", true);
+    ipv6_only("wof", Path::Fast);
 }

@@ -424,7 +424,13 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "    {} {}/{}",
-                    r.address, r.attachment.container_id, r.attachment.ifname
+                    r.addresses()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    r.attachment.container_id,
+                    r.attachment.ifname
                 );
             }
         }
@@ -494,7 +500,11 @@ impl Report {
                         .flat_map(|g| &g.ports)
                         .find(|p| p.attachment == r.attachment);
                     vec![
-                        r.address.to_string(),
+                        r.addresses()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" "),
                         r.attachment.container_id.clone(),
                         r.attachment.ifname.clone(),
                         if r.netns.is_empty() {

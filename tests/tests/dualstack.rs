@@ -691,3 +691,152 @@ fn ipv6_only_pods_on_the_encrypted_sleeve() {
 fn ipv6_only_pods_on_the_fast_path() {
     ipv6_only("wof", Path::Fast);
 }
+
+/// Adds a pod to `ns` on `h` with cnitool, retrying while the ADD fails (a block being agreed
+/// answers "try again"), for at most 60 s; returns the pod's IPv6 address.
+fn add6_retrying(c: &Cluster, cni: &Cni, h: &Host, net: &str, ns: &str) -> Ipv6Addr {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cni.cnitool(&c.lab, h, "add", net, ns, &[]).unwrap();
+        if out.success() {
+            let r = out.json().unwrap();
+            let a = r["ips"][0]["address"].as_str().unwrap();
+            return a.split_once('/').unwrap().0.parse().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ADD in {ns} on {} kept failing: {out}\n{}",
+            h.name,
+            c.router_log(h)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every reservation of `hosts`, checked: no address twice, and no /`block` block with the
+/// addresses of two hosts. Returns how many blocks each host's addresses span.
+fn assert_no_sharing6(c: &Cluster, hosts: &[Host], block: u8) -> Vec<usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    let mut owner = std::collections::BTreeMap::new();
+    let mut spans = Vec::new();
+    for h in hosts {
+        let mut blocks = std::collections::BTreeSet::new();
+        for r in c.ipam(h).unwrap().reservations {
+            let IpAddr::V6(a) = r.address else {
+                panic!("{} reserved {} on an IPv6-only network", h.name, r.address)
+            };
+            if let Some(prev) = seen.insert(a, h.name.clone()) {
+                panic!("{a} is reserved by {prev} and by {}", h.name);
+            }
+            let b = u128::from(a) >> (128 - u32::from(block));
+            let o = owner.entry(b).or_insert_with(|| h.name.clone());
+            assert_eq!(
+                *o, h.name,
+                "a /{block} block holds pods of {o} and {}",
+                h.name
+            );
+            blocks.insert(b);
+        }
+        spans.push(blocks.len());
+    }
+    spans
+}
+
+/// The IPAM concurrency test for an IPv6-only pod network: 3 routers started together on a
+/// small IPv6 CIDR in /123 blocks (30 pod addresses each), 36 ADDs per host, 4 at a time per
+/// host, so every host claims several blocks while the others do; then h1 cut off from h2 and
+/// h3, 31 more ADDs on the majority side (a new block needs the majority) and 4 on h1 (from its
+/// held blocks), and a heal: no address is ever reserved twice, no block holds two hosts' pods,
+/// and pods reach each other across hosts.
+#[test]
+fn ipv6_only_concurrent_adds_and_a_partition_never_share_an_address() {
+    const BLOCK: u8 = 123;
+    let mut c = cluster("woc");
+    let hosts: Vec<Host> = (1..=3)
+        .map(|i| c.add_host(&format!("h{i}")).unwrap())
+        .collect();
+    let mut jobs: Vec<Vec<String>> = Vec::new();
+    for h in &hosts {
+        jobs.push(
+            (0..36)
+                .map(|i| c.lab.add_netns(&format!("{}-a{i:02}", h.name)).unwrap())
+                .collect(),
+        );
+    }
+    let block = BLOCK.to_string();
+    c.start_routers_together(
+        &hosts,
+        &[
+            "--pod-cidr",
+            "fd10:32::/104",
+            "--pod-block-prefix",
+            &block,
+            "--ipam-init-peers",
+            "3",
+            "--no-fastpath",
+        ],
+    )
+    .unwrap();
+    let cni = Cni::new(&c.lab).unwrap();
+    let nets = weft_networks(&c, &cni, &hosts);
+    let first: Vec<Vec<Ipv6Addr>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..hosts.len())
+            .flat_map(|h| (0..4).map(move |t| (h, t)))
+            .map(|(h, t)| {
+                let (c, cni, hosts, nets, jobs) = (&c, &cni, &hosts, &nets, &jobs);
+                s.spawn(move || {
+                    (jobs[h].iter().skip(t).step_by(4))
+                        .map(|ns| add6_retrying(c, cni, &hosts[h], &nets[h], ns))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    assert_eq!(first.iter().map(Vec::len).sum::<usize>(), 108);
+    let spans = assert_no_sharing6(&c, &hosts, BLOCK);
+    assert!(spans.iter().all(|n| *n >= 2), "blocks per host: {spans:?}");
+
+    // Partition h1 from h2 and h3.
+    let u: Vec<Ipv6Addr> = hosts.iter().map(|h| h.underlay_ip6.unwrap()).collect();
+    c.lab
+        .nft(
+            c.lab.underlay_ns(),
+            &format!(
+                "table bridge weftpart {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip6 saddr {} ip6 daddr {{ {}, {} }} drop\n    ip6 saddr {{ {}, {} }} ip6 daddr {} drop\n  }}\n}}\n",
+                u[0], u[1], u[2], u[1], u[2], u[0]
+            ),
+        )
+        .unwrap();
+    c.wait_peers(&hosts[0], 0, Duration::from_secs(30)).unwrap();
+    c.wait_peers(&hosts[1], 1, Duration::from_secs(30)).unwrap();
+    for i in 0..31 {
+        let ns = c.lab.add_netns(&format!("h2-b{i:02}")).unwrap();
+        add6_retrying(&c, &cni, &hosts[1], &nets[1], &ns);
+    }
+    for i in 0..4 {
+        let ns = c.lab.add_netns(&format!("h1-b{i:02}")).unwrap();
+        add6_retrying(&c, &cni, &hosts[0], &nets[0], &ns);
+    }
+    c.lab
+        .nft(c.lab.underlay_ns(), "delete table bridge weftpart\n")
+        .unwrap();
+    for h in &hosts {
+        c.wait_peers(h, 2, Duration::from_secs(30)).unwrap();
+    }
+    assert_no_sharing6(&c, &hosts, BLOCK);
+    // The first pod of each host (thread 0's first, in `jobs[h][0]`) reaches the first of
+    // every other.
+    let firsts: Vec<Ipv6Addr> = (0..hosts.len()).map(|h| first[h * 4][0]).collect();
+    for (i, from) in jobs.iter().enumerate() {
+        for (j, to) in firsts.iter().enumerate() {
+            if i != j {
+                assert!(
+                    wait_ping(&c, &from[0], IpAddr::V6(*to)),
+                    "{} cannot reach {to}",
+                    from[0]
+                );
+            }
+        }
+    }
+}

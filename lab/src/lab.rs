@@ -67,7 +67,8 @@ pub struct Host {
 }
 
 impl Host {
-    /// The address other hosts reach this one at: `underlay_ip6` when set, else `underlay_ip`.
+    /// The address other hosts reach this one at: `underlay_ip6` when set (a dual-stack host's
+    /// too), else `underlay_ip`.
     pub fn underlay_addr(&self) -> IpAddr {
         match self.underlay_ip6 {
             Some(a) => IpAddr::V6(a),
@@ -185,8 +186,19 @@ pub struct Lab {
     hosts: Vec<Host>,
     pods: Vec<Pod>,
     procs: Vec<Proc>,
-    /// Hosts get only an IPv6 underlay address ([`Lab::ipv6_only_underlay`]).
-    ipv6_only: bool,
+    /// Which underlay addresses the hosts added from now on get ([`Lab::underlay_family`]).
+    family: UnderlayFamily,
+}
+
+/// Which underlay addresses a host gets on `eth0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderlayFamily {
+    /// 10.200.0.<10 + index>/24 only (the default).
+    V4,
+    /// fd00:200::<10 + index>/64 only.
+    V6,
+    /// Both.
+    Dual,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,7 +238,7 @@ impl Lab {
             hosts: Vec::new(),
             pods: Vec::new(),
             procs: Vec::new(),
-            ipv6_only: false,
+            family: UnderlayFamily::V4,
         };
         fs::write(lab.dir.join(OWNER_FILE), owner_record()?)
             .with_context(|| format!("writing {}", lab.dir.join(OWNER_FILE).display()))?;
@@ -287,7 +299,29 @@ impl Lab {
             "mcast_snooping",
             "0",
         ])?;
-        self.ipv6_only = true;
+        self.family = UnderlayFamily::V6;
+        Ok(())
+    }
+
+    /// Sets which underlay addresses the hosts added from now on get (a lab may mix hosts of
+    /// both families: a mesh reached over IPv4 and IPv6 at once). Multicast snooping is turned
+    /// off on the underlay bridge for the IPv6 ones, as in [`Lab::ipv6_only_underlay`].
+    pub fn underlay_family(&mut self, family: UnderlayFamily) -> Result<()> {
+        if family != UnderlayFamily::V4 {
+            let ul = self.underlay_ns.clone();
+            ip(&[
+                "-n",
+                &ul,
+                "link",
+                "set",
+                UNDERLAY_BRIDGE,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ])?;
+        }
+        self.family = family;
         Ok(())
     }
 
@@ -322,19 +356,17 @@ impl Lab {
             "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", name, "netns", ul,
         ])?;
         ip(&["-n", &ns, "link", "set", "eth0", "mtu", &mtu, "up"])?;
-        let underlay_ip6 = self.ipv6_only.then(|| {
+        let underlay_ip6 = (self.family != UnderlayFamily::V4).then(|| {
             let last = u16::from_str_radix(&(10 + index).to_string(), 16).expect("decimal digits");
             Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, last)
         });
-        match underlay_ip6 {
-            Some(a) => {
-                let cidr = format!("{a}/64");
-                ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0", "nodad"])?;
-            }
-            None => {
-                let cidr = format!("{underlay_ip}/{UNDERLAY_PREFIX_LEN}");
-                ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
-            }
+        if let Some(a) = underlay_ip6 {
+            let cidr = format!("{a}/64");
+            ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0", "nodad"])?;
+        }
+        if self.family != UnderlayFamily::V6 {
+            let cidr = format!("{underlay_ip}/{UNDERLAY_PREFIX_LEN}");
+            ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
         }
         ip(&[
             "-n",

@@ -110,16 +110,19 @@ impl Cluster {
             "router".into(),
             "--name".into(),
             host.name.clone(),
-            "--listen".into(),
-            // An IPv6 underlay in two of the spellings operators type: `[addr]` here,
-            // `[addr]:port` for the seeds.
-            match host.underlay_addr() {
-                IpAddr::V6(a) => format!("[{a}]"),
-                a => a.to_string(),
-            },
             "--state-dir".into(),
             self.state_dir(host).display().to_string(),
         ];
+        // The host's underlay address, unless `extra` names another `--listen`. An IPv6
+        // underlay in two of the spellings operators type: `[addr]` here, `[addr]:port` for
+        // the seeds.
+        if !extra.contains(&"--listen") {
+            args.push("--listen".into());
+            args.push(match host.underlay_addr() {
+                IpAddr::V6(a) => format!("[{a}]"),
+                a => a.to_string(),
+            });
+        }
         for p in peers {
             args.push("--peer".into());
             args.push(match p.underlay_addr() {

@@ -425,3 +425,51 @@ fn doctor_checks_an_ipv6_underlay() {
         );
     }
 }
+
+/// A mesh mixing the families: h1 has only IPv4 on the underlay, h3 only IPv6, h2 both and
+/// listens on `[::]` (one socket of each kind for both families). h2 reaches h1 over IPv4 and
+/// h3 over IPv6 (and shows each by its own address, not as ::ffff:a.b.c.d); h1 and h3, which
+/// share no family, reach each other through h2: pods on all three ping each other and a
+/// checksummed transfer crosses from h1's pod to h3's, relayed by h2.
+#[test]
+fn a_mesh_mixes_hosts_reached_over_ipv4_and_ipv6() {
+    use weft_lab::UnderlayFamily;
+    assert!(weft_lab::require_root(), "these tests need root");
+    let mut c = Cluster::new("w6x", weft_bin().unwrap()).unwrap();
+    let mut host = |c: &mut Cluster, name: &str, f: UnderlayFamily| {
+        c.lab.underlay_family(f).unwrap();
+        c.add_host(name).unwrap()
+    };
+    let h1 = host(&mut c, "h1", UnderlayFamily::V4);
+    let h2 = host(&mut c, "h2", UnderlayFamily::Dual);
+    let h3 = host(&mut c, "h3", UnderlayFamily::V6);
+    c.start_router(&h1, &[], SLEEVE).unwrap();
+    c.start_router(&h3, &[], SLEEVE).unwrap();
+    c.start_router(&h2, &[&h1, &h3], &["--no-fastpath", "--listen", "[::]"])
+        .unwrap();
+    c.wait_peers(&h2, 2, Duration::from_secs(15)).unwrap();
+    let r = c.status(&h2).unwrap();
+    let addr = |nick: &str| {
+        r.peers
+            .iter()
+            .find(|p| p.nickname == nick)
+            .map(|p| p.addr.clone())
+            .unwrap_or_default()
+    };
+    assert!(addr("h1").starts_with("10.200.0.11:"), "{:?}", r.peers);
+    assert!(addr("h3").starts_with("[fd00:200::13]:"), "{:?}", r.peers);
+    c.wait_path(&h1, "h3", "via h2", Duration::from_secs(20))
+        .unwrap();
+    c.wait_path(&h3, "h1", "via h2", Duration::from_secs(20))
+        .unwrap();
+    let hosts = [h1, h2, h3];
+    let ps = pods(&mut c, &hosts);
+    let relayed = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    pods_talk(&c, &ps);
+    let after = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
+    assert!(
+        after > relayed + 1000,
+        "h2 relayed {} datagrams",
+        after - relayed
+    );
+}

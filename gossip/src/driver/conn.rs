@@ -27,6 +27,9 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             _ = shared.shutdown.notified() => return,
             r = listener.accept() => match r {
                 Ok((stream, addr)) => {
+                    // On a listener bound to `[::]` (both families), an IPv4 peer arrives as
+                    // ::ffff:a.b.c.d: it is known by its IPv4 address, as when we dial it.
+                    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                     let now = Instant::now();
                     tokens = (tokens + now.duration_since(last).as_secs_f64() * shared.cfg.accept_rate)
                         .min(shared.cfg.accept_burst);

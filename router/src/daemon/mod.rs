@@ -201,7 +201,19 @@ impl Daemon {
     /// peer behind NAT), else the address it announced.
     fn udp_addr(&self, n: &Neighbor) -> SocketAddr {
         let observed = *lock(&self.counters_for(n.info.name).observed_addr);
-        observed.unwrap_or(n.info.udp_addr)
+        self.wire_addr(observed.unwrap_or(n.info.udp_addr))
+    }
+
+    /// `addr` as the UDP socket sends to it: on a socket bound to `[::]` (both families), an
+    /// IPv4 address goes out as its IPv4-mapped IPv6 form (::ffff:a.b.c.d); anywhere else
+    /// unchanged.
+    pub(crate) fn wire_addr(&self, addr: SocketAddr) -> SocketAddr {
+        match (self.cfg.listen.ip(), addr.ip()) {
+            (IpAddr::V6(l), IpAddr::V4(a)) if l.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(a.to_ipv6_mapped()), addr.port())
+            }
+            _ => addr,
+        }
     }
 
     /// Routes over the gossiped topology (only usable connections carry traffic).
@@ -417,6 +429,7 @@ impl Daemon {
     }
 
     fn send_heartbeat(&self, name: PeerName, addr: SocketAddr) {
+        let addr = self.wire_addr(addr);
         let seq = self.heartbeat_seq.fetch_add(1, Relaxed);
         let session = lock(&self.neighbors)
             .get(&name)

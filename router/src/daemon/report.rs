@@ -70,7 +70,13 @@ impl Daemon {
                 PeerReport {
                     name: name.to_string(),
                     nickname: nick(name),
-                    addr: n.map(|n| self.udp_addr(n).to_string()).unwrap_or_default(),
+                    addr: n
+                        .map(|n| {
+                            // As an operator would write it (IPv4 as IPv4, not ::ffff:a.b.c.d).
+                            let a = self.udp_addr(n);
+                            SocketAddr::new(a.ip().to_canonical(), a.port()).to_string()
+                        })
+                        .unwrap_or_default(),
                     state,
                     path,
                     mtu: n

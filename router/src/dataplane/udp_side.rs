@@ -191,6 +191,9 @@ fn receive(
                 .observed_addr
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            // Kept in its canonical form: an IPv4 peer reaching a socket bound to `[::]` comes
+            // from ::ffff:a.b.c.d (the daemon maps it back when it sends).
+            let to = SocketAddr::new(to.ip().to_canonical(), to.port());
             if *seen != Some(to) {
                 *seen = Some(to);
             }

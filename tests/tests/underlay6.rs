@@ -436,7 +436,7 @@ fn a_mesh_mixes_hosts_reached_over_ipv4_and_ipv6() {
     use weft_lab::UnderlayFamily;
     assert!(weft_lab::require_root(), "these tests need root");
     let mut c = Cluster::new("w6x", weft_bin().unwrap()).unwrap();
-    let mut host = |c: &mut Cluster, name: &str, f: UnderlayFamily| {
+    let host = |c: &mut Cluster, name: &str, f: UnderlayFamily| {
         c.lab.underlay_family(f).unwrap();
         c.add_host(name).unwrap()
     };

@@ -1,6 +1,6 @@
 //! Criterion benches of the per-frame work in `vswitch`: the forwarding decision, MAC learning at
 //! the table's cap, sleeve encapsulation and decapsulation at realistic frame sizes, and the ICMP
-//! too-big reply.
+//! too-big reply (ICMPv4 and ICMPv6).
 //!
 //! Run with `cargo bench -p weft-benches`; add `-- --warm-up-time 1 --measurement-time 2` for a
 //! quick pass.
@@ -12,6 +12,7 @@ use vswitch::fdb::{Fdb, Location};
 use vswitch::switch::{Decision, Switch};
 use vswitch::wire::icmp::{self, too_big_reply};
 use vswitch::wire::ipv4::Ipv4Repr;
+use vswitch::wire::ipv6::Ipv6Repr;
 use vswitch::wire::sleeve::{push_frame, PeerName, SleeveDatagram, SleeveHeader};
 use vswitch::wire::MacAddr;
 
@@ -163,6 +164,26 @@ fn too_big(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("too_big_reply_ipv4_1500", |b| {
         b.iter(|| too_big_reply(black_box(&f), 1436, &mut out).unwrap())
+    });
+    // The same for IPv6: a 1500-byte UDP packet from a pod, answered with Packet Too Big
+    // (its checksum covers the 1232 bytes of the offending packet that the reply quotes).
+    let mut f6 = frame(mac(1), mac(2), 14 + 1500);
+    f6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    Ipv6Repr {
+        src_addr: "fd10:32::2".parse().unwrap(),
+        dst_addr: "fd10:32::3".parse().unwrap(),
+        next_header: 17,
+        hop_limit: 64,
+        payload_len: 1460,
+    }
+    .emit(&mut f6[14..])
+    .unwrap();
+    assert!(matches!(
+        too_big_reply(&f6, 1416, &mut out).unwrap(),
+        vswitch::wire::icmp::TooBig::Reply(_)
+    ));
+    g.bench_function("too_big_reply_ipv6_1500", |b| {
+        b.iter(|| too_big_reply(black_box(&f6), 1416, &mut out).unwrap())
     });
     g.finish();
 }

@@ -57,6 +57,9 @@ pub struct GuardedPort {
     pub port: Port,
     /// The pod's address (its IPv4 one on a dual-stack cluster).
     pub address: std::net::IpAddr,
+    /// Its IPv6 address on a dual-stack cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::Ipv6Addr>,
     /// Frames from the pod that the guard dropped.
     pub dropped_packets: u64,
     /// Their bytes.

@@ -253,15 +253,16 @@ fn dual_stack_pods_on_the_plain_sleeve() {
         "no unsolicited neighbour advertisement reached h2's pod"
     );
 
-    // Hosts reach their own pods and other hosts' pods over IPv6.
+    // Hosts reach their own pods and other hosts' pods over both families.
     for h in &hosts {
         for p in &pods {
-            let to = IpAddr::V6(p.ip6.unwrap());
-            assert!(
-                wait_ping(&c, &h.ns, to),
-                "host {} cannot reach {to}",
-                h.name
-            );
+            for to in [IpAddr::V4(p.ip), IpAddr::V6(p.ip6.unwrap())] {
+                assert!(
+                    wait_ping(&c, &h.ns, to),
+                    "host {} cannot reach {to}",
+                    h.name
+                );
+            }
         }
     }
 

@@ -174,6 +174,7 @@ impl Guard {
                     attachment: r.attachment.clone(),
                     port: r.port.clone()?,
                     address: r.address,
+                    ipv6: r.ipv6,
                     dropped_packets: packets,
                     dropped_bytes: bytes,
                 })

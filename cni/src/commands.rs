@@ -260,13 +260,11 @@ fn wire(
         nl.set_up(pod_index)
             .await
             .or_link_failure(|| format!("bringing {name} up"))?;
-        match gw {
-            IpAddr::V4(g) => nl.add_default_route(pod_index, g).await,
-            IpAddr::V6(g) => nl.add_default_route6(pod_index, g).await,
-        }
-        .or_link_failure(|| format!("adding the default route via {gw} on {name}"))?;
+        nl.add_default_route(pod_index, gw)
+            .await
+            .or_link_failure(|| format!("adding the default route via {gw} on {name}"))?;
         if let Some(gw6) = gw6 {
-            nl.add_default_route6(pod_index, gw6)
+            nl.add_default_route(pod_index, IpAddr::V6(gw6))
                 .await
                 .or_link_failure(|| format!("adding the IPv6 default route via {gw6} on {name}"))?;
         }

@@ -287,20 +287,7 @@ impl Lab {
             self.hosts.is_empty(),
             "choose the underlay's family before adding hosts"
         );
-        let ul = self.underlay_ns.clone();
-        ip(&[
-            "-n",
-            &ul,
-            "link",
-            "set",
-            UNDERLAY_BRIDGE,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
-        self.family = UnderlayFamily::V6;
-        Ok(())
+        self.underlay_family(UnderlayFamily::V6)
     }
 
     /// Sets which underlay addresses the hosts added from now on get (a lab may mix hosts of

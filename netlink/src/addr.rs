@@ -28,28 +28,18 @@ pub struct DefaultRoute {
 const MAIN_TABLE: u8 = 254;
 
 impl Netlink {
-    /// Adds the IPv4 default route via `gateway` out of the link with index `index`, in the
-    /// main table; an existing default route is an error.
-    pub async fn add_default_route(&self, index: u32, gateway: Ipv4Addr) -> Result<()> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-            .gateway(gateway)
-            .output_interface(index)
-            .build();
-        self.handle
-            .route()
-            .add(route)
-            .execute()
-            .await
-            .with_context(|| format!("adding the default route via {gateway} on link {index}"))
-    }
-
-    /// Adds the IPv6 default route via `gateway` out of the link with index `index`, in the
-    /// main table; an existing default route is an error.
-    pub async fn add_default_route6(&self, index: u32, gateway: Ipv6Addr) -> Result<()> {
-        let route = RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
-            .gateway(gateway)
+    /// Adds the default route of `gateway`'s family (`0.0.0.0/0` or `::/0`) via `gateway` out
+    /// of the link with index `index`, in the main table; an existing default route is an error.
+    pub async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<()> {
+        let any = match gateway {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let route = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(any, 0)
+            .and_then(|b| b.gateway(gateway))
+            // A zero-length prefix and a gateway of its own family are always valid.
+            .expect("a default route message")
             .output_interface(index)
             .build();
         self.handle

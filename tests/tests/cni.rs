@@ -10,13 +10,13 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use weft_api::ipam::IpamReport;
 use weft_lab::testbed::{ping, weft_bin, Cluster};
-use weft_lab::{in_netns, poll_until, Host, Signal};
+use weft_lab::{poll_until, Host, Signal};
 use weft_tests::cni::{cnitool_container_id, Cni, CniOutput, CniPod};
+use weft_tests::net::{fetch, serve_once};
 
 const POD_CIDR: &str = "10.32.0.0/12";
 
@@ -227,59 +227,6 @@ fn assert_wired(c: &Cluster, pod: &CniPod) {
         json!(true),
         "hairpin mode: {link}"
     );
-}
-
-/// Accepts one TCP connection on `bind` inside `ns` (within `timeout`), writes `reply` to it and
-/// returns the peer's address as the server saw it.
-fn serve_once(
-    ns: &str,
-    bind: SocketAddr,
-    reply: &'static [u8],
-    timeout: Duration,
-) -> std::thread::JoinHandle<SocketAddr> {
-    let ns = ns.to_owned();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        in_netns(&ns, move || {
-            let l = TcpListener::bind(bind).unwrap();
-            l.set_nonblocking(true).unwrap();
-            tx.send(()).unwrap();
-            let deadline = Instant::now() + timeout;
-            loop {
-                match l.accept() {
-                    Ok((mut s, peer)) => {
-                        s.set_nonblocking(false).unwrap();
-                        s.write_all(reply).unwrap();
-                        return peer;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        assert!(Instant::now() < deadline, "no connection to {bind}");
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => panic!("accept on {bind}: {e}"),
-                }
-            }
-        })
-        .unwrap()
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("server listening");
-    h
-}
-
-/// Connects to `to` from `ns` (retrying for up to 10 s) and reads what the server says.
-fn fetch(ns: &str, to: SocketAddr) -> String {
-    in_netns(ns, move || {
-        let s = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            TcpStream::connect_timeout(&to, Duration::from_secs(1)).ok()
-        });
-        let mut s = s.unwrap_or_else(|| panic!("cannot connect to {to}"));
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap()
 }
 
 const IPAM_3: &[&str] = &["--pod-cidr", POD_CIDR, "--ipam-init-peers", "3"];

@@ -15,12 +15,12 @@
 //! Needs root, nftables, cnitool and the release `weft` and `weft-cni` binaries
 //! (`scripts/test.sh`).
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use weft_lab::testbed::{ping, tcp_transfer_between, weft_bin, Cluster};
-use weft_lab::{in_netns, poll_until, Host};
+use weft_lab::{poll_until, Host};
 use weft_tests::cni::{weft_networks, Cni, CniPod};
+use weft_tests::net::{fetch, relayed_around_a_cut, serve_once};
 
 const CIDR4: &str = "10.32.0.0/12";
 const CIDR6: &str = "fd10:32::/48";
@@ -146,55 +146,6 @@ fn pods_talk_both_families(c: &Cluster, pods: &[CniPod]) {
     }
 }
 
-/// Accepts one TCP connection on `bind` in `ns`, answers `reply`, returns the peer's address.
-fn serve_once(
-    ns: &str,
-    bind: SocketAddr,
-    reply: &'static [u8],
-) -> std::thread::JoinHandle<SocketAddr> {
-    let ns = ns.to_owned();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        in_netns(&ns, move || {
-            let l = TcpListener::bind(bind).unwrap();
-            l.set_nonblocking(true).unwrap();
-            tx.send(()).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                match l.accept() {
-                    Ok((mut s, peer)) => {
-                        s.set_nonblocking(false).unwrap();
-                        s.write_all(reply).unwrap();
-                        return peer;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        assert!(Instant::now() < deadline, "no connection to {bind}");
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => panic!("accept on {bind}: {e}"),
-                }
-            }
-        })
-        .unwrap()
-    });
-    rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    h
-}
-
-fn fetch(ns: &str, to: SocketAddr) -> String {
-    in_netns(ns, move || {
-        let s = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            TcpStream::connect_timeout(&to, Duration::from_secs(1)).ok()
-        });
-        let mut s = s.unwrap_or_else(|| panic!("cannot connect to {to}"));
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap()
-}
-
 #[test]
 fn dual_stack_pods_on_the_plain_sleeve() {
     let (mut c, hosts, cni, nets, pods) = dual_cluster("wds", &["--no-fastpath"], false);
@@ -266,30 +217,11 @@ fn dual_stack_pods_on_the_plain_sleeve() {
         }
     }
 
-    // Pod to pod over IPv6: not translated. Pod to outside (another host's underlay address):
-    // masqueraded to the pod's host's address.
-    let (a, b) = (&pods[0], &pods[2]);
-    let server = serve_once(
-        &b.ns,
-        SocketAddr::new(IpAddr::V6(b.ip6.unwrap()), 7001),
-        b"pod",
-    );
-    assert_eq!(
-        fetch(&a.ns, SocketAddr::new(IpAddr::V6(b.ip6.unwrap()), 7001)),
-        "pod"
-    );
-    assert_eq!(
-        server.join().unwrap().ip(),
-        IpAddr::V6(a.ip6.unwrap()),
-        "pod-to-pod over IPv6 is not translated"
-    );
-    let outside = IpAddr::V6(hosts[1].underlay_ip6.unwrap());
-    let server = serve_once(&hosts[1].ns, SocketAddr::new(outside, 7002), b"host");
-    assert_eq!(fetch(&a.ns, SocketAddr::new(outside, 7002)), "host");
-    assert_eq!(
-        server.join().unwrap().ip(),
-        IpAddr::V6(hosts[0].underlay_ip6.unwrap()),
-        "pod-to-outside over IPv6 is masqueraded to the host's address"
+    // Pod to pod over IPv6: not translated. Pod to outside: masqueraded.
+    nat_only_to_outside(
+        &hosts,
+        (&pods[0].ns, pods[0].ip6.unwrap()),
+        (&pods[2].ns, pods[2].ip6.unwrap()),
     );
 
     // CHECK passes, then fails once the IPv6 address is gone; DEL frees both addresses.
@@ -359,49 +291,6 @@ fn dual_stack_pods_on_the_encrypted_sleeve_and_through_a_relay() {
     );
 }
 
-/// Cuts the underlay between h1 and h3, waits until each sees the other through h2, and checks
-/// that pod `from` reaches pod `to` at each of `targets` (ping) and over the last one (a
-/// checksummed transfer), h2 relaying.
-fn relayed_around_a_cut(c: &Cluster, hosts: &[Host], (from, to): (&str, &str), targets: &[IpAddr]) {
-    let (a, b) = (
-        hosts[0].underlay_ip6.unwrap(),
-        hosts[2].underlay_ip6.unwrap(),
-    );
-    let ul = c.lab.underlay_ns().to_string();
-    c.lab
-        .nft(
-            &ul,
-            &format!(
-                "table bridge weftblock {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip6 saddr {a} ip6 daddr {b} drop\n    ip6 saddr {b} ip6 daddr {a} drop\n  }}\n}}\n"
-            ),
-        )
-        .unwrap();
-    c.wait_path(&hosts[0], "h3", "via h2", Duration::from_secs(20))
-        .unwrap();
-    c.wait_path(&hosts[2], "h1", "via h2", Duration::from_secs(20))
-        .unwrap();
-    let relayed = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
-    for to in targets {
-        assert!(wait_ping(c, from, *to), "no relayed ping to {to}");
-    }
-    let t = tcp_transfer_between(
-        from,
-        to,
-        *targets.last().unwrap(),
-        4 << 20,
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    assert!(t.intact(), "{t:?}");
-    let after = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
-    assert!(
-        after > relayed + 100,
-        "h2 relayed {} datagrams",
-        after - relayed
-    );
-}
-
 #[test]
 fn dual_stack_pods_on_the_fast_path() {
     let (c, hosts, _cni, _nets, pods) = dual_cluster("wdf", &[], false);
@@ -423,6 +312,27 @@ fn dual_stack_pods_on_the_fast_path() {
     assert!(
         sleeve < vx / 100,
         "the router sent {sleeve} bytes while VXLAN sent {vx}"
+    );
+}
+
+/// Pod `a` (on h1) to pod `b` over IPv6 keeps `a`'s address (a one-shot server in `b` sees it);
+/// `a` to another host's underlay address (h2's, outside every pod CIDR) is masqueraded to h1's.
+fn nat_only_to_outside(hosts: &[Host], (a_ns, a): (&str, Ipv6Addr), (b_ns, b): (&str, Ipv6Addr)) {
+    let to_pod = SocketAddr::new(IpAddr::V6(b), 7001);
+    let server = serve_once(b_ns, to_pod, b"pod", Duration::from_secs(15));
+    assert_eq!(fetch(a_ns, to_pod), "pod");
+    assert_eq!(
+        server.join().unwrap().ip(),
+        IpAddr::V6(a),
+        "pod to pod over IPv6 is not translated"
+    );
+    let outside = SocketAddr::new(IpAddr::V6(hosts[1].underlay_ip6.unwrap()), 7002);
+    let server = serve_once(&hosts[1].ns, outside, b"host", Duration::from_secs(15));
+    assert_eq!(fetch(a_ns, outside), "host");
+    assert_eq!(
+        server.join().unwrap().ip(),
+        IpAddr::V6(hosts[0].underlay_ip6.unwrap()),
+        "pod to outside over IPv6 is masqueraded to the host's address"
     );
 }
 
@@ -617,24 +527,7 @@ fn ipv6_only(tag: &str, path: Path) {
         let sent = vx(&c).unwrap() - vx_before.unwrap();
         assert!(sent > 8 << 20, "the VXLAN device sent {sent} bytes");
     }
-    let server = serve_once(&p2.ns, SocketAddr::new(IpAddr::V6(p2.ip), 7001), b"pod");
-    assert_eq!(
-        fetch(&p0.ns, SocketAddr::new(IpAddr::V6(p2.ip), 7001)),
-        "pod"
-    );
-    assert_eq!(
-        server.join().unwrap().ip(),
-        IpAddr::V6(p0.ip),
-        "pod to pod is not translated"
-    );
-    let outside = IpAddr::V6(hosts[1].underlay_ip6.unwrap());
-    let server = serve_once(&hosts[1].ns, SocketAddr::new(outside, 7002), b"host");
-    assert_eq!(fetch(&p0.ns, SocketAddr::new(outside, 7002)), "host");
-    assert_eq!(
-        server.join().unwrap().ip(),
-        IpAddr::V6(hosts[0].underlay_ip6.unwrap()),
-        "pod to outside is masqueraded to the host's address"
-    );
+    nat_only_to_outside(&hosts, (&p0.ns, p0.ip), (&p2.ns, p2.ip));
     // No IPv4 masquerade table is left on an IPv6-only host, and the bridge has the IPv6
     // gateway.
     let tables = c

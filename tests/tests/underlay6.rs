@@ -202,38 +202,11 @@ fn a_cut_ipv6_link_is_relayed_around() {
     let hosts = c.full_mesh(3, &[SLEEVE; 3]).unwrap();
     let ps = pods(&mut c, &hosts);
     assert!(wait_ping(&c.lab, &ps[0], ps[2].ip, Duration::from_secs(10)));
-    let (a, b) = (
-        hosts[0].underlay_ip6.unwrap(),
-        hosts[2].underlay_ip6.unwrap(),
-    );
-    let ul = c.lab.underlay_ns().to_string();
-    c.lab
-        .nft(
-            &ul,
-            &format!(
-                "table bridge weftblock {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip6 saddr {a} ip6 daddr {b} drop\n    ip6 saddr {b} ip6 daddr {a} drop\n  }}\n}}\n"
-            ),
-        )
-        .unwrap();
-    c.wait_path(&hosts[0], "h3", "via h2", Duration::from_secs(20))
-        .unwrap();
-    c.wait_path(&hosts[2], "h1", "via h2", Duration::from_secs(20))
-        .unwrap();
-    let relayed = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
-    let t = tcp_transfer_paced(
-        &ps[0],
-        &ps[2],
-        4 << 20,
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    assert!(t.intact(), "{t:?}");
-    let after = c.status(&hosts[1]).unwrap().counters["relayed_datagrams"];
-    assert!(
-        after > relayed + 100,
-        "h2 relayed {} datagrams",
-        after - relayed
+    weft_tests::net::relayed_around_a_cut(
+        &c,
+        &hosts,
+        (&ps[0].ns, &ps[2].ns),
+        &[IpAddr::V4(ps[2].ip)],
     );
 }
 

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 /// `POST /v1/trace`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceRequest {
-    /// The source: a pod (`namespace/name`), an IPv4 address or a MAC address.
+    /// The source: a pod (`namespace/name`), an IP address (IPv4 or IPv6) or a MAC address.
     pub from: String,
     /// The destination, in the same forms.
     pub to: String,

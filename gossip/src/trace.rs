@@ -18,6 +18,8 @@ pub const MAX_WINDOW_MS: u32 = 10_000;
 
 /// IANA protocol numbers.
 pub const ICMP: u8 = 1;
+/// ICMPv6, what an [`ICMP`] probe is over IPv6.
+pub const ICMPV6: u8 = 58;
 /// TCP.
 pub const TCP: u8 = 6;
 /// UDP.
@@ -77,7 +79,13 @@ impl Signature {
     /// Whether a packet with flow `flow` (and ICMP echo identifier `echo`, from
     /// [`vswitch::wire::flow::echo_id`]) is the probe or its reply.
     pub fn matches(&self, flow: &FlowRepr, echo: Option<u16>) -> Option<Direction> {
-        if flow.protocol != self.proto {
+        // The probe's protocol is named ICMP for both families; over IPv6 it is ICMPv6 (58).
+        let proto = if self.proto == ICMP && self.src.is_ipv6() {
+            ICMPV6
+        } else {
+            self.proto
+        };
+        if flow.protocol != proto {
             return None;
         }
         let forward = flow.src == self.src && flow.dst == self.dst;
@@ -260,6 +268,30 @@ mod tests {
         assert_eq!(
             s.nft_match(true),
             "ip saddr 10.32.1.3 ip daddr 10.32.0.2 icmp id 4660"
+        );
+    }
+
+    #[test]
+    fn an_icmp_probe_over_ipv6_is_icmpv6() {
+        let s = Signature {
+            src: "fd10:32::2".parse().unwrap(),
+            dst: "fd10:32::103".parse().unwrap(),
+            proto: ICMP,
+            key: 4660,
+            port: None,
+        };
+        let f = flow("fd10:32::2", "fd10:32::103", ICMPV6, None);
+        assert_eq!(s.matches(&f, Some(4660)), Some(Direction::Probe));
+        let r = flow("fd10:32::103", "fd10:32::2", ICMPV6, None);
+        assert_eq!(s.matches(&r, Some(4660)), Some(Direction::Reply));
+        // Protocol 1 over IPv6 is not the probe.
+        assert_eq!(
+            s.matches(&flow("fd10:32::2", "fd10:32::103", ICMP, None), Some(4660)),
+            None
+        );
+        assert_eq!(
+            s.nft_match(false),
+            "ip6 saddr fd10:32::2 ip6 daddr fd10:32::103 icmpv6 id 4660"
         );
     }
 

@@ -108,7 +108,7 @@ enum Command {
     /// each end is, the bridge or the path between hosts (fast path, sleeve, relay; encryption,
     /// MTU), and the NetworkPolicy verdicts at egress and ingress with the policies deciding.
     Trace {
-        /// The source: a pod (namespace/name), an IPv4 address or a MAC address.
+        /// The source: a pod (namespace/name), an IP address (IPv4 or IPv6) or a MAC address.
         from: String,
         /// The destination, in the same forms.
         to: String,

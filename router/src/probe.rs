@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context, Result};
 use gossip::trace::{Direction, Signature, ICMP, TCP};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use vswitch::wire::{flow, icmp, FlowRepr};
 use weft_api::trace::LiveTrace;
@@ -62,10 +62,45 @@ pub fn send(live: &LiveTrace) -> Result<Sent> {
     t.join().map_err(|_| anyhow!("the probe thread panicked"))?
 }
 
+/// The ICMPv6 echo probe: a raw ICMPv6 socket receives messages without their IP header, so
+/// the reply is told by its type and identifier (the socket is connected to the destination, so
+/// only its messages arrive).
+fn icmp6_probe(sig: &Signature) -> Result<Sent> {
+    let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+        .context("opening a raw ICMPv6 socket")?;
+    let to = SockAddr::from(SocketAddr::new(sig.dst, 0));
+    s.connect(&to).context("connecting the raw ICMPv6 socket")?;
+    let mut buf = [0u8; 64];
+    let len = icmp::echo_request_v6(sig.key, 1, b"weft trace --live", &mut buf)
+        .map_err(|e| anyhow!("building the echo request: {e}"))?;
+    let sent_at_us = wall_us();
+    let start = Instant::now();
+    s.send(&buf[..len]).context("sending the echo request")?;
+    let mut rx = [0u8; 2048];
+    while let Some(left) = ANSWER_WAIT.checked_sub(start.elapsed()) {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        let Ok(n) = (&s).read(&mut rx) else {
+            break;
+        };
+        if icmp::echo_reply_v6_id(&rx[..n]) == Some(sig.key) {
+            return Ok(Sent {
+                sent_at_us,
+                rtt_us: Some(start.elapsed().as_micros() as u64),
+                note: None,
+            });
+        }
+    }
+    Ok(Sent {
+        sent_at_us,
+        rtt_us: None,
+        note: Some(format!("no echo reply within {ANSWER_WAIT:?}")),
+    })
+}
+
 fn icmp_probe(sig: &Signature) -> Result<Sent> {
-    let IpAddr::V4(_) = sig.dst else {
-        return Err(anyhow!("live ICMP probes are IPv4 only"));
-    };
+    if sig.dst.is_ipv6() {
+        return icmp6_probe(sig);
+    }
     let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
         .context("opening a raw ICMP socket")?;
     let mut buf = [0u8; 64];

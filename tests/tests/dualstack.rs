@@ -204,6 +204,53 @@ fn dual_stack_pods_on_the_plain_sleeve() {
         "no unsolicited neighbour advertisement reached h2's pod"
     );
 
+    // `weft trace` over IPv6: the static path by address, and a live ICMPv6 probe whose hops
+    // h1's kernel and sleeve and h3's sleeve and kernel report, both ways.
+    let (a6, b6) = (
+        pods[0].ip6.unwrap().to_string(),
+        pods[2].ip6.unwrap().to_string(),
+    );
+    let bin = weft_bin().unwrap();
+    let dir = c.state_dir(&hosts[0]);
+    let out = c
+        .lab
+        .exec_ok(
+            &hosts[0].ns,
+            &[
+                bin.to_str().unwrap(),
+                "trace",
+                &a6,
+                &b6,
+                "--live",
+                "--json",
+                "--state-dir",
+                dir.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let t: weft_api::trace::TraceAnswer =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    eprintln!("{}", weft_api::trace::render(&t));
+    assert_eq!(t.outcome, "delivered", "{t:#?}");
+    assert_eq!(t.to.addr.as_deref(), Some(b6.as_str()));
+    let l = t.live.expect("a live part");
+    assert!(l.rtt_us.is_some(), "{l:#?}");
+    let has = |host: &str, point: &str, dir: &str| {
+        l.hops
+            .iter()
+            .any(|h| h.host == host && h.point == point && h.direction == dir)
+    };
+    for (host, point, dir) in [
+        ("h1", "kernel", "probe"),
+        ("h1", "sleeve out", "probe"),
+        ("h3", "sleeve in", "probe"),
+        ("h3", "kernel", "probe"),
+        ("h3", "sleeve out", "reply"),
+        ("h1", "sleeve in", "reply"),
+    ] {
+        assert!(has(host, point, dir), "no {point} {dir} on {host}: {l:#?}");
+    }
+
     // Hosts reach their own pods and other hosts' pods over both families.
     for h in &hosts {
         for p in &pods {

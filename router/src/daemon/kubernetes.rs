@@ -9,7 +9,7 @@ use super::Daemon;
 use crate::policy::Policy;
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_kube::kube;
@@ -44,13 +44,15 @@ pub async fn first_nodes(client: &kube::Client) -> Result<Vec<NodeAddrs>> {
     }
 }
 
-/// The control address of each node other than this one (same address family as `listen`, the
-/// same port: every router of a cluster listens on the same one).
+/// The control address of each node other than this one (same address family as `listen`, or
+/// either family when `listen` is `[::]`; the same port: every router of a cluster listens on the
+/// same one).
 pub fn node_peers(
     nodes: &[NodeAddrs],
     me: &str,
     listen: SocketAddr,
 ) -> BTreeMap<String, Vec<SocketAddr>> {
+    let dual = matches!(listen.ip(), IpAddr::V6(a) if a.is_unspecified());
     nodes
         .iter()
         .filter(|n| n.name != me && !n.internal_ips.contains(&listen.ip()))
@@ -58,7 +60,8 @@ pub fn node_peers(
             let addrs = n
                 .internal_ips
                 .iter()
-                .filter(|ip| ip.is_ipv4() == listen.is_ipv4())
+                // A router on `[::]` speaks both families: the node's first address of either.
+                .filter(|ip| ip.is_ipv4() == listen.is_ipv4() || dual)
                 .take(1)
                 .map(|ip| SocketAddr::new(*ip, listen.port()))
                 .collect();
@@ -205,7 +208,6 @@ fn node_gone(d: &Daemon, name: &str, addrs: &[SocketAddr]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::IpAddr;
 
     #[test]
     fn nodes_become_peers_of_the_same_family_and_port_but_not_this_host() {
@@ -233,5 +235,19 @@ mod tests {
         // The same host under another name (its address is ours) is not a peer either.
         let p = node_peers(&nodes, "other", "10.0.0.1:6783".parse().unwrap());
         assert!(!p.contains_key("h1"));
+        // A router on `[::]` dials each node at its first address, of either family.
+        let p = node_peers(&nodes, "h1", "[::]:6783".parse().unwrap());
+        assert_eq!(
+            p["h2"],
+            vec!["[fd00::2]:6783".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            p["h3"],
+            vec!["10.0.0.3:6783".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            p["h4"],
+            vec!["[fd00::4]:6783".parse::<SocketAddr>().unwrap()]
+        );
     }
 }

@@ -49,19 +49,13 @@ impl Daemon {
             .map(|i| i.reservations())
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|r| {
-                // `weft trace` speaks IPv4 for now: a pod of an IPv6-only network is not listed.
-                let std::net::IpAddr::V4(addr) = r.address else {
-                    return None;
-                };
-                Some(LocalPod {
-                    addr,
-                    pod: r.pod.map(|p| PodKey {
-                        namespace: p.namespace,
-                        name: p.name,
-                    }),
-                    mac: r.port.and_then(|p| p.mac.parse().ok()),
-                })
+            .map(|r| LocalPod {
+                addrs: r.addresses(),
+                pod: r.pod.map(|p| PodKey {
+                    namespace: p.namespace,
+                    name: p.name,
+                }),
+                mac: r.port.and_then(|p| p.mac.parse().ok()),
             })
             .collect();
         let mesh_pods = self
@@ -80,7 +74,7 @@ impl Daemon {
             })
             .collect();
         let ipam = self.gossip.ipam_status();
-        let blocks = ipam
+        let mut blocks: Vec<(gossip::ipam::Block, PeerName)> = ipam
             .as_ref()
             .map(|st| {
                 st.hosts
@@ -90,6 +84,13 @@ impl Daemon {
                     .collect()
             })
             .unwrap_or_default();
+        // On a dual-stack cluster each block's IPv6 twin is its holder's too.
+        if let Some(d) = self.ipam.as_ref().and_then(|i| i.dual()) {
+            let twins: Vec<_> = (blocks.iter())
+                .filter_map(|(b, p)| Some((d.block(*b)?, *p)))
+                .collect();
+            blocks.extend(twins);
+        }
         let inputs = self.policy.as_ref().map(|p| p.inputs());
         let policy = match &inputs {
             None => PolicyView::Off,
@@ -107,7 +108,16 @@ impl Daemon {
             macs,
             local_pods,
             mesh_pods,
-            cidr: ipam.as_ref().map(|st| st.cidr),
+            cidrs: self
+                .ipam
+                .as_ref()
+                .map(|i| {
+                    i.cidr6().into_iter().fold(vec![i.cidr()], |mut v, c| {
+                        v.push(c);
+                        v
+                    })
+                })
+                .unwrap_or_default(),
             blocks,
             fast_reasons,
             peer_mtus,

@@ -176,6 +176,11 @@ impl Ipam {
         self.cidr
     }
 
+    /// The dual-stack mapping, on a dual-stack cluster.
+    pub fn dual(&self) -> Option<DualStack> {
+        self.dual
+    }
+
     /// The IPv6 pod CIDR of a dual-stack cluster.
     pub fn cidr6(&self) -> Option<Block> {
         self.dual.map(|d| d.cidr6)

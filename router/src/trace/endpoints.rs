@@ -3,7 +3,7 @@
 //! pod lists, the IPAM blocks, the MAC table.
 
 use super::{bad, LocalPod, Snapshot, TraceError};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use vswitch::engine::Peer;
 use vswitch::{Location, MacAddr, PeerName};
 use weft_api::trace::TraceEndpoint;
@@ -15,8 +15,8 @@ use weft_policy::PodKey;
 pub enum Target {
     /// `namespace/name`.
     Pod(PodKey),
-    /// An IPv4 address.
-    Addr(Ipv4Addr),
+    /// An IP address (either family).
+    Addr(IpAddr),
     /// A MAC address.
     Mac(MacAddr),
 }
@@ -24,7 +24,7 @@ pub enum Target {
 impl std::str::FromStr for Target {
     type Err = TraceError;
     fn from_str(s: &str) -> Result<Target, TraceError> {
-        if let Ok(a) = s.parse::<Ipv4Addr>() {
+        if let Ok(a) = s.parse::<IpAddr>() {
             return Ok(Target::Addr(a));
         }
         if let Ok(m) = s.parse::<MacAddr>() {
@@ -38,7 +38,7 @@ impl std::str::FromStr for Target {
                 }))
             }
             _ => Err(bad(format!(
-                "{s:?} is neither a pod (namespace/name), an IPv4 address nor a MAC address"
+                "{s:?} is neither a pod (namespace/name), an IP address nor a MAC address"
             ))),
         }
     }
@@ -86,37 +86,46 @@ impl Flow {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Found {
     pub(super) pod: Option<PodKey>,
-    pub(super) addr: Option<Ipv4Addr>,
+    pub(super) addr: Option<IpAddr>,
     pub(super) mac: Option<MacAddr>,
     pub(super) host: Option<PeerName>,
     pub(super) found_by: String,
 }
 
 impl<P: Peer> Snapshot<'_, P> {
+    /// The first pod of the mesh's lists for which `f` is true, with its address `want` when it
+    /// has it, else its first one.
     fn mesh_pod(
         &self,
+        want: Option<IpAddr>,
         f: impl Fn(&PodKey, &[IpAddr]) -> bool,
-    ) -> Option<(PeerName, PodKey, Ipv4Addr)> {
+    ) -> Option<(PeerName, PodKey, IpAddr)> {
         self.mesh_pods.iter().find_map(|(h, k, addrs)| {
-            let v4 = addrs.iter().find_map(|a| match a {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            })?;
-            f(k, addrs).then(|| (*h, k.clone(), v4))
+            let a = want
+                .filter(|w| addrs.contains(w))
+                .or_else(|| addrs.first().copied())?;
+            f(k, addrs).then(|| (*h, k.clone(), a))
         })
     }
 
     /// Where `t` is: this host's reservations first, then the mesh's pod lists, the IPAM blocks
     /// (addresses) or the MAC table (MACs).
     pub(super) fn locate(&self, t: &Target) -> Found {
+        // A local pod found by one of its addresses is shown with that one, else its first.
+        let want = match t {
+            Target::Addr(a) => Some(*a),
+            _ => None,
+        };
         let local = |p: &LocalPod| Found {
             pod: p.pod.clone(),
-            addr: Some(p.addr),
+            addr: want
+                .filter(|w| p.addrs.contains(w))
+                .or_else(|| p.addrs.first().copied()),
             mac: p.mac,
             host: Some(self.me),
             found_by: "local reservation".into(),
         };
-        let mesh = |(h, k, a): (PeerName, PodKey, Ipv4Addr)| Found {
+        let mesh = |(h, k, a): (PeerName, PodKey, IpAddr)| Found {
             pod: Some(k),
             addr: Some(a),
             host: Some(h),
@@ -132,7 +141,7 @@ impl<P: Peer> Snapshot<'_, P> {
                 if let Some(p) = self.local_pods.iter().find(|p| p.pod.as_ref() == Some(k)) {
                     return local(p);
                 }
-                self.mesh_pod(|key, _| key == k)
+                self.mesh_pod(None, |key, _| key == k)
                     .map(mesh)
                     .unwrap_or_else(|| {
                         unknown(Found {
@@ -142,10 +151,10 @@ impl<P: Peer> Snapshot<'_, P> {
                     })
             }
             Target::Addr(a) => {
-                if let Some(p) = self.local_pods.iter().find(|p| p.addr == *a) {
+                if let Some(p) = self.local_pods.iter().find(|p| p.addrs.contains(a)) {
                     return local(p);
                 }
-                if let Some(m) = self.mesh_pod(|_, addrs| addrs.contains(&IpAddr::V4(*a))) {
+                if let Some(m) = self.mesh_pod(Some(*a), |_, addrs| addrs.contains(a)) {
                     return mesh(m);
                 }
                 match self.blocks.iter().find(|(b, _)| b.contains(*a)) {

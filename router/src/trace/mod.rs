@@ -10,7 +10,7 @@
 
 use gossip::ipam::Block;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use vswitch::engine::{Fabric, Peer};
 use vswitch::switch::Decision;
 use vswitch::{Location, MacAddr, PeerName};
@@ -27,7 +27,7 @@ pub mod watch;
 use endpoints::Found;
 pub use endpoints::{Flow, Target};
 
-/// A request that cannot be traced: an endpoint that is neither `namespace/name`, an IPv4
+/// A request that cannot be traced: an endpoint that is neither `namespace/name`, an IP
 /// address nor a MAC, or a protocol other than `tcp`, `udp`, `icmp` (the crate's one error enum,
 /// answered with HTTP 400).
 pub type TraceError = crate::Error;
@@ -39,8 +39,8 @@ fn bad(what: String) -> TraceError {
 /// A pod attached on this host (its reservation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalPod {
-    /// Its address.
-    pub addr: Ipv4Addr,
+    /// Its addresses: IPv4 first on a dual-stack cluster, then IPv6.
+    pub addrs: Vec<IpAddr>,
     /// Its identity, when given at ADD.
     pub pod: Option<PodKey>,
     /// Its MAC, once its port is guarded.
@@ -81,8 +81,8 @@ pub struct Snapshot<'a, P> {
     pub local_pods: Vec<LocalPod>,
     /// Every host's pods as the mesh lists them (this host's included).
     pub mesh_pods: Vec<(PeerName, PodKey, Vec<IpAddr>)>,
-    /// The pod CIDR, when IPAM is on.
-    pub cidr: Option<Block>,
+    /// The pod CIDRs (one per family), when IPAM is on.
+    pub cidrs: Vec<Block>,
     /// The pod-address blocks and their holders.
     pub blocks: Vec<(Block, PeerName)>,
     /// Per neighbour, why it is on the fast path or the sleeve (as `weft status` shows it).
@@ -289,8 +289,8 @@ pub fn explain<P: Peer>(
     // NetworkPolicy, cluster-wide: the reference evaluator on the last compile's inputs.
     let verdicts = match (s.policy, from.addr, to.addr) {
         (PolicyView::On(cluster, addresses), Some(fa), Some(ta)) => {
-            let e = |f: &Found, a: Ipv4Addr| reference::Endpoint {
-                addr: IpAddr::V4(a),
+            let e = |f: &Found, a: IpAddr| reference::Endpoint {
+                addr: a,
                 pod: f.pod.clone(),
             };
             Some(reference::explain(
@@ -366,10 +366,16 @@ pub fn explain<P: Peer>(
                 }
             }
             (Some(a), None) => {
-                if let Some(cidr) = s.cidr.filter(|c| to.addr.is_some_and(|t| !c.contains(t))) {
+                let outside = to
+                    .addr
+                    .is_some_and(|t| !s.cidrs.is_empty() && s.cidrs.iter().all(|c| !c.contains(t)));
+                if outside {
+                    let cidrs: Vec<String> = s.cidrs.iter().map(ToString::to_string).collect();
                     notes.push(format!(
-                        "{} is outside the pod CIDR {cidr}: the pod sends it to its gateway and {} routes it (masqueraded)",
-                        to_query, from_host
+                        "{} is outside the pod CIDR {}: the pod sends it to its gateway and {} routes it (masqueraded)",
+                        to_query,
+                        cidrs.join(" and "),
+                        from_host
                     ));
                 }
                 let mut detail = format!(

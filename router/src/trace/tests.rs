@@ -48,7 +48,7 @@ fn key(s: &str) -> PodKey {
     }
 }
 
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> std::net::Ipv4Addr {
     s.parse().unwrap()
 }
 
@@ -72,18 +72,25 @@ fn snapshot<'a>(fabric: &'a Fabric<P>, policy: PolicyView<'a>) -> Snapshot<'a, P
             .collect(),
         local_pods: vec![
             LocalPod {
-                addr: ip("10.32.0.2"),
+                addrs: vec![IpAddr::V4(ip("10.32.0.2")), "fd10:32::2".parse().unwrap()],
                 pod: Some(key("x/a")),
                 mac: Some("02:00:00:00:00:0a".parse().unwrap()),
             },
             LocalPod {
-                addr: ip("10.32.0.3"),
+                addrs: vec![IpAddr::V4(ip("10.32.0.3"))],
                 pod: Some(key("x/c")),
                 mac: None,
             },
         ],
-        mesh_pods: vec![(H2, key("y/b"), vec![IpAddr::V4(ip("10.32.1.2"))])],
-        cidr: Block::new(ip("10.32.0.0"), 16),
+        mesh_pods: vec![(
+            H2,
+            key("y/b"),
+            vec![IpAddr::V4(ip("10.32.1.2")), "fd10:32::102".parse().unwrap()],
+        )],
+        cidrs: vec![
+            Block::new(ip("10.32.0.0"), 16).unwrap(),
+            "fd10:32::/48".parse().unwrap(),
+        ],
         blocks: vec![
             (block("10.32.0.0"), H1),
             (block("10.32.1.0"), H2),
@@ -122,7 +129,7 @@ fn endpoints_parse() {
     assert_eq!("x/a".parse::<Target>().unwrap(), Target::Pod(key("x/a")));
     assert_eq!(
         "10.32.0.2".parse::<Target>().unwrap(),
-        Target::Addr(ip("10.32.0.2"))
+        Target::Addr(IpAddr::V4(ip("10.32.0.2")))
     );
     assert!(matches!(
         "02:00:00:00:00:0a".parse::<Target>().unwrap(),
@@ -132,6 +139,32 @@ fn endpoints_parse() {
     assert!("a/b/c".parse::<Target>().is_err());
     assert!(Flow::parse("sctp", None).is_err());
     assert_eq!(Flow::parse("", Some(80)).unwrap().protocol, Protocol::Tcp);
+}
+
+#[test]
+fn ipv6_addresses_find_dual_stack_pods() {
+    let f = direct_fabric(false);
+    let s = snapshot(&f, PolicyView::Off);
+    // A local pod and a remote one by their IPv6 addresses: shown with the address asked.
+    let t = explain(&s, "fd10:32::2", "fd10:32::102", icmp()).unwrap();
+    assert_eq!(t.from.pod.as_deref(), Some("x/a"));
+    assert_eq!(t.from.addr.as_deref(), Some("fd10:32::2"));
+    assert_eq!(t.to.pod.as_deref(), Some("y/b"));
+    assert_eq!(t.to.addr.as_deref(), Some("fd10:32::102"));
+    assert_eq!(t.to.found_by, "gossiped pod list");
+    assert_eq!(t.outcome, "delivered");
+    // By name, a pod shows its first (IPv4) address.
+    let t = explain(&s, "x/a", "y/b", icmp()).unwrap();
+    assert_eq!(t.to.addr.as_deref(), Some("10.32.1.2"));
+    // An IPv6 address outside both pod CIDRs is routed out and masqueraded.
+    let t = explain(&s, "x/a", "2001:db8::1", icmp()).unwrap();
+    assert!(
+        t.notes
+            .iter()
+            .any(|n| n.contains("outside the pod CIDR 10.32.0.0/16 and fd10:32::/48")),
+        "{:?}",
+        t.notes
+    );
 }
 
 #[test]

@@ -200,6 +200,26 @@ pub fn echo_request(id: u16, seq: u16, payload: &[u8], out: &mut [u8]) -> Result
     Ok(len)
 }
 
+/// Writes an ICMPv6 echo request (type 128) with identifier `id`, sequence `seq` and `payload`
+/// into `out`, without an IP header and with a zero checksum: on a raw ICMPv6 socket the kernel
+/// fills in the checksum, which covers the IPv6 pseudo-header (RFC 3542). Returns its length.
+pub fn echo_request_v6(id: u16, seq: u16, payload: &[u8], out: &mut [u8]) -> Result<usize> {
+    let len = ICMP_HEADER_LEN + payload.len();
+    let b = out.get_mut(..len).ok_or(Error::BufferTooSmall)?;
+    b[..ICMP_HEADER_LEN].copy_from_slice(&[128, 0, 0, 0, 0, 0, 0, 0]);
+    b[4..6].copy_from_slice(&id.to_be_bytes());
+    b[6..8].copy_from_slice(&seq.to_be_bytes());
+    b[ICMP_HEADER_LEN..].copy_from_slice(payload);
+    Ok(len)
+}
+
+/// The identifier of an ICMPv6 echo reply (type 129) as a raw ICMPv6 socket delivers it (the
+/// message without its IP header); `None` for anything else.
+pub fn echo_reply_v6_id(message: &[u8]) -> Option<u16> {
+    let h = message.get(..ICMP_HEADER_LEN)?;
+    (h[0] == 129 && h[1] == 0).then(|| u16::from_be_bytes([h[4], h[5]]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,5 +585,20 @@ mod tests {
         assert_eq!(&out[..8], &[8, 0, out[2], out[3], 0x12, 0x34, 0, 1]);
         assert!(checksum::verify(&out[..len]));
         assert!(echo_request(1, 1, &[0; 64], &mut out).is_err());
+    }
+
+    #[test]
+    fn icmpv6_echo_request_and_reply_id() {
+        let mut b = [0u8; 32];
+        let n = echo_request_v6(0x1234, 1, b"hi", &mut b).unwrap();
+        assert_eq!(&b[..n], &[128, 0, 0, 0, 0x12, 0x34, 0, 1, b'h', b'i']);
+        assert!(echo_request_v6(1, 1, b"hi", &mut [0u8; 9]).is_err());
+        // A reply with the same identifier is recognised; a request or a short message is not.
+        assert_eq!(
+            echo_reply_v6_id(&[129, 0, 0, 0, 0x12, 0x34, 0, 1]),
+            Some(0x1234)
+        );
+        assert_eq!(echo_reply_v6_id(&b[..n]), None);
+        assert_eq!(echo_reply_v6_id(&[129, 0, 0]), None);
     }
 }

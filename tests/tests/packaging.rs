@@ -181,7 +181,7 @@ fn the_debian_package_installs_a_working_weft() {
         .args(["config", "check", "--config"])
         .arg(&all_on));
     assert!(
-        check.contains("pod-cidr = \"10.32.0.0/12\"  # file"),
+        check.contains("pod-cidr = [\"10.32.0.0/12\"]  # file"),
         "{check}"
     );
 

@@ -35,6 +35,7 @@ fn hello() -> Hello {
         udp_port: 6783,
         pod_mtu: 1376,
         pod_cidr: None,
+        pod_cidr6: None,
         block_prefix: None,
         key: None,
         sig: None,

@@ -62,17 +62,36 @@ pub fn send(live: &LiveTrace) -> Result<Sent> {
     t.join().map_err(|_| anyhow!("the probe thread panicked"))?
 }
 
-/// The ICMPv6 echo probe: a raw ICMPv6 socket receives messages without their IP header, so
-/// the reply is told by its type and identifier (the socket is connected to the destination, so
-/// only its messages arrive).
-fn icmp6_probe(sig: &Signature) -> Result<Sent> {
-    let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
-        .context("opening a raw ICMPv6 socket")?;
-    let to = SockAddr::from(SocketAddr::new(sig.dst, 0));
-    s.connect(&to).context("connecting the raw ICMPv6 socket")?;
+/// The ICMP echo probe, ICMPv6 over IPv6. The socket is connected to the destination, so only
+/// its packets arrive. A raw ICMPv4 socket receives each packet with its IP header (the reply is
+/// told by its flow and echo id); a raw ICMPv6 socket receives the message alone, checksummed by
+/// the kernel on the way out (the reply is told by its type and identifier).
+fn icmp_probe(sig: &Signature) -> Result<Sent> {
+    let v6 = sig.dst.is_ipv6();
+    let (domain, protocol) = if v6 {
+        (Domain::IPV6, Protocol::ICMPV6)
+    } else {
+        (Domain::IPV4, Protocol::ICMPV4)
+    };
+    let s = Socket::new(domain, Type::RAW, Some(protocol)).context("opening a raw ICMP socket")?;
+    s.connect(&SockAddr::from(SocketAddr::new(sig.dst, 0)))
+        .context("connecting the raw ICMP socket")?;
     let mut buf = [0u8; 64];
-    let len = icmp::echo_request_v6(sig.key, 1, b"weft trace --live", &mut buf)
+    let request = if v6 {
+        icmp::echo_request_v6
+    } else {
+        icmp::echo_request
+    };
+    let len = request(sig.key, 1, b"weft trace --live", &mut buf)
         .map_err(|e| anyhow!("building the echo request: {e}"))?;
+    let is_reply = |got: &[u8]| {
+        if v6 {
+            icmp::echo_reply_v6_id(got) == Some(sig.key)
+        } else {
+            FlowRepr::parse(got)
+                .is_ok_and(|f| sig.matches(&f, flow::echo_id(got)) == Some(Direction::Reply))
+        }
+    };
     let sent_at_us = wall_us();
     let start = Instant::now();
     s.send(&buf[..len]).context("sending the echo request")?;
@@ -82,47 +101,7 @@ fn icmp6_probe(sig: &Signature) -> Result<Sent> {
         let Ok(n) = (&s).read(&mut rx) else {
             break;
         };
-        if icmp::echo_reply_v6_id(&rx[..n]) == Some(sig.key) {
-            return Ok(Sent {
-                sent_at_us,
-                rtt_us: Some(start.elapsed().as_micros() as u64),
-                note: None,
-            });
-        }
-    }
-    Ok(Sent {
-        sent_at_us,
-        rtt_us: None,
-        note: Some(format!("no echo reply within {ANSWER_WAIT:?}")),
-    })
-}
-
-fn icmp_probe(sig: &Signature) -> Result<Sent> {
-    if sig.dst.is_ipv6() {
-        return icmp6_probe(sig);
-    }
-    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
-        .context("opening a raw ICMP socket")?;
-    let mut buf = [0u8; 64];
-    let len = icmp::echo_request(sig.key, 1, b"weft trace --live", &mut buf)
-        .map_err(|e| anyhow!("building the echo request: {e}"))?;
-    let to = SockAddr::from(SocketAddr::new(sig.dst, 0));
-    let sent_at_us = wall_us();
-    let start = Instant::now();
-    s.send_to(&buf[..len], &to)
-        .context("sending the echo request")?;
-    let mut rx = [0u8; 2048];
-    while let Some(left) = ANSWER_WAIT.checked_sub(start.elapsed()) {
-        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-        // A raw socket receives every ICMP packet with its IP header: keep the reply.
-        let Ok(n) = (&s).read(&mut rx) else {
-            break;
-        };
-        let got = &rx[..n];
-        let Ok(f) = FlowRepr::parse(got) else {
-            continue;
-        };
-        if sig.matches(&f, flow::echo_id(got)) == Some(Direction::Reply) {
+        if is_reply(&rx[..n]) {
             return Ok(Sent {
                 sent_at_us,
                 rtt_us: Some(start.elapsed().as_micros() as u64),

@@ -111,12 +111,7 @@ impl Daemon {
             cidrs: self
                 .ipam
                 .as_ref()
-                .map(|i| {
-                    i.cidr6().into_iter().fold(vec![i.cidr()], |mut v, c| {
-                        v.push(c);
-                        v
-                    })
-                })
+                .map(|i| std::iter::once(i.cidr()).chain(i.cidr6()).collect())
                 .unwrap_or_default(),
             blocks,
             fast_reasons,

@@ -602,6 +602,19 @@ pub fn tcp_transfer_between(
     timeout: Duration,
 ) -> Result<Transfer> {
     let addr = SocketAddr::new(to, 5201);
+    tcp_transfer_on_port(from_ns, to_ns, addr, bytes, spread, timeout)
+}
+
+/// Like [`tcp_transfer_between`], to the address and port `addr` (several transfers to one pod
+/// at once each take their own port).
+pub fn tcp_transfer_on_port(
+    from_ns: &str,
+    to_ns: &str,
+    addr: SocketAddr,
+    bytes: u64,
+    spread: Duration,
+    timeout: Duration,
+) -> Result<Transfer> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let server_ns = to_ns.to_owned();
     let server = std::thread::spawn(move || {

@@ -269,6 +269,12 @@ struct RouterArgs {
     /// for with up to one spinning core while packets come. Off (0) by default.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     busy_poll_us: u64,
+    /// Data plane workers: threads, each with its own queue of the TAP port and its own UDP
+    /// socket on the listen port (SO_REUSEPORT). A flow stays on one worker. `auto`: half the
+    /// cores this process may run on (the other half is left to the pods and the kernel's share
+    /// of the traffic), at least 1 and at most 8.
+    #[arg(long, default_value = "auto", value_parser = weft::daemon::config::parse_workers)]
+    workers: usize,
     /// Enforce Kubernetes NetworkPolicy from the manifests in this directory (`*.yaml`, `*.yml`,
     /// `*.json`: Namespace, Pod and NetworkPolicy objects; every host given the same content;
     /// changes picked up within 2 s). Needs --pod-cidr.
@@ -432,6 +438,7 @@ fn build_config(a: RouterArgs) -> Result<daemon::Config> {
         ipam,
         policy,
         busy_poll: Duration::from_micros(a.busy_poll_us),
+        workers: a.workers,
         log: a.log.clone(),
         reloader: None,
     };

@@ -66,6 +66,31 @@ pub fn render(r: &Report) -> String {
     );
     o.val("weft_uptime_seconds", &[], r.uptime_secs);
 
+    o.head(
+        "weft_worker_tap_rx_frames_total",
+        "counter",
+        "Frames a data plane worker read from its TAP queue.",
+    );
+    for (i, w) in r.workers.iter().enumerate() {
+        o.val(
+            "weft_worker_tap_rx_frames_total",
+            &[("worker", &i.to_string())],
+            w.tap_rx_frames,
+        );
+    }
+    o.head(
+        "weft_worker_udp_rx_datagrams_total",
+        "counter",
+        "Datagrams a data plane worker received on its UDP socket.",
+    );
+    for (i, w) in r.workers.iter().enumerate() {
+        o.val(
+            "weft_worker_udp_rx_datagrams_total",
+            &[("worker", &i.to_string())],
+            w.udp_rx_datagrams,
+        );
+    }
+
     o.head("weft_peers", "gauge", "Known peers by state.");
     let mut states: std::collections::BTreeMap<&str, u64> = Default::default();
     for p in &r.peers {

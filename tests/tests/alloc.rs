@@ -197,7 +197,7 @@ fn setup(
                 fast: false,
             }],
         )));
-        let dp = Dataplane::start(shared.clone(), tap, socket).unwrap();
+        let dp = Dataplane::start(shared.clone(), vec![tap], vec![socket]).unwrap();
         (dp, shared)
     })
     .unwrap();

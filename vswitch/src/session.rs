@@ -71,7 +71,7 @@ pub use key::{Aead, Key, KEY_LEN};
 pub use open::{KeyEpochs, Opener};
 pub use rekey::{RekeyPolicy, Session};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
-pub use seal::{Sealer, COUNTER_LIMIT};
+pub use seal::{SealTicket, Sealer, COUNTER_LIMIT};
 
 /// Why a datagram could not be sealed or opened, or a key not installed. Cheap and `Copy`: the
 /// router counts drops per reason.

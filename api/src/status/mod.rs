@@ -66,6 +66,11 @@ pub struct Report {
     pub fastpath: FastPathReport,
     /// Host-wide data plane counters.
     pub counters: BTreeMap<String, u64>,
+    /// The data plane workers (`--workers`), each with its own TAP queue and UDP socket: what
+    /// each one read. Their sums are the host-wide `tap_rx_frames` and `udp_rx_datagrams`.
+    /// Routers older than the field send none.
+    #[serde(default)]
+    pub workers: Vec<WorkerReport>,
     /// Drops by reason.
     pub drops: BTreeMap<String, u64>,
     /// MAC table counters.
@@ -86,6 +91,15 @@ pub struct Report {
     /// NetworkPolicy enforcement (`None` when no policy source is configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::policy::PolicyReport>,
+}
+
+/// One data plane worker's share of the traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// Frames it read from its TAP queue.
+    pub tap_rx_frames: u64,
+    /// Datagrams it received on its UDP socket.
+    pub udp_rx_datagrams: u64,
 }
 
 /// Pod IPAM on one router: its blocks, its reservations, the cluster's view.

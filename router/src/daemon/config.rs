@@ -82,6 +82,8 @@ pub struct Config {
     /// How long the data plane thread polls after its last packet before it sleeps
     /// (`--busy-poll-us`).
     pub busy_poll: Duration,
+    /// Data plane workers (`--workers`), at least 1.
+    pub workers: usize,
     /// The log filter (`--log`).
     pub log: String,
     /// How to read the configuration again and change the log filter (`weft reload`, SIGHUP);
@@ -192,6 +194,7 @@ impl Config {
             format!("{:?}", self.busy_poll),
             format!("{:?}", new.busy_poll),
         );
+        cmp("workers", self.workers.to_string(), new.workers.to_string());
         cmp(
             "kubernetes",
             format!("{:?}", (self.policy.kubernetes, &self.policy.kubeconfig)),
@@ -281,6 +284,28 @@ pub fn default_listen() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT)
 }
 
+/// The most workers `--workers` takes.
+pub const MAX_WORKERS: usize = 64;
+
+/// Parses `--workers`: `auto` or a number from 1 to [`MAX_WORKERS`].
+pub fn parse_workers(s: &str) -> Result<usize, String> {
+    if s == "auto" {
+        return Ok(auto_workers());
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is neither auto nor a number of workers from 1 to {MAX_WORKERS}"
+        )),
+    }
+}
+
+/// `--workers auto`: half the cores this process may run on, at least 1 and at most 8.
+pub fn auto_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).clamp(1, 8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +354,16 @@ mod tests {
         assert!(v6.contains(&ip("fd12::1")));
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
         assert!("10.0.0.0".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn workers_are_auto_or_a_number_in_range() {
+        assert_eq!(super::parse_workers("3"), Ok(3));
+        assert_eq!(super::parse_workers("auto"), Ok(super::auto_workers()));
+        assert!((1..=8).contains(&super::auto_workers()));
+        for bad in ["0", "65", "-1", "two", ""] {
+            let e = super::parse_workers(bad).unwrap_err();
+            assert!(e.contains("from 1 to 64"), "{e}");
+        }
     }
 }

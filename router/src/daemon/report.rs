@@ -271,6 +271,12 @@ impl Daemon {
                 }
             },
             counters,
+            workers: (self.shared.workers.iter())
+                .map(|w| weft_api::status::WorkerReport {
+                    tap_rx_frames: w.tap_rx_frames.load(Relaxed),
+                    udp_rx_datagrams: w.udp_rx_datagrams.load(Relaxed),
+                })
+                .collect(),
             drops,
             fdb,
             kernel_fdb,

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use axum::routing::get;
 use gossip::driver::{self, Gossip};
 use std::collections::HashMap;
-use std::net::{IpAddr, UdpSocket};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
@@ -80,14 +80,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     {
         tracing::warn!("cannot cap what bridge {} learns: {e:#}", cfg.bridge);
     }
-    let tap = Tap::open_with_offloads(&cfg.tap, !crate::dataplane::disabled("tso"))
+    let taps = Tap::open_queues(&cfg.tap, cfg.workers, !crate::dataplane::disabled("tso"))
         .with_context(|| format!("creating TAP device {}", cfg.tap))?;
     if let Err(e) = nl.attach(&cfg.tap, bridge_index, TAP_MTU).await {
         tracing::debug!("TAP MTU {TAP_MTU} refused ({e:#}); using the pod MTU");
         nl.attach(&cfg.tap, bridge_index, pod_mtu).await?;
     }
-    let socket =
-        UdpSocket::bind(cfg.listen).with_context(|| format!("binding UDP {}", cfg.listen))?;
+    let sockets = crate::dataplane::bind_sockets(cfg.listen, cfg.workers)
+        .with_context(|| format!("binding UDP {}", cfg.listen))?;
 
     // The kernel fast path: only without a secret (VXLAN does not encrypt), and with a concrete
     // underlay address for the VXLAN device to use.
@@ -136,14 +136,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
 
     let switch = Switch::new(Fdb::new(cfg.fdb_capacity, cfg.mac_max_age));
-    let mut shared = Shared::new(name, pod_mtu, max_datagram, cfg.secrets.is_some(), switch);
+    let mut shared = Shared::new(name, pod_mtu, max_datagram, cfg.secrets.is_some(), switch)
+        .with_workers(cfg.workers);
     if fast.is_some() {
         shared.vxlan = Some((cfg.vni, cfg.vxlan_port));
     }
     shared.busy_poll = cfg.busy_poll;
     let shared = Arc::new(shared);
     let dataplane =
-        Dataplane::start(shared.clone(), tap, socket).context("starting the data plane")?;
+        Dataplane::start(shared.clone(), taps, sockets).context("starting the data plane")?;
 
     // With --kubernetes: the Nodes are the peers, and their number the cluster size the first
     // block agreement waits for.

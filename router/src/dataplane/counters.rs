@@ -185,6 +185,15 @@ impl Counters {
     }
 }
 
+/// What one data plane worker read (`weft status`'s `workers`): shows how the flows spread.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Frames read from its TAP queue.
+    pub tap_rx_frames: AtomicU64,
+    /// Datagrams received on its UDP socket.
+    pub udp_rx_datagrams: AtomicU64,
+}
+
 /// Per-peer counters and link state; they survive the peer's reconnections.
 #[derive(Debug, Default)]
 pub struct PeerCounters {

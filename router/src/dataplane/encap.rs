@@ -189,10 +189,7 @@ fn close(shared: &Shared, io: &Io<'_>, p: &mut Pending) {
         return;
     }
     let wire = match &p.session {
-        Some(s) => s
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .seal_in_place(&mut p.buf[p.ready..], p.len),
+        Some(s) => seal(s, &mut p.buf[p.ready..], p.len),
         None => Ok(p.len),
     };
     let w = match wire {
@@ -265,16 +262,25 @@ pub(super) fn seal_and_send(
 ) -> Result<(), Reason> {
     let wire = match session {
         Some(s) => {
-            let n = s
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .seal_in_place(buf, len)
-                .map_err(Reason::Crypto)?;
+            let n = seal(s, buf, len).map_err(Reason::Crypto)?;
             &buf[..n]
         }
         None => &buf[HEADROOM..HEADROOM + len],
     };
     send(io.socket, io.state, to, wire).map_err(|_| Reason::SendError)
+}
+
+/// Seals the plain datagram at `buf[HEADROOM..HEADROOM + len]` in place with `session`'s send
+/// key. The session is locked only to take the counter ([`Session::ticket`]); the encryption runs
+/// outside the lock, so workers sending to one peer, and the worker receiving from it, do not
+/// wait for each other's AEAD work.
+fn seal(
+    session: &Mutex<Session>,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<usize, vswitch::CryptoError> {
+    let ticket = session.lock().unwrap_or_else(|p| p.into_inner()).ticket()?;
+    ticket.seal_in_place(buf, len)
 }
 
 /// Sends `frame` VXLAN-encapsulated (RFC 7348, [`vswitch::wire::vxlan`]) to a peer's kernel

@@ -44,7 +44,7 @@ mod fabric;
 mod tap_side;
 mod udp_side;
 
-pub use counters::{Counters, PeerCounters, Reason, RttHistogram, RTT_BOUNDS_US};
+pub use counters::{Counters, PeerCounters, Reason, RttHistogram, WorkerCounters, RTT_BOUNDS_US};
 pub use fabric::{Fabric, PeerEntry};
 
 use crate::sys::{self, tap::Tap};
@@ -104,6 +104,8 @@ pub struct Shared {
     pub fabric: ArcSwap<Fabric>,
     /// Host-wide counters.
     pub counters: Counters,
+    /// Each worker's share ([`Shared::with_workers`] sets how many there are).
+    pub workers: Box<[WorkerCounters]>,
     /// Send several datagrams per `sendmsg` with UDP GSO when the kernel can (on unless
     /// `WEFT_BENCH_DISABLE` lists `udp-gso`).
     pub udp_gso: bool,
@@ -139,6 +141,7 @@ impl Shared {
             switch: Mutex::new(switch),
             fabric: ArcSwap::from_pointee(Fabric::default()),
             counters: Counters::default(),
+            workers: Box::new([WorkerCounters::default()]),
             udp_gso: !disabled("udp-gso"),
             csum_elide: !disabled("csum-elide"),
             busy_poll: Duration::ZERO,
@@ -146,6 +149,12 @@ impl Shared {
             watch: Default::default(),
             running: AtomicBool::new(true),
         }
+    }
+
+    /// Sets the number of data plane workers (at least 1).
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = (0..n.max(1)).map(|_| WorkerCounters::default()).collect();
+        self
     }
 
     /// Locks the switch (a poisoned lock is taken over: the switch has no invariants a panic
@@ -178,34 +187,67 @@ impl Shared {
     }
 }
 
-/// The running data plane thread, and the socket the control plane sends heartbeats on.
+/// The running data plane workers, and the socket the control plane sends heartbeats on (the
+/// first worker's).
 #[derive(Debug)]
 pub struct Dataplane {
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     state: Arc<UdpSocketState>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Dataplane {
-    /// Starts the data plane thread over the given TAP port and UDP socket.
-    pub fn start(shared: Arc<Shared>, tap: Tap, socket: UdpSocket) -> io::Result<Dataplane> {
-        let state = Arc::new(UdpSocketState::new((&socket).into())?);
-        sys::force_socket_buffers(socket.as_fd(), 8 << 20)?;
-        let tap = Arc::new(tap);
-        let socket = Arc::new(socket);
-        let thread = {
-            let (shared, tap, socket, state) =
-                (shared.clone(), tap.clone(), socket.clone(), state.clone());
-            std::thread::Builder::new()
-                .name("weft-dataplane".into())
-                .spawn(move || worker(&shared, &tap, &socket, &state))?
-        };
+    /// Starts one worker thread per (TAP queue, UDP socket) pair; `taps` and `sockets` are as
+    /// many as [`Shared::workers`] (see [`Tap::open_queues`] and [`bind_sockets`]).
+    pub fn start(
+        shared: Arc<Shared>,
+        taps: Vec<Tap>,
+        sockets: Vec<UdpSocket>,
+    ) -> io::Result<Dataplane> {
+        if taps.is_empty() || taps.len() != sockets.len() || taps.len() != shared.workers.len() {
+            return Err(io::Error::other(format!(
+                "{} TAP queues and {} sockets for {} workers",
+                taps.len(),
+                sockets.len(),
+                shared.workers.len()
+            )));
+        }
+        let mut first = None;
+        let mut threads = Vec::with_capacity(taps.len());
+        for (index, (tap, socket)) in taps.into_iter().zip(sockets).enumerate() {
+            let state = Arc::new(UdpSocketState::new((&socket).into())?);
+            sys::force_socket_buffers(socket.as_fd(), 8 << 20)?;
+            let socket = Arc::new(socket);
+            if first.is_none() {
+                first = Some((socket.clone(), state.clone()));
+            }
+            let ws = shared.clone();
+            let name = if index == 0 {
+                "weft-dataplane".to_string()
+            } else {
+                format!("weft-dataplane{index}")
+            };
+            let thread = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || worker(&ws, index, &tap, &socket, &state));
+            match thread {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    shared.running.store(false, Relaxed);
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let (socket, state) = first.expect("at least one worker");
         Ok(Dataplane {
             shared,
             socket,
             state,
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(threads),
         })
     }
 
@@ -238,20 +280,46 @@ impl Dataplane {
         &self.socket
     }
 
-    /// Stops the thread and waits for it.
+    /// Stops the workers and waits for them.
     pub fn stop(&self) {
         self.shared.running.store(false, Relaxed);
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = thread {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
             let _ = t.join();
         }
     }
+}
+
+/// Binds the UDP sockets of `n` workers to `addr`: one socket as before for one worker; for
+/// more, `n` sockets sharing the port (`SO_REUSEPORT`). The kernel then hands each datagram to
+/// one of them by a hash of its addresses and ports, so all the datagrams of one neighbour (one
+/// source address and port) reach one worker, in order.
+pub fn bind_sockets(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
+    if n <= 1 {
+        return Ok(vec![UdpSocket::bind(addr)?]);
+    }
+    (0..n)
+        .map(|_| {
+            let domain = socket2::Domain::for_address(addr);
+            let s =
+                socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+            if addr.is_ipv6() {
+                // As std binds it: `[::]` takes IPv4 too.
+                s.set_only_v6(false)?;
+            }
+            s.set_reuse_port(true)?;
+            s.bind(&addr.into())?;
+            Ok(s.into())
+        })
+        .collect()
 }
 
 /// What both sides of the data plane thread work with.
 #[derive(Clone, Copy)]
 struct Ports<'a> {
     shared: &'a Shared,
+    /// This worker's counters.
+    mine: &'a WorkerCounters,
     tap: &'a Tap,
     socket: &'a UdpSocket,
     state: &'a UdpSocketState,
@@ -272,9 +340,10 @@ struct Io<'a> {
 /// budget ([`Shared::busy_poll`]) it keeps looking for that long after the last work before it
 /// sleeps, which saves the wake-up for an answer from another host at the price of a spinning
 /// core.
-fn worker(shared: &Shared, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
+fn worker(shared: &Shared, index: usize, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
     let ports = Ports {
         shared,
+        mine: &shared.workers[index],
         tap,
         socket,
         state,

@@ -6,7 +6,7 @@
 //! broadcast tree.
 
 use super::encap::{vxlan_send, Encap};
-use super::{Fabric, Io, Ports, Reason, Shared};
+use super::{Fabric, Io, Ports, Reason, Shared, WorkerCounters};
 use crate::sys::tap::Tap;
 use std::collections::HashMap;
 use std::io;
@@ -28,6 +28,7 @@ const FRAME_BUF: usize = VNET_HDR_LEN + offload::MAX_SUPER_FRAME;
 /// sends each on its way.
 pub(super) struct TapSide<'a> {
     shared: &'a Shared,
+    mine: &'a WorkerCounters,
     tap: &'a Tap,
     frames: Vec<u8>,
     lens: [usize; TAP_BATCH],
@@ -41,9 +42,12 @@ pub(super) struct TapSide<'a> {
 
 impl<'a> TapSide<'a> {
     pub(super) fn new(ports: Ports<'a>) -> Self {
-        let Ports { shared, tap, .. } = ports;
+        let Ports {
+            shared, mine, tap, ..
+        } = ports;
         TapSide {
             shared,
+            mine,
             tap,
             frames: vec![0u8; TAP_BATCH * FRAME_BUF],
             lens: [0usize; TAP_BATCH],
@@ -73,7 +77,7 @@ impl<'a> TapSide<'a> {
     /// Reads one batch of frames from the TAP port and sends each on its way. False if there
     /// was nothing to read.
     pub(super) fn batch(&mut self) -> bool {
-        let (shared, tap) = (self.shared, self.tap);
+        let (shared, tap, mine) = (self.shared, self.tap, self.mine);
         let TapSide {
             frames,
             lens,
@@ -155,6 +159,7 @@ impl<'a> TapSide<'a> {
             }
             let frame = &frames[i * FRAME_BUF + skip..i * FRAME_BUF + lens[i]];
             c.tap_rx_frames.fetch_add(1, Relaxed);
+            mine.tap_rx_frames.fetch_add(1, Relaxed);
             c.tap_rx_bytes.fetch_add(frame.len() as u64, Relaxed);
             let decision = decisions[i];
             if let Decision::Drop(r) = decision {

@@ -57,6 +57,7 @@ impl<'a> UdpSide<'a> {
             tap,
             socket,
             state,
+            ..
         } = self.ports;
         let UdpSide {
             storage, metas, rx, ..
@@ -84,6 +85,7 @@ impl<'a> UdpSide<'a> {
             let stride = meta.stride.max(1);
             for dgram in iov[..meta.len].chunks_mut(stride) {
                 c.udp_rx_datagrams.fetch_add(1, Relaxed);
+                self.ports.mine.udp_rx_datagrams.fetch_add(1, Relaxed);
                 receive(shared, &fabric, &io, dgram, meta.addr, rx);
             }
         }

@@ -2,6 +2,7 @@
 //! and our dependencies do not offer (TAP devices, poll, socket buffer sizes). Each block says
 //! why it is sound.
 
+pub mod steer;
 pub mod tap;
 
 use std::io;

@@ -17,6 +17,9 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+/// `_IOR('T', 224, int)`: attaches a socket-filter eBPF program that picks the queue.
+const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETLE: libc::c_ulong = 0x4004_54dc;
 const TUN_F_CSUM: libc::c_uint = 0x01;
@@ -52,10 +55,62 @@ impl Tap {
     /// [`Tap::open`] when `offloads` is true, [`Tap::open_plain`] when it is false (the caller's
     /// choice: `weft router` turns them off when `WEFT_BENCH_DISABLE` lists `tso`).
     pub fn open_with_offloads(name: &str, offloads: bool) -> io::Result<Tap> {
-        if !offloads {
-            return Tap::open_plain(name);
+        Tap::open_queue(name, offloads, false)
+    }
+
+    /// Opens `queues` queues of the TAP device `name` (one per data plane worker), with the
+    /// offloads as [`Tap::open_with_offloads`] sets them. More than one: the device is
+    /// multi-queue (`IFF_MULTI_QUEUE`) and the eBPF program of [`super::steer`] picks the queue
+    /// of each frame the bridge sends us by its flow, so one flow is always read by one worker.
+    /// Without the program (the kernel refused it, reported) the kernel's own choice applies:
+    /// by flow too, but a flow may move to the queue its replies were last written to.
+    pub fn open_queues(name: &str, queues: usize, offloads: bool) -> io::Result<Vec<Tap>> {
+        if queues <= 1 {
+            return Ok(vec![Tap::open_with_offloads(name, offloads)?]);
         }
-        let tap = Tap::create(name, true)?;
+        let mut taps = Vec::with_capacity(queues);
+        for _ in 0..queues {
+            taps.push(Tap::open_queue(name, offloads, true)?);
+        }
+        if taps.iter().any(|t| t.vnet_hdr != taps[0].vnet_hdr) {
+            // The offloads were refused for some queues: every queue goes without them.
+            drop(taps);
+            return (0..queues)
+                .map(|_| Tap::create(name, false, true))
+                .collect();
+        }
+        match super::steer::load_flow_steering() {
+            Ok(prog) => {
+                let fd = prog.as_raw_fd();
+                // SAFETY: TUNSETSTEERINGEBPF reads one int (the program's descriptor) through
+                // the pointer, which points at `fd`, alive for the whole call; the device takes
+                // its own reference to the program.
+                let r = unsafe {
+                    libc::ioctl(
+                        taps[0].file.as_raw_fd(),
+                        TUNSETSTEERINGEBPF as _,
+                        &fd as *const libc::c_int,
+                    )
+                };
+                if r < 0 {
+                    tracing::warn!(
+                        "TAP flow steering refused ({}): the kernel picks the queues",
+                        io::Error::last_os_error()
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!("TAP flow steering unavailable ({e}): the kernel picks the queues")
+            }
+        }
+        Ok(taps)
+    }
+
+    fn open_queue(name: &str, offloads: bool, multi: bool) -> io::Result<Tap> {
+        if !offloads {
+            return Tap::create(name, false, multi);
+        }
+        let tap = Tap::create(name, true, multi)?;
         // The header's fields are little-endian (already so on little-endian hosts; kernels
         // without the ioctl use the host's order, which is then little-endian too on x86/arm).
         let _ = tap.ioctl_int(TUNSETVNETLE, 1);
@@ -63,7 +118,7 @@ impl Tap {
             // Without offloads the header only costs: start again without it.
             tracing::warn!("TAP offloads unavailable ({e}); one frame per read and write");
             drop(tap);
-            return Tap::open_plain(name);
+            return Tap::create(name, false, multi);
         }
         Ok(tap)
     }
@@ -71,7 +126,7 @@ impl Tap {
     /// Creates (or attaches to) the TAP device `name` without the virtio-net header: one plain
     /// Ethernet frame per read and write, no offloads.
     pub fn open_plain(name: &str) -> io::Result<Tap> {
-        Tap::create(name, false)
+        Tap::create(name, false, false)
     }
 
     fn ioctl_int(&self, request: libc::c_ulong, value: libc::c_uint) -> io::Result<()> {
@@ -95,7 +150,7 @@ impl Tap {
         Ok(())
     }
 
-    fn create(name: &str, vnet_hdr: bool) -> io::Result<Tap> {
+    fn create(name: &str, vnet_hdr: bool, multi: bool) -> io::Result<Tap> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -109,7 +164,10 @@ impl Tap {
             .open("/dev/net/tun")?;
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: IFF_TAP | IFF_NO_PI | if vnet_hdr { IFF_VNET_HDR } else { 0 },
+            flags: IFF_TAP
+                | IFF_NO_PI
+                | if vnet_hdr { IFF_VNET_HDR } else { 0 }
+                | if multi { IFF_MULTI_QUEUE } else { 0 },
             _pad: [0; 22],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());

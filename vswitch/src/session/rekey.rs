@@ -124,6 +124,15 @@ impl Session {
         }
     }
 
+    /// The next counter under the current send key, to seal with outside the session's lock;
+    /// see [`Sealer::ticket`]. [`CryptoError::NoSendKey`] while there is none.
+    pub fn ticket(&mut self) -> Result<super::SealTicket, CryptoError> {
+        match &mut self.sealer {
+            Some(s) => s.ticket(),
+            None => Err(CryptoError::NoSendKey),
+        }
+    }
+
     /// Opens a datagram in place; see [`Opener::open_in_place`]. A datagram that opens under the
     /// epoch a responder holds back its send key for also switches sending to that key.
     pub fn open_in_place(

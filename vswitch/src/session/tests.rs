@@ -491,3 +491,40 @@ proptest! {
         prop_assert!(opener.open_in_place(Instant::now(), &mut bytes).is_err());
     }
 }
+
+#[test]
+fn tickets_sealed_out_of_order_open_once_each() {
+    for aead in [Aead::ChaCha20Poly1305, Aead::Aes256Gcm] {
+        tickets_sealed_out_of_order_open_once_each_with(aead);
+    }
+}
+
+/// Workers take tickets in one order and seal (and send) in another: every datagram opens once,
+/// and a key replaced after a ticket was taken still seals that ticket's datagram.
+fn tickets_sealed_out_of_order_open_once_each_with(aead: Aead) {
+    let now = Instant::now();
+    let mut sealer = Sealer::new(now, 3, Key::for_aead(aead, [9; 32]));
+    let mut opener = Opener::new(3, Key::for_aead(aead, [9; 32]), grace());
+    let tickets: Vec<SealTicket> = (0..4).map(|_| sealer.ticket().unwrap()).collect();
+    assert_eq!(
+        tickets.iter().map(SealTicket::counter).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    // The sealer moves to another key; the tickets keep theirs.
+    sealer.install(now, 4, Key::for_aead(aead, [5; 32]));
+    let mut datagrams = Vec::new();
+    for (n, t) in tickets.into_iter().enumerate().rev() {
+        let mut buf = vec![0u8; 256];
+        let frame = (n as u32).to_be_bytes();
+        let len = plain(&mut buf, SleeveHeader::frames(A, B), &[&frame]);
+        let total = t.seal_in_place(&mut buf, len).unwrap();
+        buf.truncate(total);
+        datagrams.push(buf);
+    }
+    for d in &datagrams {
+        open_one(&mut opener, now, d.clone()).unwrap();
+    }
+    for d in datagrams {
+        assert_eq!(open_one(&mut opener, now, d), Err(CryptoError::Replayed));
+    }
+}

@@ -1,0 +1,254 @@
+//! The flow-steering program of a multi-queue TAP port: which data plane worker reads a frame.
+//!
+//! A TAP device with several queues asks a socket-filter eBPF program (`TUNSETSTEERINGEBPF`)
+//! for the queue of each frame the bridge sends it; the kernel takes the answer modulo the number
+//! of queues. This program hashes what identifies a flow: the IPv4 or IPv6 source and
+//! destination addresses and, for TCP and UDP (and an IPv4 packet that is not a fragment), the
+//! two ports. Every frame of a flow then goes to one queue, read by one worker, so a flow is never
+//! reordered by the sleeve. Anything else (ARP, VLAN-tagged frames, other protocols) goes to
+//! queue 0.
+//!
+//! Without a program the kernel's own choice applies ("automq"): by flow too, but it remembers
+//! the queue a flow's replies were last written to and sends the flow there, which can move a
+//! flow from one worker to another while frames of it are still queued.
+//!
+//! The program is about fifty instructions written here in eBPF byte code (no compiler, no object
+//! file): packet loads (`LD_ABS`, `LD_IND`, which end the program with 0 when a load is out of
+//! bounds), XOR, one multiplication to mix the bits, no helpers and no maps.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+// Instruction classes, sizes, modes and operations (linux/bpf_common.h, linux/bpf.h).
+const LD: u8 = 0x00;
+const ALU: u8 = 0x04;
+const JMP: u8 = 0x05;
+const ALU64: u8 = 0x07;
+const W: u8 = 0x00;
+const H: u8 = 0x08;
+const B: u8 = 0x10;
+const ABS: u8 = 0x20;
+const IND: u8 = 0x40;
+const K: u8 = 0x00;
+const X: u8 = 0x08;
+const MUL: u8 = 0x20;
+const AND: u8 = 0x50;
+const LSH: u8 = 0x60;
+const RSH: u8 = 0x70;
+const XOR: u8 = 0xa0;
+const MOV: u8 = 0xb0;
+const JA: u8 = 0x00;
+const JEQ: u8 = 0x10;
+const JSET: u8 = 0x40;
+const EXIT: u8 = 0x90;
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+
+/// One eBPF instruction as the kernel reads it (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Insn {
+    code: u8,
+    /// Destination register in the low nibble, source register in the high one.
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
+}
+
+/// `r0 = packet[offset]` (big-endian, `size` W, H or B).
+const fn ld_abs(size: u8, offset: i32) -> Insn {
+    insn(LD | ABS | size, 0, 0, 0, offset)
+}
+
+/// `r0 = packet[r_src + offset]`.
+const fn ld_ind(size: u8, src: u8, offset: i32) -> Insn {
+    insn(LD | IND | size, 0, src, 0, offset)
+}
+
+const fn alu64_x(op: u8, dst: u8, src: u8) -> Insn {
+    insn(ALU64 | op | X, dst, src, 0, 0)
+}
+
+const fn alu64_k(op: u8, dst: u8, imm: i32) -> Insn {
+    insn(ALU64 | op | K, dst, 0, 0, imm)
+}
+
+const fn alu32_k(op: u8, dst: u8, imm: i32) -> Insn {
+    insn(ALU | op | K, dst, 0, 0, imm)
+}
+
+const fn exit() -> Insn {
+    insn(JMP | EXIT, 0, 0, 0, 0)
+}
+
+/// Ethernet header bytes before the IP header.
+const ETH: i32 = 14;
+/// Knuth's multiplicative hash constant (2^32 / golden ratio), as the instruction's signed field.
+const GOLDEN: i32 = 0x9E37_79B1_u32 as i32;
+
+/// Where the IPv6 block starts and where the hash is mixed: the jumps are computed from these,
+/// and [`program`] checks that the blocks landed there.
+const V6: usize = 24;
+const MIX: usize = 46;
+
+/// A conditional jump from the instruction about to be pushed onto `p` to `target`.
+fn jump(p: &[Insn], op: u8, imm: i32, target: usize) -> Insn {
+    let off = target as i64 - p.len() as i64 - 1;
+    insn(JMP | op | K, 0, 0, off as i16, imm)
+}
+
+/// The program. r7 accumulates the hash; r8 holds the IPv4 header length for the port load; r6
+/// is the packet context the packet loads require.
+fn program() -> Vec<Insn> {
+    let mut p = vec![
+        alu64_x(MOV, 6, 1), // r6 = ctx
+        alu64_k(MOV, 7, 0), // r7 = 0
+        ld_abs(H, 12),      // r0 = EtherType
+    ];
+    let v4 = p.len() + 4;
+    p.push(jump(&p, JEQ, 0x0800, v4));
+    p.push(jump(&p, JEQ, 0x86dd, V6));
+    p.extend([alu64_k(MOV, 0, 0), exit()]); // anything else: queue 0
+    assert_eq!(p.len(), v4);
+    p.extend([
+        ld_abs(W, ETH + 12), // source address
+        alu64_x(XOR, 7, 0),
+        ld_abs(W, ETH + 16), // destination address
+        alu64_x(XOR, 7, 0),
+        ld_abs(H, ETH + 6), // flags and fragment offset
+    ]);
+    p.push(jump(&p, JSET, 0x3fff, MIX)); // a fragment: addresses only
+    p.push(ld_abs(B, ETH + 9)); // protocol
+    let ports4 = p.len() + 3;
+    p.push(jump(&p, JEQ, 6, ports4));
+    p.push(jump(&p, JEQ, 17, ports4));
+    p.push(jump(&p, JA, 0, MIX));
+    assert_eq!(p.len(), ports4);
+    p.extend([
+        ld_abs(B, ETH), // version and header length
+        alu64_k(AND, 0, 0x0f),
+        alu64_k(LSH, 0, 2),
+        alu64_x(MOV, 8, 0), // r8 = header length
+        ld_ind(W, 8, ETH),  // both ports
+        alu64_x(XOR, 7, 0),
+    ]);
+    p.push(jump(&p, JA, 0, MIX));
+    assert_eq!(p.len(), V6);
+    // The two addresses: 8 words from byte 8 of the IPv6 header.
+    for word in 0..8 {
+        p.push(ld_abs(W, ETH + 8 + 4 * word));
+        p.push(alu64_x(XOR, 7, 0));
+    }
+    p.push(ld_abs(B, ETH + 6)); // next header (extension headers: addresses only)
+    let ports6 = p.len() + 3;
+    p.push(jump(&p, JEQ, 6, ports6));
+    p.push(jump(&p, JEQ, 17, ports6));
+    p.push(jump(&p, JA, 0, MIX));
+    p.extend([ld_abs(W, ETH + 40), alu64_x(XOR, 7, 0)]); // both ports
+    assert_eq!(p.len(), MIX);
+    // mix: fold the high half into the low one, multiply, keep the high half (whose every bit
+    // depends on all the bits folded); the kernel takes it modulo the number of queues.
+    p.extend([
+        alu64_x(MOV, 0, 7),
+        alu64_k(RSH, 7, 16),
+        alu64_x(XOR, 0, 7),
+        alu32_k(MUL, 0, GOLDEN),
+        alu32_k(RSH, 0, 16),
+        exit(),
+    ]);
+    p
+}
+
+/// `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to the program's name.
+#[repr(C)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+}
+
+/// Loads the flow-steering program; its descriptor, for `TUNSETSTEERINGEBPF`.
+pub fn load_flow_steering() -> io::Result<OwnedFd> {
+    let insns = program();
+    let license = c"Apache-2.0";
+    let mut log = vec![0u8; 4096];
+    let mut name = [0u8; 16];
+    name[..10].copy_from_slice(b"weft_steer");
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+    };
+    // SAFETY: `attr` is a fully initialised bpf_attr prefix of the size passed; the kernel reads
+    // `insns.len()` instructions from `insns`, the NUL-terminated license, and writes at most
+    // `log.len()` bytes into `log`; all three outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoad,
+            std::mem::size_of::<ProgLoad>(),
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        let verifier = String::from_utf8_lossy(&log[..end]);
+        return Err(io::Error::new(
+            e.kind(),
+            format!("loading the steering program: {e}; {}", verifier.trim()),
+        ));
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jumps_land_on_their_blocks() {
+        let p = program();
+        // Every jump's target is inside the program.
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code & 0x07 == JMP && ins.code != JMP | EXIT {
+                let to = i as i64 + 1 + i64::from(ins.off);
+                assert!((0..p.len() as i64).contains(&to), "jump at {i} to {to}");
+            }
+        }
+        assert_eq!(p.last(), Some(&exit()));
+    }
+
+    #[test]
+    fn the_kernel_accepts_the_program() {
+        if !weft_lab::require_root() {
+            return;
+        }
+        load_flow_steering().unwrap();
+    }
+}

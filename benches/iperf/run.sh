@@ -23,13 +23,15 @@ REPO=$(cd "$HERE/../.." && pwd)
 # --- rows ----------------------------------------------------------------------------------------
 
 # Row keys in the order they run, and their labels in the table.
-ROWS=(underlay vxlan weft-fast weft-sleeve weft-busy weft-encrypted weft-encrypted-aes weft-encrypted-chacha weft-policy-0 weft-policy-100 weft-policy-1000 tinc nebula boringtun underlay6 vxlan6 weft-fast6 weft-sleeve6 weft-encrypted6)
+ROWS=(underlay vxlan weft-fast weft-sleeve weft-busy weft-sleeve-w2 weft-encrypted weft-encrypted-aes weft-encrypted-chacha weft-encrypted-w2 weft-policy-0 weft-policy-100 weft-policy-1000 tinc nebula boringtun underlay6 vxlan6 weft-fast6 weft-sleeve6 weft-encrypted6)
 declare -A LABEL=(
     [underlay]="underlay"
     [vxlan]="kernel VXLAN (hand-built)"
     [weft-fast]="weft fast path"
     [weft-sleeve]="weft sleeve plain"
     [weft-busy]="weft sleeve plain, busy-poll"
+    [weft-sleeve-w2]="weft sleeve plain, 2 workers"
+    [weft-encrypted-w2]="weft sleeve encrypted (auto), 2 workers"
     [weft-encrypted]="weft sleeve encrypted (--cipher auto)"
     [weft-encrypted-aes]="weft sleeve encrypted, AES-256-GCM"
     [weft-encrypted-chacha]="weft sleeve encrypted, ChaCha20-Poly1305"
@@ -658,6 +660,17 @@ row_weft_busy() {
     row_path_bytes() { weft_sleeve_bytes; }
 }
 
+# 4c. the plain sleeve with two data plane workers (`--workers 2`): one TAP queue and one UDP
+# socket each; the other rows run `--workers auto` (1 on a 2-core machine).
+row_weft_sleeve_w2() {
+    need_weft
+    weft_help | grep -q -- '--workers' || na "not implemented: weft router --help shows no --workers"
+    # shellcheck disable=SC2046 # zero or one word
+    weft_up --workers 2 $(weft_fast_path_off_args)
+    PATH_WHAT="h1's sleeve (weft status: bytes sent to peers)"
+    row_path_bytes() { weft_sleeve_bytes; }
+}
+
 # 6. weft's fast path with NetworkPolicy on (--policy-dir, pods attached through cnitool with
 # their identity, bridge netfilter on in the hosts): with 0 policies, then 100 or 1000 policies
 # that all select the server pod, every one but the last allowing someone else, so that a new
@@ -769,6 +782,11 @@ weft_encrypted_row() {
     row_path_bytes() { weft_sleeve_bytes; }
 }
 row_weft_encrypted() { weft_encrypted_row auto; }
+row_weft_encrypted_w2() {
+    need_weft
+    weft_help | grep -q -- '--workers' || na "not implemented: weft router --help shows no --workers"
+    WEFT_ARGS="${WEFT_ARGS:-} --workers 2" weft_encrypted_row auto
+}
 row_weft_encrypted_aes() { weft_encrypted_row aes-256-gcm; }
 row_weft_encrypted_chacha() { weft_encrypted_row chacha20-poly1305; }
 

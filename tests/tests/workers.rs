@@ -149,8 +149,15 @@ fn two_workers_keep_every_flow_in_order_and_share_the_flows() {
         read.iter().all(|&n| n >= u64::from(PER_FLOW)),
         "a worker read less than one flow: {read:?}"
     );
-    // The receiver's counters add up too.
-    workers_add_up(&c.status(&hs[1]).unwrap());
+    // The receiving host's workers each received some of them: the lanes of the sender's two
+    // workers reach its two sockets.
+    let r2 = c.status(&hs[1]).unwrap();
+    let (_, udp) = workers_add_up(&r2);
+    eprintln!("datagrams received per worker on the receiver: {udp:?}");
+    assert!(
+        udp.iter().all(|&n| n >= u64::from(PER_FLOW)),
+        "a worker received less than one flow: {udp:?}"
+    );
 }
 
 /// Runs `n` TCP transfers of `bytes` each from `from` to `to` at once, on ports 5301 and up.

@@ -68,7 +68,7 @@ pub use format::{
 };
 pub use handover::Handover;
 pub use key::{Aead, Key, KEY_LEN};
-pub use open::{KeyEpochs, Opener};
+pub use open::{KeyEpochs, OpenTicket, Opener};
 pub use rekey::{RekeyPolicy, Session};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
 pub use seal::{SealTicket, Sealer, COUNTER_LIMIT};

@@ -225,6 +225,9 @@ pub struct PeerCounters {
     /// Its last heartbeat answer said it takes `FLAG_CSUM_PARTIAL` datagrams (builds older than
     /// the flag answer without the capability byte and drop flagged datagrams).
     pub takes_csum_partial: AtomicBool,
+    /// Its heartbeat answers announce lanes (`Caps::LANES`): datagrams to it may carry the
+    /// sending worker's lane, which spreads them over its workers.
+    pub takes_lanes: AtomicBool,
 }
 
 impl PeerCounters {

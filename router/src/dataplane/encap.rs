@@ -66,6 +66,9 @@ impl Pending {
 pub(super) struct Encap<'a> {
     pub(super) shared: &'a Shared,
     pub(super) io: Io<'a>,
+    /// This worker's lane ([`sleeve::LANE_MASK`]), put on datagrams to neighbours that take
+    /// lanes.
+    pub(super) lane: usize,
     pub(super) pending: HashMap<(PeerName, PeerName), Pending>,
 }
 
@@ -159,6 +162,8 @@ impl Encap<'_> {
         if p.frames == 0 {
             p.partial = partial;
             sleeve::set_csum_partial(&mut p.buf[p.start..], partial);
+            let lanes = hop.counters.takes_lanes.load(Relaxed);
+            sleeve::set_lane(&mut p.buf[p.start..], if lanes { self.lane } else { 0 });
         }
         let datagram = &mut p.buf[p.start..p.start + max];
         match sleeve::push_frame_with(datagram, p.len, |out| fill(out).filter(|&n| n <= need)) {
@@ -332,14 +337,21 @@ fn send_segments(
 }
 
 /// Forwards the plain datagram `plain` to the neighbour `hop` at `addr`: as it is when the hop
-/// needs no encryption, else copied into `scratch` and sealed with the hop's session.
+/// needs no encryption, else copied into `scratch` and sealed with the hop's session. Its lane
+/// is cleared first if the hop does not take lanes.
 pub(super) fn forward(
     io: &Io<'_>,
     hop: &PeerEntry,
     addr: SocketAddr,
-    plain: &[u8],
+    plain: &mut [u8],
     scratch: &mut [u8],
 ) -> Result<(), Reason> {
+    // The lane it came with goes on (the datagrams of one lane stay in order through the relay
+    // too), unless the next hop does not take lanes.
+    if sleeve::lane(plain) != 0 && !hop.counters.takes_lanes.load(Relaxed) {
+        sleeve::set_lane(plain, 0);
+    }
+    let plain = &*plain;
     match &hop.session {
         None => send(io.socket, io.state, addr, plain).map_err(|_| Reason::SendError),
         Some(s) => {

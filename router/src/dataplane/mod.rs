@@ -1,6 +1,15 @@
-//! The per-packet path: one dedicated OS thread, no tokio, no allocation per packet.
+//! The per-packet path: one dedicated OS thread per worker (`--workers`), no tokio, no
+//! allocation per packet.
 //!
-//! The thread `poll`s the TAP port and the UDP socket together and works on whichever is ready:
+//! Each worker has its own queue of the TAP port and its own UDP socket on the listen port
+//! ([`Tap::open_queues`], [`bind_sockets`]). The kernel hands a worker the frames of the flows
+//! its TAP queue is given (by an eBPF program hashing addresses and ports) and the datagrams of
+//! the lanes its socket is given (by a classic BPF program reading the sleeve header's lane, the
+//! sending worker's number): a flow is carried by one worker on each host, in order
+//! (`sys::steer`, docs/decisions.md "Cores"). The workers share [`Shared`]; a neighbour's
+//! session is locked only to take a counter or record one, the AEAD work runs outside the lock.
+//!
+//! Each worker `poll`s its TAP queue and its UDP socket together and works on whichever is ready:
 //!
 //! * **TAP side** (`tap_side.rs`): reads a batch of frames from the TAP port, takes the forwarding
 //!   decisions for the whole batch under one lock of the switch, cuts TCP super-frames into
@@ -291,14 +300,14 @@ impl Dataplane {
 }
 
 /// Binds the UDP sockets of `n` workers to `addr`: one socket as before for one worker; for
-/// more, `n` sockets sharing the port (`SO_REUSEPORT`). The kernel then hands each datagram to
-/// one of them by a hash of its addresses and ports, so all the datagrams of one neighbour (one
-/// source address and port) reach one worker, in order.
+/// more, `n` sockets sharing the port (`SO_REUSEPORT`), with a program that hands each datagram
+/// to the socket of its lane ([`sys::steer::attach_lane_steering`]): the sending worker's
+/// number, modulo `n`. Datagrams without a lane (from older builds, heartbeats) reach the first.
 pub fn bind_sockets(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
     if n <= 1 {
         return Ok(vec![UdpSocket::bind(addr)?]);
     }
-    (0..n)
+    let sockets = (0..n)
         .map(|_| {
             let domain = socket2::Domain::for_address(addr);
             let s =
@@ -311,13 +320,21 @@ pub fn bind_sockets(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
             s.bind(&addr.into())?;
             Ok(s.into())
         })
-        .collect()
+        .collect::<io::Result<Vec<UdpSocket>>>()?;
+    if let Err(e) = sys::steer::attach_lane_steering(sockets[0].as_fd(), n as u32) {
+        tracing::warn!(
+            "UDP lane steering unavailable ({e}): each neighbour's datagrams reach one worker"
+        );
+    }
+    Ok(sockets)
 }
 
 /// What both sides of the data plane thread work with.
 #[derive(Clone, Copy)]
 struct Ports<'a> {
     shared: &'a Shared,
+    /// This worker's number, from 0 (its lane).
+    index: usize,
     /// This worker's counters.
     mine: &'a WorkerCounters,
     tap: &'a Tap,
@@ -343,6 +360,7 @@ struct Io<'a> {
 fn worker(shared: &Shared, index: usize, tap: &Tap, socket: &UdpSocket, state: &UdpSocketState) {
     let ports = Ports {
         shared,
+        index,
         mine: &shared.workers[index],
         tap,
         socket,

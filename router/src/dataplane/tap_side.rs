@@ -68,6 +68,7 @@ impl<'a> TapSide<'a> {
                         socket: ports.socket,
                         state: ports.state,
                     },
+                    lane: ports.index,
                     pending: HashMap::new(),
                 },
             },

@@ -155,11 +155,7 @@ fn receive(
             let Some(s) = &hop.session else {
                 return count(c, &hop.counters, Reason::Crypto(CryptoError::UnknownKey));
             };
-            let opened = s
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .open_in_place(now, dgram);
-            match opened {
+            match open(s, now, dgram) {
                 Ok(range) => (header, &mut dgram[range]),
                 Err(e) => return count(c, &hop.counters, Reason::Crypto(e)),
             }
@@ -185,7 +181,7 @@ fn receive(
         Action::Answer { origin, to, len } => {
             // Answered at once, to where it came from (through NAT, that is not the announced
             // address), and that address remembered.
-            if forward(io, origin, to, &plain[..len], &mut rx.scratch).is_ok() {
+            if forward(io, origin, to, &mut plain[..len], &mut rx.scratch).is_ok() {
                 c.heartbeats_answered.fetch_add(1, Relaxed);
             }
             let mut seen = origin
@@ -211,6 +207,7 @@ fn receive(
             oc.last_ack_ms.store(shared.now_ms(), Relaxed);
             oc.takes_csum_partial
                 .store(caps.contains(Caps::CSUM_PARTIAL), Relaxed);
+            oc.takes_lanes.store(caps.contains(Caps::LANES), Relaxed);
         }
         Action::Deliver { origin, flood } => {
             // A broadcast goes down the source's tree before it is delivered here.
@@ -220,6 +217,22 @@ fn receive(
             deliver(shared, io, origin, plain, now, rx);
         }
     }
+}
+
+/// Opens an encrypted datagram in place with `session`. The session is locked to pick the key
+/// and again to record the counter; the decryption runs outside the lock, so that workers
+/// receiving from one peer (on different lanes) and those sending to it do not wait for each
+/// other's AEAD work.
+fn open(
+    session: &std::sync::Mutex<vswitch::Session>,
+    now: Instant,
+    dgram: &mut [u8],
+) -> Result<std::ops::Range<usize>, CryptoError> {
+    let lock = || session.lock().unwrap_or_else(|p| p.into_inner());
+    let ticket = lock().open_ticket(now, dgram)?;
+    let range = ticket.open_in_place(dgram)?;
+    lock().finish_open(now, &ticket)?;
+    Ok(range)
 }
 
 /// Records a relayed datagram's marked frames for the live traces armed.

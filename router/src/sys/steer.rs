@@ -12,12 +12,17 @@
 //! the queue a flow's replies were last written to and sends the flow there, which can move a
 //! flow from one worker to another while frames of it are still queued.
 //!
-//! The program is about fifty instructions written here in eBPF byte code (no compiler, no object
+//! The receiving side has a program too ([`attach_lane_steering`]): a classic BPF program on the
+//! workers' `SO_REUSEPORT` group that picks the socket of each datagram by the lane in its sleeve
+//! header (the sending worker's number, `vswitch::wire::sleeve::LANE_MASK`), modulo the number of
+//! sockets. One lane, hence one flow, is received by one worker.
+//!
+//! The TAP program is about fifty instructions written here in eBPF byte code (no compiler, no object
 //! file): packet loads (`LD_ABS`, `LD_IND`, which end the program with 0 when a load is out of
 //! bounds), XOR, one multiplication to mix the bits, no helpers and no maps.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 // Instruction classes, sizes, modes and operations (linux/bpf_common.h, linux/bpf.h).
 const LD: u8 = 0x00;
@@ -227,6 +232,58 @@ pub fn load_flow_steering() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
+/// Classic BPF opcodes (linux/filter.h) for the lane program.
+const C_LD_B_ABS: u16 = 0x30;
+const C_ALU_RSH_K: u16 = 0x74;
+const C_ALU_AND_K: u16 = 0x54;
+const C_ALU_MOD_K: u16 = 0x94;
+const C_RET_A: u16 = 0x16;
+
+/// The lane program for `sockets` sockets: `(flags >> 4) % sockets`, where `flags` is the fourth
+/// byte of the UDP payload (the sleeve header's flags; a shorter datagram ends the program with
+/// 0: the first socket).
+fn lane_program(sockets: u32) -> [libc::sock_filter; 5] {
+    let op = |code, k| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    [
+        op(C_LD_B_ABS, 3),
+        op(C_ALU_RSH_K, 4),
+        op(C_ALU_AND_K, 0x0f),
+        op(C_ALU_MOD_K, sockets.max(1)),
+        op(C_RET_A, 0),
+    ]
+}
+
+/// Attaches the lane program for `sockets` sockets to the `SO_REUSEPORT` group `fd` belongs to
+/// (`SO_ATTACH_REUSEPORT_CBPF`). The kernel numbers the group's sockets in the order they were
+/// bound, which is the workers' order.
+pub fn attach_lane_steering(fd: BorrowedFd<'_>, sockets: u32) -> io::Result<()> {
+    let mut prog = lane_program(sockets);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, an initialised array of `len` instructions; both live
+    // for the whole call, and the kernel copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +299,43 @@ mod tests {
             }
         }
         assert_eq!(p.last(), Some(&exit()));
+    }
+
+    #[test]
+    fn datagrams_reach_the_socket_of_their_lane() {
+        use std::net::UdpSocket;
+        use std::os::fd::AsFd;
+        use std::time::Duration;
+        // Two sockets sharing a port on the loopback address, steered by lane.
+        let bind = |port: u16| -> UdpSocket {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            s.set_reuse_port(true).unwrap();
+            s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+                .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s.into()
+        };
+        let first = bind(0);
+        let port = first.local_addr().unwrap().port();
+        let second = bind(port);
+        attach_lane_steering(first.as_fd(), 2).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buf = [0u8; 32];
+        for lane in 0u8..6 {
+            let mut d = [1u8, 1, 8, 0, lane];
+            d[3] = lane << 4;
+            tx.send_to(&d, ("127.0.0.1", port)).unwrap();
+            let want = if lane % 2 == 0 { &first } else { &second };
+            let (n, _) = want.recv_from(&mut buf).unwrap();
+            assert_eq!(
+                buf[4], lane,
+                "lane {lane} reached the wrong socket ({n} bytes)"
+            );
+        }
+        // Too short for a flags byte: the first socket.
+        tx.send_to(&[1, 1], ("127.0.0.1", port)).unwrap();
+        assert_eq!(first.recv_from(&mut buf).unwrap().0, 2);
     }
 
     #[test]

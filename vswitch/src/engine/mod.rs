@@ -35,7 +35,7 @@ use std::time::Instant;
 
 /// What this build can do, as it answers heartbeats: it takes datagrams flagged
 /// [`FLAG_CSUM_PARTIAL`](sleeve::FLAG_CSUM_PARTIAL).
-pub const OUR_CAPS: Caps = Caps::CSUM_PARTIAL;
+pub const OUR_CAPS: Caps = Caps(Caps::CSUM_PARTIAL.0 | Caps::LANES.0);
 
 /// Bytes of the heartbeat datagram [`Engine::heartbeat`] writes (header and body with the
 /// capability byte).

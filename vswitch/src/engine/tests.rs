@@ -400,7 +400,7 @@ const ANSWER: [u8; 37] = [
     0, 0, 0, 0, 0, 0, 0, 2,
     0, 0, 0, 0, 0, 0, 0, 5,
     0, 0, 0, 0, 0, 0, 0x11, 0x22,
-    0x01, // CAP_CSUM_PARTIAL
+    0x03, // CSUM_PARTIAL | LANES
 ];
 
 #[test]
@@ -477,7 +477,7 @@ fn heartbeat_answers_give_rtt_and_capabilities() {
             rtt_us,
             caps,
         } => {
-            assert_eq!((origin.name, rtt_us, caps), (A, 700, Caps::CSUM_PARTIAL));
+            assert_eq!((origin.name, rtt_us, caps), (A, 700, OUR_CAPS));
         }
         other => panic!("{other:?}"),
     }

@@ -233,7 +233,7 @@ mod tests {
             (1, 4, Error::Malformed),
             (3, 0, Error::Malformed),
             (3, 5, Error::Malformed),
-            (3, 0x81, Error::Malformed),
+            (3, 0x09, Error::Malformed),
         ];
         for (at, value, err) in cases {
             let mut b = CLEAR;
@@ -247,6 +247,9 @@ mod tests {
         // The plain header's checksum flag may ride along with the encrypted one.
         let mut b = CLEAR;
         b[3] = 0x03;
+        assert!(EncryptedDatagram::new_checked(&b[..]).is_ok());
+        // So may a lane.
+        b[3] = 0xa3;
         assert!(EncryptedDatagram::new_checked(&b[..]).is_ok());
         let mut b = CLEAR;
         b[4..12].fill(0);

@@ -6,12 +6,13 @@ use super::replay::ReplayWindow;
 use super::CryptoError;
 use core::fmt;
 use core::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One receive key. Counters are per key, so each has its own window.
 struct Slot {
     epoch: u8,
-    cipher: Cipher,
+    cipher: Arc<Cipher>,
     window: ReplayWindow,
 }
 
@@ -19,7 +20,7 @@ impl Slot {
     fn new(epoch: u8, key: &Key) -> Slot {
         Slot {
             epoch,
-            cipher: Cipher::new(key),
+            cipher: Arc::new(Cipher::new(key)),
             window: ReplayWindow::new(),
         }
     }
@@ -85,31 +86,56 @@ impl Opener {
         now: Instant,
         buf: &mut [u8],
     ) -> Result<Range<usize>, CryptoError> {
+        let ticket = self.ticket(now, buf)?;
+        let range = ticket.open_in_place(buf)?;
+        self.finish(now, &ticket)?;
+        Ok(range)
+    }
+
+    /// The first step of [`Opener::open_in_place`] split in three, so that the data plane
+    /// decrypts outside the lock that guards the session: checks the clear parts and picks the
+    /// key by epoch. Decrypt with [`OpenTicket::open_in_place`] (no lock), then record the
+    /// counter with [`Opener::finish`] (under the lock again). Errors as `open_in_place`'s first
+    /// two steps.
+    pub fn ticket(&mut self, now: Instant, buf: &[u8]) -> Result<OpenTicket, CryptoError> {
         self.retire_expired(now);
-        let d = EncryptedDatagram::new_checked(&*buf).map_err(|_| CryptoError::Malformed)?;
-        let (epoch, counter, aad) = (d.epoch(), d.counter(), d.associated_data());
+        let d = EncryptedDatagram::new_checked(buf).map_err(|_| CryptoError::Malformed)?;
+        let epoch = d.epoch();
         let which = self.find(epoch).ok_or(CryptoError::UnknownKey)?;
-        let slot = match which {
-            Which::Current => &mut self.current,
-            Which::Next => self.next.as_mut().ok_or(CryptoError::UnknownKey)?,
+        Ok(OpenTicket {
+            cipher: self.slot(which)?.cipher.clone(),
+            epoch,
+            counter: d.counter(),
+        })
+    }
+
+    /// The last step: records the counter of a datagram `ticket` opened in its key's window
+    /// ([`CryptoError::Replayed`], [`CryptoError::TooOld`]), and makes a `next` key current on
+    /// its first datagram. [`CryptoError::UnknownKey`] if the key was replaced since the ticket
+    /// was taken.
+    pub fn finish(&mut self, now: Instant, ticket: &OpenTicket) -> Result<(), CryptoError> {
+        let which = self.find(ticket.epoch).ok_or(CryptoError::UnknownKey)?;
+        let slot = self.slot(which)?;
+        if !Arc::ptr_eq(&slot.cipher, &ticket.cipher) {
+            return Err(CryptoError::UnknownKey);
+        }
+        slot.window.accept(ticket.counter)?;
+        if which == Which::Next {
+            self.promote(now);
+        }
+        Ok(())
+    }
+
+    fn slot(&mut self, which: Which) -> Result<&mut Slot, CryptoError> {
+        match which {
+            Which::Current => Ok(&mut self.current),
+            Which::Next => self.next.as_mut().ok_or(CryptoError::UnknownKey),
             Which::Previous => self
                 .previous
                 .as_mut()
                 .map(|(s, _)| s)
-                .ok_or(CryptoError::UnknownKey)?,
-        };
-        if !slot
-            .cipher
-            .open(counter, &aad, &mut buf[ENCRYPTED_HEADER_LEN..])
-        {
-            return Err(CryptoError::AuthFailed);
+                .ok_or(CryptoError::UnknownKey),
         }
-        slot.window.accept(counter)?;
-        if which == Which::Next {
-            self.promote(now);
-        }
-        format::restore_plain_header(buf);
-        Ok(HEADROOM..buf.len() - TAG_LEN)
     }
 
     /// Installs the peer's key for a new epoch as `next`, replacing any `next` not yet used (a
@@ -208,6 +234,45 @@ impl fmt::Debug for Opener {
             .field("epochs", &self.epochs())
             .field("window", &self.current.window)
             .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One received datagram's key and counter, taken with [`Opener::ticket`]: decrypts that
+/// datagram without the opener, then goes back to [`Opener::finish`].
+pub struct OpenTicket {
+    cipher: Arc<Cipher>,
+    epoch: u8,
+    counter: u64,
+}
+
+impl OpenTicket {
+    /// Verifies the tag and decrypts `buf` (the datagram the ticket was taken for) in place;
+    /// returns the range holding the plain datagram, as [`Opener::open_in_place`] does.
+    /// [`CryptoError::AuthFailed`] if the tag does not verify; [`CryptoError::Malformed`] if
+    /// `buf` is not the datagram the ticket was taken for.
+    pub fn open_in_place(&self, buf: &mut [u8]) -> Result<Range<usize>, CryptoError> {
+        let d = EncryptedDatagram::new_checked(&*buf).map_err(|_| CryptoError::Malformed)?;
+        if (d.epoch(), d.counter()) != (self.epoch, self.counter) {
+            return Err(CryptoError::Malformed);
+        }
+        let aad = d.associated_data();
+        if !self
+            .cipher
+            .open(self.counter, &aad, &mut buf[ENCRYPTED_HEADER_LEN..])
+        {
+            return Err(CryptoError::AuthFailed);
+        }
+        format::restore_plain_header(buf);
+        Ok(HEADROOM..buf.len() - TAG_LEN)
+    }
+}
+
+impl fmt::Debug for OpenTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenTicket")
+            .field("epoch", &self.epoch)
+            .field("counter", &self.counter)
             .finish_non_exhaustive()
     }
 }

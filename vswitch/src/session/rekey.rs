@@ -140,13 +140,37 @@ impl Session {
         now: Instant,
         buf: &mut [u8],
     ) -> Result<Range<usize>, CryptoError> {
+        let ticket = self.open_ticket(now, buf)?;
+        let range = ticket.open_in_place(buf)?;
+        self.finish_open(now, &ticket)?;
+        Ok(range)
+    }
+
+    /// The key for a received datagram, to decrypt it outside the session's lock; see
+    /// [`Opener::ticket`]. [`CryptoError::UnknownKey`] while there is no receive key.
+    pub fn open_ticket(
+        &mut self,
+        now: Instant,
+        buf: &[u8],
+    ) -> Result<super::OpenTicket, CryptoError> {
         let opener = self.opener.as_mut().ok_or(CryptoError::UnknownKey)?;
-        let range = opener.open_in_place(now, buf)?;
+        opener.ticket(now, buf)
+    }
+
+    /// Records a datagram opened with `ticket`; see [`Opener::finish`]. Switches sending to a
+    /// held-back key as [`Session::open_in_place`] says.
+    pub fn finish_open(
+        &mut self,
+        now: Instant,
+        ticket: &super::OpenTicket,
+    ) -> Result<(), CryptoError> {
+        let opener = self.opener.as_mut().ok_or(CryptoError::UnknownKey)?;
+        opener.finish(now, ticket)?;
         let current = opener.epochs().current;
         if self.pending.as_ref().is_some_and(|p| p.epoch == current) {
             self.confirm(now);
         }
-        Ok(range)
+        Ok(())
     }
 
     /// True when the send key has reached [`RekeyPolicy::max_age`] or

@@ -528,3 +528,39 @@ fn tickets_sealed_out_of_order_open_once_each_with(aead: Aead) {
         assert_eq!(open_one(&mut opener, now, d), Err(CryptoError::Replayed));
     }
 }
+
+#[test]
+fn open_tickets_decrypt_apart_from_the_opener() {
+    for aead in [Aead::ChaCha20Poly1305, Aead::Aes256Gcm] {
+        let now = Instant::now();
+        let mut sealer = Sealer::new(now, 1, Key::for_aead(aead, [4; 32]));
+        let mut opener = Opener::new(1, Key::for_aead(aead, [4; 32]), grace());
+        let mut a = sealed(&mut sealer, 1);
+        let mut b = sealed(&mut sealer, 2);
+        let ta = opener.ticket(now, &a).unwrap();
+        let tb = opener.ticket(now, &b).unwrap();
+        // A ticket opens only its own datagram.
+        assert_eq!(
+            tb.open_in_place(&mut a.clone()),
+            Err(CryptoError::Malformed)
+        );
+        let ra = ta.open_in_place(&mut a).unwrap();
+        let rb = tb.open_in_place(&mut b).unwrap();
+        assert_eq!((ra.start, rb.start), (HEADROOM, HEADROOM));
+        // Recorded in either order, each once.
+        opener.finish(now, &tb).unwrap();
+        opener.finish(now, &ta).unwrap();
+        assert_eq!(opener.finish(now, &ta), Err(CryptoError::Replayed));
+        // A forged datagram gets a ticket (the clear parts are fine) but does not open.
+        let mut c = sealed(&mut sealer, 3);
+        let last = c.len() - 1;
+        c[last] ^= 1;
+        let tc = opener.ticket(now, &c).unwrap();
+        assert_eq!(tc.open_in_place(&mut c), Err(CryptoError::AuthFailed));
+        // A ticket whose key was replaced meanwhile is refused.
+        let d = sealed(&mut sealer, 4);
+        let td = opener.ticket(now, &d).unwrap();
+        let mut other = Opener::new(1, Key::for_aead(aead, [4; 32]), grace());
+        assert_eq!(other.finish(now, &td), Err(CryptoError::UnknownKey));
+    }
+}

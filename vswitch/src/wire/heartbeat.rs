@@ -32,6 +32,9 @@ impl Caps {
     /// Takes frames datagrams flagged
     /// [`FLAG_CSUM_PARTIAL`](super::sleeve::FLAG_CSUM_PARTIAL).
     pub const CSUM_PARTIAL: Caps = Caps(0x01);
+    /// Takes frames datagrams with a lane
+    /// ([`LANE_MASK`](super::sleeve::LANE_MASK)) in their flags.
+    pub const LANES: Caps = Caps(0x02);
 
     /// True if every bit of `other` is set here.
     pub fn contains(self, other: Caps) -> bool {

@@ -19,7 +19,8 @@
 //! For `kind` = [`SleeveKind::Frames`] the body is one or more frame records, each a 16-bit length
 //! followed by that many bytes of Ethernet frame; the records fill the datagram exactly. Other kinds
 //! carry a body that their owner (the router's liveness probes) defines. The `flags` byte may hold
-//! [`FLAG_CSUM_PARTIAL`] on frames datagrams (bit `0x01` belongs to the encrypted format).
+//! [`FLAG_CSUM_PARTIAL`] and a lane ([`LANE_MASK`]) on frames datagrams (bit `0x01` belongs to
+//! the encrypted format).
 //! `docs/wire-format.md` is the reference.
 
 use super::{Error, Result};
@@ -39,6 +40,17 @@ pub const DEFAULT_TTL: u8 = 8;
 /// covers the bytes instead; the receiver completes the checksum or lets its kernel do it. Bit
 /// `0x01` is the session layer's encrypted flag, which a plain datagram never carries.
 pub const FLAG_CSUM_PARTIAL: u8 = 0x02;
+/// Bits of the `flags` byte (frames datagrams only) that hold the datagram's lane, 0 to 15: which
+/// of the sender's data plane workers sent it. The receiver hands every datagram of one lane to
+/// one of its workers (lane modulo its workers), so the frames of one flow, which one sending
+/// worker carries, stay in order while different flows are received on different cores. Sent
+/// non-zero only to peers that announced [`Caps::LANES`](super::heartbeat::Caps::LANES): older
+/// builds refuse unknown flag bits.
+pub const LANE_MASK: u8 = 0xf0;
+/// The lowest bit of the lane in the `flags` byte.
+pub const LANE_SHIFT: u32 = 4;
+/// Lanes there are (a worker numbered `n` sends on lane `n % LANES`).
+pub const LANES: usize = 16;
 
 /// A peer's stable 64-bit name. Zero is reserved: as a destination it means "every peer".
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -160,8 +172,8 @@ pub struct SleeveDatagram<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> SleeveDatagram<T> {
-    /// Checks the header: length, version, kind, flags (none, or [`FLAG_CSUM_PARTIAL`] on a
-    /// frames datagram).
+    /// Checks the header: length, version, kind, flags (none, or [`FLAG_CSUM_PARTIAL`] and a lane
+    /// on a frames datagram).
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -172,7 +184,7 @@ impl<T: AsRef<[u8]>> SleeveDatagram<T> {
         }
         let kind = SleeveKind::from_u8(b[1])?;
         let allowed = if kind == SleeveKind::Frames {
-            FLAG_CSUM_PARTIAL
+            FLAG_CSUM_PARTIAL | LANE_MASK
         } else {
             0
         };
@@ -344,6 +356,21 @@ pub fn set_csum_partial(datagram: &mut [u8], on: bool) {
     }
 }
 
+/// Puts the lane `lane % LANES` into a frames datagram's header (nothing for a shorter buffer).
+/// Lane 0 is what a datagram without lanes has.
+pub fn set_lane(datagram: &mut [u8], lane: usize) {
+    if let Some(flags) = datagram.get_mut(3) {
+        *flags = (*flags & !LANE_MASK) | (((lane % LANES) as u8) << LANE_SHIFT);
+    }
+}
+
+/// The lane of a datagram, plain or encrypted (0 for anything shorter than a flags byte).
+pub fn lane(datagram: &[u8]) -> usize {
+    datagram
+        .get(3)
+        .map_or(0, |f| usize::from((f & LANE_MASK) >> LANE_SHIFT))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,7 +456,7 @@ mod tests {
         );
         assert_eq!(d.frames().count(), 2);
         // Unknown bits, and the flag on anything but frames, are malformed.
-        for flags in [0x04, 0x06, 0x80, 0x03] {
+        for flags in [0x04, 0x06, 0x08, 0x03] {
             b[3] = flags;
             assert_eq!(
                 SleeveDatagram::new_checked(&b[..]).unwrap_err(),
@@ -489,6 +516,30 @@ mod tests {
             push_frame_with(&mut buf, HEADER_LEN + 7, |_| Some(1)),
             Err(Error::BufferTooSmall)
         );
+    }
+
+    #[test]
+    fn lanes_ride_in_the_flags_of_frames_datagrams_only() {
+        let mut b = SAMPLE;
+        set_csum_partial(&mut b, true);
+        set_lane(&mut b, 5);
+        assert_eq!(b[3], 0x50 | FLAG_CSUM_PARTIAL);
+        assert_eq!(lane(&b), 5);
+        let d = SleeveDatagram::new_checked(&b[..]).unwrap();
+        assert!(d.csum_partial());
+        set_lane(&mut b, 17);
+        assert_eq!(lane(&b), 1);
+        set_lane(&mut b, 0);
+        assert_eq!(b[3], FLAG_CSUM_PARTIAL);
+        // Another kind with a lane is refused.
+        let mut h = SAMPLE;
+        h[1] = 2; // heartbeat
+        set_lane(&mut h, 3);
+        assert_eq!(
+            SleeveDatagram::new_checked(&h[..]).err(),
+            Some(Error::Malformed)
+        );
+        assert_eq!(lane(&[]), 0);
     }
 
     #[test]

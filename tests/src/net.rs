@@ -114,3 +114,25 @@ pub fn relayed_around_a_cut(
         after - relayed
     );
 }
+
+/// Turns on UDP segmentation offload for `sock` (`UDP_SEGMENT`): each send of more than
+/// `size` bytes leaves as datagrams of `size` bytes (the last shorter), handed to the network
+/// as one super-frame, as QUIC stacks and other bulk UDP senders do.
+pub fn set_udp_segment(sock: &std::net::UdpSocket, size: u16) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::from(size);
+    // SAFETY: `v` is a live c_int and its size is passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

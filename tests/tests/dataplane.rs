@@ -411,6 +411,92 @@ fn udp_with_partial_checksums_crosses_intact() {
     );
 }
 
+#[test]
+fn a_pods_udp_gso_crosses_as_super_frames_on_both_hosts() {
+    // A pod sending with UDP_SEGMENT hands its kernel one super-frame per send; with USO on the
+    // TAP port the router reads it whole and cuts it (USO), and the receiving router joins the
+    // datagrams of the flow into one super-frame again (UDP GRO) for its TAP port.
+    let (c, hosts, pods) = mesh("wuso", 2);
+    assert!(wait_ping(&c, &pods[0], pods[1].ip, Duration::from_secs(10)));
+    const SEG: usize = 1200;
+    const PER_SEND: usize = 12;
+    const SENDS: usize = 200;
+    let to = SocketAddr::from((pods[1].ip, 7788));
+    let rx = in_netns(&pods[1].ns, move || UdpSocket::bind(to))
+        .unwrap()
+        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let receiver = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut quiet = 0;
+        while Instant::now() < deadline && got.len() < SENDS * PER_SEND && quiet < 5 {
+            match rx.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    quiet = 0;
+                    // Every byte of a datagram after its number is the number's low byte.
+                    let tag = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                    let intact = n == SEG && buf[4..n].iter().all(|&b| b == tag as u8);
+                    got.push((tag, intact));
+                }
+                Err(_) => quiet += 1,
+            }
+        }
+        got
+    });
+    let tx = in_netns(&pods[0].ns, || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    weft_tests::net::set_udp_segment(&tx, SEG as u16).unwrap();
+    let mut send = vec![0u8; SEG * PER_SEND];
+    for s in 0..SENDS {
+        for (i, d) in send.chunks_mut(SEG).enumerate() {
+            let tag = (s * PER_SEND + i) as u32;
+            d.fill(tag as u8);
+            d[..4].copy_from_slice(&tag.to_be_bytes());
+        }
+        tx.send_to(&send, to).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = receiver.join().unwrap();
+    let sent = SENDS * PER_SEND;
+    assert!(got.iter().all(|&(_, ok)| ok), "a datagram arrived damaged");
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "datagrams reordered or duplicated"
+    );
+    assert!(
+        got.len() * 10 >= sent * 9,
+        "{} of {sent} arrived",
+        got.len()
+    );
+    // The sender's router read UDP super-frames and cut them...
+    let gso = counter(&c, &hosts[0], "tap_rx_gso_frames");
+    let segments = counter(&c, &hosts[0], "tap_rx_gso_segments");
+    assert!(
+        gso >= SENDS as u64 / 2 && segments >= gso * 2,
+        "{gso} super-frames, {segments} datagrams"
+    );
+    // ...and the receiver's wrote them to its TAP port joined again.
+    let joined = counter(&c, &hosts[1], "tap_tx_gso_frames");
+    assert!(joined > 0, "the receiver wrote no super-frame");
+    for h in &hosts {
+        let r = c.status(h).unwrap();
+        assert_eq!(
+            r.drops.get("offload_error").copied(),
+            Some(0),
+            "{:?}",
+            r.drops
+        );
+    }
+    eprintln!(
+        "{} of {sent} datagrams; {gso} super-frames read ({segments} datagrams), {joined} written",
+        got.len()
+    );
+}
+
 /// The names of a process's threads (`/proc/<pid>/task/*/comm`).
 fn thread_names(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/task"))

@@ -12,10 +12,18 @@
 //! super-frame written to the TAP with a GSO header, so the pod's kernel handles one 64 KiB
 //! packet instead of forty-five.
 //!
+//! UDP the same way (`udp.rs`): with USO on, the kernel hands the TAP reader UDP super-frames
+//! (`GSO_UDP_L4`, from a pod sending with `UDP_SEGMENT`) that [`Segmenter`] cuts into datagrams,
+//! and [`UdpCoalescer`] joins the datagrams of one UDP flow, all of one size, into a `UDP_L4`
+//! super-frame for the receiving TAP.
+//!
 //! Pure and allocation-free: the caller owns every buffer ([`Coalescer::new`] allocates its one
 //! buffer up front). No I/O, no time, no logging.
 
 use crate::wire::checksum;
+
+mod udp;
+pub use udp::{UdpCoalescer, MAX_UDP_SEGMENTS};
 
 /// Bytes of `struct virtio_net_hdr` (without `num_buffers`): what the TAP reads and writes
 /// before each frame with the default `TUNSETVNETHDRSZ`.
@@ -39,12 +47,13 @@ pub enum OffloadError {
     /// A virtio-net header field holds a value this module does not accept.
     #[error("malformed virtio-net header")]
     BadHeader,
-    /// A GSO type this router does not enable (UDP fragmentation offload, USO).
+    /// A GSO type this router does not enable (UDP fragmentation offload).
     #[error("unsupported GSO type")]
     UnsupportedGso,
-    /// A GSO frame that is not the TCP over IPv4/IPv6 (no extension headers) its type claims.
-    #[error("GSO frame is not plain TCP")]
-    NotTcp,
+    /// A GSO frame that is not the TCP or UDP over IPv4/IPv6 (no extension headers) its type
+    /// claims.
+    #[error("GSO frame is not the plain TCP or UDP its type claims")]
+    WrongProtocol,
     /// The output buffer cannot hold the segment.
     #[error("buffer too small")]
     BufferTooSmall,
@@ -188,7 +197,7 @@ pub fn tcp_partial_hdr(frame: &[u8]) -> Option<VnetHdr> {
     let l = tcp_layout(frame)?;
     Some(VnetHdr {
         flags: F_NEEDS_CSUM,
-        csum_start: u16::try_from(l.tcp).ok()?,
+        csum_start: u16::try_from(l.l4).ok()?,
         csum_offset: 16,
         ..VnetHdr::NONE
     })
@@ -222,6 +231,8 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const UDP_HEADER_LEN: usize = 8;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -230,21 +241,56 @@ const TCP_ACK: u8 = 0x10;
 const TCP_URG: u8 = 0x20;
 const TCP_CWR: u8 = 0x80;
 
-/// Where the headers of a TCP frame are.
+/// Where the headers of a TCP or UDP frame are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TcpLayout {
+struct L4Layout {
     v6: bool,
+    /// The IP protocol: TCP (6) or UDP (17).
+    proto: u8,
     /// Offset of the IP header.
     ip: usize,
-    /// Offset of the TCP header.
-    tcp: usize,
+    /// Offset of the TCP or UDP header.
+    l4: usize,
     /// Offset of the payload (end of the headers).
     payload: usize,
 }
 
 /// Finds the IP and TCP headers of a TCP/IPv4 or TCP/IPv6 frame (one optional VLAN tag, no IPv6
 /// extension headers, no IPv4 fragments). Checks only what it needs to read safely.
-fn tcp_layout(frame: &[u8]) -> Option<TcpLayout> {
+fn tcp_layout(frame: &[u8]) -> Option<L4Layout> {
+    let (v6, ip, tcp) = ip_layout(frame, PROTO_TCP)?;
+    let doff = usize::from(*frame.get(tcp + 12)? >> 4) * 4;
+    if doff < 20 || frame.len() < tcp + doff {
+        return None;
+    }
+    Some(L4Layout {
+        v6,
+        proto: PROTO_TCP,
+        ip,
+        l4: tcp,
+        payload: tcp + doff,
+    })
+}
+
+/// The same for a UDP/IPv4 or UDP/IPv6 frame: the payload follows the 8-byte UDP header.
+fn udp_layout(frame: &[u8]) -> Option<L4Layout> {
+    let (v6, ip, udp) = ip_layout(frame, PROTO_UDP)?;
+    if frame.len() < udp + UDP_HEADER_LEN {
+        return None;
+    }
+    Some(L4Layout {
+        v6,
+        proto: PROTO_UDP,
+        ip,
+        l4: udp,
+        payload: udp + UDP_HEADER_LEN,
+    })
+}
+
+/// Whether the frame is IPv6, and the offsets of its IP header and of the header of `proto`
+/// after it, for IPv4 or IPv6 carrying `proto` (one optional VLAN tag, no IPv6 extension
+/// headers, no IPv4 fragments).
+fn ip_layout(frame: &[u8], proto: u8) -> Option<(bool, usize, usize)> {
     let be16 = |i: usize| -> Option<u16> {
         Some(u16::from_be_bytes([*frame.get(i)?, *frame.get(i + 1)?]))
     };
@@ -252,42 +298,32 @@ fn tcp_layout(frame: &[u8]) -> Option<TcpLayout> {
         ETHERTYPE_VLAN => (be16(16)?, 18),
         t => (t, 14),
     };
-    let (v6, tcp) = match ethertype {
+    match ethertype {
         ETHERTYPE_IPV4 => {
             let vihl = *frame.get(ip)?;
             let ihl = usize::from(vihl & 0x0f) * 4;
-            if vihl >> 4 != 4 || ihl < 20 || *frame.get(ip + 9)? != PROTO_TCP {
+            if vihl >> 4 != 4 || ihl < 20 || *frame.get(ip + 9)? != proto {
                 return None;
             }
             // No fragments: MF clear and offset zero.
             if be16(ip + 6)? & 0x3fff != 0 {
                 return None;
             }
-            (false, ip + ihl)
+            Some((false, ip, ip + ihl))
         }
         ETHERTYPE_IPV6 => {
-            if *frame.get(ip)? >> 4 != 6 || *frame.get(ip + 6)? != PROTO_TCP {
+            if *frame.get(ip)? >> 4 != 6 || *frame.get(ip + 6)? != proto {
                 return None;
             }
-            (true, ip + 40)
+            Some((true, ip, ip + 40))
         }
-        _ => return None,
-    };
-    let doff = usize::from(*frame.get(tcp + 12)? >> 4) * 4;
-    if doff < 20 || frame.len() < tcp + doff {
-        return None;
+        _ => None,
     }
-    Some(TcpLayout {
-        v6,
-        ip,
-        tcp,
-        payload: tcp + doff,
-    })
 }
 
-/// The partial sum of the TCP pseudo-header for a TCP segment (header and payload) of `tcp_len`
-/// bytes.
-fn pseudo_sum(frame: &[u8], l: &TcpLayout, tcp_len: usize) -> u32 {
+/// The partial sum of the pseudo-header for a TCP segment or UDP datagram (header and payload)
+/// of `tcp_len` bytes.
+fn pseudo_sum(frame: &[u8], l: &L4Layout, tcp_len: usize) -> u32 {
     let addrs = if l.v6 {
         &frame[l.ip + 8..l.ip + 40]
     } else {
@@ -297,13 +333,23 @@ fn pseudo_sum(frame: &[u8], l: &TcpLayout, tcp_len: usize) -> u32 {
     checksum::combine(&[
         checksum::sum(addrs),
         checksum::sum(&len),
-        u32::from(PROTO_TCP),
+        u32::from(l.proto),
     ])
+}
+
+/// True if the IP length field of `frame` says the packet ends where the frame does.
+fn ip_len_matches(frame: &[u8], l: &L4Layout) -> bool {
+    if l.v6 {
+        usize::from(u16::from_be_bytes([frame[l.ip + 4], frame[l.ip + 5]])) + 40
+            == frame.len() - l.ip
+    } else {
+        usize::from(u16::from_be_bytes([frame[l.ip + 2], frame[l.ip + 3]])) == frame.len() - l.ip
+    }
 }
 
 /// Sets the IP length field for a frame whose IP packet is `ip_len` bytes (IPv4 total length,
 /// with the header checksum recomputed; IPv6 payload length).
-fn set_ip_len(frame: &mut [u8], l: &TcpLayout, ip_len: usize) {
+fn set_ip_len(frame: &mut [u8], l: &L4Layout, ip_len: usize) {
     if l.v6 {
         let pl = (ip_len - 40) as u16;
         frame[l.ip + 4..l.ip + 6].copy_from_slice(&pl.to_be_bytes());
@@ -313,14 +359,15 @@ fn set_ip_len(frame: &mut [u8], l: &TcpLayout, ip_len: usize) {
     }
 }
 
-fn fix_ipv4_checksum(frame: &mut [u8], l: &TcpLayout) {
+fn fix_ipv4_checksum(frame: &mut [u8], l: &L4Layout) {
     frame[l.ip + 10..l.ip + 12].fill(0);
-    let c = checksum::checksum(&frame[l.ip..l.tcp]);
+    let c = checksum::checksum(&frame[l.ip..l.l4]);
     frame[l.ip + 10..l.ip + 12].copy_from_slice(&c.to_be_bytes());
 }
 
-/// Cuts a TCP super-frame into segments of at most `gso_size` payload bytes, one at a time into
-/// caller buffers.
+/// Cuts a TCP super-frame into segments of at most `gso_size` payload bytes, or a UDP
+/// super-frame (USO, `GSO_UDP_L4`) into datagrams of at most `gso_size` payload bytes, one at a
+/// time into caller buffers.
 ///
 /// ```
 /// # use vswitch::offload::{Segmenter, VnetHdr};
@@ -336,7 +383,7 @@ fn fix_ipv4_checksum(frame: &mut [u8], l: &TcpLayout) {
 #[derive(Debug)]
 pub struct Segmenter<'a> {
     frame: &'a [u8],
-    layout: TcpLayout,
+    layout: L4Layout,
     gso_size: usize,
     /// Payload bytes already emitted.
     done: usize,
@@ -352,16 +399,21 @@ pub struct Segmenter<'a> {
 impl<'a> Segmenter<'a> {
     /// Checks that `frame` is the TCP super-frame `hdr` describes.
     pub fn new(hdr: &VnetHdr, frame: &'a [u8]) -> Result<Segmenter<'a>, OffloadError> {
-        match hdr.gso_type {
-            GsoType::TcpV4 | GsoType::TcpV6 => {}
+        let layout = match hdr.gso_type {
+            GsoType::TcpV4 | GsoType::TcpV6 => {
+                let layout = tcp_layout(frame).ok_or(OffloadError::WrongProtocol)?;
+                if layout.v6 != (hdr.gso_type == GsoType::TcpV6) {
+                    return Err(OffloadError::WrongProtocol);
+                }
+                layout
+            }
+            // USO: either family, the datagram's payload cut in `gso_size` pieces.
+            GsoType::UdpL4 => udp_layout(frame).ok_or(OffloadError::WrongProtocol)?,
             GsoType::None => return Err(OffloadError::BadHeader),
-            GsoType::Udp | GsoType::UdpL4 => return Err(OffloadError::UnsupportedGso),
-        }
-        let layout = tcp_layout(frame).ok_or(OffloadError::NotTcp)?;
-        if layout.v6 != (hdr.gso_type == GsoType::TcpV6) {
-            return Err(OffloadError::NotTcp);
-        }
-        let t = layout.tcp;
+            // UFO (IP fragmentation of one datagram) is not taken: the TAP never offers it.
+            GsoType::Udp => return Err(OffloadError::UnsupportedGso),
+        };
+        let t = layout.l4;
         Ok(Segmenter {
             frame,
             layout,
@@ -380,8 +432,15 @@ impl<'a> Segmenter<'a> {
     /// not summed. For a receiver that knows it (a Weft peer told by the sleeve flag
     /// `FLAG_CSUM_PARTIAL`), never for the kernel or anyone else: it saves a pass over every byte.
     pub fn leave_checksum_partial(mut self) -> Self {
-        self.partial = true;
+        self.partial = self.is_tcp();
         self
+    }
+
+    /// True for a TCP super-frame, false for a UDP one (USO), whose datagrams always get
+    /// complete checksums ([`leave_checksum_partial`](Self::leave_checksum_partial) does not
+    /// apply).
+    pub fn is_tcp(&self) -> bool {
+        self.layout.proto == PROTO_TCP
     }
 
     /// How many segments the super-frame makes.
@@ -414,9 +473,15 @@ impl<'a> Segmenter<'a> {
             out[l.ip + 4..l.ip + 6].copy_from_slice(&id.to_be_bytes());
         }
         set_ip_len(out, &l, len - l.ip);
+        if !self.is_tcp() {
+            udp_finish(out, &l, len);
+            self.done += chunk;
+            self.index += 1;
+            return Ok(Some(len));
+        }
         // TCP: sequence number, flags (FIN and PSH only on the last, CWR only on the first),
         // checksum.
-        let t = l.tcp;
+        let t = l.l4;
         let seq = self.seq.wrapping_add(self.done as u32);
         out[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
         let mut flags = self.flags;
@@ -440,6 +505,21 @@ impl<'a> Segmenter<'a> {
         self.index += 1;
         Ok(Some(len))
     }
+}
+
+/// Sets the UDP length of the datagram in `frame` (`len` bytes of frame) and computes its
+/// checksum (0 is sent as `ffff`, as RFC 768 and RFC 8200 require).
+fn udp_finish(frame: &mut [u8], l: &L4Layout, len: usize) {
+    let u = l.l4;
+    let udp_len = (len - u) as u16;
+    frame[u + 4..u + 6].copy_from_slice(&udp_len.to_be_bytes());
+    frame[u + 6..u + 8].fill(0);
+    let sum = checksum::combine(&[pseudo_sum(frame, l, len - u), fast_sum(&frame[u..len])]);
+    let c = match checksum::finish(sum) {
+        0 => 0xffff,
+        c => c,
+    };
+    frame[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
 }
 
 /// What [`Coalescer::push`] did with a frame.
@@ -466,7 +546,7 @@ pub struct Coalescer {
     buf: Box<[u8]>,
     /// Frame bytes held (after the header room); 0 when nothing is held.
     len: usize,
-    layout: TcpLayout,
+    layout: L4Layout,
     segments: u16,
     gso_size: usize,
     next_seq: u32,
@@ -488,10 +568,11 @@ impl Coalescer {
         Coalescer {
             buf: vec![0u8; VNET_HDR_LEN + MAX_SUPER_FRAME].into_boxed_slice(),
             len: 0,
-            layout: TcpLayout {
+            layout: L4Layout {
                 v6: false,
+                proto: PROTO_TCP,
                 ip: 0,
-                tcp: 0,
+                l4: 0,
                 payload: 0,
             },
             segments: 0,
@@ -525,16 +606,10 @@ impl Coalescer {
         let Some(l) = tcp_layout(frame) else {
             return Pushed::Refused;
         };
-        let t = l.tcp;
+        let t = l.l4;
         let payload = frame.len() - l.payload;
         let flags = frame[t + 13];
-        let ip_len_ok = if l.v6 {
-            usize::from(u16::from_be_bytes([frame[l.ip + 4], frame[l.ip + 5]])) + 40
-                == frame.len() - l.ip
-        } else {
-            usize::from(u16::from_be_bytes([frame[l.ip + 2], frame[l.ip + 3]]))
-                == frame.len() - l.ip
-        };
+        let ip_len_ok = ip_len_matches(frame, &l);
         if payload == 0
             || !ip_len_ok
             || flags & !(TCP_ACK | TCP_PSH) != 0
@@ -591,7 +666,7 @@ impl Coalescer {
     fn same_flow(&self, frame: &[u8]) -> bool {
         let held = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + self.len];
         let l = &self.layout;
-        let t = l.tcp;
+        let t = l.l4;
         // Ethernet header (and VLAN tag).
         if held[..l.ip] != frame[..l.ip] {
             return false;
@@ -631,7 +706,7 @@ impl Coalescer {
             // The checksum field already holds the pseudo-header sum for this length.
             VnetHdr {
                 flags: F_NEEDS_CSUM,
-                csum_start: l.tcp as u16,
+                csum_start: l.l4 as u16,
                 csum_offset: 16,
                 ..VnetHdr::NONE
             }
@@ -642,7 +717,7 @@ impl Coalescer {
             }
         } else {
             set_ip_len(frame, &l, len - l.ip);
-            let t = l.tcp;
+            let t = l.l4;
             // The partial checksum: the pseudo-header sum, folded, not inverted.
             let pseudo = !checksum::finish(pseudo_sum(frame, &l, len - t));
             frame[t + 16..t + 18].copy_from_slice(&pseudo.to_be_bytes());
@@ -747,10 +822,8 @@ mod tests {
 
     fn tcp_checksum_ok(f: &[u8]) -> bool {
         let l = tcp_layout(f).unwrap();
-        let sum = checksum::combine(&[
-            pseudo_sum(f, &l, f.len() - l.tcp),
-            checksum::sum(&f[l.tcp..]),
-        ]);
+        let sum =
+            checksum::combine(&[pseudo_sum(f, &l, f.len() - l.l4), checksum::sum(&f[l.l4..])]);
         checksum::finish(sum) == 0
     }
 
@@ -803,7 +876,7 @@ mod tests {
                 let l = tcp_layout(s).unwrap();
                 assert!(tcp_checksum_ok(s), "segment {i} checksum");
                 if !v6 {
-                    assert!(checksum::verify(&s[l.ip..l.tcp]));
+                    assert!(checksum::verify(&s[l.ip..l.l4]));
                     let total = u16::from_be_bytes([s[l.ip + 2], s[l.ip + 3]]) as usize;
                     assert_eq!(total, s.len() - l.ip);
                     let id = u16::from_be_bytes([s[l.ip + 4], s[l.ip + 5]]);
@@ -812,10 +885,10 @@ mod tests {
                     let pl = u16::from_be_bytes([s[l.ip + 4], s[l.ip + 5]]) as usize;
                     assert_eq!(pl + 40, s.len() - l.ip);
                 }
-                let seq = u32::from_be_bytes(s[l.tcp + 4..l.tcp + 8].try_into().unwrap());
+                let seq = u32::from_be_bytes(s[l.l4 + 4..l.l4 + 8].try_into().unwrap());
                 assert_eq!(seq, 1000 + (i * 1448) as u32);
                 let last = i == got.len() - 1;
-                assert_eq!(s[l.tcp + 13] & TCP_PSH != 0, last);
+                assert_eq!(s[l.l4 + 13] & TCP_PSH != 0, last);
                 assert_eq!(
                     s.len() - l.payload,
                     if last { 10_000 - 6 * 1448 } else { 1448 }
@@ -871,16 +944,16 @@ mod tests {
             for (p, f) in partial.iter().zip(&full) {
                 let l = tcp_layout(p).unwrap();
                 // Only the checksum field differs: it holds the folded pseudo-header sum.
-                assert_eq!(p[..l.tcp + 16], f[..l.tcp + 16]);
-                assert_eq!(p[l.tcp + 18..], f[l.tcp + 18..]);
-                let pseudo = !checksum::finish(pseudo_sum(p, &l, p.len() - l.tcp));
-                assert_eq!(p[l.tcp + 16..l.tcp + 18], pseudo.to_be_bytes());
+                assert_eq!(p[..l.l4 + 16], f[..l.l4 + 16]);
+                assert_eq!(p[l.l4 + 18..], f[l.l4 + 18..]);
+                let pseudo = !checksum::finish(pseudo_sum(p, &l, p.len() - l.l4));
+                assert_eq!(p[l.l4 + 16..l.l4 + 18], pseudo.to_be_bytes());
                 assert!(!tcp_checksum_ok(p));
                 // Completing it as a virtio-net header describes gives the full segment.
                 let h = tcp_partial_hdr(p).unwrap();
                 assert_eq!(
                     (h.flags, h.csum_start, h.csum_offset),
-                    (F_NEEDS_CSUM, l.tcp as u16, 16)
+                    (F_NEEDS_CSUM, l.l4 as u16, 16)
                 );
                 let mut done = p.clone();
                 complete_checksum(&h, &mut done).unwrap();
@@ -924,7 +997,7 @@ mod tests {
         let mut flags = Vec::new();
         while let Some(n) = seg.next_into(&mut out).unwrap() {
             let l = tcp_layout(&out[..n]).unwrap();
-            flags.push(out[l.tcp + 13]);
+            flags.push(out[l.l4 + 13]);
         }
         assert_eq!(flags, [TCP_ACK | TCP_CWR, TCP_ACK, TCP_ACK | TCP_FIN]);
     }
@@ -934,19 +1007,28 @@ mod tests {
         let big = tcp_frame(false, 5, TCP_ACK, &payload(3000));
         assert_eq!(
             Segmenter::new(&gso_hdr(true, 1000), &big).unwrap_err(),
-            OffloadError::NotTcp
+            OffloadError::WrongProtocol
         );
+        // A TCP frame claimed as USO, and UFO, which is never taken.
         let udp = VnetHdr {
             gso_type: GsoType::UdpL4,
             ..gso_hdr(false, 1000)
         };
         assert_eq!(
             Segmenter::new(&udp, &big).unwrap_err(),
+            OffloadError::WrongProtocol
+        );
+        let ufo = VnetHdr {
+            gso_type: GsoType::Udp,
+            ..gso_hdr(false, 1000)
+        };
+        assert_eq!(
+            Segmenter::new(&ufo, &big).unwrap_err(),
             OffloadError::UnsupportedGso
         );
         assert_eq!(
             Segmenter::new(&gso_hdr(false, 1000), &big[..40]).unwrap_err(),
-            OffloadError::NotTcp
+            OffloadError::WrongProtocol
         );
         let mut seg = Segmenter::new(&gso_hdr(false, 1000), &big).unwrap();
         assert_eq!(
@@ -960,11 +1042,11 @@ mod tests {
         let mut f = tcp_frame(false, 1, TCP_ACK, &payload(333));
         let good = f.clone();
         let l = tcp_layout(&f).unwrap();
-        let pseudo = !checksum::finish(pseudo_sum(&f, &l, f.len() - l.tcp));
-        f[l.tcp + 16..l.tcp + 18].copy_from_slice(&pseudo.to_be_bytes());
+        let pseudo = !checksum::finish(pseudo_sum(&f, &l, f.len() - l.l4));
+        f[l.l4 + 16..l.l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
         let h = VnetHdr {
             flags: F_NEEDS_CSUM,
-            csum_start: l.tcp as u16,
+            csum_start: l.l4 as u16,
             csum_offset: 16,
             ..VnetHdr::NONE
         };
@@ -1010,12 +1092,12 @@ mod tests {
         let mut other = tcp_frame(false, 1100, TCP_ACK, &payload(1000));
         other[34] = 0x99;
         let l = tcp_layout(&other).unwrap();
-        other[l.tcp + 16..l.tcp + 18].fill(0);
+        other[l.l4 + 16..l.l4 + 18].fill(0);
         let sum = checksum::combine(&[
-            pseudo_sum(&other, &l, other.len() - l.tcp),
-            checksum::sum(&other[l.tcp..]),
+            pseudo_sum(&other, &l, other.len() - l.l4),
+            checksum::sum(&other[l.l4..]),
         ]);
-        other[l.tcp + 16..l.tcp + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+        other[l.l4 + 16..l.l4 + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
         assert_eq!(gro.push(&other), Pushed::Refused);
         // Not TCP at all.
         assert_eq!(gro.push(&[0u8; 60]), Pushed::Refused);

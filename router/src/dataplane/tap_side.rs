@@ -187,8 +187,10 @@ impl<'a> TapSide<'a> {
                     let (hop, addr, dst) = (route.hop, route.addr, route.dst);
                     // Only to a direct neighbour that said it takes the flag: a relay or an
                     // older build would drop the datagram.
-                    let partial =
-                        elide && route.is_direct() && dst.counters.takes_csum_partial.load(Relaxed);
+                    let partial = elide
+                        && segments.is_tcp()
+                        && route.is_direct()
+                        && dst.counters.takes_csum_partial.load(Relaxed);
                     if partial {
                         segments = segments.leave_checksum_partial();
                     }

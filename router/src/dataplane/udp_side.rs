@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use vswitch::engine::{Action, Delivery, Discard, Engine, Inspected};
-use vswitch::offload::{self, Coalescer, Pushed, VNET_HDR_LEN};
+use vswitch::offload::{self, Coalescer, Pushed, UdpCoalescer, VNET_HDR_LEN};
 use vswitch::session::{self, HEADROOM};
 use vswitch::wire::{Caps, SleeveDatagram};
 use vswitch::{CryptoError, Decision};
@@ -45,6 +45,7 @@ impl<'a> UdpSide<'a> {
                 deliver: Vec::with_capacity(UDP_BUF / 16),
                 scratch: vec![0u8; HEADROOM + UDP_BUF + session::TAG_LEN].into_boxed_slice(),
                 gro: (ports.tap.vnet_hdr() && !disabled("gro")).then(Coalescer::new),
+                udp_gro: (ports.tap.uso() && !disabled("udp-gro")).then(UdpCoalescer::new),
             },
         }
     }
@@ -94,14 +95,24 @@ impl<'a> UdpSide<'a> {
     }
 }
 
-/// Writes the super-frame the coalescer holds, if any, to the TAP port.
+/// Writes the super-frames the coalescers hold, if any, to the TAP port (TCP's, then UDP's:
+/// they hold different flows).
 fn flush_gro(shared: &Shared, tap: &Tap, rx: &mut Rx) {
+    if let Some(gro) = rx.gro.as_mut() {
+        let segments = u64::from(gro.segments());
+        write_super_frame(shared, tap, gro.take(), segments);
+    }
+    if let Some(gro) = rx.udp_gro.as_mut() {
+        let segments = u64::from(gro.segments());
+        write_super_frame(shared, tap, gro.take(), segments);
+    }
+}
+
+/// Writes a coalescer's super-frame of `segments` frames (with its virtio-net header) to the TAP
+/// port and counts it.
+fn write_super_frame(shared: &Shared, tap: &Tap, buf: Option<&[u8]>, segments: u64) {
     let c = &shared.counters;
-    let Some(gro) = rx.gro.as_mut() else {
-        return;
-    };
-    let segments = u64::from(gro.segments());
-    let Some(buf) = gro.take() else {
+    let Some(buf) = buf else {
         return;
     };
     match tap.write_raw(buf) {
@@ -128,6 +139,8 @@ struct Rx {
     scratch: Box<[u8]>,
     /// Joins TCP segments into super-frames (when the TAP port takes them).
     gro: Option<Coalescer>,
+    /// Joins UDP datagrams of one flow into super-frames (when the TAP port takes them: USO).
+    udp_gro: Option<UdpCoalescer>,
 }
 
 /// Handles one received datagram: opens it if it is encrypted, relays it if it is for others,
@@ -307,7 +320,14 @@ fn deliver(
             if pushed == Pushed::Held {
                 continue;
             }
-            // Keep the order: what the coalescer holds goes first.
+        }
+        if let Some(gro) = rx.udp_gro.as_mut() {
+            if gro.push(frame) == Pushed::Held {
+                continue;
+            }
+        }
+        if rx.gro.is_some() || rx.udp_gro.is_some() {
+            // Keep the order: what the coalescers hold goes first.
             flush_gro(shared, tap, rx);
         }
         if partial {

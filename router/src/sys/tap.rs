@@ -3,8 +3,9 @@
 //!
 //! Opened with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` (Ethernet frames, each behind a 10-byte
 //! virtio-net header, no packet-info prefix) and non-blocking, with the checksum and TCP
-//! segmentation offloads on (`TUNSETOFFLOAD`: CSUM, TSO4, TSO6): the kernel hands us TCP
-//! super-frames of up to 64 KiB with partial checksums and takes such frames from us.
+//! segmentation offloads on (`TUNSETOFFLOAD`: CSUM, TSO4, TSO6, and USO4, USO6 where the kernel
+//! has them): the kernel hands us TCP (and UDP) super-frames of up to 64 KiB with partial
+//! checksums and takes such frames from us.
 //! [`vswitch::offload`] parses the header and segments or coalesces. [`Tap::open_plain`] opens
 //! without the header and offloads. The device exists while the file descriptor is open.
 
@@ -25,6 +26,8 @@ const TUNSETVNETLE: libc::c_ulong = 0x4004_54dc;
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
 const TUN_F_TSO6: libc::c_uint = 0x04;
+const TUN_F_USO4: libc::c_uint = 0x20;
+const TUN_F_USO6: libc::c_uint = 0x40;
 /// The virtio-net header of a frame that needs nothing done (what [`Tap::write`] puts in front).
 const NO_OFFLOAD_HDR: [u8; vswitch::offload::VNET_HDR_LEN] = [0; vswitch::offload::VNET_HDR_LEN];
 
@@ -42,6 +45,7 @@ pub struct Tap {
     file: File,
     name: String,
     vnet_hdr: bool,
+    uso: bool,
 }
 
 impl Tap {
@@ -72,7 +76,10 @@ impl Tap {
         for _ in 0..queues {
             taps.push(Tap::open_queue(name, offloads, true)?);
         }
-        if taps.iter().any(|t| t.vnet_hdr != taps[0].vnet_hdr) {
+        if taps
+            .iter()
+            .any(|t| (t.vnet_hdr, t.uso) != (taps[0].vnet_hdr, taps[0].uso))
+        {
             // The offloads were refused for some queues: every queue goes without them.
             drop(taps);
             return (0..queues)
@@ -110,16 +117,26 @@ impl Tap {
         if !offloads {
             return Tap::create(name, false, multi);
         }
-        let tap = Tap::create(name, true, multi)?;
+        let mut tap = Tap::create(name, true, multi)?;
         // The header's fields are little-endian (already so on little-endian hosts; kernels
         // without the ioctl use the host's order, which is then little-endian too on x86/arm).
         let _ = tap.ioctl_int(TUNSETVNETLE, 1);
-        if let Err(e) = tap.ioctl_int(TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) {
-            // Without offloads the header only costs: start again without it.
-            tracing::warn!("TAP offloads unavailable ({e}); one frame per read and write");
-            drop(tap);
-            return Tap::create(name, false, multi);
+        let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        // UDP segmentation (USO, Linux 6.2+) when the kernel has it, unless the bench switch
+        // turns it off; TCP's alone otherwise.
+        let uso = !crate::dataplane::disabled("uso")
+            && tap
+                .ioctl_int(TUNSETOFFLOAD, tso | TUN_F_USO4 | TUN_F_USO6)
+                .is_ok();
+        if !uso {
+            if let Err(e) = tap.ioctl_int(TUNSETOFFLOAD, tso) {
+                // Without offloads the header only costs: start again without it.
+                tracing::warn!("TAP offloads unavailable ({e}); one frame per read and write");
+                drop(tap);
+                return Tap::create(name, false, multi);
+            }
         }
+        tap.uso = uso;
         Ok(tap)
     }
 
@@ -181,12 +198,19 @@ impl Tap {
             file,
             name: name.to_string(),
             vnet_hdr,
+            uso: false,
         })
     }
 
     /// The device name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// True if the kernel takes and hands over UDP super-frames (`GSO_UDP_L4`: USO on, Linux
+    /// 6.2+).
+    pub fn uso(&self) -> bool {
+        self.uso
     }
 
     /// True if every frame read or written has a virtio-net header in front.

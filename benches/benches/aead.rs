@@ -14,14 +14,22 @@
 //! with the replay window) at the same sizes as above. The groups with `aes-256-gcm` in their
 //! name are the same measurements with AES-256-GCM (`aead/ring/aes-256-gcm`,
 //! `session/aes-256-gcm`); the others are ChaCha20-Poly1305.
+//!
+//! `handoff` is what the data plane workers (`--workers`) pay to share one neighbour's session:
+//! taking a seal ticket under the session's lock (alone, and while another thread takes tickets
+//! from the same session as fast as it can), and opening a 1400-byte datagram in the three steps
+//! the workers use (ticket under the lock, AEAD outside, counter recorded under the lock) beside
+//! `Session::open_in_place` in one.
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::ChaCha20Poly1305;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vswitch::session::{Aead, Key, Opener, Sealer, HEADROOM};
+use vswitch::session::{Aead, Key, Opener, RekeyPolicy, Sealer, Session, HEADROOM};
 use vswitch::wire::sleeve::{push_frame, PeerName, SleeveHeader};
 
 /// Plaintext sizes.
@@ -225,5 +233,76 @@ fn session_with(c: &mut Criterion, group: &str, aead: Aead) {
     g.finish();
 }
 
-criterion_group!(benches, ring_aead, rustcrypto_aead, amortised, session);
+/// A session of both directions under one key (what a worker shares with the others).
+fn shared_session() -> Arc<Mutex<Session>> {
+    let k = || Key::for_aead(Aead::Aes256Gcm, KEY);
+    let s = Session::new(Instant::now(), 1, k(), k(), RekeyPolicy::default());
+    Arc::new(Mutex::new(s))
+}
+
+fn handoff(c: &mut Criterion) {
+    let mut g = c.benchmark_group("handoff");
+    let session = shared_session();
+    g.bench_function("seal_ticket", |b| {
+        b.iter(|| black_box(session.lock().unwrap().ticket().unwrap()))
+    });
+    // Another thread takes tickets from the same session meanwhile (the other core).
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = {
+        let (session, stop) = (session.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                black_box(session.lock().unwrap().ticket().unwrap());
+            }
+        })
+    };
+    g.bench_function("seal_ticket_contended", |b| {
+        b.iter(|| black_box(session.lock().unwrap().ticket().unwrap()))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = other.join();
+
+    // Opening 1400 bytes: in one step under the lock, and in the workers' three steps.
+    g.throughput(Throughput::Bytes(1400));
+    let (template, plain_len) = datagram(1400);
+    let now = Instant::now();
+    let mut sealer = Sealer::new(now, 1, Key::for_aead(Aead::Aes256Gcm, KEY));
+    let sealed = |sealer: &mut Sealer| {
+        let mut buf = template.clone();
+        let n = sealer.seal_in_place(&mut buf, plain_len).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let one = shared_session();
+    g.bench_function("open_1400_one_step", |b| {
+        b.iter_batched_ref(
+            || sealed(&mut sealer),
+            |buf| one.lock().unwrap().open_in_place(now, buf).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    let three = shared_session();
+    g.bench_function("open_1400_three_steps", |b| {
+        b.iter_batched_ref(
+            || sealed(&mut sealer),
+            |buf| {
+                let t = three.lock().unwrap().open_ticket(now, buf).unwrap();
+                let r = t.open_in_place(buf).unwrap();
+                three.lock().unwrap().finish_open(now, &t).unwrap();
+                r
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    ring_aead,
+    rustcrypto_aead,
+    amortised,
+    session,
+    handoff
+);
 criterion_main!(benches);

@@ -150,6 +150,21 @@ def cpu_result(path, received_bytes):
     }
 
 
+def router_cpu(path, seconds):
+    """Cores the weft routers' data plane threads used during an iperf3 run: the sender's (h1)
+    and the receiver's (h2). The file holds `h1_before h2_before h1_after h2_after clk_tck`
+    (user + system ticks of the `weft-dataplane*` threads, from /proc/PID/task/*/stat).
+    """
+    text = read(path)
+    if not text or not seconds:
+        return None
+    s0, r0, s1, r1, hz = (int(x) for x in text.split())
+    return {
+        "sender_cores": round((s1 - s0) / hz / seconds, 3),
+        "receiver_cores": round((r1 - r0) / hz / seconds, 3),
+    }
+
+
 def path_check(path, result):
     """Whether the traffic took the row's path: the device (or router) the row is about must
     have sent at least 90 % of the bytes iperf3 delivered during that run.
@@ -182,6 +197,9 @@ def cmd_row(a):
             r = iperf_result(os.path.join(d, f"iperf-{n}.json"))
             if "bytes" in r:
                 r["cpu"] = cpu_result(os.path.join(d, f"cpu-{n}.txt"), r["bytes"])
+                rc = router_cpu(os.path.join(d, f"router-cpu-{n}.txt"), r.get("seconds"))
+                if rc:
+                    r["router_cpu"] = rc
                 path_check(os.path.join(d, f"path-{n}.txt"), r)
             row[f"iperf_{n}"] = r
         for length in (1400, 64):
@@ -395,6 +413,23 @@ def cmd_final(a):
         for t in table2:
             print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
                             for i, (c, w) in enumerate(zip(t, w2))).rstrip())
+    table3 = []
+    for r in rows:
+        cells = [(r.get(f"iperf_{n}") or {}).get("router_cpu") for n in (1, 4)]
+        if r["status"] == "ok" and any(cells):
+            table3.append([r["path"]] + [
+                f"{c['sender_cores']:.2f} / {c['receiver_cores']:.2f}" if c else "-"
+                for c in cells])
+    if table3:
+        header3 = ["path", "data plane cores, 1 stream (h1 / h2)", "4 streams (h1 / h2)"]
+        w3 = [max(len(header3[i]), *(len(t[i]) for t in table3)) for i in range(3)]
+        print()
+        print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
+                        for i, (c, w) in enumerate(zip(header3, w3))).rstrip())
+        print("  ".join("-" * w for w in w3))
+        for t in table3:
+            print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
+                            for i, (c, w) in enumerate(zip(t, w3))).rstrip())
     goals = targets(rows)
     if goals:
         print("\ntargets (issue 15), this run:")

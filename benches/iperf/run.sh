@@ -252,6 +252,21 @@ spawn() {
     shift 2
     ip netns exec "$ns" "$@" </dev/null >>"$ROW_DIR/$name.log" 2>&1 &
     ROW_PIDS+=("$!")
+    echo "$!" >"$ROW_DIR/$name.pid"
+}
+
+# CPU ticks (user + system) of the weft routers' data plane threads (`weft-dataplane*`) on h1 and
+# h2, "h1 h2"; empty on rows without weft routers.
+router_ticks() {
+    local i pid sum out=()
+    for i in 1 2; do
+        [[ -f $ROW_DIR/weft-h$i.pid ]] || return 0
+        pid=$(<"$ROW_DIR/weft-h$i.pid")
+        sum=$(cat /proc/"$pid"/task/*/stat 2>/dev/null |
+            awk '$2 ~ /^\(weft-dataplane/ { t += $14 + $15 } END { print t + 0 }')
+        out+=("$sum")
+    done
+    echo "${out[*]}"
 }
 
 # Waits up to $2 seconds for the command after it to succeed.
@@ -347,10 +362,11 @@ measure() {
     spawn "$DST_NS" iperf3-server iperf3 --server --bind "$DST_IP"
     wait_for 10 iperf3_listening || fail "iperf3 server did not start"
     sleep 0.5
-    local streams before after path_before
+    local streams before after path_before routers_before
     for streams in 1 4; do
         log "$ROW: iperf3, $streams stream(s), $TIME s"
         path_before=$(path_bytes)
+        routers_before=$(router_ticks)
         before=$(cpu_ticks)
         # shellcheck disable=SC2086 # IPERF_ARGS: extra iperf3 client arguments, split on spaces
         ip netns exec "$SRC_NS" timeout $((TIME + 30)) \
@@ -358,6 +374,9 @@ measure() {
             --connect-timeout 5000 ${IPERF_ARGS:-} >"$ROW_DIR/iperf-$streams.json" 2>"$ROW_DIR/iperf-$streams.err"
         after=$(cpu_ticks)
         echo "$before $after $(getconf CLK_TCK)" >"$ROW_DIR/cpu-$streams.txt"
+        if [[ -n $routers_before ]]; then
+            echo "$routers_before $(router_ticks) $(getconf CLK_TCK)" >"$ROW_DIR/router-cpu-$streams.txt"
+        fi
         if [[ -n $path_before ]]; then
             printf '%s %s %s\n' "$path_before" "$(path_bytes)" "$PATH_WHAT" >"$ROW_DIR/path-$streams.txt"
         fi

@@ -13,6 +13,8 @@ gossip_core/    lines of connection events, time and control messages (hello, go
 secret_file/    secret files: the docs' example, base64, short, padded with whitespace
 sleeve_engine/  one control byte (source 10.0.0.x, encrypted cluster, sealed by peer 6) + a plain
                 sleeve datagram: relays, broadcasts, heartbeats and answers of the unit tests
+tap_offload/    a virtio-net header + a TCP or UDP super-frame (IPv4, IPv6), and frame records of
+                UDP datagrams and TCP segments of one flow (for the coalescers)
 """
 import json
 import os
@@ -230,7 +232,32 @@ ENGINE = {
     "unknown_encrypted": bytes([7 | 0x08]) + sleeve(1, 1, 9, 1, FRAME),
 }
 
+
+
+def udp(payload, sport=5000, dport=6000):
+    return struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def vnet(gso_type, hdr_len, gso_size, csum_start, csum_offset):
+    return struct.pack("<BBHHHH", 1, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def records_of(frames):
+    return b"".join(struct.pack(">H", len(f)) + f for f in frames)
+
+
+TCP_BIG = struct.pack(">HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x10, 65535, 0, 0) + bytes(range(256)) * 12
+TAP = {
+    "tso_v4": vnet(1, 54, 1000, 34, 16) + eth(0x0800, ipv4(6, TCP_BIG)),
+    "tso_v6": vnet(4, 74, 1000, 54, 16) + eth(0x86DD, ipv6(6, TCP_BIG)),
+    "uso_v4": vnet(5, 42, 1200, 34, 6) + eth(0x0800, ipv4(17, udp(bytes(3000)))),
+    "uso_v6": vnet(5, 62, 1200, 54, 6) + eth(0x86DD, ipv6(17, udp(bytes(3000)))),
+    "udp_records": bytes(10) + records_of([eth(0x0800, ipv4(17, udp(bytes([i]) * 100))) for i in range(3)]),
+    "tcp_records": bytes(10) + records_of([eth(0x0800, ipv4(6, TCP)) for _ in range(2)]),
+}
+
 SEEDS.update({
+    "tap_offload": TAP,
     "cni_config": CNI,
     "api_body": API,
     "ipam_records": IPAM,

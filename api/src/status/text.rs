@@ -308,6 +308,22 @@ impl Report {
                 .join(" ")
         };
         let _ = writeln!(out, "  {}", kv(&self.counters, false));
+        if self.workers.len() > 1 {
+            let shares: Vec<String> = (self.workers.iter().enumerate())
+                .map(|(i, w)| {
+                    format!(
+                        "{i}: tap_rx_frames={} udp_rx_datagrams={}",
+                        w.tap_rx_frames, w.udp_rx_datagrams
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  workers: {} ({})",
+                self.workers.len(),
+                shares.join(", ")
+            );
+        }
         let drops = kv(&self.drops, true);
         let _ = writeln!(
             out,
@@ -545,6 +561,35 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn several_workers_get_a_line_each_share() {
+        let mut r: Report = serde_json::from_value(serde_json::json!({
+            "version": "0", "name": "a", "nickname": "h1", "uid": "0", "listen": "", "bridge": "",
+            "tap": "", "underlay_mtu": 1500, "pod_mtu": 1410, "uptime_secs": 1, "peers": [],
+            "targets": [], "connections": [], "refused_connections": 0, "refused": [],
+            "encrypted": false, "counters": {}, "drops": {}, "fdb": {}
+        }))
+        .unwrap();
+        assert!(
+            r.workers.is_empty(),
+            "a report without the field reads as empty"
+        );
+        assert!(!r.render().contains("workers:"));
+        r.workers = vec![
+            WorkerReport {
+                tap_rx_frames: 5,
+                udp_rx_datagrams: 6,
+            },
+            WorkerReport {
+                tap_rx_frames: 7,
+                udp_rx_datagrams: 8,
+            },
+        ];
+        assert!(r.render().contains(
+            "workers: 2 (0: tap_rx_frames=5 udp_rx_datagrams=6, 1: tap_rx_frames=7 udp_rx_datagrams=8)"
+        ));
     }
 
     #[test]

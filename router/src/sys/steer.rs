@@ -6,7 +6,10 @@
 //! destination addresses and, for TCP and UDP (and an IPv4 packet that is not a fragment), the
 //! two ports. Every frame of a flow then goes to one queue, read by one worker, so a flow is never
 //! reordered by the sleeve. Anything else (ARP, VLAN-tagged frames, other protocols) goes to
-//! queue 0.
+//! queue 0. The hash is symmetric: a flow's replies, read from the TAP port on the other host,
+//! go to the queue of the same number there, so with as many workers on both hosts a request
+//! and its reply are carried by workers of one number end to end, and the worker that writes a
+//! request to a pod often finds the pod's reply before it sleeps.
 //!
 //! Without a program the kernel's own choice applies ("automq"): by flow too, but it remembers
 //! the queue a flow's replies were last written to and sends the flow there, which can move a
@@ -161,12 +164,16 @@ fn program() -> Vec<Insn> {
     p.push(jump(&p, JA, 0, MIX));
     p.extend([ld_abs(W, ETH + 40), alu64_x(XOR, 7, 0)]); // both ports
     assert_eq!(p.len(), MIX);
-    // mix: fold the high half into the low one, multiply, keep the high half (whose every bit
-    // depends on all the bits folded); the kernel takes it modulo the number of queues.
+    // mix: fold the high half into the low one and keep those 16 bits, multiply, keep the high
+    // half (whose every bit depends on all the bits folded); the kernel takes it modulo the
+    // number of queues. The fold makes the hash symmetric: the addresses are XORed, and the two
+    // ports (the high and low half of one word) meet in the low half, so a flow's two directions
+    // hash alike.
     p.extend([
         alu64_x(MOV, 0, 7),
         alu64_k(RSH, 7, 16),
         alu64_x(XOR, 0, 7),
+        alu64_k(AND, 0, 0xffff),
         alu32_k(MUL, 0, GOLDEN),
         alu32_k(RSH, 0, 16),
         exit(),
@@ -299,6 +306,144 @@ mod tests {
             }
         }
         assert_eq!(p.last(), Some(&exit()));
+    }
+
+    /// Runs the program on `frame` the way the kernel does for a TAP's queue choice (the packet
+    /// from its Ethernet header): a small interpreter of the instructions the program uses.
+    /// `None` where a packet load falls outside the frame (the kernel then returns 0).
+    fn run(p: &[Insn], frame: &[u8]) -> u32 {
+        let mut r = [0u64; 11];
+        let mut pc = 0usize;
+        let load = |at: i64, size: u8| -> Option<u64> {
+            let n = match size {
+                W => 4,
+                H => 2,
+                _ => 1,
+            };
+            let at = usize::try_from(at).ok()?;
+            let b = frame.get(at..at + n)?;
+            Some(b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+        };
+        loop {
+            let i = p[pc];
+            let (dst, src) = (usize::from(i.regs & 0x0f), usize::from(i.regs >> 4));
+            let imm = i64::from(i.imm);
+            pc += 1;
+            match i.code & 0x07 {
+                LD => {
+                    let at = if i.code & IND != 0 {
+                        r[src] as i64 + imm
+                    } else {
+                        imm
+                    };
+                    match load(at, i.code & 0x18) {
+                        Some(v) => r[0] = v,
+                        None => return 0,
+                    }
+                }
+                ALU64 | ALU => {
+                    let v = if i.code & X != 0 { r[src] } else { imm as u64 };
+                    let a = r[dst];
+                    let out = match i.code & 0xf0 {
+                        MOV => v,
+                        XOR => a ^ v,
+                        AND => a & v,
+                        LSH => a << v,
+                        RSH if i.code & 0x07 == ALU => u64::from((a as u32) >> v),
+                        RSH => a >> v,
+                        MUL => u64::from((a as u32).wrapping_mul(v as u32)),
+                        op => panic!("unexpected ALU op {op:#x}"),
+                    };
+                    r[dst] = if i.code & 0x07 == ALU {
+                        out & 0xffff_ffff
+                    } else {
+                        out
+                    };
+                }
+                JMP => {
+                    let taken = match i.code & 0xf0 {
+                        EXIT => return r[0] as u32,
+                        JA => true,
+                        JEQ => r[dst] == imm as u64,
+                        JSET => r[dst] & imm as u64 != 0,
+                        op => panic!("unexpected jump {op:#x}"),
+                    };
+                    if taken {
+                        pc = (pc as i64 + i64::from(i.off)) as usize;
+                    }
+                }
+                class => panic!("unexpected class {class}"),
+            }
+        }
+    }
+
+    /// An Ethernet frame with an IPv4 (or IPv6) header and the first 4 bytes of a TCP or UDP
+    /// header.
+    fn flow(v6: bool, proto: u8, src: u8, dst: u8, sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        if v6 {
+            f.extend_from_slice(&[0x86, 0xdd]);
+            let mut ip = [0u8; 40];
+            ip[0] = 0x60;
+            ip[6] = proto;
+            ip[23] = src;
+            ip[39] = dst;
+            f.extend_from_slice(&ip);
+        } else {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = [0u8; 20];
+            ip[0] = 0x45;
+            ip[9] = proto;
+            ip[12..16].copy_from_slice(&[10, 32, 1, src]);
+            ip[16..20].copy_from_slice(&[10, 32, 2, dst]);
+            f.extend_from_slice(&ip);
+        }
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&[0; 16]);
+        f
+    }
+
+    #[test]
+    fn flows_hash_symmetrically_and_spread() {
+        let p = program();
+        for v6 in [false, true] {
+            for proto in [6, 17] {
+                let mut queues = [[0u32; 2]; 4];
+                for sport in 40_000..40_256u16 {
+                    let there = run(&p, &flow(v6, proto, 1, 2, sport, 5201));
+                    let back = run(&p, &flow(v6, proto, 2, 1, 5201, sport));
+                    assert_eq!(there, back, "v6 {v6}, proto {proto}, port {sport}");
+                    queues[0][(there % 2) as usize] += 1;
+                    queues[1][(there % 4 / 2) as usize] += 1;
+                }
+                // 256 flows over 2 queues: neither gets fewer than a quarter.
+                for q in &queues[..2] {
+                    assert!(q.iter().all(|&n| n >= 64), "{q:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_tcp_or_udp_flow_is_hashed_by_addresses_or_goes_to_queue_0() {
+        let p = program();
+        // ARP, a VLAN tag, a truncated frame: queue 0.
+        let mut arp = flow(false, 6, 1, 2, 1, 2);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(run(&p, &arp), 0);
+        arp[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert_eq!(run(&p, &arp), 0);
+        assert_eq!(run(&p, &flow(false, 6, 1, 2, 1, 2)[..20]), 0);
+        // ICMP, and the fragments of one datagram: by addresses only, whatever the ports say.
+        let icmp = run(&p, &flow(false, 1, 1, 2, 7, 8));
+        assert_eq!(icmp, run(&p, &flow(false, 1, 1, 2, 9, 10)));
+        let mut frag = flow(false, 17, 1, 2, 7, 8);
+        frag[14 + 6] = 0x20; // more fragments
+        let mut later = flow(false, 17, 1, 2, 99, 98);
+        later[14 + 7] = 0xb9; // offset 185
+        assert_eq!(run(&p, &frag), run(&p, &later));
+        assert_eq!(run(&p, &frag), icmp);
     }
 
     #[test]

@@ -346,6 +346,18 @@ def cpu_model():
     return m.group(1).strip() if m else platform.processor() or None
 
 
+def print_table(header, table):
+    """Prints a table of text cells after a blank line (nothing without rows): the first column
+    left-aligned, the others right-aligned, each as wide as its widest cell."""
+    if not table:
+        return
+    widths = [max(len(header[i]), *(len(t[i]) for t in table)) for i in range(len(header))]
+    print()
+    for cells in [header, ["-" * w for w in widths]] + table:
+        print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
+                        for i, (c, w) in enumerate(zip(cells, widths))).rstrip())
+
+
 def cmd_final(a):
     rows = [json.loads(line) for line in open(a.results, encoding="utf-8") if line.strip()]
     base = next((gbps(r, 1) for r in rows if r["row"] == BASELINE and r["status"] == "ok"), None)
@@ -404,15 +416,7 @@ def cmd_final(a):
             fmt((r.get("rr") or {}).get("median_us"), 1),
             fmt((r.get("service") or {}).get("gbit_per_s"), 2),
         ])
-    if table2:
-        w2 = [max(len(header2[i]), *(len(t[i]) for t in table2)) for i in range(len(header2))]
-        print()
-        print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
-                        for i, (c, w) in enumerate(zip(header2, w2))).rstrip())
-        print("  ".join("-" * w for w in w2))
-        for t in table2:
-            print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
-                            for i, (c, w) in enumerate(zip(t, w2))).rstrip())
+    print_table(header2, table2)
     table3 = []
     for r in rows:
         cells = [(r.get(f"iperf_{n}") or {}).get("router_cpu") for n in (1, 4)]
@@ -420,16 +424,7 @@ def cmd_final(a):
             table3.append([r["path"]] + [
                 f"{c['sender_cores']:.2f} / {c['receiver_cores']:.2f}" if c else "-"
                 for c in cells])
-    if table3:
-        header3 = ["path", "data plane cores, 1 stream (h1 / h2)", "4 streams (h1 / h2)"]
-        w3 = [max(len(header3[i]), *(len(t[i]) for t in table3)) for i in range(3)]
-        print()
-        print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
-                        for i, (c, w) in enumerate(zip(header3, w3))).rstrip())
-        print("  ".join("-" * w for w in w3))
-        for t in table3:
-            print("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
-                            for i, (c, w) in enumerate(zip(t, w3))).rstrip())
+    print_table(["path", "data plane cores, 1 stream (h1 / h2)", "4 streams (h1 / h2)"], table3)
     goals = targets(rows)
     if goals:
         print("\ntargets (issue 15), this run:")

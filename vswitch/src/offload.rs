@@ -337,6 +337,27 @@ fn pseudo_sum(frame: &[u8], l: &L4Layout, tcp_len: usize) -> u32 {
     ])
 }
 
+/// True if `frame` has the Ethernet header and the IP header of `held` (laid out as `l`), but for
+/// the fields that differ between the packets of one flow (length, IPv4 identification and
+/// checksum), and the same ports: what the coalescers require before merging.
+fn same_headers(held: &[u8], frame: &[u8], l: &L4Layout) -> bool {
+    let (ip, l4) = (l.ip, l.l4);
+    // Ethernet header (and VLAN tag).
+    if held[..ip] != frame[..ip] {
+        return false;
+    }
+    let ip_same = if l.v6 {
+        // Version, traffic class, flow label; next header, hop limit, addresses.
+        held[ip..ip + 4] == frame[ip..ip + 4] && held[ip + 6..l4] == frame[ip + 6..l4]
+    } else {
+        // Version/IHL, TOS; flags/fragment, TTL, protocol; addresses and options.
+        held[ip..ip + 2] == frame[ip..ip + 2]
+            && held[ip + 6..ip + 10] == frame[ip + 6..ip + 10]
+            && held[ip + 12..l4] == frame[ip + 12..l4]
+    };
+    ip_same && held[l4..l4 + 4] == frame[l4..l4 + 4]
+}
+
 /// True if the IP length field of `frame` says the packet ends where the frame does.
 fn ip_len_matches(frame: &[u8], l: &L4Layout) -> bool {
     if l.v6 {
@@ -542,16 +563,8 @@ pub enum Pushed {
 /// checksum field, as the kernel expects from a TAP writer.
 #[derive(Debug)]
 pub struct Coalescer {
-    /// `VNET_HDR_LEN` bytes of header room, then the super-frame.
-    buf: Box<[u8]>,
-    /// Frame bytes held (after the header room); 0 when nothing is held.
-    len: usize,
-    layout: L4Layout,
-    segments: u16,
-    gso_size: usize,
+    held: SuperFrame,
     next_seq: u32,
-    /// No more segments may join (the last was short or had PSH).
-    closed: bool,
     /// The first held segment's checksum is partial (not verified, not complete).
     first_partial: bool,
 }
@@ -566,26 +579,15 @@ impl Coalescer {
     /// A coalescer with room for one [`MAX_SUPER_FRAME`] (allocated here, once).
     pub fn new() -> Coalescer {
         Coalescer {
-            buf: vec![0u8; VNET_HDR_LEN + MAX_SUPER_FRAME].into_boxed_slice(),
-            len: 0,
-            layout: L4Layout {
-                v6: false,
-                proto: PROTO_TCP,
-                ip: 0,
-                l4: 0,
-                payload: 0,
-            },
-            segments: 0,
-            gso_size: 0,
+            held: SuperFrame::new(PROTO_TCP),
             next_seq: 0,
-            closed: false,
             first_partial: false,
         }
     }
 
     /// Segments in the held super-frame (0: none held).
     pub fn segments(&self) -> u16 {
-        self.segments
+        self.held.segments
     }
 
     /// Offers `frame`. [`Pushed::Refused`] means the caller must first [`take`](Self::take) the
@@ -619,14 +621,8 @@ impl Coalescer {
             return Pushed::Refused;
         }
         let seq = u32::from_be_bytes([frame[t + 4], frame[t + 5], frame[t + 6], frame[t + 7]]);
-        if self.segments > 0
-            && (self.closed
-                || l != self.layout
-                || payload > self.gso_size
-                || seq != self.next_seq
-                || self.len + payload > MAX_SUPER_FRAME
-                || self.len + payload - l.ip > 65_535
-                || !self.same_flow(frame))
+        if !self.held.may_join(frame, &l, payload, u16::MAX)
+            || (self.held.segments > 0 && (seq != self.next_seq || !self.same_tcp_fields(frame)))
         {
             return Pushed::Refused;
         }
@@ -641,49 +637,28 @@ impl Coalescer {
                 return Pushed::Refused;
             }
         }
-        let held = &mut self.buf[VNET_HDR_LEN..];
-        if self.segments == 0 {
-            held[..frame.len()].copy_from_slice(frame);
-            self.len = frame.len();
-            self.layout = l;
-            self.gso_size = payload;
-            self.closed = false;
+        if self.held.segments == 0 {
             self.first_partial = partial;
         } else {
-            held[self.len..self.len + payload].copy_from_slice(&frame[l.payload..]);
-            self.len += payload;
             // The flags of the last segment (PSH) go to the super-frame.
-            held[t + 13] = flags;
+            self.held.buf[VNET_HDR_LEN + t + 13] = flags;
         }
-        self.segments += 1;
+        self.held.hold(frame, l, payload);
         self.next_seq = seq.wrapping_add(payload as u32);
-        if payload < self.gso_size || flags & TCP_PSH != 0 {
-            self.closed = true;
+        if flags & TCP_PSH != 0 {
+            self.held.closed = true;
         }
         Pushed::Held
     }
 
-    fn same_flow(&self, frame: &[u8]) -> bool {
-        let held = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + self.len];
-        let l = &self.layout;
+    /// The TCP fields that must match the held segments' (the headers and ports are
+    /// [`SuperFrame::may_join`]'s): acknowledgment, data offset; window; urgent pointer and
+    /// options.
+    fn same_tcp_fields(&self, frame: &[u8]) -> bool {
+        let held = self.held.frame();
+        let l = &self.held.layout;
         let t = l.l4;
-        // Ethernet header (and VLAN tag).
-        if held[..l.ip] != frame[..l.ip] {
-            return false;
-        }
-        let ip_same = if l.v6 {
-            // Version, traffic class, flow label; next header, hop limit, addresses.
-            held[l.ip..l.ip + 4] == frame[l.ip..l.ip + 4] && held[l.ip + 6..t] == frame[l.ip + 6..t]
-        } else {
-            // Version/IHL, TOS; flags/fragment, TTL, protocol; addresses and options.
-            held[l.ip..l.ip + 2] == frame[l.ip..l.ip + 2]
-                && held[l.ip + 6..l.ip + 10] == frame[l.ip + 6..l.ip + 10]
-                && held[l.ip + 12..t] == frame[l.ip + 12..t]
-        };
-        // Ports; acknowledgment, data offset; window; urgent pointer and options.
-        ip_same
-            && held[t..t + 4] == frame[t..t + 4]
-            && held[t + 8..t + 13] == frame[t + 8..t + 13]
+        held[t + 8..t + 13] == frame[t + 8..t + 13]
             && held[t + 14..t + 16] == frame[t + 14..t + 16]
             && held[t + 18..l.payload] == frame[t + 18..l.payload]
     }
@@ -692,45 +667,131 @@ impl Coalescer {
     /// for one TAP write), or `None` if nothing is held. A single held segment goes out as it
     /// came, with `F_DATA_VALID` (its checksum was verified).
     pub fn take(&mut self) -> Option<&[u8]> {
-        if self.segments == 0 {
-            return None;
-        }
-        let l = self.layout;
-        let len = self.len;
-        let segments = self.segments;
-        self.segments = 0;
-        self.len = 0;
-        let (hdr_room, frame) = self.buf.split_at_mut(VNET_HDR_LEN);
-        let frame = &mut frame[..len];
-        let hdr = if segments == 1 && self.first_partial {
-            // The checksum field already holds the pseudo-header sum for this length.
-            VnetHdr {
-                flags: F_NEEDS_CSUM,
-                csum_start: l.l4 as u16,
-                csum_offset: 16,
-                ..VnetHdr::NONE
+        let first_partial = self.first_partial;
+        self.held.take(|frame, l, segments, gso_size| {
+            let len = frame.len();
+            if segments == 1 && first_partial {
+                // The checksum field already holds the pseudo-header sum for this length.
+                return VnetHdr {
+                    flags: F_NEEDS_CSUM,
+                    csum_start: l.l4 as u16,
+                    csum_offset: 16,
+                    ..VnetHdr::NONE
+                };
             }
-        } else if segments == 1 {
-            VnetHdr {
-                flags: F_DATA_VALID,
-                ..VnetHdr::NONE
+            if segments == 1 {
+                return VnetHdr {
+                    flags: F_DATA_VALID,
+                    ..VnetHdr::NONE
+                };
             }
-        } else {
-            set_ip_len(frame, &l, len - l.ip);
+            set_ip_len(frame, l, len - l.ip);
             let t = l.l4;
             // The partial checksum: the pseudo-header sum, folded, not inverted.
-            let pseudo = !checksum::finish(pseudo_sum(frame, &l, len - t));
+            let pseudo = !checksum::finish(pseudo_sum(frame, l, len - t));
             frame[t + 16..t + 18].copy_from_slice(&pseudo.to_be_bytes());
             VnetHdr {
                 flags: F_NEEDS_CSUM,
                 gso_type: if l.v6 { GsoType::TcpV6 } else { GsoType::TcpV4 },
                 ecn: false,
                 hdr_len: l.payload as u16,
-                gso_size: self.gso_size as u16,
+                gso_size: gso_size as u16,
                 csum_start: t as u16,
                 csum_offset: 16,
             }
-        };
+        })
+    }
+}
+
+/// The super-frame a coalescer is building: `VNET_HDR_LEN` bytes of header room, then the first
+/// frame whole and the payloads of the others after it.
+#[derive(Debug)]
+struct SuperFrame {
+    buf: Box<[u8]>,
+    /// Frame bytes held (after the header room); 0 when nothing is held.
+    len: usize,
+    layout: L4Layout,
+    segments: u16,
+    /// The payload size of the first frame, which the others may not exceed.
+    gso_size: usize,
+    /// No more frames may join (the last was short, or the coalescer said so).
+    closed: bool,
+}
+
+impl SuperFrame {
+    /// Room for one [`MAX_SUPER_FRAME`], allocated here, once.
+    fn new(proto: u8) -> SuperFrame {
+        SuperFrame {
+            buf: vec![0u8; VNET_HDR_LEN + MAX_SUPER_FRAME].into_boxed_slice(),
+            len: 0,
+            layout: L4Layout {
+                v6: false,
+                proto,
+                ip: 0,
+                l4: 0,
+                payload: 0,
+            },
+            segments: 0,
+            gso_size: 0,
+            closed: false,
+        }
+    }
+
+    /// The frame bytes held.
+    fn frame(&self) -> &[u8] {
+        &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + self.len]
+    }
+
+    /// Whether `frame` (laid out as `l`, with `payload` bytes of payload) may join what is held:
+    /// anything may start a super-frame; to join, it must be of the same flow and layout, no
+    /// larger than the first, and keep the super-frame within its limits and `max_segments`.
+    fn may_join(&self, frame: &[u8], l: &L4Layout, payload: usize, max_segments: u16) -> bool {
+        self.segments == 0
+            || !(self.closed
+                || *l != self.layout
+                || payload > self.gso_size
+                || self.segments >= max_segments
+                || self.len + payload > MAX_SUPER_FRAME
+                || self.len + payload - l.ip > 65_535
+                || !same_headers(self.frame(), frame, l))
+    }
+
+    /// Adds `frame`: whole as the first, its payload after the others'. A payload shorter than
+    /// the first closes the super-frame.
+    fn hold(&mut self, frame: &[u8], l: L4Layout, payload: usize) {
+        let held = &mut self.buf[VNET_HDR_LEN..];
+        if self.segments == 0 {
+            held[..frame.len()].copy_from_slice(frame);
+            self.len = frame.len();
+            self.layout = l;
+            self.gso_size = payload;
+            self.closed = false;
+        } else {
+            held[self.len..self.len + payload].copy_from_slice(&frame[l.payload..]);
+            self.len += payload;
+        }
+        self.segments += 1;
+        if payload < self.gso_size {
+            self.closed = true;
+        }
+    }
+
+    /// Hands the held super-frame to `header` (the frame, its layout, how many frames it holds
+    /// and their payload size), which fixes its headers and returns the virtio-net header; returns
+    /// both together, ready for one TAP write, or `None` if nothing is held. Nothing is held
+    /// afterwards.
+    fn take(
+        &mut self,
+        header: impl FnOnce(&mut [u8], &L4Layout, u16, usize) -> VnetHdr,
+    ) -> Option<&[u8]> {
+        if self.segments == 0 {
+            return None;
+        }
+        let (len, segments) = (self.len, self.segments);
+        self.segments = 0;
+        self.len = 0;
+        let (hdr_room, frame) = self.buf.split_at_mut(VNET_HDR_LEN);
+        let hdr = header(&mut frame[..len], &self.layout, segments, self.gso_size);
         hdr.emit(hdr_room).ok()?;
         Some(&self.buf[..VNET_HDR_LEN + len])
     }

@@ -6,9 +6,8 @@
 //! [`Segmenter`](super::Segmenter).
 
 use super::{
-    checksum, fast_sum, ip_len_matches, pseudo_sum, set_ip_len, udp_layout, GsoType, L4Layout,
-    Pushed, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, MAX_SUPER_FRAME, PROTO_UDP, UDP_HEADER_LEN,
-    VNET_HDR_LEN,
+    checksum, fast_sum, ip_len_matches, pseudo_sum, set_ip_len, udp_layout, GsoType, Pushed,
+    SuperFrame, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, PROTO_UDP, UDP_HEADER_LEN,
 };
 
 /// The most datagrams one super-frame carries (the kernel's `UDP_MAX_SEGMENTS` is 128 since
@@ -24,15 +23,7 @@ pub const MAX_UDP_SEGMENTS: u16 = 64;
 /// with the pseudo-header sum in the checksum field, as the kernel expects from a TAP writer.
 #[derive(Debug)]
 pub struct UdpCoalescer {
-    /// `VNET_HDR_LEN` bytes of header room, then the super-frame.
-    buf: Box<[u8]>,
-    /// Frame bytes held (after the header room); 0 when nothing is held.
-    len: usize,
-    layout: L4Layout,
-    segments: u16,
-    gso_size: usize,
-    /// No more datagrams may join (the last was short).
-    closed: bool,
+    held: SuperFrame,
 }
 
 impl Default for UdpCoalescer {
@@ -42,27 +33,17 @@ impl Default for UdpCoalescer {
 }
 
 impl UdpCoalescer {
-    /// A coalescer with room for one [`MAX_SUPER_FRAME`] (allocated here, once).
+    /// A coalescer with room for one [`MAX_SUPER_FRAME`](super::MAX_SUPER_FRAME) (allocated
+    /// here, once).
     pub fn new() -> UdpCoalescer {
         UdpCoalescer {
-            buf: vec![0u8; VNET_HDR_LEN + MAX_SUPER_FRAME].into_boxed_slice(),
-            len: 0,
-            layout: L4Layout {
-                v6: false,
-                proto: PROTO_UDP,
-                ip: 0,
-                l4: 0,
-                payload: 0,
-            },
-            segments: 0,
-            gso_size: 0,
-            closed: false,
+            held: SuperFrame::new(PROTO_UDP),
         }
     }
 
     /// Datagrams in the held super-frame (0: none held).
     pub fn segments(&self) -> u16 {
-        self.segments
+        self.held.segments
     }
 
     /// Offers `frame`. [`Pushed::Refused`] means the caller must first [`take`](Self::take) the
@@ -74,17 +55,10 @@ impl UdpCoalescer {
         let u = l.l4;
         let payload = frame.len() - l.payload;
         let udp_len = usize::from(u16::from_be_bytes([frame[u + 4], frame[u + 5]]));
-        if payload == 0 || !ip_len_matches(frame, &l) || udp_len != frame.len() - u {
-            return Pushed::Refused;
-        }
-        if self.segments > 0
-            && (self.closed
-                || l != self.layout
-                || payload > self.gso_size
-                || self.segments >= MAX_UDP_SEGMENTS
-                || self.len + payload > MAX_SUPER_FRAME
-                || self.len + payload - u > 65_535
-                || !self.same_flow(frame))
+        if payload == 0
+            || !ip_len_matches(frame, &l)
+            || udp_len != frame.len() - u
+            || !self.held.may_join(frame, &l, payload, MAX_UDP_SEGMENTS)
         {
             return Pushed::Refused;
         }
@@ -98,88 +72,45 @@ impl UdpCoalescer {
                 return Pushed::Refused;
             }
         }
-        let held = &mut self.buf[VNET_HDR_LEN..];
-        if self.segments == 0 {
-            held[..frame.len()].copy_from_slice(frame);
-            self.len = frame.len();
-            self.layout = l;
-            self.gso_size = payload;
-            self.closed = false;
-        } else {
-            held[self.len..self.len + payload].copy_from_slice(&frame[l.payload..]);
-            self.len += payload;
-        }
-        self.segments += 1;
-        if payload < self.gso_size {
-            self.closed = true;
-        }
+        self.held.hold(frame, l, payload);
         Pushed::Held
-    }
-
-    fn same_flow(&self, frame: &[u8]) -> bool {
-        let held = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + self.len];
-        let l = &self.layout;
-        let u = l.l4;
-        if held[..l.ip] != frame[..l.ip] {
-            return false;
-        }
-        let ip_same = if l.v6 {
-            // Version, traffic class, flow label; next header, hop limit, addresses.
-            held[l.ip..l.ip + 4] == frame[l.ip..l.ip + 4] && held[l.ip + 6..u] == frame[l.ip + 6..u]
-        } else {
-            // Version/IHL, TOS; flags/fragment, TTL, protocol; addresses and options.
-            held[l.ip..l.ip + 2] == frame[l.ip..l.ip + 2]
-                && held[l.ip + 6..l.ip + 10] == frame[l.ip + 6..l.ip + 10]
-                && held[l.ip + 12..u] == frame[l.ip + 12..u]
-        };
-        ip_same && held[u..u + 4] == frame[u..u + 4]
     }
 
     /// Finishes the held super-frame and returns it with its virtio-net header in front (ready
     /// for one TAP write), or `None` if nothing is held. A single held datagram goes out as it
     /// came, with `F_DATA_VALID` (its checksum was verified).
     pub fn take(&mut self) -> Option<&[u8]> {
-        if self.segments == 0 {
-            return None;
-        }
-        let l = self.layout;
-        let len = self.len;
-        let segments = self.segments;
-        self.segments = 0;
-        self.len = 0;
-        let (hdr_room, frame) = self.buf.split_at_mut(VNET_HDR_LEN);
-        let frame = &mut frame[..len];
-        let hdr = if segments == 1 {
-            VnetHdr {
-                flags: F_DATA_VALID,
-                ..VnetHdr::NONE
+        self.held.take(|frame, l, segments, gso_size| {
+            if segments == 1 {
+                return VnetHdr {
+                    flags: F_DATA_VALID,
+                    ..VnetHdr::NONE
+                };
             }
-        } else {
-            set_ip_len(frame, &l, len - l.ip);
+            let len = frame.len();
+            set_ip_len(frame, l, len - l.ip);
             let u = l.l4;
             frame[u + 4..u + 6].copy_from_slice(&((len - u) as u16).to_be_bytes());
             // The partial checksum: the pseudo-header sum for the whole length, folded, not
             // inverted; the kernel adjusts it to each datagram's length when it cuts.
-            let pseudo = !checksum::finish(pseudo_sum(frame, &l, len - u));
+            let pseudo = !checksum::finish(pseudo_sum(frame, l, len - u));
             frame[u + 6..u + 8].copy_from_slice(&pseudo.to_be_bytes());
             VnetHdr {
                 flags: F_NEEDS_CSUM,
                 gso_type: GsoType::UdpL4,
                 ecn: false,
                 hdr_len: (u + UDP_HEADER_LEN) as u16,
-                gso_size: self.gso_size as u16,
+                gso_size: gso_size as u16,
                 csum_start: u as u16,
                 csum_offset: 6,
             }
-        };
-        hdr.emit(hdr_room).ok()?;
-        Some(&self.buf[..VNET_HDR_LEN + len])
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::Segmenter;
+    use super::super::{ip_len_matches, Segmenter, VNET_HDR_LEN};
     use super::*;
     use proptest::prelude::*;
 

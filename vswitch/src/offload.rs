@@ -435,15 +435,23 @@ impl<'a> Segmenter<'a> {
             GsoType::Udp => return Err(OffloadError::UnsupportedGso),
         };
         let t = layout.l4;
+        // The sequence number and flags of a TCP super-frame (a UDP one has neither, and may be
+        // shorter than a TCP header).
+        let (seq, flags) = if layout.proto == PROTO_TCP {
+            let seq = u32::from_be_bytes([frame[t + 4], frame[t + 5], frame[t + 6], frame[t + 7]]);
+            (seq, frame[t + 13])
+        } else {
+            (0, 0)
+        };
         Ok(Segmenter {
             frame,
             layout,
             gso_size: usize::from(hdr.gso_size),
             done: 0,
             index: 0,
-            seq: u32::from_be_bytes([frame[t + 4], frame[t + 5], frame[t + 6], frame[t + 7]]),
+            seq,
             ipv4_id: u16::from_be_bytes([frame[layout.ip + 4], frame[layout.ip + 5]]),
-            flags: frame[t + 13],
+            flags,
             partial: false,
         })
     }

@@ -307,9 +307,9 @@ pub fn bind_sockets(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
     if n <= 1 {
         return Ok(vec![UdpSocket::bind(addr)?]);
     }
+    let domain = socket2::Domain::for_address(addr);
     let sockets = (0..n)
         .map(|_| {
-            let domain = socket2::Domain::for_address(addr);
             let s =
                 socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
             if addr.is_ipv6() {

@@ -23,11 +23,11 @@ const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETLE: libc::c_ulong = 0x4004_54dc;
-const TUN_F_CSUM: libc::c_uint = 0x01;
-const TUN_F_TSO4: libc::c_uint = 0x02;
-const TUN_F_TSO6: libc::c_uint = 0x04;
-const TUN_F_USO4: libc::c_uint = 0x20;
-const TUN_F_USO6: libc::c_uint = 0x40;
+const TUN_F_CSUM: libc::c_ulong = 0x01;
+const TUN_F_TSO4: libc::c_ulong = 0x02;
+const TUN_F_TSO6: libc::c_ulong = 0x04;
+const TUN_F_USO4: libc::c_ulong = 0x20;
+const TUN_F_USO6: libc::c_ulong = 0x40;
 /// The virtio-net header of a frame that needs nothing done (what [`Tap::write`] puts in front).
 const NO_OFFLOAD_HDR: [u8; vswitch::offload::VNET_HDR_LEN] = [0; vswitch::offload::VNET_HDR_LEN];
 
@@ -86,29 +86,11 @@ impl Tap {
                 .map(|_| Tap::create(name, false, true))
                 .collect();
         }
-        match super::steer::load_flow_steering() {
-            Ok(prog) => {
-                let fd = prog.as_raw_fd();
-                // SAFETY: TUNSETSTEERINGEBPF reads one int (the program's descriptor) through
-                // the pointer, which points at `fd`, alive for the whole call; the device takes
-                // its own reference to the program.
-                let r = unsafe {
-                    libc::ioctl(
-                        taps[0].file.as_raw_fd(),
-                        TUNSETSTEERINGEBPF as _,
-                        &fd as *const libc::c_int,
-                    )
-                };
-                if r < 0 {
-                    tracing::warn!(
-                        "TAP flow steering refused ({}): the kernel picks the queues",
-                        io::Error::last_os_error()
-                    );
-                }
-            }
-            Err(e) => {
-                tracing::warn!("TAP flow steering unavailable ({e}): the kernel picks the queues")
-            }
+        // The device takes its own reference to the program: our descriptor may close after.
+        let steering = super::steer::load_flow_steering()
+            .and_then(|prog| taps[0].ioctl_int_ptr(TUNSETSTEERINGEBPF, prog.as_raw_fd()));
+        if let Err(e) = steering {
+            tracing::warn!("TAP flow steering unavailable ({e}): the kernel picks the queues");
         }
         Ok(taps)
     }
@@ -120,16 +102,16 @@ impl Tap {
         let mut tap = Tap::create(name, true, multi)?;
         // The header's fields are little-endian (already so on little-endian hosts; kernels
         // without the ioctl use the host's order, which is then little-endian too on x86/arm).
-        let _ = tap.ioctl_int(TUNSETVNETLE, 1);
+        let _ = tap.ioctl_int_ptr(TUNSETVNETLE, 1);
         let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
         // UDP segmentation (USO, Linux 6.2+) when the kernel has it, unless the bench switch
         // turns it off; TCP's alone otherwise.
         let uso = !crate::dataplane::disabled("uso")
             && tap
-                .ioctl_int(TUNSETOFFLOAD, tso | TUN_F_USO4 | TUN_F_USO6)
+                .ioctl_value(TUNSETOFFLOAD, tso | TUN_F_USO4 | TUN_F_USO6)
                 .is_ok();
         if !uso {
-            if let Err(e) = tap.ioctl_int(TUNSETOFFLOAD, tso) {
+            if let Err(e) = tap.ioctl_value(TUNSETOFFLOAD, tso) {
                 // Without offloads the header only costs: start again without it.
                 tracing::warn!("TAP offloads unavailable ({e}); one frame per read and write");
                 drop(tap);
@@ -146,20 +128,26 @@ impl Tap {
         Tap::create(name, false, false)
     }
 
-    fn ioctl_int(&self, request: libc::c_ulong, value: libc::c_uint) -> io::Result<()> {
-        // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long) and TUNSETVNETLE
-        // reads an int through the pointer, which points at `v`, alive for the whole call.
+    /// An ioctl that takes its argument by value (TUNSETOFFLOAD: an unsigned long).
+    fn ioctl_value(&self, request: libc::c_ulong, value: libc::c_ulong) -> io::Result<()> {
+        // SAFETY: the request takes its argument by value; nothing is read through it.
+        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), request as _, value) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// An ioctl that reads one int through its argument (TUNSETVNETLE, TUNSETSTEERINGEBPF).
+    fn ioctl_int_ptr(&self, request: libc::c_ulong, value: libc::c_int) -> io::Result<()> {
+        // SAFETY: the request reads one int through the pointer, which points at `value`, alive
+        // for the whole call.
         let r = unsafe {
-            if request == TUNSETVNETLE {
-                let v = value as libc::c_int;
-                libc::ioctl(
-                    self.file.as_raw_fd(),
-                    request as _,
-                    &v as *const libc::c_int,
-                )
-            } else {
-                libc::ioctl(self.file.as_raw_fd(), request as _, value as libc::c_ulong)
-            }
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                request as _,
+                &value as *const libc::c_int,
+            )
         };
         if r < 0 {
             return Err(io::Error::last_os_error());

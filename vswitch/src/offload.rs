@@ -337,6 +337,21 @@ fn pseudo_sum(frame: &[u8], l: &L4Layout, tcp_len: usize) -> u32 {
     ])
 }
 
+/// The partial sum of the TCP segment or UDP datagram that ends `frame` (laid out as `l`): its
+/// pseudo-header and all of its bytes, checksum field included.
+fn l4_sum(frame: &[u8], l: &L4Layout) -> u32 {
+    checksum::combine(&[
+        pseudo_sum(frame, l, frame.len() - l.l4),
+        fast_sum(&frame[l.l4..]),
+    ])
+}
+
+/// True if the TCP or UDP checksum that ends `frame` verifies.
+fn l4_checksum_ok(frame: &[u8], l: &L4Layout) -> bool {
+    let sum = l4_sum(frame, l);
+    sum == 0xffff || checksum::finish(sum) == 0
+}
+
 /// True if `frame` has the Ethernet header and the IP header of `held` (laid out as `l`), but for
 /// the fields that differ between the packets of one flow (length, IPv4 identification and
 /// checksum), and the same ports: what the coalescers require before merging.
@@ -418,7 +433,7 @@ pub struct Segmenter<'a> {
 }
 
 impl<'a> Segmenter<'a> {
-    /// Checks that `frame` is the TCP super-frame `hdr` describes.
+    /// Checks that `frame` is the TCP or UDP super-frame `hdr` describes.
     pub fn new(hdr: &VnetHdr, frame: &'a [u8]) -> Result<Segmenter<'a>, OffloadError> {
         let layout = match hdr.gso_type {
             GsoType::TcpV4 | GsoType::TcpV6 => {
@@ -502,14 +517,20 @@ impl<'a> Segmenter<'a> {
             out[l.ip + 4..l.ip + 6].copy_from_slice(&id.to_be_bytes());
         }
         set_ip_len(out, &l, len - l.ip);
-        if !self.is_tcp() {
-            udp_finish(out, &l, len);
-            self.done += chunk;
-            self.index += 1;
-            return Ok(Some(len));
+        if self.is_tcp() {
+            self.tcp_finish(out, last);
+        } else {
+            udp_finish(out, &l);
         }
-        // TCP: sequence number, flags (FIN and PSH only on the last, CWR only on the first),
-        // checksum.
+        self.done += chunk;
+        self.index += 1;
+        Ok(Some(len))
+    }
+
+    /// The TCP header of the segment in `out` (the next one, `last` or not): sequence number,
+    /// flags (FIN and PSH only on the last, CWR only on the first), checksum.
+    fn tcp_finish(&self, out: &mut [u8], last: bool) {
+        let l = self.layout;
         let t = l.l4;
         let seq = self.seq.wrapping_add(self.done as u32);
         out[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
@@ -521,30 +542,25 @@ impl<'a> Segmenter<'a> {
             flags &= !TCP_CWR;
         }
         out[t + 13] = flags;
-        let pseudo = pseudo_sum(out, &l, len - t);
         let c = if self.partial {
             // Folded, not inverted: what `complete_checksum` finishes.
-            !checksum::finish(pseudo)
+            !checksum::finish(pseudo_sum(out, &l, out.len() - t))
         } else {
             out[t + 16..t + 18].fill(0);
-            checksum::finish(checksum::combine(&[pseudo, fast_sum(&out[t..])]))
+            checksum::finish(l4_sum(out, &l))
         };
         out[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
-        self.done += chunk;
-        self.index += 1;
-        Ok(Some(len))
     }
 }
 
-/// Sets the UDP length of the datagram in `frame` (`len` bytes of frame) and computes its
-/// checksum (0 is sent as `ffff`, as RFC 768 and RFC 8200 require).
-fn udp_finish(frame: &mut [u8], l: &L4Layout, len: usize) {
+/// Sets the UDP length of the datagram that is `frame` and computes its checksum (0 is sent as
+/// `ffff`, as RFC 768 and RFC 8200 require).
+fn udp_finish(frame: &mut [u8], l: &L4Layout) {
     let u = l.l4;
-    let udp_len = (len - u) as u16;
+    let udp_len = (frame.len() - u) as u16;
     frame[u + 4..u + 6].copy_from_slice(&udp_len.to_be_bytes());
     frame[u + 6..u + 8].fill(0);
-    let sum = checksum::combine(&[pseudo_sum(frame, l, len - u), fast_sum(&frame[u..len])]);
-    let c = match checksum::finish(sum) {
+    let c = match checksum::finish(l4_sum(frame, l)) {
         0 => 0xffff,
         c => c,
     };
@@ -636,14 +652,8 @@ impl Coalescer {
         }
         // Only segments whose checksum verifies are merged: the merged frame's checksum is
         // trusted by the receiving kernel. Partial ones are not checked (nor checkable).
-        if !partial {
-            let sum = checksum::combine(&[
-                pseudo_sum(frame, &l, frame.len() - t),
-                fast_sum(&frame[t..]),
-            ]);
-            if sum != 0xffff && checksum::finish(sum) != 0 {
-                return Pushed::Refused;
-            }
+        if !partial && !l4_checksum_ok(frame, &l) {
+            return Pushed::Refused;
         }
         if self.held.segments == 0 {
             self.first_partial = partial;

@@ -6,7 +6,7 @@
 //! [`Segmenter`](super::Segmenter).
 
 use super::{
-    checksum, fast_sum, ip_len_matches, pseudo_sum, set_ip_len, udp_layout, GsoType, Pushed,
+    checksum, ip_len_matches, l4_checksum_ok, pseudo_sum, set_ip_len, udp_layout, GsoType, Pushed,
     SuperFrame, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, PROTO_UDP, UDP_HEADER_LEN,
 };
 
@@ -66,11 +66,8 @@ impl UdpCoalescer {
         // datagrams' checksums afresh, which would hide a corrupted one. IPv4 may go without a
         // checksum (0); IPv6 may not.
         let field = u16::from_be_bytes([frame[u + 6], frame[u + 7]]);
-        if field != 0 || l.v6 {
-            let sum = checksum::combine(&[pseudo_sum(frame, &l, udp_len), fast_sum(&frame[u..])]);
-            if field == 0 || (sum != 0xffff && checksum::finish(sum) != 0) {
-                return Pushed::Refused;
-            }
+        if (field != 0 || l.v6) && (field == 0 || !l4_checksum_ok(frame, &l)) {
+            return Pushed::Refused;
         }
         self.held.hold(frame, l, payload);
         Pushed::Held

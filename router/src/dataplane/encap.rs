@@ -5,8 +5,8 @@
 
 use super::{Io, PeerCounters, PeerEntry, Reason, Shared};
 use crate::sys;
+use foldhash::HashMap;
 use quinn_udp::{Transmit, UdpSocketState};
-use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;

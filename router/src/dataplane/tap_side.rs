@@ -69,7 +69,7 @@ impl<'a> TapSide<'a> {
                         state: ports.state,
                     },
                     lane: ports.index,
-                    pending: HashMap::new(),
+                    pending: HashMap::default(),
                 },
             },
         }

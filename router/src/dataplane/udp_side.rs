@@ -82,14 +82,21 @@ impl<'a> UdpSide<'a> {
             socket,
             state,
         };
+        // One clock reading and one add to each counter per batch, not per datagram.
+        let now = Instant::now();
+        let mut datagrams = 0;
         for (meta, iov) in metas.iter().zip(iovs.iter_mut()).take(n) {
             let stride = meta.stride.max(1);
             for dgram in iov[..meta.len].chunks_mut(stride) {
-                c.udp_rx_datagrams.fetch_add(1, Relaxed);
-                self.ports.mine.udp_rx_datagrams.fetch_add(1, Relaxed);
-                receive(shared, &fabric, &io, dgram, meta.addr, rx);
+                datagrams += 1;
+                receive(shared, &fabric, &io, dgram, meta.addr, now, rx);
             }
         }
+        c.udp_rx_datagrams.fetch_add(datagrams, Relaxed);
+        self.ports
+            .mine
+            .udp_rx_datagrams
+            .fetch_add(datagrams, Relaxed);
         flush_gro(shared, tap, rx);
         true
     }
@@ -145,13 +152,14 @@ struct Rx {
 
 /// Handles one received datagram: opens it if it is encrypted, relays it if it is for others,
 /// answers heartbeats, and learns and delivers its frames if it is for us; the engine decides
-/// which.
+/// which. `now`: when its batch was received.
 fn receive(
     shared: &Shared,
     fabric: &Fabric,
     io: &Io<'_>,
     dgram: &mut [u8],
     from: SocketAddr,
+    now: Instant,
     rx: &mut Rx,
 ) {
     let c = &shared.counters;
@@ -160,7 +168,6 @@ fn receive(
         Some(p) => count(c, &p.counters, reason.into()),
         None => c.drop(reason.into()),
     };
-    let now = Instant::now();
     let (header, plain): (_, &mut [u8]) = match engine.inspect(fabric, dgram, from) {
         Inspected::Drop { reason, peer } => return discard(reason, peer),
         Inspected::Plain { header } => (header, dgram),

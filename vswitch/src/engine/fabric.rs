@@ -10,7 +10,8 @@
 
 use crate::switch::Decision;
 use crate::wire::PeerName;
-use std::collections::HashMap;
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 use std::net::SocketAddr;
 
 /// What the engine needs to know about a peer entry of the fabric.

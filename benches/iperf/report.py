@@ -3,7 +3,8 @@
 
     report.py row --row KEY --label TEXT --status ok|na|failed --dir ROW_DIR --results FILE
         reads ROW_DIR (ping.txt, iperf-1.json, iperf-4.json, cpu-1.txt, cpu-4.txt, udp-1400.json,
-        udp-64.json, cpu-udp-*.txt, rr.txt, service.json, service.err, na, error, pod_mtu), appends one JSON object to FILE and prints a one-line summary to stderr
+        udp-64.json and other udp-N.json, cpu-udp-*.txt, rr.txt, service.json, service.err, na, error, pod_mtu,
+        path_mtu, dst_ip), appends one JSON object to FILE and prints a one-line summary to stderr
     report.py bytes IPERF_JSON
         prints the bytes the iperf3 server received
     report.py final --results FILE --json OUT [--time N ...]
@@ -202,9 +203,18 @@ def cmd_row(a):
                     r["router_cpu"] = rc
                 path_check(os.path.join(d, f"path-{n}.txt"), r)
             row[f"iperf_{n}"] = r
-        for length in (1400, 64):
+        mtu = read(os.path.join(d, "path_mtu"))
+        if mtu and mtu.strip().isdigit():
+            row["path_mtu"] = int(mtu)
+        extra = sorted({int(m.group(1)) for m in (re.fullmatch(r"udp-(\d+)\.json", f)
+                                                  for f in os.listdir(d)) if m} - {1400, 64})
+        for length in [1400, 64] + extra:
             r = udp_result(os.path.join(d, f"udp-{length}.json"), length)
             r["cpu"] = cpu_result(os.path.join(d, f"cpu-udp-{length}.txt"), r.get("bytes"))
+            if "path_mtu" in row:
+                # UDP and IP headers: a datagram whose packet exceeds the MTU leaves as fragments.
+                ip = 48 if ":" in (read(os.path.join(d, "dst_ip")) or "") else 28
+                r["fragmented"] = length + ip > row["path_mtu"]
             row[f"udp_{length}"] = r
         na = read(os.path.join(d, "rr.na"))
         row["rr"] = {"na": na.strip()} if na else rr_result(read(os.path.join(d, "rr.txt")))
@@ -247,9 +257,13 @@ def summary(row):
     p = row.get("ping") or {}
     if p.get("median_ms") is not None:
         parts.append(f"RTT median {p['median_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms")
-    u = udp(row, 1400, "gbit_per_s")
-    if u is not None:
-        parts.append(f"UDP {u:.2f} Gbit/s ({row['udp_1400']['lost_percent']} % lost)")
+    for length in sorted((int(k[4:]) for k in row if k.startswith("udp_")
+                          and k[4:].isdigit() and int(k[4:]) != 64), key=lambda n: n != 1400):
+        u = udp(row, length, "gbit_per_s")
+        if u is not None:
+            frag = f", fragmented: MTU {row['path_mtu']}" if udp(row, length, "fragmented") else ""
+            name = "UDP" if length == 1400 else f"UDP {length} B"
+            parts.append(f"{name} {u:.2f} Gbit/s ({row[f'udp_{length}']['lost_percent']} % lost{frag})")
     k = udp(row, 64, "packets_per_s")
     if k is not None:
         parts.append(f"64 B {k / 1000:.0f} kpps")
@@ -260,6 +274,15 @@ def summary(row):
     if g is not None:
         parts.append(f"Service {g:.2f} Gbit/s")
     return ", ".join(parts)
+
+
+def fits(row):
+    """Whether a 1400-byte datagram left the sender's pod whole: "no (MTU)" when it was cut into
+    IP fragments, so the row moved two packets per datagram."""
+    frag = udp(row, 1400, "fragmented")
+    if frag is None:
+        return "-"
+    return f"no ({row['path_mtu']})" if frag else "yes"
 
 
 def udp(row, length, key):
@@ -294,8 +317,10 @@ def targets(rows):
     for row, bound in (("weft-sleeve", 1.5), ("weft-encrypted", 2.5)):
         ratio(row, cpu_per_gbit, "{label}: CPU s per Gbit, 1 stream, vs kernel VXLAN", bound, True)
     for row in ("weft-sleeve", "weft-encrypted"):
+        frag = udp(by.get(row) or {}, 1400, "fragmented")
+        note = f" (fragmented: path MTU {by[row]['path_mtu']})" if frag else ""
         ratio(row, lambda r: udp(r, 1400, "gbit_per_s"),
-              "{label}: UDP 1400 B Gbit/s vs kernel VXLAN", 0.5, False)
+              "{label}: UDP 1400 B Gbit/s vs kernel VXLAN" + note, 0.5, False)
         ratio(row, lambda r: udp(r, 64, "packets_per_s"),
               "{label}: 64 B packets/s vs kernel VXLAN", 0.7, False)
         ratio(row, rr, "{label}: transactions/s vs kernel VXLAN", 0.7, False)
@@ -402,8 +427,8 @@ def cmd_final(a):
     if notes:
         print("\n" + "\n".join(f"- {x}" for x in notes))
 
-    header2 = ["path", "UDP 1400 B Gbit/s", "lost %", "64 B kpps", "trans/s (RR)",
-               "RR median us", "Service Gbit/s"]
+    header2 = ["path", "UDP 1400 B Gbit/s", "lost %", "fits path MTU", "64 B kpps",
+               "trans/s (RR)", "RR median us", "Service Gbit/s"]
     table2 = []
     for r in rows:
         if r["status"] != "ok":
@@ -411,7 +436,7 @@ def cmd_final(a):
         k = udp(r, 64, "packets_per_s")
         table2.append([
             r["path"], fmt(udp(r, 1400, "gbit_per_s"), 2), fmt(udp(r, 1400, "lost_percent"), 2),
-            fmt(k / 1000 if k is not None else None, 0),
+            fits(r), fmt(k / 1000 if k is not None else None, 0),
             str(rr(r)) if rr(r) is not None else "-",
             fmt((r.get("rr") or {}).get("median_us"), 1),
             fmt((r.get("service") or {}).get("gbit_per_s"), 2),

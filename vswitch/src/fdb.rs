@@ -9,9 +9,9 @@
 //! - Entries live in a slot array of exactly `capacity` slots, filled in order and then reused.
 //!   Removed slots (aged out, peer forgotten) go on a free list and are reused first.
 //! - An open-addressing index (linear probing, at most half full, deletion by backward shift, so
-//!   no tombstones) maps a MAC to its slot. MACs are hashed with foldhash under a per-table random seed
-//!   (`foldhash::quality::RandomState`: a few nanoseconds for a MAC, where SipHash took about
-//!   ten) so that a host choosing source MACs cannot aim them at one probe chain.
+//!   no tombstones) maps a MAC to its slot. MACs are hashed with foldhash under a per-table
+//!   random seed (`foldhash::quality::RandomState`: a few nanoseconds for a MAC, where SipHash
+//!   took about ten) so that a host choosing source MACs cannot aim them at one probe chain.
 //! - When the table is full a new MAC takes the slot of a victim chosen by CLOCK (second chance)
 //!   over the slot array: entries refreshed since the hand last passed (a host that keeps
 //!   sending) get their reference bit cleared and are skipped; the first entry without it, or an

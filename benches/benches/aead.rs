@@ -15,6 +15,9 @@
 //! name are the same measurements with AES-256-GCM (`aead/ring/aes-256-gcm`,
 //! `session/aes-256-gcm`); the others are ChaCha20-Poly1305.
 //!
+//! `aead/aws-lc/aes-256-gcm` (only with `--features aws-lc`) is AWS-LC's AES-256-GCM beside
+//! ring's, to see whether a faster implementation exists for the sleeve's sizes.
+//!
 //! `handoff` is what the data plane workers (`--workers`) pay to share one neighbour's session:
 //! taking a seal ticket under the session's lock (alone, and while another thread takes tickets
 //! from the same session as fast as it can), and opening a 1400-byte datagram in the three steps
@@ -45,12 +48,62 @@ fn nonce_bytes(counter: u64) -> [u8; 12] {
 }
 
 fn ring_aead(c: &mut Criterion) {
-    ring_aead_with(c, "aead/ring", &CHACHA20_POLY1305);
-    ring_aead_with(c, "aead/ring/aes-256-gcm", &AES_256_GCM);
+    let ring_key = |a| LessSafeKey::new(UnboundKey::new(a, &KEY).unwrap());
+    aead_with(c, "aead/ring", &ring_key(&CHACHA20_POLY1305));
+    aead_with(c, "aead/ring/aes-256-gcm", &ring_key(&AES_256_GCM));
 }
 
-fn ring_aead_with(c: &mut Criterion, group: &str, algorithm: &'static ring::aead::Algorithm) {
-    let key = LessSafeKey::new(UnboundKey::new(algorithm, &KEY).unwrap());
+/// AWS-LC's AES-256-GCM (through `aws-lc-rs`, the same API as ring's), which has AVX-512 code
+/// where ring's fastest is VAES on AVX2 registers: does a faster library exist for the sleeve's
+/// sizes? Only with `--features aws-lc` (it builds AWS-LC's C code, so CI does not):
+/// `cargo bench -p weft-benches --features aws-lc --bench aead -- 'aes-256-gcm/seal'`.
+#[cfg(feature = "aws-lc")]
+fn aws_lc_aead(c: &mut Criterion) {
+    use aws_lc_rs::aead as lc;
+    let key = lc::LessSafeKey::new(lc::UnboundKey::new(&lc::AES_256_GCM, &KEY).unwrap());
+    aead_with(c, "aead/aws-lc/aes-256-gcm", &key);
+}
+
+#[cfg(not(feature = "aws-lc"))]
+fn aws_lc_aead(_: &mut Criterion) {}
+
+/// An AEAD used the way the sleeve uses it: in place, with a detached tag.
+trait InPlace {
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN];
+    /// Opens `buf` (ciphertext and tag) in place; the plaintext's length.
+    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> usize;
+}
+
+impl InPlace for LessSafeKey {
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let n = Nonce::assume_unique_for_key(nonce);
+        let tag = self.seal_in_place_separate_tag(n, Aad::from(aad), buf);
+        tag.unwrap().as_ref().try_into().unwrap()
+    }
+    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> usize {
+        let n = Nonce::assume_unique_for_key(nonce);
+        self.open_in_place(n, Aad::from(aad), buf).unwrap().len()
+    }
+}
+
+#[cfg(feature = "aws-lc")]
+impl InPlace for aws_lc_rs::aead::LessSafeKey {
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        use aws_lc_rs::aead as lc;
+        let n = lc::Nonce::assume_unique_for_key(nonce);
+        let tag = self.seal_in_place_separate_tag(n, lc::Aad::from(aad), buf);
+        tag.unwrap().as_ref().try_into().unwrap()
+    }
+    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> usize {
+        use aws_lc_rs::aead as lc;
+        let n = lc::Nonce::assume_unique_for_key(nonce);
+        self.open_in_place(n, lc::Aad::from(aad), buf)
+            .unwrap()
+            .len()
+    }
+}
+
+fn aead_with(c: &mut Criterion, group: &str, key: &impl InPlace) {
     let mut g = c.benchmark_group(group);
     for size in SIZES {
         g.throughput(Throughput::Bytes(size as u64));
@@ -59,9 +112,7 @@ fn ring_aead_with(c: &mut Criterion, group: &str, algorithm: &'static ring::aead
         g.bench_with_input(BenchmarkId::new("seal", size), &size, |b, _| {
             b.iter(|| {
                 counter += 1;
-                let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
-                key.seal_in_place_separate_tag(nonce, Aad::from(black_box(&AAD)), &mut buf)
-                    .unwrap()
+                key.seal(nonce_bytes(counter), black_box(&AAD), &mut buf)
             })
         });
 
@@ -69,27 +120,12 @@ fn ring_aead_with(c: &mut Criterion, group: &str, algorithm: &'static ring::aead
         // ciphertext, so each iteration gets a fresh copy, made outside the timed part.
         let mut sealed = vec![0xa5u8; size + TAG_LEN];
         let nonce = nonce_bytes(7);
-        let tag = key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&AAD),
-                &mut sealed[..size],
-            )
-            .unwrap();
-        sealed[size..].copy_from_slice(tag.as_ref());
+        let tag = key.seal(nonce, &AAD, &mut sealed[..size]);
+        sealed[size..].copy_from_slice(&tag);
         g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
             b.iter_batched_ref(
                 || sealed.clone(),
-                |work| {
-                    let plain = key
-                        .open_in_place(
-                            Nonce::assume_unique_for_key(nonce),
-                            Aad::from(black_box(&AAD)),
-                            work,
-                        )
-                        .unwrap();
-                    plain.len()
-                },
+                |work| key.open(nonce, black_box(&AAD), work),
                 BatchSize::SmallInput,
             )
         });
@@ -300,6 +336,7 @@ fn handoff(c: &mut Criterion) {
 criterion_group!(
     benches,
     ring_aead,
+    aws_lc_aead,
     rustcrypto_aead,
     amortised,
     session,

@@ -56,7 +56,7 @@ fn ring_aead(c: &mut Criterion) {
 /// AWS-LC's AES-256-GCM (through `aws-lc-rs`, the same API as ring's), which has AVX-512 code
 /// where ring's fastest is VAES on AVX2 registers: does a faster library exist for the sleeve's
 /// sizes? Only with `--features aws-lc` (it builds AWS-LC's C code, so CI does not):
-/// `cargo bench -p weft-benches --features aws-lc --bench aead -- 'aes-256-gcm/seal'`.
+/// `cargo bench -p weft-benches --features aws-lc --bench aead -- '^aead/(ring|aws-lc)/aes-256-gcm'`.
 #[cfg(feature = "aws-lc")]
 fn aws_lc_aead(c: &mut Criterion) {
     use aws_lc_rs::aead as lc;
@@ -83,6 +83,20 @@ impl InPlace for LessSafeKey {
     fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> usize {
         let n = Nonce::assume_unique_for_key(nonce);
         self.open_in_place(n, Aad::from(aad), buf).unwrap().len()
+    }
+}
+
+impl InPlace for ChaCha20Poly1305 {
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self.encrypt_inout_detached(&nonce.into(), aad, buf.into());
+        tag.unwrap().into()
+    }
+    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> usize {
+        let (body, tag) = buf.split_at_mut(buf.len() - TAG_LEN);
+        let tag = (&*tag).try_into().unwrap();
+        self.decrypt_inout_detached(&nonce.into(), aad, (&mut *body).into(), tag)
+            .unwrap();
+        body.len()
     }
 }
 
@@ -134,49 +148,7 @@ fn aead_with(c: &mut Criterion, group: &str, key: &impl InPlace) {
 }
 
 fn rustcrypto_aead(c: &mut Criterion) {
-    let key = ChaCha20Poly1305::new(&KEY.into());
-    let mut g = c.benchmark_group("aead/rustcrypto");
-    for size in SIZES {
-        g.throughput(Throughput::Bytes(size as u64));
-        let mut buf = vec![0xa5u8; size];
-        let mut counter = 0u64;
-        g.bench_with_input(BenchmarkId::new("seal", size), &size, |b, _| {
-            b.iter(|| {
-                counter += 1;
-                key.encrypt_inout_detached(
-                    &nonce_bytes(counter).into(),
-                    black_box(&AAD),
-                    buf.as_mut_slice().into(),
-                )
-                .unwrap()
-            })
-        });
-
-        let mut sealed = vec![0xa5u8; size + TAG_LEN];
-        let nonce = nonce_bytes(7);
-        let tag = key
-            .encrypt_inout_detached(&nonce.into(), &AAD, (&mut sealed[..size]).into())
-            .unwrap();
-        sealed[size..].copy_from_slice(&tag);
-        g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
-            b.iter_batched_ref(
-                || sealed.clone(),
-                |work| {
-                    let (body, tag) = work.split_at_mut(size);
-                    key.decrypt_inout_detached(
-                        &nonce.into(),
-                        black_box(&AAD),
-                        (&mut *body).into(),
-                        (&*tag).try_into().unwrap(),
-                    )
-                    .unwrap();
-                    body.len()
-                },
-                BatchSize::SmallInput,
-            )
-        });
-    }
-    g.finish();
+    aead_with(c, "aead/rustcrypto", &ChaCha20Poly1305::new(&KEY.into()));
 }
 
 /// One AEAD operation per datagram against one per frame, for a datagram of 21 small frames

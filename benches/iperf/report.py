@@ -208,13 +208,13 @@ def cmd_row(a):
             row["path_mtu"] = int(mtu)
         extra = sorted({int(m.group(1)) for m in (re.fullmatch(r"udp-(\d+)\.json", f)
                                                   for f in os.listdir(d)) if m} - {1400, 64})
+        # UDP and IP headers: a datagram whose packet exceeds the MTU leaves as fragments.
+        headers = 48 if ":" in (read(os.path.join(d, "dst_ip")) or "") else 28
         for length in [1400, 64] + extra:
             r = udp_result(os.path.join(d, f"udp-{length}.json"), length)
             r["cpu"] = cpu_result(os.path.join(d, f"cpu-udp-{length}.txt"), r.get("bytes"))
             if "path_mtu" in row:
-                # UDP and IP headers: a datagram whose packet exceeds the MTU leaves as fragments.
-                ip = 48 if ":" in (read(os.path.join(d, "dst_ip")) or "") else 28
-                r["fragmented"] = length + ip > row["path_mtu"]
+                r["fragmented"] = length + headers > row["path_mtu"]
             row[f"udp_{length}"] = r
         na = read(os.path.join(d, "rr.na"))
         row["rr"] = {"na": na.strip()} if na else rr_result(read(os.path.join(d, "rr.txt")))

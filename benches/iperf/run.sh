@@ -392,13 +392,14 @@ measure() {
 # (-b 0): 1400-byte datagrams (throughput and loss) and 64-byte datagrams (packets per second
 # received). The server's view (what arrived) is in the client's JSON (end.sum: iperf3 fetches
 # the server's counters at the end). CPU ticks are kept as for TCP.
-# UDP_LENGTHS in the environment replaces the datagram sizes (e.g. "1400 1372 64"); the tables
+# UDP_LENGTHS in the environment replaces the datagram sizes (e.g. "1400 1380 64"); the tables
 # show 1400 and 64, the JSON and the summary line every size. The MTU the sender's kernel uses
 # toward DST_IP is kept (path_mtu): a datagram above it leaves the pod as IP fragments.
 measure_udp() {
-    local len before after dev mtu
-    dev=$(ip netns exec "$SRC_NS" ip route get "$DST_IP" 2>/dev/null | grep -oE 'dev [^ ]+' | head -n 1)
-    mtu=$(ip netns exec "$SRC_NS" ip route get "$DST_IP" 2>/dev/null | grep -oE ' mtu [0-9]+' | head -n 1)
+    local len before after route dev mtu
+    route=$(ip netns exec "$SRC_NS" ip route get "$DST_IP" 2>/dev/null)
+    dev=$(grep -oE 'dev [^ ]+' <<<"$route" | head -n 1)
+    mtu=$(grep -oE ' mtu [0-9]+' <<<"$route" | head -n 1)
     if [[ -z $mtu && -n $dev ]]; then
         mtu=$(ip netns exec "$SRC_NS" cat "/sys/class/net/${dev#dev }/mtu" 2>/dev/null)
     fi

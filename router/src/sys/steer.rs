@@ -310,7 +310,7 @@ mod tests {
 
     /// Runs the program on `frame` the way the kernel does for a TAP's queue choice (the packet
     /// from its Ethernet header): a small interpreter of the instructions the program uses.
-    /// `None` where a packet load falls outside the frame (the kernel then returns 0).
+    /// 0 where a packet load falls outside the frame, as the kernel returns then.
     fn run(p: &[Insn], frame: &[u8]) -> u32 {
         let mut r = [0u64; 11];
         let mut pc = 0usize;

@@ -180,14 +180,20 @@ fn reload_applies_peers_log_and_policy_dir_and_names_the_rest() {
         r.peers.iter().any(|p| p.nickname == "h2").then_some(r)
     });
     assert!(meshed.is_some(), "{}", c.router_log(&h1));
+    // The status names the new directory as soon as the reload has answered...
+    let pol_b_name = format!("dir:{}", pol_b.display());
     let r = c.status(&h1).unwrap();
     let src = r.policy.unwrap().sources;
-    assert!(
-        src.iter()
-            .any(|s| s.name == format!("dir:{}", pol_b.display())),
-        "{src:?}"
-    );
+    assert!(src.len() == 1 && src[0].name == pol_b_name, "{src:?}");
     assert_ne!(r.pod_mtu, 1300, "the mtu needs a restart");
+    // ...and says when it has been read.
+    let read = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let src = c.status(&h1).ok()?.policy?.sources;
+        src.iter()
+            .any(|s| s.name == pol_b_name && s.ok && s.last_sync_secs_ago.is_some())
+            .then_some(())
+    });
+    assert!(read.is_some(), "{}", c.router_log(&h1));
     // SIGHUP does the same: the peer removed from the file is forgotten.
     write(format!(
         "pod-cidr = \"10.32.0.0/12\"\npolicy-dir = \"{}\"\nlog = \"debug\"\n",

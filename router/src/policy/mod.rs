@@ -182,14 +182,8 @@ impl Policy {
                 _ = self.wake.notified() => {}
             }
             if let Some(new) = lock(&self.new_dir).take() {
-                // A reload named another directory: its first read replaces the old one's
-                // objects; until then the old state stays in force.
-                let mut s = lock(&self.sources);
-                if let Some(old) = &dir {
-                    s.remove(&dir_source(old.path()));
-                }
-                s.insert(dir_source(&new), SourceState::default());
-                drop(s);
+                // A reload named another directory (`set_dir` has renamed its source): its
+                // first read replaces the old one's objects.
                 dir = Some(dir::DirSource::new(new));
             }
             if let Some(mut d) = dir.take() {
@@ -262,8 +256,25 @@ impl Policy {
     }
 
     /// Switches to another policy directory, from a reload.
+    ///
+    /// The status names the new directory as soon as this returns (so `weft status` right
+    /// after `weft reload` tells the truth), not yet read: no last sync. The old directory's
+    /// objects stay in force until the new one is read, so the source keeps counting as synced
+    /// if the old one was: pods added meanwhile still meet the policies in force.
     pub fn set_dir(&self, dir: PathBuf) {
-        *lock(&self.dir) = Some(dir.clone());
+        let old = lock(&self.dir).replace(dir.clone());
+        let mut s = lock(&self.sources);
+        let synced = old
+            .and_then(|o| s.remove(&dir_source(&o)))
+            .is_some_and(|st| st.synced);
+        s.insert(
+            dir_source(&dir),
+            SourceState {
+                synced,
+                ..SourceState::default()
+            },
+        );
+        drop(s);
         *lock(&self.new_dir) = Some(dir);
         self.wake.notify_one();
     }

@@ -259,8 +259,7 @@ fn the_per_packet_path_does_not_allocate() {
     let pod_ip = pod.ip;
     let round_trips = move |n: u16, first: u16| -> u64 {
         let sock = UdpSocket::bind(peer_addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = vec![0u8; 65_536];
         let mut replies = 0u64;
         for seq in first..first + n {
@@ -299,8 +298,7 @@ fn the_per_packet_path_does_not_allocate() {
     // each (joined) segment with a reset, as nothing listens on its port.
     let bursts = move |n: u32| -> u64 {
         let sock = UdpSocket::bind(peer_addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = vec![0u8; 65_536];
         let payload = [0x6bu8; 1000];
         let mut resets = 0u64;
@@ -405,8 +403,7 @@ fn encrypted_round_trips(tag: &str, aead: Aead) {
     let round_trips = move |n: u16, first: u16| -> u64 {
         let mut s = theirs.lock().unwrap();
         let sock = UdpSocket::bind(peer_addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = vec![0u8; 65_536];
         let mut replies = 0u64;
         for seq in first..first + n {

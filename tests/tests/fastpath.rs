@@ -605,7 +605,9 @@ fn the_probe_notices_a_blocked_vxlan_port_and_its_recovery() {
     .unwrap();
     let t = wait_for(PathMode::Fast, Duration::from_secs(10));
     eprintln!("fast path confirmed after {t:?}");
-    assert!(probe_age(&h2, &h1).is_some_and(|a| a < Duration::from_millis(600)));
+    // Fresh: a probe every 100 ms (slack for a loaded machine).
+    let age = probe_age(&h2, &h1);
+    assert!(age.is_some_and(|a| a < Duration::from_secs(2)), "{age:?}");
     // The probes reached no pod: h2's bridge learned the probe MAC, then dropped the frame.
     let counted = lab
         .exec_ok(

@@ -95,15 +95,26 @@ fn pod_traffic_takes_the_kernel_path_and_not_the_router() {
     eprintln!("fast path chosen after {t:?}");
     assert_eq!(ping(&c.lab, &a.ns, b.ip, 3).unwrap().received, 3);
     let before = c.status(&hs[0]).unwrap();
+    let vx_before = c.lab.link_stats(&hs[0].ns, "weft-vxlan").unwrap();
     let gbits = iperf(&mut c, &a, &b, 10);
     let after = c.status(&hs[0]).unwrap();
-    let vx_packets = after.fastpath.tx_packets - before.fastpath.tx_packets;
+    // The kernel's own counters; the status copies them about once a second (checked below).
+    let vx_after = c.lab.link_stats(&hs[0].ns, "weft-vxlan").unwrap();
+    let vx_packets = vx_after.tx_packets - vx_before.tx_packets;
     let router_frames = after.counters["tap_rx_frames"] - before.counters["tap_rx_frames"];
     let router_datagrams = after.counters["udp_tx_datagrams"] - before.counters["udp_tx_datagrams"];
     eprintln!("iperf3 10 s: {gbits:.2} Gbit/s; VXLAN tx {vx_packets} packets; router {router_frames} frames from the TAP, {router_datagrams} datagrams sent");
     assert!(
         vx_packets > 50_000,
         "the VXLAN device carried only {vx_packets} packets"
+    );
+    let reported = poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        let st = c.status(&hs[0]).ok()?;
+        (st.fastpath.tx_packets - before.fastpath.tx_packets > 50_000).then_some(())
+    });
+    assert!(
+        reported.is_some(),
+        "the status never counted the VXLAN packets"
     );
     // The router sees at most stray broadcasts and its own heartbeats.
     assert!(
@@ -252,10 +263,21 @@ fn a_killed_router_leaves_exactly_one_vxlan_device_and_a_consistent_fdb() {
         .exec_ok(&hs[0].ns, &["ip", "-o", "link", "show", "type", "vxlan"])
         .unwrap();
     assert_eq!(links.lines().count(), 1, "{links}");
-    let fdb = c
-        .lab
-        .exec_ok(&hs[0].ns, &["bridge", "fdb", "show", "dev", "weft-vxlan"])
-        .unwrap();
+    // The status turns to "fast path" just before the router writes the flood entry: poll.
+    let fdb = || {
+        c.lab
+            .exec_ok(&hs[0].ns, &["bridge", "fdb", "show", "dev", "weft-vxlan"])
+            .unwrap()
+    };
+    let floods = |fdb: &str| {
+        fdb.lines()
+            .filter(|l| l.starts_with("00:00:00:00:00:00"))
+            .count()
+    };
+    let fdb = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        Some(fdb()).filter(|f| floods(f) == 1)
+    })
+    .unwrap_or_else(fdb);
     let floods: Vec<&str> = fdb
         .lines()
         .filter(|l| l.starts_with("00:00:00:00:00:00"))

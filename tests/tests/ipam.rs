@@ -557,7 +557,11 @@ fn reservations_in_a_block_reclaimed_while_away_are_reported_lost() {
     assert!(!st.held.contains(&block.to_string()));
     let text = c.status(h3).unwrap().render_ipam();
     assert!(text.contains("LOST"), "{text}");
-    assert!(c.router_log(h3).contains("LOST ADDRESS"));
+    // The log line comes from the router's IPAM round (every 2 s), which may trail the status.
+    let logged = poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        c.router_log(h3).contains("LOST ADDRESS").then_some(())
+    });
+    assert!(logged.is_some(), "{}", c.router_log(h3));
     assert_eq!(report(&dir3).reservations.len(), 1);
     // The bridge no longer carries the reclaimed block's gateway.
     let gw = weft::ipam::gateway(block);

@@ -51,9 +51,10 @@ fn sleep_alive(pid: u32) -> bool {
     comm_ok && state != Some("Z")
 }
 
-/// Pings until answered, for at most 3 s (ARP and bridge ports settle in well under that).
+/// Pings until answered, for at most 10 s (ARP and bridge ports settle in well under that,
+/// unless the machine is loaded).
 fn pings(lab: &Lab, ns: &str, to: Ipv4Addr) -> bool {
-    lab::poll_until(Duration::from_secs(3), Duration::ZERO, || {
+    lab::poll_until(Duration::from_secs(10), Duration::ZERO, || {
         lab.ping(ns, to).unwrap().then_some(())
     })
     .is_some()

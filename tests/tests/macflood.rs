@@ -341,7 +341,7 @@ fn flood(tag: &str, extra: &[&str], want_path: &str) -> Figures {
         &c.lab,
         &pods[1],
         pods[2].ip,
-        Duration::from_secs(3)
+        Duration::from_secs(10)
     ));
     fig
 }

@@ -121,6 +121,8 @@ fn a_blocked_underlay_link_is_relayed_around_and_recovers() {
     c.lab.nft(&ul, "delete table bridge weftblock\n").unwrap();
     let unblocked_at = Instant::now();
     wait_path(&c, &hosts[0], "h3", "direct", Duration::from_secs(30));
+    // h3's replies too: it confirms its own path to h1.
+    wait_path(&c, &hosts[2], "h1", "direct", Duration::from_secs(30));
     eprintln!("direct again after {:?}", unblocked_at.elapsed());
 
     let t = transfer.join().unwrap().unwrap();

@@ -200,14 +200,14 @@ fn a_new_secret_rolls_through_a_running_cluster_without_losing_traffic() {
     }
 
     // A file that does not parse changes nothing and says why.
-    std::fs::write(&files[1], format!("{NEW}\ntoo short\n")).unwrap();
+    write_secrets(&files[1], &[NEW, "too short"]);
     let r = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
         let r = c.status(&hs[1]).ok()?;
         r.secrets.as_ref()?.file_error.is_some().then_some(r)
     })
     .expect("h2 reports the bad secret file");
     let s = r.secrets.unwrap();
-    assert!(s.file_error.as_deref().unwrap().contains("line 2"), "{s:?}");
+    assert!(s.file_error.as_deref().unwrap().contains("line 3"), "{s:?}");
     assert_eq!(s.accepted, std::slice::from_ref(&new_fp));
     assert_eq!(r.connections.len(), 2);
 

@@ -736,6 +736,14 @@ impl PeerPath {
         }
         None
     }
+
+    /// Back to the sleeve, the time of good probes forgotten: the fast path was chosen but
+    /// could not be programmed into the kernel. It is tried again after
+    /// [`ProbePolicy::promote_after`] of good probes.
+    pub fn demote(&mut self) {
+        self.mode = PathMode::Sleeve;
+        self.good_since = None;
+    }
 }
 
 #[cfg(test)]
@@ -873,6 +881,27 @@ mod tests {
         assert_eq!(path.observe(&p, at(14), secs(0), secs(0)), None);
         assert_eq!(
             path.observe(&p, at(15), secs(0), secs(0)),
+            Some(PathMode::Fast)
+        );
+    }
+
+    #[test]
+    fn a_demoted_path_waits_a_whole_good_period_again() {
+        let p = ProbePolicy::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut path = PeerPath::new();
+        path.observe(&p, at(0), secs(0), secs(0));
+        assert_eq!(
+            path.observe(&p, at(5), secs(0), secs(0)),
+            Some(PathMode::Fast)
+        );
+        path.demote();
+        assert_eq!(path.mode(), PathMode::Sleeve);
+        assert_eq!(path.observe(&p, at(6), secs(0), secs(0)), None);
+        assert_eq!(path.observe(&p, at(10), secs(0), secs(0)), None);
+        assert_eq!(
+            path.observe(&p, at(11), secs(0), secs(0)),
             Some(PathMode::Fast)
         );
     }

@@ -161,7 +161,14 @@ impl Daemon {
                     let _ = self.nl.flush_port_fdb(&self.cfg.tap).await;
                     tracing::info!(peer = %name, nickname = %nick, "fast path (kernel VXLAN) in use");
                 }
-                Err(e) => tracing::warn!(peer = %name, "could not program the fast path: {e:#}"),
+                Err(e) => {
+                    // Not reported, nor used, as a fast path the kernel does not have.
+                    tracing::warn!(peer = %name, "could not program the fast path: {e:#}");
+                    if let Some(p) = lock(&self.fast_peers).get_mut(name) {
+                        p.path.demote();
+                        p.reason = format!("sleeve: could not program the fast path: {e:#}");
+                    }
+                }
             }
         }
         if !to_fast.is_empty() || !to_sleeve.is_empty() {

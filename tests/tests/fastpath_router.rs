@@ -263,7 +263,8 @@ fn a_killed_router_leaves_exactly_one_vxlan_device_and_a_consistent_fdb() {
         .exec_ok(&hs[0].ns, &["ip", "-o", "link", "show", "type", "vxlan"])
         .unwrap();
     assert_eq!(links.lines().count(), 1, "{links}");
-    // The status turns to "fast path" just before the router writes the flood entry: poll.
+    // The status says "fast path" once the flood entry is written; poll all the same, in case
+    // the path went back and forth meanwhile.
     let fdb = || {
         c.lab
             .exec_ok(&hs[0].ns, &["bridge", "fdb", "show", "dev", "weft-vxlan"])

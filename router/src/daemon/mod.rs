@@ -140,6 +140,9 @@ pub(crate) struct FastPeer {
     pub(crate) report: Option<(Duration, Instant)>,
     /// Why the neighbour is where it is, for status.
     pub(crate) reason: String,
+    /// Whether the kernel's entries for the fast path to it are written (after the switch to
+    /// the fast path, before the flood entry is in, it is not yet fast).
+    pub(crate) programmed: bool,
 }
 
 impl FastPeer {
@@ -150,11 +153,13 @@ impl FastPeer {
             path: PeerPath::new(),
             report: None,
             reason: "probing".into(),
+            programmed: false,
         }
     }
 
+    /// Whether its traffic takes the fast path: chosen, and written into the kernel.
     pub(crate) fn fast(&self) -> bool {
-        self.path.mode() == PathMode::Fast
+        self.path.mode() == PathMode::Fast && self.programmed
     }
 }
 

@@ -24,6 +24,9 @@ pub(crate) const READ_DEADLINE: Duration = Duration::from_millis(500);
 /// left is done in the next round.
 pub(crate) const WRITE_DEADLINE: Duration = Duration::from_millis(300);
 
+/// The status reason of a peer on the fast path.
+const FAST_REASON: &str = "VXLAN probes answered both ways";
+
 impl Daemon {
     /// The task of the kernel rounds: once a second, the bridge's learned-entry count, then the
     /// fast path's round when the fast path is on. Runs until aborted.
@@ -136,12 +139,15 @@ impl Daemon {
                 if let Some(mode) = p.path.observe(&policy, now, inbound, outbound) {
                     match mode {
                         PathMode::Fast => to_fast.push((*name, nick.clone(), *ip)),
-                        PathMode::Sleeve => to_sleeve.push((*name, nick.clone(), *ip)),
+                        PathMode::Sleeve => {
+                            p.programmed = false;
+                            to_sleeve.push((*name, nick.clone(), *ip));
+                        }
                     }
                 }
                 let fresh = |a: Option<Duration>| a.is_some_and(|a| a < policy.max_age);
                 p.reason = match (p.fast(), eligible, fresh(*age), fresh(outbound)) {
-                    (true, ..) => "VXLAN probes answered both ways".into(),
+                    (true, ..) => FAST_REASON.into(),
                     (false, false, ..) if !full_mesh => "sleeve: relays in use".into(),
                     (false, false, ..) => "sleeve: UDP path not confirmed".into(),
                     (false, true, true, true) => "sleeve: probes good, waiting to confirm".into(),
@@ -156,6 +162,11 @@ impl Daemon {
         for (name, nick, ip) in &to_fast {
             match fp.add_peer(*ip).await {
                 Ok(()) => {
+                    // Fast from now on (status, floods, the leftovers below).
+                    if let Some(p) = lock(&self.fast_peers).get_mut(name) {
+                        p.programmed = true;
+                        p.reason = FAST_REASON.into();
+                    }
                     // The bridge relearns the peer's MACs on the VXLAN port.
                     self.shared.switch().fdb_mut().forget_peer(*name);
                     let _ = self.nl.flush_port_fdb(&self.cfg.tap).await;

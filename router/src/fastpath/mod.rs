@@ -859,17 +859,23 @@ mod tests {
         }
     }
 
+    /// A path that good probes from `at(0)` moved to the fast path at `at(5)`.
+    fn promoted_at_5s(p: &ProbePolicy, at: impl Fn(u64) -> Instant) -> PeerPath {
+        let mut path = PeerPath::new();
+        path.observe(p, at(0), secs(0), secs(0));
+        assert_eq!(
+            path.observe(p, at(5), secs(0), secs(0)),
+            Some(PathMode::Fast)
+        );
+        path
+    }
+
     #[test]
     fn peer_path_needs_an_unbroken_good_period_to_recover() {
         let p = ProbePolicy::default();
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut path = PeerPath::new();
-        path.observe(&p, at(0), secs(0), secs(0));
-        assert_eq!(
-            path.observe(&p, at(5), secs(0), secs(0)),
-            Some(PathMode::Fast)
-        );
+        let mut path = promoted_at_5s(&p, at);
         assert_eq!(
             path.observe(&p, at(6), secs(4), secs(0)),
             Some(PathMode::Sleeve)
@@ -890,12 +896,7 @@ mod tests {
         let p = ProbePolicy::default();
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut path = PeerPath::new();
-        path.observe(&p, at(0), secs(0), secs(0));
-        assert_eq!(
-            path.observe(&p, at(5), secs(0), secs(0)),
-            Some(PathMode::Fast)
-        );
+        let mut path = promoted_at_5s(&p, at);
         path.demote();
         assert_eq!(path.mode(), PathMode::Sleeve);
         assert_eq!(path.observe(&p, at(6), secs(0), secs(0)), None);

@@ -247,6 +247,13 @@ fn an_arp_broadcast_reaches_each_remote_pod_exactly_once_on_the_fast_path() {
     );
 }
 
+/// The flood entries (all-zero MAC) of `bridge fdb show` output.
+fn flood_entries(fdb: &str) -> Vec<&str> {
+    fdb.lines()
+        .filter(|l| l.starts_with("00:00:00:00:00:00"))
+        .collect()
+}
+
 #[test]
 fn a_killed_router_leaves_exactly_one_vxlan_device_and_a_consistent_fdb() {
     let mut c = cluster("wfr");
@@ -265,24 +272,16 @@ fn a_killed_router_leaves_exactly_one_vxlan_device_and_a_consistent_fdb() {
     assert_eq!(links.lines().count(), 1, "{links}");
     // The status says "fast path" once the flood entry is written; poll all the same, in case
     // the path went back and forth meanwhile.
-    let fdb = || {
+    let read_fdb = || {
         c.lab
             .exec_ok(&hs[0].ns, &["bridge", "fdb", "show", "dev", "weft-vxlan"])
             .unwrap()
     };
-    let floods = |fdb: &str| {
-        fdb.lines()
-            .filter(|l| l.starts_with("00:00:00:00:00:00"))
-            .count()
-    };
     let fdb = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        Some(fdb()).filter(|f| floods(f) == 1)
+        Some(read_fdb()).filter(|f| flood_entries(f).len() == 1)
     })
-    .unwrap_or_else(fdb);
-    let floods: Vec<&str> = fdb
-        .lines()
-        .filter(|l| l.starts_with("00:00:00:00:00:00"))
-        .collect();
+    .unwrap_or_else(read_fdb);
+    let floods = flood_entries(&fdb);
     assert_eq!(floods.len(), 1, "one flood entry, to h2: {fdb}");
     assert!(floods[0].contains(&hs[1].underlay_ip.to_string()), "{fdb}");
     assert_eq!(ping(&c.lab, &a.ns, b.ip, 3).unwrap().received, 3);

@@ -111,7 +111,7 @@ fn per_worker(r: &Report) -> (Vec<u64>, Vec<u64>) {
 
 /// `h`'s status once its workers' counters add up to the host's. The host's and the workers'
 /// counters are read one after the other, so a heartbeat landing between the reads can make
-/// one report disagree; a few reads in a row, with traffic stopped, must agree.
+/// one report disagree; with the test's traffic stopped, one of the reads within 5 s must agree.
 fn status_that_adds_up(c: &Cluster, h: &Host) -> Report {
     let adds_up = |r: &Report| {
         let (tap, udp) = per_worker(r);
